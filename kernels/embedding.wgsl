@@ -1,0 +1,28 @@
+// Token + position embeddings: x[t] = wte[ids[t]] + wpe[pos0 + t].
+// wte may be bound in row chunks (GPT-2's 50257 x 768 table is larger than one binding):
+// a dispatch per chunk writes the rows whose token falls in it, so each row is written once.
+
+struct Params {
+  T: u32,     // tokens
+  C4: u32,    // n_embd / 4
+  row0: u32,  // first vocab row of this wte chunk
+  rows: u32,  // vocab rows in this chunk
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;          // [T]
+@group(0) @binding(2) var<storage, read> step: array<u32>;         // [pos0]
+@group(0) @binding(3) var<storage, read> wte: array<vec4<f32>>;    // [rows, C] chunk
+@group(0) @binding(4) var<storage, read> wpe: array<vec4<f32>>;    // [n_positions, C]
+@group(0) @binding(5) var<storage, read_write> x: array<vec4<f32>>; // [T, C]
+
+@compute @workgroup_size(64)
+fn embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.y * 65535u * 64u + gid.x;
+  if (i >= p.T * p.C4) { return; }
+  let t = i / p.C4;
+  let c = i % p.C4;
+  let v = ids[t] - p.row0; // wraps around for ids below row0
+  if (v >= p.rows) { return; }
+  x[i] = wte[v * p.C4 + c] + wpe[(step[0] + t) * p.C4 + c];
+}

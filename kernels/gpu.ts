@@ -1,0 +1,316 @@
+/**
+ * The one place that talks to WebGPU: adapter and device, buffers, pipelines, bind groups,
+ * submission and read-back. Kernel wrappers build {@link Dispatch}es with it; the model
+ * records them into a {@link Plan} and runs it.
+ *
+ * @module
+ */
+
+/** A dense f32 (or u32) array on the GPU: `shape` elements starting `offset` bytes in. */
+export interface Tensor {
+  readonly buffer: GPUBuffer;
+  readonly offset: number;
+  readonly shape: readonly number[];
+}
+
+/** Number of elements of a tensor. */
+export function numel(t: { shape: readonly number[] }): number {
+  return t.shape.reduce((a, b) => a * b, 1);
+}
+
+/** One compute dispatch, ready to encode. */
+export interface Dispatch {
+  readonly label: string;
+  readonly pipeline: GPUComputePipeline;
+  readonly bindGroup: GPUBindGroup;
+  readonly workgroups: readonly [number, number, number];
+}
+
+/** A buffer-to-buffer copy recorded between dispatches (e.g. to keep a hidden state). */
+export interface Copy {
+  readonly label: string;
+  readonly from: Tensor;
+  readonly to: Tensor;
+}
+
+/** A recorded sequence of GPU work, run as one submission. */
+export type Plan = (Dispatch | Copy)[];
+
+/** What a binding slot of a kernel receives: a tensor, or a whole buffer. */
+export type Binding = Tensor | GPUBuffer;
+
+/** Options for {@link Gpu.open}. */
+export interface GpuOptions {
+  /** Ask for a high-performance or low-power adapter. */
+  powerPreference?: GPUPowerPreference;
+}
+
+const HELP_NO_ADAPTER = [
+  "No WebGPU adapter was found.",
+  "kvgpt runs every kernel through WebGPU (Deno's navigator.gpu).",
+  "On Linux without a GPU, install Mesa's software Vulkan driver (lavapipe):",
+  "  sudo apt-get install -y mesa-vulkan-drivers",
+  "or Mesa's OpenGL driver (llvmpipe): sudo apt-get install -y libgl1-mesa-dri libegl1.",
+  "With a GPU, install its Vulkan driver.",
+].join("\n");
+
+/** The GPU device and everything that allocates on it. */
+export class Gpu {
+  /** One line naming the adapter, its backend features and binding limit. */
+  readonly description: string;
+  /** Whether WGSL `f16` is available (`shader-f16`). */
+  readonly hasF16: boolean;
+  /** Whether `timestamp-query` is available. */
+  readonly hasTimestamps: boolean;
+  /** Largest storage-buffer binding, in bytes. */
+  readonly maxBinding: number;
+  /** Required alignment of a storage binding's offset, in bytes. */
+  readonly bindingAlignment: number;
+  /** Bytes of live buffers created through this object. */
+  bytesAllocated = 0;
+
+  #pipelines = new Map<string, GPUComputePipeline>();
+  #modules = new Map<string, GPUShaderModule>();
+  #uniforms = new Map<string, GPUBuffer>();
+  #errors: string[] = [];
+
+  private constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice) {
+    const info = adapter.info;
+    const name = info.description || `${info.vendor} ${info.device}`.trim() || "unknown adapter";
+    this.hasF16 = device.features.has("shader-f16");
+    this.hasTimestamps = device.features.has("timestamp-query");
+    this.maxBinding = device.limits.maxStorageBufferBindingSize;
+    this.bindingAlignment = device.limits.minStorageBufferOffsetAlignment;
+    const feats = [this.hasF16 ? "shader-f16" : "", this.hasTimestamps ? "timestamp-query" : ""]
+      .filter(Boolean).join(", ") || "no optional features";
+    this.description = `${name}${info.isFallbackAdapter ? " (software)" : ""}; ${feats}; ` +
+      `max binding ${(this.maxBinding / 2 ** 20).toFixed(0)} MiB`;
+    device.addEventListener("uncapturederror", (e) => {
+      this.#errors.push((e as GPUUncapturedErrorEvent).error.message);
+    });
+  }
+
+  /** Acquires an adapter and a device with the adapter's real limits. */
+  static async open(options: GpuOptions = {}): Promise<Gpu> {
+    if (!("gpu" in navigator) || !navigator.gpu) throw new Error(HELP_NO_ADAPTER);
+    const adapter = await navigator.gpu.requestAdapter({
+      powerPreference: options.powerPreference ?? "high-performance",
+    });
+    if (!adapter) throw new Error(HELP_NO_ADAPTER);
+    const wanted: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
+    const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
+    const l = adapter.limits;
+    const device = await adapter.requestDevice({
+      requiredFeatures,
+      requiredLimits: {
+        maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+        maxBufferSize: l.maxBufferSize,
+        maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+        maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+        maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+        maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+        maxComputeWorkgroupsPerDimension: l.maxComputeWorkgroupsPerDimension,
+        maxTextureDimension2D: l.maxTextureDimension2D,
+      },
+    });
+    return new Gpu(adapter, device);
+  }
+
+  /** Allocates a zero-filled tensor of `shape` 4-byte elements. */
+  tensor(shape: readonly number[], label: string): Tensor {
+    const bytes = Math.max(4, numel({ shape }) * 4);
+    const buffer = this.device.createBuffer({
+      label,
+      size: Math.ceil(bytes / 16) * 16,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    this.bytesAllocated += buffer.size;
+    return { buffer, offset: 0, shape };
+  }
+
+  /** Allocates a tensor holding `data`. */
+  upload(data: Float32Array | Uint32Array, shape: readonly number[], label: string): Tensor {
+    if (data.length !== numel({ shape })) {
+      throw new Error(`${label}: ${data.length} values for shape [${shape}]`);
+    }
+    const t = this.tensor(shape, label);
+    this.write(t, data);
+    return t;
+  }
+
+  /** Overwrites the start of a tensor with `data`. */
+  write(t: Tensor, data: Float32Array | Uint32Array, elementOffset = 0): void {
+    this.device.queue.writeBuffer(
+      t.buffer,
+      t.offset + elementOffset * 4,
+      data.buffer,
+      data.byteOffset,
+      data.byteLength,
+    );
+  }
+
+  /** Frees a tensor's buffer (only for tensors that own their whole buffer). */
+  destroy(t: Tensor): void {
+    this.bytesAllocated -= t.buffer.size;
+    t.buffer.destroy();
+  }
+
+  /** Reads tensors back to the CPU with a single wait. */
+  async read(tensors: readonly Tensor[]): Promise<Float32Array[]> {
+    const sizes = tensors.map((t) => numel(t) * 4);
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const staging = this.device.createBuffer({
+      size: Math.max(16, Math.ceil(total / 16) * 16),
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const enc = this.device.createCommandEncoder();
+    let at = 0;
+    tensors.forEach((t, i) => {
+      if (sizes[i] > 0) enc.copyBufferToBuffer(t.buffer, t.offset, staging, at, sizes[i]);
+      at += sizes[i];
+    });
+    this.device.queue.submit([enc.finish()]);
+    await staging.mapAsync(GPUMapMode.READ);
+    const all = new Float32Array(staging.getMappedRange().slice(0));
+    staging.unmap();
+    staging.destroy();
+    this.throwErrors();
+    at = 0;
+    return sizes.map((s) => all.slice(at / 4, (at += s) / 4));
+  }
+
+  /** Reads one tensor back. */
+  async read1(t: Tensor): Promise<Float32Array> {
+    return (await this.read([t]))[0];
+  }
+
+  /** Reads a u32 tensor back. */
+  async readU32(t: Tensor): Promise<Uint32Array> {
+    return new Uint32Array((await this.read1(t)).buffer);
+  }
+
+  /** Waits until all submitted work is done. */
+  async sync(): Promise<void> {
+    await this.device.queue.onSubmittedWorkDone();
+    this.throwErrors();
+  }
+
+  /** A compute pipeline for `entry` of WGSL `code`, compiled once per override set. */
+  pipeline(
+    code: string,
+    entry: string,
+    constants: Record<string, number> = {},
+  ): GPUComputePipeline {
+    const key = `${entry}|${JSON.stringify(constants)}|${code}`;
+    let p = this.#pipelines.get(key);
+    if (!p) {
+      let module = this.#modules.get(code);
+      if (!module) {
+        module = this.device.createShaderModule({ code });
+        this.#modules.set(code, module);
+      }
+      p = this.device.createComputePipeline({
+        label: entry,
+        layout: "auto",
+        compute: { module, entryPoint: entry, constants },
+      });
+      this.#pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  /** A small read-only uniform buffer of u32/f32 words, shared between equal contents. */
+  uniform(words: readonly number[] | Uint32Array): GPUBuffer {
+    const data = new Uint32Array(words);
+    const key = data.join(",");
+    let buf = this.#uniforms.get(key);
+    if (!buf) {
+      buf = this.device.createBuffer({
+        size: Math.max(16, Math.ceil(data.byteLength / 16) * 16),
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      });
+      this.device.queue.writeBuffer(buf, 0, data);
+      this.#uniforms.set(key, buf);
+    }
+    return buf;
+  }
+
+  /**
+   * Builds a dispatch: `bindings[i]` goes to `@group(0) @binding(i)`; `undefined` skips a
+   * binding number the entry point does not use.
+   */
+  dispatch(
+    label: string,
+    pipeline: GPUComputePipeline,
+    bindings: readonly (Binding | undefined)[],
+    workgroups: readonly [number, number, number] | readonly [number],
+  ): Dispatch {
+    const entries: GPUBindGroupEntry[] = [];
+    bindings.forEach((b, binding) => {
+      if (b === undefined) return;
+      entries.push(this.#entry(label, binding, b));
+    });
+    const bindGroup = this.device.createBindGroup({
+      label,
+      layout: pipeline.getBindGroupLayout(0),
+      entries,
+    });
+    const [x, y = 1, z = 1] = workgroups;
+    const max = this.device.limits.maxComputeWorkgroupsPerDimension;
+    if (x > max || y > max || z > max) {
+      throw new Error(`${label}: ${x}x${y}x${z} workgroups exceed ${max} per dimension`);
+    }
+    return { label, pipeline, bindGroup, workgroups: [x, y, z] };
+  }
+
+  #entry(label: string, binding: number, b: Binding): GPUBindGroupEntry {
+    if (b instanceof GPUBuffer) return { binding, resource: { buffer: b } };
+    if (b.offset % this.bindingAlignment !== 0) {
+      throw new Error(`${label}: binding ${binding} offset ${b.offset} is not aligned`);
+    }
+    const size = Math.max(4, numel(b) * 4);
+    return { binding, resource: { buffer: b.buffer, offset: b.offset, size } };
+  }
+
+  /** Encodes a plan into one command buffer and submits it. */
+  run(plan: Plan): void {
+    const enc = this.device.createCommandEncoder();
+    let pass: GPUComputePassEncoder | null = null;
+    for (const step of plan) {
+      if ("pipeline" in step) {
+        pass ??= enc.beginComputePass();
+        pass.setPipeline(step.pipeline);
+        pass.setBindGroup(0, step.bindGroup);
+        pass.dispatchWorkgroups(...step.workgroups);
+      } else {
+        pass?.end();
+        pass = null;
+        enc.copyBufferToBuffer(step.from.buffer, step.from.offset, step.to.buffer, step.to.offset, numel(step.from) * 4);
+      }
+    }
+    pass?.end();
+    this.device.queue.submit([enc.finish()]);
+  }
+
+  /** Throws if the device reported a validation or out-of-memory error. */
+  throwErrors(): void {
+    if (this.#errors.length) {
+      const msg = this.#errors.splice(0).join("\n");
+      throw new Error(`WebGPU error: ${msg}`);
+    }
+  }
+}
+
+/**
+ * Workgroups of `size` covering `n` items on a 2-D grid: x up to 65535, then rows of y;
+ * kernels recover the item as `gid.y * 65535 * size + gid.x`.
+ */
+export function workgrid(n: number, size: number): [number, number, number] {
+  const g = groups(n, size);
+  return g <= 65535 ? [g, 1, 1] : [65535, Math.ceil(g / 65535), 1];
+}
+
+/** Number of workgroups of `size` needed to cover `n` items. */
+export function groups(n: number, size: number): number {
+  return Math.max(1, Math.ceil(n / size));
+}

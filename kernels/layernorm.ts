@@ -1,0 +1,33 @@
+/**
+ * Typed wrapper for `layernorm.wgsl`.
+ *
+ * @module
+ */
+import { type Dispatch, type Gpu, groups, type Tensor } from "./gpu.ts";
+
+const code = await Deno.readTextFile(new URL("./layernorm.wgsl", import.meta.url));
+
+/** y = LayerNorm(x) * weight + bias. x, y: [T, C]; weight, bias: [C]. */
+export function layerNorm(
+  gpu: Gpu,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+  y: Tensor,
+  eps: number,
+): Dispatch {
+  const [T, C] = x.shape;
+  if (C % 4 || weight.shape[0] !== C || bias.shape[0] !== C || y.shape[0] !== T) {
+    throw new Error(`layernorm: x[${x.shape}] weight[${weight.shape}] y[${y.shape}] do not fit`);
+  }
+  const params = gpu.uniform([T, C, f32bits(eps)]);
+  const pipeline = gpu.pipeline(code, "layernorm");
+  return gpu.dispatch(`layernorm ${T}x${C}`, pipeline, [params, x, weight, bias, y], [
+    groups(T, 64),
+  ]);
+}
+
+/** The bit pattern of an f32, to pass floats in a u32 uniform. */
+export function f32bits(v: number): number {
+  return new Uint32Array(new Float32Array([v]).buffer)[0];
+}

@@ -1,0 +1,264 @@
+/**
+ * GPT-2, top to bottom as in the diagram: token + position embeddings, n_layer blocks of
+ * (LayerNorm → causal self-attention → residual, LayerNorm → MLP → residual), a final
+ * LayerNorm and the lm_head tied to the token embedding. Every number comes from a WGSL
+ * kernel; each module's `forward` records its kernels into a plan that runs on the GPU.
+ *
+ * @module
+ */
+import { attend, storeKv } from "../kernels/attention.ts";
+import { embedding } from "../kernels/embedding.ts";
+import { gelu } from "../kernels/gelu.ts";
+import type { Gpu, Plan, Tensor } from "../kernels/gpu.ts";
+import { layerNorm } from "../kernels/layernorm.ts";
+import { matmul, matmulTransposed, type RowChunks, uploadRowChunks } from "../kernels/matmul.ts";
+import { residual } from "../kernels/residual.ts";
+import type { GPT2Config } from "./config.ts";
+import { KVCache, type LayerCache } from "./kv_cache.ts";
+import {
+  type BlockWeights,
+  type GPT2Weights,
+  type LayerNormWeights,
+  type Linear as LinearWeights,
+  loadCheckpoint,
+} from "./weights.ts";
+import { type ForwardOptions, Workspace } from "./workspace.ts";
+
+export type { ForwardOptions } from "./workspace.ts";
+
+/** What one forward pass returns. */
+export interface ForwardOutput {
+  /** Logits [rows, vocabSize]: rows = T with `logits: "all"`, else 1 (the last position). */
+  logits: Float32Array;
+  /** With `hidden`: [nLayer + 2, T, C]: embeddings, each block's output, ln_f's output. */
+  hidden?: Float32Array;
+  /** With `attention`: per layer [nHead, T, nPositions] softmax rows (keys past pos0+t are 0). */
+  attention?: Float32Array[];
+}
+
+/** torch.nn.LayerNorm over n_embd. */
+class LayerNorm {
+  readonly weight: Tensor;
+  readonly bias: Tensor;
+  constructor(readonly gpu: Gpu, w: LayerNormWeights, readonly eps: number, name: string) {
+    this.weight = gpu.upload(w.weight, [w.weight.length], `${name}.weight`);
+    this.bias = gpu.upload(w.bias, [w.bias.length], `${name}.bias`);
+  }
+
+  // x: [T, C] -> y: [T, C]
+  forward(x: Tensor, y: Tensor): Plan {
+    return [layerNorm(this.gpu, x, this.weight, this.bias, y, this.eps)];
+  }
+}
+
+/** HF Conv1D: y = x @ W + b with W stored [in, out]. */
+class Linear {
+  readonly weight: Tensor;
+  readonly bias: Tensor;
+  constructor(readonly gpu: Gpu, w: LinearWeights, name: string) {
+    this.weight = gpu.upload(w.weight, [w.inFeatures, w.outFeatures], `${name}.weight`);
+    this.bias = gpu.upload(w.bias, [w.outFeatures], `${name}.bias`);
+  }
+
+  // x: [T, in] -> y: [T, out]
+  forward(x: Tensor, y: Tensor): Plan {
+    return [matmul(this.gpu, x, this.weight, this.bias, y)];
+  }
+}
+
+/** Multi-head causal self-attention that appends to and reads from the KV cache. */
+class CausalSelfAttention {
+  readonly cAttn: Linear;
+  readonly cProj: Linear;
+  constructor(readonly gpu: Gpu, w: BlockWeights["attn"], name: string) {
+    this.cAttn = new Linear(gpu, w.cAttn, `${name}.c_attn`);
+    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`);
+  }
+
+  // x: [T, C] -> out: [T, C]; K/V of these T tokens go to cache rows pos0 .. pos0+T-1
+  forward(x: Tensor, out: Tensor, cache: LayerCache, s: Workspace, probs: Tensor): Plan {
+    const { gpu } = this;
+    return [
+      ...this.cAttn.forward(x, s.qkv), // qkv: [T, 3C]
+      storeKv(gpu, s.step, s.qkv, cache.k, cache.v), // cache: [nHead, P, headDim]
+      attend(gpu, s.step, s.qkv, cache.k, cache.v, s.att, probs, s.options.attention), // [T, C]
+      ...this.cProj.forward(s.att, out),
+    ];
+  }
+}
+
+/** The feed-forward network: c_fc → gelu_new → c_proj. */
+class MLP {
+  readonly cFc: Linear;
+  readonly cProj: Linear;
+  constructor(readonly gpu: Gpu, w: BlockWeights["mlp"], name: string) {
+    this.cFc = new Linear(gpu, w.cFc, `${name}.c_fc`);
+    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`);
+  }
+
+  // x: [T, C] -> out: [T, C] through fc: [T, nInner]
+  forward(x: Tensor, out: Tensor, s: Workspace): Plan {
+    return [...this.cFc.forward(x, s.fc), gelu(this.gpu, s.fc), ...this.cProj.forward(s.fc, out)];
+  }
+}
+
+/** One transformer block (pre-LayerNorm). */
+class Block {
+  readonly ln1: LayerNorm;
+  readonly attn: CausalSelfAttention;
+  readonly ln2: LayerNorm;
+  readonly mlp: MLP;
+  constructor(readonly gpu: Gpu, w: BlockWeights, eps: number, name: string) {
+    this.ln1 = new LayerNorm(gpu, w.ln1, eps, `${name}.ln_1`);
+    this.attn = new CausalSelfAttention(gpu, w.attn, `${name}.attn`);
+    this.ln2 = new LayerNorm(gpu, w.ln2, eps, `${name}.ln_2`);
+    this.mlp = new MLP(gpu, w.mlp, `${name}.mlp`);
+  }
+
+  // s.x: [T, C] -> s.x: [T, C], in place
+  forward(s: Workspace, cache: LayerCache, probs: Tensor): Plan {
+    return [
+      ...this.ln1.forward(s.x, s.ln),
+      ...this.attn.forward(s.ln, s.branch, cache, s, probs),
+      residual(this.gpu, s.x, s.branch), // x = x + attn(ln_1(x))
+      ...this.ln2.forward(s.x, s.ln),
+      ...this.mlp.forward(s.ln, s.branch, s),
+      residual(this.gpu, s.x, s.branch), // x = x + mlp(ln_2(x))
+    ];
+  }
+}
+
+/** GPT-2 language model whose every kernel runs on the GPU. */
+export class GPT2 {
+  readonly wte: RowChunks; // [vocab, C], in chunks that fit a binding
+  readonly wpe: Tensor; //    [nPositions, C]
+  readonly blocks: Block[];
+  readonly lnF: LayerNorm;
+  readonly lmHead: RowChunks; // wte itself unless the checkpoint has its own lm_head
+  /** Token ids of the current forward, [nPositions] u32. */
+  readonly ids: Tensor;
+  /** Where this step starts in the cache: [pos0] u32. */
+  readonly step: Tensor;
+  #workspaces = new Map<string, { ws: Workspace; plans: WeakMap<KVCache, Plan> }>();
+
+  constructor(readonly gpu: Gpu, readonly config: GPT2Config, w: GPT2Weights) {
+    const { vocabSize: V, nEmbd: C, nPositions: P, layerNormEpsilon: eps } = config;
+    this.wte = uploadRowChunks(gpu, w.wte, V, C, "wte");
+    this.wpe = gpu.upload(w.wpe, [P, C], "wpe");
+    this.blocks = w.blocks.map((b, i) => new Block(gpu, b, eps, `h.${i}`));
+    this.lnF = new LayerNorm(gpu, w.lnF, eps, "ln_f");
+    this.lmHead = w.lmHead ? uploadRowChunks(gpu, w.lmHead, V, C, "lm_head") : this.wte;
+    this.ids = gpu.tensor([P], "ids");
+    this.step = gpu.tensor([4], "step");
+  }
+
+  /** Loads a HuggingFace checkpoint folder (config.json + *.safetensors) onto the GPU. */
+  static async load(gpu: Gpu, dir: string): Promise<GPT2> {
+    const { config, weights } = await loadCheckpoint(dir);
+    return new GPT2(gpu, config, weights);
+  }
+
+  /** A new, empty KV cache for this model. */
+  newCache(): KVCache {
+    return new KVCache(this.gpu, this.config);
+  }
+
+  /** Records the whole forward pass for one workspace and cache. */
+  #record(s: Workspace, cache: KVCache): Plan {
+    const { gpu } = this;
+    const save = (i: number, t: Tensor): Plan =>
+      s.hidden ? [{ label: `hidden ${i}`, from: t, to: s.hiddenAt(i) }] : [];
+    const L = this.blocks.length;
+    const lastRow = s.options.logits === "all" ? 0 : s.T - 1;
+    return [
+      ...embedding(gpu, this.ids, this.step, this.wte, this.wpe, s.x), // x: [T, C]
+      ...save(0, s.x),
+      ...this.blocks.flatMap((block, i) => [
+        ...block.forward(s, cache.layers[i], s.probs[s.options.attention ? i : 0]),
+        ...save(i + 1, s.x),
+      ]),
+      ...this.lnF.forward(s.x, s.ln),
+      ...save(L + 1, s.ln),
+      ...matmulTransposed(gpu, s.ln, lastRow, this.lmHead, s.logits), // logits: [rows, V]
+    ];
+  }
+
+  /**
+   * Runs T tokens through the model at positions cache.length .. cache.length+T-1, appending
+   * their K/V to the cache: a prefill when T > 1, a decode step when T = 1. An empty cache
+   * makes this the plain (no-cache) forward over `ids`.
+   */
+  async forward(
+    ids: readonly number[],
+    cache: KVCache,
+    options: ForwardOptions = {},
+  ): Promise<ForwardOutput> {
+    const s = this.#submit(ids, cache, options);
+    const { vocabSize: V } = this.config;
+    const want = [s.logits, ...(s.hidden ? [s.hidden] : [])];
+    if (s.options.attention) want.push(...s.probs);
+    const [logits, ...rest] = await this.gpu.read(want);
+    const rows = logits.length / s.logits.shape[1];
+    const out: ForwardOutput = { logits: stripColumns(logits, rows, s.logits.shape[1], V) };
+    if (s.hidden) out.hidden = rest.shift();
+    if (s.options.attention) out.attention = rest;
+    return out;
+  }
+
+  /** Records (or reuses) the plan for this shape, writes ids and pos0, and submits it. */
+  #submit(ids: readonly number[], cache: KVCache, options: ForwardOptions): Workspace {
+    const T = ids.length;
+    const { vocabSize, nPositions } = this.config;
+    if (T < 1) throw new Error("forward: no tokens given");
+    if (cache.length + T > nPositions) {
+      throw new Error(
+        `forward: ${cache.length} cached + ${T} new tokens exceed the context (n_positions ` +
+          `${nPositions})`,
+      );
+    }
+    ids.forEach((id, i) => {
+      if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+        throw new Error(`forward: token id ${id} at position ${i} is outside 0..${vocabSize - 1}`);
+      }
+    });
+    const opts: Required<ForwardOptions> = {
+      logits: options.logits ?? "last",
+      hidden: options.hidden ?? false,
+      attention: options.attention ?? false,
+    };
+    const entry = this.#workspace(T, opts);
+    let plan = entry.plans.get(cache);
+    if (!plan) entry.plans.set(cache, plan = this.#record(entry.ws, cache));
+    this.gpu.write(this.ids, new Uint32Array(ids));
+    this.gpu.write(this.step, new Uint32Array([cache.length]));
+    this.gpu.run(plan);
+    cache.length += T;
+    return entry.ws;
+  }
+
+  // Keeps the workspaces of the last few shapes; older ones are freed.
+  #workspace(T: number, opts: Required<ForwardOptions>) {
+    const key = `${T}|${opts.logits}|${opts.hidden}|${opts.attention}`;
+    let entry = this.#workspaces.get(key);
+    if (entry) {
+      this.#workspaces.delete(key); // re-insert as the most recent
+    } else {
+      entry = { ws: new Workspace(this.gpu, this.config, T, opts, this.step), plans: new WeakMap() };
+      while (this.#workspaces.size >= 4) {
+        const [oldest, old] = this.#workspaces.entries().next().value!;
+        old.ws.destroy();
+        this.#workspaces.delete(oldest);
+      }
+    }
+    this.#workspaces.set(key, entry);
+    return entry;
+  }
+}
+
+// [rows, ld] -> [rows, n]
+function stripColumns(a: Float32Array, rows: number, ld: number, n: number): Float32Array {
+  if (ld === n) return a;
+  const out = new Float32Array(rows * n);
+  for (let r = 0; r < rows; r++) out.set(a.subarray(r * ld, r * ld + n), r * n);
+  return out;
+}

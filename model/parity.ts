@@ -1,0 +1,173 @@
+/**
+ * Parity against HuggingFace: runs the model through the WGSL kernels on the prompts of a
+ * reference folder (config.json, weights, reference.safetensors, reference.json) and
+ * compares every tensor HF recorded: no-cache logits, hidden states, block outputs, the
+ * K/V cache after prefill, cached decode steps and their cache, and greedy generation.
+ *
+ * @module
+ */
+import type { Gpu } from "../kernels/gpu.ts";
+import { GPT2 } from "./gpt2.ts";
+import type { KVCache } from "./kv_cache.ts";
+import { argmax } from "./sampling.ts";
+import { SafetensorsFile } from "./safetensors.ts";
+
+/** Parity tolerance: max abs diff per tensor. */
+export const TOLERANCE = 1e-5;
+
+/** One compared tensor. */
+export interface ParityRow {
+  tensor: string;
+  shape: number[];
+  /** Max abs diff for floats; number of differing ids for token ids. */
+  maxAbsDiff: number;
+  /** Largest |reference| value, to read the diff against. */
+  maxAbsRef: number;
+  kind: "float" | "ids";
+  pass: boolean;
+}
+
+/** The parity result of one reference folder. */
+export interface ParityReport {
+  model: string;
+  adapter: string;
+  rows: ParityRow[];
+  /** Max abs diff over all float tensors. */
+  maxAbsDiff: number;
+  pass: boolean;
+}
+
+/** Compares two float arrays; a length mismatch or NaN counts as an infinite diff. */
+export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) return Infinity;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}
+
+function maxAbs(a: Float32Array): number {
+  let m = 0;
+  for (const v of a) m = Math.max(m, Math.abs(v));
+  return m;
+}
+
+/** Runs the full parity check on a reference folder. */
+export async function runParity(gpu: Gpu, dir: string): Promise<ParityReport> {
+  const model = await GPT2.load(gpu, dir);
+  const ref = await SafetensorsFile.open(`${dir}/reference.safetensors`);
+  const prompts = [...ref.tensors.keys()]
+    .filter((k) => k.endsWith(".input_ids"))
+    .map((k) => k.slice(0, -".input_ids".length))
+    .sort();
+  if (prompts.length === 0) {
+    throw new Error(`${dir}/reference.safetensors: no <prompt>.input_ids tensors`);
+  }
+  const rows: ParityRow[] = [];
+  const floats = (name: string, got: Float32Array) => {
+    const want = ref.f32(name);
+    const d = maxAbsDiff(got, want);
+    rows.push({
+      tensor: name,
+      shape: ref.info(name).shape,
+      maxAbsDiff: d,
+      maxAbsRef: maxAbs(want),
+      kind: "float",
+      pass: d <= TOLERANCE,
+    });
+  };
+  const cache = model.newCache();
+  try {
+    for (const p of prompts) await comparePrompt(model, cache, ref, p, floats, rows);
+  } finally {
+    cache.destroy();
+  }
+  const maxDiff = Math.max(0, ...rows.filter((r) => r.kind === "float").map((r) => r.maxAbsDiff));
+  return {
+    model: dir,
+    adapter: gpu.description,
+    rows,
+    maxAbsDiff: maxDiff,
+    pass: rows.every((r) => r.pass),
+  };
+}
+
+async function comparePrompt(
+  model: GPT2,
+  cache: KVCache,
+  ref: SafetensorsFile,
+  p: string,
+  floats: (name: string, got: Float32Array) => void,
+  rows: ParityRow[],
+): Promise<void> {
+  const { nLayer: L, nEmbd: C } = model.config;
+  const ids = [...ref.i32(`${p}.input_ids`)];
+  const T = ids.length;
+
+  // One forward over the whole prompt from an empty cache: HF's use_cache=False forward.
+  cache.reset();
+  const full = await model.forward(ids, cache, { logits: "all", hidden: true });
+  floats(`${p}.logits`, full.logits);
+  const hidden = full.hidden!; // [L + 2, T, C]
+  const layer = (i: number) => hidden.subarray(i * T * C, (i + 1) * T * C);
+  // HF hidden_states: embeddings, blocks 0..L-2, then ln_f(last block) in place of block L-1.
+  floats(`${p}.hidden_states`, concat([...range(L).map(layer), layer(L + 1)]));
+  floats(`${p}.block_outputs`, concat(range(L).map((i) => layer(i + 1))));
+  const present = await cache.read();
+  present.forEach((kv, i) => {
+    floats(`${p}.layer.${i}.present_key`, kv.k);
+    floats(`${p}.layer.${i}.present_value`, kv.v);
+  });
+
+  // Cached decode: one token at a time after the prompt.
+  const decodeIds = [...ref.i32(`${p}.decode_input_ids`)];
+  const decodeLogits: Float32Array[] = [];
+  for (const id of decodeIds) decodeLogits.push((await model.forward([id], cache)).logits);
+  floats(`${p}.decode_logits`, concat(decodeLogits));
+  const decoded = await cache.read();
+  decoded.forEach((kv, i) => {
+    floats(`${p}.layer.${i}.decode_key`, kv.k);
+    floats(`${p}.layer.${i}.decode_value`, kv.v);
+  });
+
+  // Greedy generation through the cache must reproduce HF's generate() exactly.
+  const want = [...ref.i32(`${p}.generated_ids`)];
+  const got = await greedy(model, cache, ids, want.length - T);
+  const wrong = want.filter((id, i) => got[i] !== id).length;
+  rows.push({
+    tensor: `${p}.generated_ids`,
+    shape: [want.length],
+    maxAbsDiff: wrong,
+    maxAbsRef: 0,
+    kind: "ids",
+    pass: wrong === 0 && got.length === want.length,
+  });
+}
+
+// Prompt followed by n greedy tokens, decoded through the cache.
+async function greedy(model: GPT2, cache: KVCache, ids: number[], n: number): Promise<number[]> {
+  cache.reset();
+  const out = [...ids];
+  let logits = (await model.forward(ids, cache)).logits;
+  for (let i = 0; i < n; i++) {
+    out.push(argmax(logits));
+    if (i + 1 < n) logits = (await model.forward([out.at(-1)!], cache)).logits;
+  }
+  return out;
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
