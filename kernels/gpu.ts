@@ -13,6 +13,9 @@ export interface Tensor {
   readonly shape: readonly number[];
 }
 
+/** CPU-side data for a tensor. */
+export type HostArray = Float32Array | Uint32Array;
+
 /** Number of elements of a tensor. */
 export function numel(t: { shape: readonly number[] }): number {
   return t.shape.reduce((a, b) => a * b, 1);
@@ -129,7 +132,7 @@ export class Gpu {
   }
 
   /** Allocates a tensor holding `data`. */
-  upload(data: Float32Array | Uint32Array, shape: readonly number[], label: string): Tensor {
+  upload(data: HostArray, shape: readonly number[], label: string): Tensor {
     if (data.length !== numel({ shape })) {
       throw new Error(`${label}: ${data.length} values for shape [${shape}]`);
     }
@@ -139,14 +142,10 @@ export class Gpu {
   }
 
   /** Overwrites the start of a tensor with `data`. */
-  write(t: Tensor, data: Float32Array | Uint32Array, elementOffset = 0): void {
-    this.device.queue.writeBuffer(
-      t.buffer,
-      t.offset + elementOffset * 4,
-      data.buffer,
-      data.byteOffset,
-      data.byteLength,
-    );
+  write(t: Tensor, data: HostArray, elementOffset = 0): void {
+    // Typed arrays here never view a SharedArrayBuffer.
+    const view = data as Float32Array<ArrayBuffer>;
+    this.device.queue.writeBuffer(t.buffer, t.offset + elementOffset * 4, view);
   }
 
   /** Frees a tensor's buffer (only for tensors that own their whole buffer). */
@@ -243,7 +242,7 @@ export class Gpu {
     label: string,
     pipeline: GPUComputePipeline,
     bindings: readonly (Binding | undefined)[],
-    workgroups: readonly [number, number, number] | readonly [number],
+    workgroups: readonly number[],
   ): Dispatch {
     const entries: GPUBindGroupEntry[] = [];
     bindings.forEach((b, binding) => {

@@ -9,7 +9,7 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "./gpt2.ts";
 import type { KVCache } from "./kv_cache.ts";
-import { argmax } from "./sampling.ts";
+import { generate } from "./generate.ts";
 import { SafetensorsFile } from "./safetensors.ts";
 
 /** Parity tolerance: max abs diff per tensor. */
@@ -132,30 +132,32 @@ async function comparePrompt(
     floats(`${p}.layer.${i}.decode_value`, kv.v);
   });
 
-  // Greedy generation through the cache must reproduce HF's generate() exactly.
+  // Greedy generation, through the cache and by recomputing everything, must both
+  // reproduce HF's generate() exactly.
   const want = [...ref.i32(`${p}.generated_ids`)];
-  const got = await greedy(model, cache, ids, want.length - T);
-  const wrong = want.filter((id, i) => got[i] !== id).length;
-  rows.push({
-    tensor: `${p}.generated_ids`,
-    shape: [want.length],
-    maxAbsDiff: wrong,
-    maxAbsRef: 0,
-    kind: "ids",
-    pass: wrong === 0 && got.length === want.length,
-  });
+  for (const useCache of [true, false]) {
+    const got = [...ids, ...(await greedy(model, cache, ids, want.length - T, useCache))];
+    const wrong = want.filter((id, i) => got[i] !== id).length;
+    rows.push({
+      tensor: `${p}.generated_ids${useCache ? "" : " (no cache)"}`,
+      shape: [want.length],
+      maxAbsDiff: wrong,
+      maxAbsRef: 0,
+      kind: "ids",
+      pass: wrong === 0 && got.length === want.length,
+    });
+  }
 }
 
-// Prompt followed by n greedy tokens, decoded through the cache.
-async function greedy(model: GPT2, cache: KVCache, ids: number[], n: number): Promise<number[]> {
-  cache.reset();
-  const out = [...ids];
-  let logits = (await model.forward(ids, cache)).logits;
-  for (let i = 0; i < n; i++) {
-    out.push(argmax(logits));
-    if (i + 1 < n) logits = (await model.forward([out.at(-1)!], cache)).logits;
-  }
-  return out;
+async function greedy(
+  model: GPT2,
+  cache: KVCache,
+  ids: number[],
+  n: number,
+  useCache: boolean,
+): Promise<number[]> {
+  const opts = { temperature: 0, topK: 0, topP: 1, seed: 0, stopAtEos: false, maxTokens: n };
+  return (await generate(model, cache, ids, { ...opts, useCache })).ids;
 }
 
 function range(n: number): number[] {

@@ -1,0 +1,33 @@
+/**
+ * kvgpt: GPT-2 whose every kernel is WGSL on WebGPU, built to see and measure the KV cache.
+ *
+ * ```ts
+ * import { generate, Gpu, gpt2Tokenizer, openModel } from "./mod.ts";
+ * const gpu = await Gpu.open();
+ * const { model } = await openModel(gpu, "data/tiny-gpt2");
+ * const cache = model.newCache();
+ * const tok = gpt2Tokenizer();
+ * const out = await generate(model, cache, tok.encode("The KV cache"), {
+ *   maxTokens: 8, temperature: 0, topK: 0, topP: 1, seed: 0, useCache: true, stopAtEos: false,
+ * });
+ * console.log(tok.decode(out.ids), cache.bytesUsed);
+ * ```
+ *
+ * @module
+ */
+export { Gpu, type Tensor } from "./kernels/gpu.ts";
+export { GPT2, type ForwardOptions, type ForwardOutput } from "./model/gpt2.ts";
+export { KVCache, type LayerCache, type LayerKV } from "./model/kv_cache.ts";
+export { type GPT2Config, GPT2_SIZES, loadConfig, parameterCount, parseConfig } from "./model/config.ts";
+export { type GPT2Weights, loadCheckpoint, randomWeights } from "./model/weights.ts";
+export { SafetensorsFile, writeSafetensors } from "./model/safetensors.ts";
+export {
+  generate,
+  type GenerateOptions,
+  type GenerateResult,
+} from "./model/generate.ts";
+export { argmax, Rng, sampleToken, type SamplingOptions } from "./model/sampling.ts";
+export { gpt2Tokenizer, TextStream, type Tokenizer } from "./model/tokenizer.ts";
+export { EMBEDDED, openModel, type OpenedModel } from "./model/open_model.ts";
+export { downloadCheckpoint } from "./model/download.ts";
+export { type ParityReport, runParity, TOLERANCE } from "./model/parity.ts";

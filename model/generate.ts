@@ -1,0 +1,131 @@
+/**
+ * Autoregressive generation: prefill the prompt into the KV cache, then decode one token at
+ * a time, each step feeding only the newest token. With `useCache: false` every step
+ * recomputes the whole sequence instead: the baseline the cache is measured against.
+ *
+ * @module
+ */
+import type { GPT2 } from "./gpt2.ts";
+import type { KVCache } from "./kv_cache.ts";
+import { Rng, sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
+
+/** How to generate. */
+export interface GenerateOptions extends SamplingOptions {
+  /** Most new tokens to produce. */
+  maxTokens: number;
+  /** Seed of the sampling PRNG: the same seed gives the same text. */
+  seed: number;
+  /** Decode through the KV cache (true) or recompute the whole sequence each step (false). */
+  useCache: boolean;
+  /** Stop after the end-of-text token. */
+  stopAtEos: boolean;
+  /** Token ids prefilled before the prompt and kept at the front of the cache. */
+  systemIds?: readonly number[];
+  /** Called with each new token as soon as it is chosen. */
+  onToken?: (id: number) => void;
+}
+
+/** What a generation produced and what it cost. */
+export interface GenerateResult {
+  /** The new token ids. */
+  ids: number[];
+  systemTokens: number;
+  promptTokens: number;
+  /** Time to prefill the system prompt (0 without one), ms. */
+  systemPrefillMs: number;
+  /** Time from the prompt to its next-token logits, ms. */
+  prefillMs: number;
+  /** Decode steps run after the prefill (new tokens that needed a forward). */
+  decodeSteps: number;
+  decodeMs: number;
+  /** Why generation stopped. */
+  stop: "max-tokens" | "eos" | "context";
+  /** Cache bytes holding tokens at the end, and bytes allocated. */
+  cacheBytesUsed: number;
+  cacheBytesAllocated: number;
+}
+
+/** Checks generation options, naming the bad one. */
+export function validateGenerate(opts: GenerateOptions): void {
+  validateSampling(opts);
+  if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 1) {
+    throw new RangeError(`maxTokens must be a positive integer, got ${opts.maxTokens}`);
+  }
+  if (!Number.isSafeInteger(opts.seed)) {
+    throw new RangeError(`seed must be an integer, got ${opts.seed}`);
+  }
+}
+
+/** Generates up to `maxTokens` tokens after `promptIds`. */
+export async function generate(
+  model: GPT2,
+  cache: KVCache,
+  promptIds: readonly number[],
+  opts: GenerateOptions,
+): Promise<GenerateResult> {
+  validateGenerate(opts);
+  const system = opts.systemIds ?? [];
+  const { nPositions, eosTokenId } = model.config;
+  if (promptIds.length < 1) throw new Error("the prompt has no tokens");
+  if (system.length + promptIds.length > nPositions) {
+    throw new Error(
+      `the prompt (${system.length + promptIds.length} tokens with the system prompt) is ` +
+        `longer than the context (n_positions ${nPositions})`,
+    );
+  }
+  const rng = new Rng(opts.seed);
+  const seq = [...system, ...promptIds];
+  cache.reset();
+
+  // Prefill: the system prompt once, then the prompt after it in the same cache.
+  let t0 = performance.now();
+  if (system.length && opts.useCache) await model.forward(system, cache);
+  const systemPrefillMs = performance.now() - t0;
+  t0 = performance.now();
+  let logits = await step(model, cache, opts.useCache ? [...promptIds] : seq, opts.useCache);
+  const prefillMs = performance.now() - t0;
+
+  // Decode: choose a token, then run it through the model to get the next logits.
+  const ids: number[] = [];
+  let stop: GenerateResult["stop"] = "max-tokens";
+  let decodeSteps = 0;
+  t0 = performance.now();
+  while (true) {
+    const id = sampleToken(logits, opts, rng);
+    ids.push(id);
+    seq.push(id);
+    opts.onToken?.(id);
+    if (opts.stopAtEos && id === eosTokenId) stop = "eos";
+    else if (ids.length >= opts.maxTokens) stop = "max-tokens";
+    else if (seq.length >= nPositions) stop = "context";
+    else {
+      logits = await step(model, cache, opts.useCache ? [id] : seq, opts.useCache);
+      decodeSteps++;
+      continue;
+    }
+    break;
+  }
+  return {
+    ids,
+    systemTokens: system.length,
+    promptTokens: promptIds.length,
+    systemPrefillMs,
+    prefillMs,
+    decodeSteps,
+    decodeMs: performance.now() - t0,
+    stop,
+    cacheBytesUsed: cache.bytesUsed,
+    cacheBytesAllocated: cache.bytesAllocated,
+  };
+}
+
+// Logits of the next token. Without the cache, the whole sequence is recomputed from empty.
+async function step(
+  model: GPT2,
+  cache: KVCache,
+  ids: readonly number[],
+  useCache: boolean,
+): Promise<Float32Array> {
+  if (!useCache) cache.reset();
+  return (await model.forward(ids, cache)).logits;
+}

@@ -1,0 +1,92 @@
+/**
+ * Finds the model a command should run: a checkpoint folder, a hub name (downloaded, or
+ * reused from a HuggingFace cache), or, when no weights are on disk, the embedded default:
+ * GPT-2 small's architecture (124M) with seeded random weights.
+ *
+ * @module
+ */
+import type { Gpu } from "../kernels/gpu.ts";
+import { GPT2_SIZES, parameterCount } from "./config.ts";
+import { downloadCheckpoint, findInHfCache, resolveRepo } from "./download.ts";
+import { GPT2 } from "./gpt2.ts";
+import { loadCheckpoint, randomWeights } from "./weights.ts";
+
+/** The name that selects the embedded random-weight model. */
+export const EMBEDDED = "embedded";
+
+/** Seed of the embedded model's weights. */
+export const EMBEDDED_SEED = 1234;
+
+/** A model ready to run, with where it came from. */
+export interface OpenedModel {
+  model: GPT2;
+  /** Short name: a folder, a hub name, or "embedded". */
+  name: string;
+  /** One line saying what was loaded. */
+  description: string;
+  /** True for random weights (text is gibberish; timings and cache are real). */
+  random: boolean;
+}
+
+/** Where real GPT-2 small would be found without downloading: data/gpt2 or the HF cache. */
+export async function findLocalGpt2(): Promise<string | null> {
+  if (await isCheckpoint("data/gpt2")) return "data/gpt2";
+  return findInHfCache(resolveRepo("gpt2"));
+}
+
+/**
+ * Opens `spec`: a folder with config.json + *.safetensors, a hub name such as `gpt2` or
+ * `owner/repo` (downloaded unless already local), or `embedded`. Without a spec: real GPT-2
+ * small if present locally, else the embedded model.
+ */
+export async function openModel(gpu: Gpu, spec?: string): Promise<OpenedModel> {
+  if (spec === undefined) spec = (await findLocalGpt2()) ?? EMBEDDED;
+  if (spec === EMBEDDED) {
+    const config = GPT2_SIZES.gpt2;
+    const model = new GPT2(gpu, config, randomWeights(config, EMBEDDED_SEED));
+    return {
+      model,
+      name: EMBEDDED,
+      random: true,
+      description: `embedded GPT-2 small architecture (124M) with seeded random weights ` +
+        `(seed ${EMBEDDED_SEED}): the text is gibberish, timings and cache are real. ` +
+        `For real weights: deno task download gpt2`,
+    };
+  }
+  let dir = spec;
+  let how = "";
+  if (!(await isCheckpoint(spec))) {
+    if (await exists(spec)) {
+      throw new Error(`${spec}: not a checkpoint folder (needs config.json and *.safetensors)`);
+    }
+    const got = await downloadCheckpoint(spec);
+    dir = got.dir;
+    how = got.fromCache ? " (from the HuggingFace cache)" : " (downloaded)";
+  }
+  const { config, weights } = await loadCheckpoint(dir);
+  const params = (parameterCount(config) / 1e6).toFixed(1);
+  return {
+    model: new GPT2(gpu, config, weights),
+    name: spec,
+    random: false,
+    description: `${spec}${how}: ${config.nLayer} layers, ${config.nHead} heads, ` +
+      `n_embd ${config.nEmbd}, ${params}M parameters, from ${dir}`,
+  };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function isCheckpoint(dir: string): Promise<boolean> {
+  if (!(await exists(`${dir}/config.json`))) return false;
+  for await (const e of Deno.readDir(dir)) {
+    if (e.name.endsWith(".safetensors") && e.name !== "reference.safetensors") return true;
+  }
+  return false;
+}

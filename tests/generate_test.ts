@@ -1,0 +1,96 @@
+import assert from "node:assert/strict";
+import { Gpu } from "../kernels/gpu.ts";
+import { generate, type GenerateOptions } from "../model/generate.ts";
+import { GPT2 } from "../model/gpt2.ts";
+import { SafetensorsFile } from "../model/safetensors.ts";
+import { loadCheckpoint } from "../model/weights.ts";
+
+const gpu = await Gpu.open();
+const model = await GPT2.load(gpu, "data/tiny-gpt2");
+const ref = await SafetensorsFile.open("data/tiny-gpt2/reference.safetensors");
+const prompt = [...ref.i32("p1.input_ids")]; // 10 tokens
+const hfGreedy = [...ref.i32("p1.generated_ids")].slice(prompt.length); // 20 tokens
+
+const greedy: GenerateOptions = {
+  maxTokens: 20,
+  temperature: 0,
+  topK: 0,
+  topP: 1,
+  seed: 0,
+  useCache: true,
+  stopAtEos: false,
+};
+const sampled: GenerateOptions = { ...greedy, temperature: 1, topK: 50, topP: 0.95, seed: 7 };
+
+async function run(ids: number[], opts: GenerateOptions) {
+  const cache = model.newCache();
+  try {
+    return await generate(model, cache, ids, opts);
+  } finally {
+    cache.destroy();
+  }
+}
+
+Deno.test("greedy generation equals HF generate(), with and without the cache", async () => {
+  assert.deepEqual((await run(prompt, greedy)).ids, hfGreedy);
+  assert.deepEqual((await run(prompt, { ...greedy, useCache: false })).ids, hfGreedy);
+});
+
+Deno.test("the same seed gives the same tokens; another seed other tokens", async () => {
+  const a = await run(prompt, sampled);
+  const b = await run(prompt, sampled);
+  const c = await run(prompt, { ...sampled, seed: 8 });
+  assert.deepEqual(a.ids, b.ids);
+  assert.notDeepEqual(a.ids, c.ids);
+  assert.deepEqual((await run(prompt, { ...sampled, useCache: false })).ids, a.ids);
+});
+
+Deno.test("a system prompt is prefilled first and kept at the front of the cache", async () => {
+  const system = prompt.slice(0, 6);
+  const rest = prompt.slice(6);
+  const r = await run(rest, { ...greedy, systemIds: system });
+  assert.deepEqual(r.ids, hfGreedy);
+  assert.equal(r.systemTokens, 6);
+  assert.equal(r.promptTokens, 4);
+  const nc = await run(rest, { ...greedy, systemIds: system, useCache: false });
+  assert.deepEqual(nc.ids, hfGreedy);
+});
+
+Deno.test("generation reports what it did and what the cache holds", async () => {
+  const onToken: number[] = [];
+  const r = await run(prompt, { ...greedy, maxTokens: 5, onToken: (id) => onToken.push(id) });
+  assert.deepEqual(onToken, r.ids);
+  assert.equal(r.ids.length, 5);
+  assert.equal(r.decodeSteps, 4);
+  assert.equal(r.stop, "max-tokens");
+  const { nLayer, nEmbd, nPositions } = model.config;
+  assert.equal(r.cacheBytesUsed, 2 * nLayer * (prompt.length + 4) * nEmbd * 4);
+  assert.equal(r.cacheBytesAllocated, 2 * nLayer * nPositions * nEmbd * 4);
+});
+
+Deno.test("generation stops at the context and at end-of-text", async () => {
+  const { nPositions, eosTokenId } = model.config;
+  const long = Array.from({ length: nPositions - 3 }, (_, i) => (i * 31) % 50000);
+  const r = await run(long, { ...greedy, maxTokens: 50 });
+  assert.equal(r.stop, "context");
+  assert.equal(long.length + r.ids.length, nPositions);
+  // A model whose end-of-text token is a later greedy token stops right after its first use.
+  const k = hfGreedy.findIndex((id, i) => i > 0 && hfGreedy.indexOf(id) === i);
+  const { config, weights } = await loadCheckpoint("data/tiny-gpt2");
+  const eosModel = new GPT2(gpu, { ...config, eosTokenId: hfGreedy[k] }, weights);
+  const cache = eosModel.newCache();
+  const eos = await generate(eosModel, cache, prompt, { ...greedy, stopAtEos: true });
+  cache.destroy();
+  assert.equal(eos.stop, "eos");
+  assert.deepEqual(eos.ids, hfGreedy.slice(0, k + 1));
+  assert.notEqual(hfGreedy[k], eosTokenId);
+});
+
+Deno.test("bad generation input is a clear error", async () => {
+  await assert.rejects(run([], greedy), /no tokens/);
+  const tooLong = Array.from({ length: model.config.nPositions + 1 }, () => 1);
+  await assert.rejects(run(tooLong, greedy), /longer than the context \(n_positions 128\)/);
+  await assert.rejects(run(prompt, { ...greedy, maxTokens: 0 }), /maxTokens/);
+  await assert.rejects(run(prompt, { ...greedy, temperature: -1 }), /temperature/);
+  await assert.rejects(run([50257], greedy), /token id 50257 at position 0/);
+});
