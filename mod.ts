@@ -16,18 +16,20 @@
  * @module
  */
 export { Gpu, type Tensor } from "./kernels/gpu.ts";
-export { GPT2, type ForwardOptions, type ForwardOutput } from "./model/gpt2.ts";
+export { type ForwardOptions, type ForwardOutput, GPT2 } from "./model/gpt2.ts";
 export { KVCache, type LayerCache, type LayerKV } from "./model/kv_cache.ts";
-export { type GPT2Config, GPT2_SIZES, loadConfig, parameterCount, parseConfig } from "./model/config.ts";
+export {
+  GPT2_SIZES,
+  type GPT2Config,
+  loadConfig,
+  parameterCount,
+  parseConfig,
+} from "./model/config.ts";
 export { type GPT2Weights, loadCheckpoint, randomWeights } from "./model/weights.ts";
 export { SafetensorsFile, writeSafetensors } from "./model/safetensors.ts";
-export {
-  generate,
-  type GenerateOptions,
-  type GenerateResult,
-} from "./model/generate.ts";
+export { generate, type GenerateOptions, type GenerateResult } from "./model/generate.ts";
 export { argmax, Rng, sampleToken, type SamplingOptions } from "./model/sampling.ts";
 export { gpt2Tokenizer, TextStream, type Tokenizer } from "./model/tokenizer.ts";
-export { EMBEDDED, openModel, type OpenedModel } from "./model/open_model.ts";
+export { EMBEDDED, type OpenedModel, openModel } from "./model/open_model.ts";
 export { downloadCheckpoint } from "./model/download.ts";
 export { type ParityReport, runParity, TOLERANCE } from "./model/parity.ts";

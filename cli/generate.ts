@@ -61,7 +61,12 @@ function parse(args: string[]) {
   }
   const int = (v: number) => Number.isInteger(v);
   const opts: GenerateOptions = {
-    maxTokens: number("max-tokens", values["max-tokens"], (v) => int(v) && v >= 1, "an integer >= 1"),
+    maxTokens: number(
+      "max-tokens",
+      values["max-tokens"],
+      (v) => int(v) && v >= 1,
+      "an integer >= 1",
+    ),
     temperature: number("temperature", values.temperature, (v) => v >= 0, "a number >= 0"),
     topK: number("top-k", values["top-k"], (v) => int(v) && v >= 0, "an integer >= 0"),
     topP: number("top-p", values["top-p"], (v) => v > 0 && v <= 1, "a number in (0, 1]"),

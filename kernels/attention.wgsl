@@ -87,6 +87,11 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     scores[s] *= inv;
     if (p.writeProbs == 1u) { probs[(h * p.T + t) * p.P + s] = scores[s]; }
   }
+  // Keys past the causal limit have probability 0. Write it: the probs buffer is reused by
+  // every step of this shape, and an earlier step with a larger pos0 left its rows there.
+  if (p.writeProbs == 1u) {
+    for (var s = keys + tid; s < p.P; s += WG) { probs[(h * p.T + t) * p.P + s] = 0.0; }
+  }
   workgroupBarrier();
 
   for (var j = tid; j < HD; j += WG) {

@@ -22,8 +22,10 @@ export function embedding(
 ): Dispatch[] {
   const [T, C] = x.shape;
   if (C % 4 || wte.cols !== C || wpe.shape[1] !== C || ids.shape[0] < T) {
-    throw new Error(`embedding: ids[${ids.shape}] wte[${wte.rows},${wte.cols}] ` +
-      `wpe[${wpe.shape}] x[${x.shape}] do not fit`);
+    throw new Error(
+      `embedding: ids[${ids.shape}] wte[${wte.rows},${wte.cols}] ` +
+        `wpe[${wpe.shape}] x[${x.shape}] do not fit`,
+    );
   }
   const pipeline = gpu.pipeline(code, "embedding");
   return wte.parts.map((part) => {

@@ -284,7 +284,13 @@ export class Gpu {
       } else {
         pass?.end();
         pass = null;
-        enc.copyBufferToBuffer(step.from.buffer, step.from.offset, step.to.buffer, step.to.offset, numel(step.from) * 4);
+        enc.copyBufferToBuffer(
+          step.from.buffer,
+          step.from.offset,
+          step.to.buffer,
+          step.to.offset,
+          numel(step.from) * 4,
+        );
       }
     }
     pass?.end();

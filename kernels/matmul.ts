@@ -16,15 +16,19 @@ export interface RowChunks {
   readonly parts: readonly { readonly row0: number; readonly tensor: Tensor }[];
 }
 
-/** Uploads a [rows, cols] matrix in row chunks that each fit one storage binding. */
+/**
+ * Uploads a [rows, cols] matrix in row chunks that each fit one storage binding
+ * (`maxBytes`, the device's binding limit unless a test asks for smaller chunks).
+ */
 export function uploadRowChunks(
   gpu: Gpu,
   data: Float32Array,
   rows: number,
   cols: number,
   label: string,
+  maxBytes: number = gpu.maxBinding,
 ): RowChunks {
-  const perPart = Math.max(4, Math.floor(gpu.maxBinding / (cols * 4) / 4) * 4);
+  const perPart = Math.max(4, Math.floor(maxBytes / (cols * 4) / 4) * 4);
   const parts = [];
   for (let row0 = 0; row0 < rows; row0 += perPart) {
     const n = Math.min(perPart, rows - row0);
@@ -76,8 +80,10 @@ export function matmulTransposed(
   const K = x.shape[1];
   const [M, ldy] = logits.shape;
   if (w.cols !== K || ldy < w.rows || xRow0 + M > x.shape[0]) {
-    throw new Error(`lm_head: x[${x.shape}] row ${xRow0}, w[${w.rows},${w.cols}], ` +
-      `logits[${logits.shape}] do not fit`);
+    throw new Error(
+      `lm_head: x[${x.shape}] row ${xRow0}, w[${w.rows},${w.cols}], ` +
+        `logits[${logits.shape}] do not fit`,
+    );
   }
   if (K % 4 || (ldy * 4) % gpu.bindingAlignment) {
     throw new Error(`lm_head: K=${K} must be a multiple of 4 and the logits stride aligned`);

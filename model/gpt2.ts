@@ -243,7 +243,10 @@ export class GPT2 {
     if (entry) {
       this.#workspaces.delete(key); // re-insert as the most recent
     } else {
-      entry = { ws: new Workspace(this.gpu, this.config, T, opts, this.step), plans: new WeakMap() };
+      entry = {
+        ws: new Workspace(this.gpu, this.config, T, opts, this.step),
+        plans: new WeakMap(),
+      };
       while (this.#workspaces.size >= 4) {
         const [oldest, old] = this.#workspaces.entries().next().value!;
         old.ws.destroy();

@@ -1,0 +1,97 @@
+/** embedding (wte[ids] + wpe[pos0 + t]) over a chunked wte, against the CPU reference. */
+import assert from "node:assert/strict";
+import { embedding } from "../kernels/embedding.ts";
+import { Gpu } from "../kernels/gpu.ts";
+import { type RowChunks, uploadRowChunks } from "../kernels/matmul.ts";
+import { embeddingRef } from "./cpu_reference.ts";
+import { Arena, assertClose, Rng } from "./helpers.ts";
+
+const gpu = await Gpu.open();
+
+/** One f32 rounding of an exact sum: diff <= 2^-24 · max(1, |ref|). */
+const TOL = 2 ** -24;
+const V = 50257;
+const C = 64;
+const P = 256;
+
+/** Token ids at or next to every chunk boundary used below, and the two ends. */
+const EDGES = [0, 1, 2047, 2048, 2049, 4092, 4093, 4094, 4095, 21110, 21111, 49151, 49152, V - 1];
+
+function ids(rng: Rng, T: number): Uint32Array {
+  const out = new Uint32Array(T);
+  for (let t = 0; t < T; t++) {
+    out[t] = t < EDGES.length ? EDGES[(t * 5) % EDGES.length] : rng.int(V);
+  }
+  if (T === 1) out[0] = V - 1;
+  return out;
+}
+
+/** Hand-made chunks starting at rows 0, 4093, 4094 and 21111 (not multiples of 4). */
+function oddChunks(arena: Arena, wte: Float32Array): RowChunks {
+  const bounds = [0, 4093, 4094, 21111, V];
+  const parts = bounds.slice(0, -1).map((r0, i) => ({
+    row0: r0,
+    tensor: arena.upload(wte.slice(r0 * C, bounds[i + 1] * C), [bounds[i + 1] - r0, C], "wte"),
+  }));
+  return { rows: V, cols: C, parts };
+}
+
+Deno.test("embedding: V = 50257 in one chunk and in many, T = 1, 7, 129, pos0 >= 0", async () => {
+  const rng = new Rng(40);
+  const arena = new Arena(gpu);
+  const wte = rng.normals(V * C, 0.125);
+  const wpe = rng.normals(P * C, 0.2);
+  const wpeT = arena.upload(wpe, [P, C], "wpe");
+  const chunkings: [string, RowChunks][] = [
+    ["one chunk", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte"))],
+    ["512 KiB chunks", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 19))],
+    ["odd chunks", oddChunks(arena, wte)],
+  ];
+  assert.equal(chunkings[0][1].parts.length, 1);
+  assert.equal(chunkings[1][1].parts.length, 25);
+  for (const [name, wteT] of chunkings) {
+    for (const [T, pos0] of [[1, 0], [7, 0], [129, 0], [1, 255], [7, 100], [129, 127]]) {
+      const tokens = ids(rng, T);
+      const x = arena.poisoned([T, C], "x");
+      gpu.run(embedding(gpu, arena.upload(tokens, [T], "ids"), arena.step(pos0), wteT, wpeT, x));
+      const got = await gpu.read1(x);
+      const ref = embeddingRef(tokens, wte, wpe, C, pos0);
+      assertClose(got, ref, TOL, `embedding ${name} T=${T} pos0=${pos0}`);
+    }
+  }
+  arena.destroy();
+});
+
+Deno.test("embedding: reads only the first T ids of a longer ids buffer", async () => {
+  // The model keeps one [n_positions] ids buffer and embeds its first T entries.
+  const rng = new Rng(41);
+  const arena = new Arena(gpu);
+  const wte = rng.normals(V * C, 0.125);
+  const wpe = rng.normals(P * C, 0.2);
+  const tokens = ids(rng, 7);
+  const all = new Uint32Array(P).fill(V - 1); // stale ids past T must not be embedded
+  all.set(tokens);
+  const x = arena.poisoned([7, C], "x");
+  const w = arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 19));
+  gpu.run(
+    embedding(gpu, arena.upload(all, [P], "ids"), arena.step(3), w, arena.upload(wpe, [P, C]), x),
+  );
+  assertClose(await gpu.read1(x), embeddingRef(tokens, wte, wpe, C, 3), TOL, "embedding ids[:7]");
+  arena.destroy();
+});
+
+Deno.test("embedding: rejects shapes that do not fit", () => {
+  const arena = new Arena(gpu);
+  const w = { rows: 10, cols: 8, parts: [{ row0: 0, tensor: arena.poisoned([10, 8]) }] };
+  const ids = arena.upload(new Uint32Array(2), [2]);
+  const step = arena.step(0);
+  assert.throws(
+    () => embedding(gpu, ids, step, w, arena.poisoned([4, 8]), arena.poisoned([3, 8])),
+    /do not fit/,
+  );
+  assert.throws(
+    () => embedding(gpu, ids, step, w, arena.poisoned([4, 12]), arena.poisoned([2, 8])),
+    /do not fit/,
+  );
+  arena.destroy();
+});

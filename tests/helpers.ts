@@ -1,0 +1,157 @@
+/**
+ * Shared helpers of the kernel tests: a seeded PRNG, NaN-poisoned output tensors, an arena
+ * that frees what a test allocated, and an element-wise closeness check that reports the
+ * largest difference it saw.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import type { Gpu, Tensor } from "../kernels/gpu.ts";
+import type { RowChunks } from "../kernels/matmul.ts";
+
+/** mulberry32: a small seeded PRNG, good enough for test inputs. */
+export class Rng {
+  #state: number;
+
+  constructor(seed: number) {
+    this.#state = seed >>> 0;
+  }
+
+  /** Uniform in [0, 1). */
+  next(): number {
+    let z = (this.#state = (this.#state + 0x6d2b79f5) >>> 0);
+    z = Math.imul(z ^ (z >>> 15), z | 1);
+    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
+    return ((z ^ (z >>> 14)) >>> 0) / 2 ** 32;
+  }
+
+  /** Uniform in [lo, hi). */
+  uniform(lo: number, hi: number): number {
+    return lo + (hi - lo) * this.next();
+  }
+
+  /** A standard normal draw (Box-Muller). */
+  normal(): number {
+    const u = 1 - this.next(); // (0, 1]
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * this.next());
+  }
+
+  /** An integer in [0, n). */
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+
+  /** n f32 values U(lo, hi). */
+  uniforms(n: number, lo = -1, hi = 1): Float32Array {
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = this.uniform(lo, hi);
+    return out;
+  }
+
+  /** n f32 values N(0, std²). */
+  normals(n: number, std = 1): Float32Array {
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = std * this.normal();
+    return out;
+  }
+}
+
+/** Allocates a tensor of `shape` filled with NaN, so that an unwritten element shows. */
+export function poisoned(gpu: Gpu, shape: readonly number[], label = "poisoned"): Tensor {
+  const t = gpu.tensor(shape, label);
+  gpu.write(t, new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(NaN));
+  return t;
+}
+
+/** Tensors allocated by one test, freed together at its end. */
+export class Arena {
+  readonly tensors: Tensor[] = [];
+  constructor(readonly gpu: Gpu) {}
+
+  /** Keeps `t` to free later. */
+  add<T extends Tensor>(t: T): T {
+    this.tensors.push(t);
+    return t;
+  }
+
+  /** Keeps every part of a chunked matrix. */
+  addChunks(c: RowChunks): RowChunks {
+    for (const p of c.parts) this.add(p.tensor);
+    return c;
+  }
+
+  upload(data: Float32Array | Uint32Array, shape: readonly number[], label = "input"): Tensor {
+    return this.add(this.gpu.upload(data, shape, label));
+  }
+
+  poisoned(shape: readonly number[], label = "output"): Tensor {
+    return this.add(poisoned(this.gpu, shape, label));
+  }
+
+  /** A [4] u32 tensor holding pos0, as the kernels' `step` binding expects. */
+  step(pos0: number): Tensor {
+    return this.upload(new Uint32Array([pos0, 0, 0, 0]), [4], "step");
+  }
+
+  destroy(): void {
+    for (const t of this.tensors.splice(0)) this.gpu.destroy(t);
+  }
+}
+
+/** What {@link assertClose} measured. */
+export interface CloseReport {
+  /** Largest |got - want|. */
+  maxAbs: number;
+  /** Largest |got - want| / max(1, |want|). */
+  maxScaled: number;
+}
+
+/** Largest |got - want| (NaN if either holds a NaN where the other does not). */
+export function maxAbsDiff(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  assert.equal(got.length, want.length, "lengths differ");
+  let m = 0;
+  for (let i = 0; i < got.length; i++) {
+    const d = Math.abs(got[i] - want[i]);
+    if (!(d <= m)) m = Number.isNaN(d) ? NaN : d;
+    if (Number.isNaN(m)) return NaN;
+  }
+  return m;
+}
+
+/**
+ * Asserts |got[i] - want[i]| <= tol · max(1, |want[i]|) for every i (NaN always fails) and
+ * logs the largest absolute and scaled differences under `label`.
+ */
+export function assertClose(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  tol: number,
+  label: string,
+): CloseReport {
+  assert.equal(got.length, want.length, `${label}: ${got.length} values, expected ${want.length}`);
+  let maxAbs = 0;
+  let maxScaled = 0;
+  let worst = -1;
+  for (let i = 0; i < got.length; i++) {
+    const d = Math.abs(got[i] - want[i]);
+    const scaled = d / Math.max(1, Math.abs(want[i]));
+    if (Number.isNaN(d)) {
+      assert.fail(`${label}: element ${i} is ${got[i]}, expected ${want[i]} (unwritten?)`);
+    }
+    if (d > maxAbs) maxAbs = d;
+    if (scaled > maxScaled) {
+      maxScaled = scaled;
+      worst = i;
+    }
+  }
+  console.log(
+    `  ${label}: max abs diff ${maxAbs.toExponential(2)}, ` +
+      `max diff/max(1,|ref|) ${maxScaled.toExponential(2)} (tol ${tol.toExponential(0)})`,
+  );
+  assert.ok(
+    maxScaled <= tol,
+    `${label}: element ${worst} is ${got[worst]}, expected ${want[worst]} ` +
+      `(scaled diff ${maxScaled.toExponential(2)} > ${tol})`,
+  );
+  return { maxAbs, maxScaled };
+}

@@ -1,0 +1,95 @@
+/**
+ * scripts/hf_reference.py must reproduce the committed tiny-gpt2 reference: it re-runs
+ * HuggingFace on data/tiny-gpt2 with the committed prompts and compares every tensor.
+ * Needs the Python environment of /work/shared/tools/setup_hf_env.sh ($HF_VENV, default
+ * ~/.cache/hf-venv); skipped without it.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { SafetensorsFile } from "../model/safetensors.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const TINY = join(ROOT, "data/tiny-gpt2");
+const VENV = Deno.env.get("HF_VENV") ?? join(Deno.env.get("HOME") ?? "", ".cache/hf-venv");
+const PYTHON = join(VENV, "bin/python");
+const TOLERANCE = 1e-6;
+
+/** Why the test cannot run here, or null when python with transformers is there. */
+async function unavailable(): Promise<string | null> {
+  try {
+    const check = await new Deno.Command(PYTHON, {
+      args: ["-c", "import torch, transformers, safetensors"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return check.success ? null : `${PYTHON} cannot import torch/transformers/safetensors`;
+  } catch {
+    return `no ${PYTHON} (build it with bash /work/shared/tools/setup_hf_env.sh)`;
+  }
+}
+
+const reason = await unavailable();
+if (reason !== null) console.log(`hf_reference_test skipped: ${reason}`);
+
+/** Largest |a - b| over two equally long arrays (Infinity if either holds a NaN). */
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= worst)) worst = Number.isNaN(d) ? Infinity : d;
+  }
+  return worst;
+}
+
+Deno.test({
+  name: "hf_reference.py reproduces data/tiny-gpt2/reference.safetensors",
+  ignore: reason !== null,
+  async fn() {
+    const out = await Deno.makeTempDir({ prefix: "hf_reference_test_" });
+    try {
+      const run = await new Deno.Command(PYTHON, {
+        args: [
+          join(ROOT, "scripts/hf_reference.py"),
+          TINY,
+          "--prompts-from",
+          join(TINY, "reference.json"),
+          "--out",
+          out,
+          "--no-sensitivity",
+        ],
+        env: { HF_HUB_OFFLINE: "1" },
+      }).output();
+      const log = new TextDecoder().decode(run.stderr);
+      assert.ok(run.success, `hf_reference.py failed:\n${log}`);
+
+      const want = await SafetensorsFile.open(join(TINY, "reference.safetensors"));
+      const got = await SafetensorsFile.open(join(out, "reference.safetensors"));
+      assert.deepEqual([...got.tensors.keys()].sort(), [...want.tensors.keys()].sort());
+      let worst = 0;
+      for (const [name, w] of want.tensors) {
+        const g = got.info(name);
+        assert.equal(g.dtype, w.dtype, name);
+        assert.deepEqual(g.shape, w.shape, name);
+        if (w.dtype === "I32") {
+          assert.deepEqual(got.i32(name), want.i32(name), `${name}: ids differ`);
+        } else {
+          const d = maxAbsDiff(got.f32(name), want.f32(name));
+          assert.ok(d <= TOLERANCE, `${name}: max abs diff ${d} > ${TOLERANCE}`);
+          worst = Math.max(worst, d);
+        }
+      }
+
+      const json = (dir: string) => JSON.parse(Deno.readTextFileSync(join(dir, "reference.json")));
+      const [refWant, refGot] = [json(TINY), json(out)];
+      assert.deepEqual(Object.keys(refGot.tensors), Object.keys(refWant.tensors));
+      for (const [i, p] of refWant.prompts.entries()) {
+        assert.deepEqual(refGot.prompts[i].generated_new_ids, p.generated_new_ids, p.name);
+      }
+      console.log(`${want.tensors.size} tensors, max abs diff ${worst}`);
+    } finally {
+      await Deno.remove(out, { recursive: true });
+    }
+  },
+});

@@ -1,0 +1,170 @@
+/**
+ * matmul (Conv1D, x @ w + b) and matmulTransposed (lm_head, x @ w^T over row chunks)
+ * against the float64 CPU reference, on shapes that are not multiples of any tile.
+ */
+import assert from "node:assert/strict";
+import { Gpu } from "../kernels/gpu.ts";
+import { matmul, matmulTransposed, type RowChunks, uploadRowChunks } from "../kernels/matmul.ts";
+import { matmulRef, matmulTransposedRef } from "./cpu_reference.ts";
+import { Arena, assertClose, Rng } from "./helpers.ts";
+
+const gpu = await Gpu.open();
+
+/** f32 matmul with K <= 1024 against f64: diff <= TOL · max(1, |ref|) (seen: 2.9e-6). */
+const TOL = 5e-6;
+/** The same for the lm_head with K <= 64 (seen: 6e-7). */
+const TOL_LM_HEAD = 2e-6;
+/** GPT-2's vocabulary, with a small C to keep the CPU reference fast. */
+const V = 50257;
+const C = 64;
+
+/** Logits row stride the model uses: V padded to the binding alignment. */
+function stride(v: number): number {
+  const align = gpu.bindingAlignment / 4;
+  return Math.ceil(v / align) * align;
+}
+
+/** [M, ld] -> [M, n] */
+function columns(a: Float32Array, M: number, ld: number, n: number): Float32Array {
+  const out = new Float32Array(M * n);
+  for (let r = 0; r < M; r++) out.set(a.subarray(r * ld, r * ld + n), r * n);
+  return out;
+}
+
+/** Asserts that the padding columns n .. ld of every row were left alone (still NaN). */
+function assertPaddingUntouched(a: Float32Array, M: number, ld: number, n: number, label: string) {
+  for (let r = 0; r < M; r++) {
+    for (let c = n; c < ld; c++) {
+      assert.ok(Number.isNaN(a[r * ld + c]), `${label}: padding [${r}, ${c}] was written`);
+    }
+  }
+}
+
+/** A [rows, cols] matrix split by hand at `bounds` (row0s need not be multiples of 4). */
+function chunksAt(
+  arena: Arena,
+  data: Float32Array,
+  cols: number,
+  bounds: readonly number[],
+): RowChunks {
+  const parts = [];
+  for (let i = 0; i + 1 < bounds.length; i++) {
+    const [r0, r1] = [bounds[i], bounds[i + 1]];
+    const t = arena.upload(data.slice(r0 * cols, r1 * cols), [r1 - r0, cols], `w[${r0}:${r1}]`);
+    parts.push({ row0: r0, tensor: t });
+  }
+  return { rows: bounds[bounds.length - 1], cols, parts };
+}
+
+Deno.test("matmul: x @ w + b for T = 1, 7, 129 and N not a multiple of 8", async () => {
+  const rng = new Rng(1);
+  const arena = new Arena(gpu);
+  for (const [K, N] of [[48, 12], [64, 100], [100, 36], [1024, 36], [768, 2308]]) {
+    const w = rng.normals(K * N, 1 / Math.sqrt(K));
+    const b = rng.uniforms(N, -0.1, 0.1);
+    const wT = arena.upload(w, [K, N], "w");
+    const bT = arena.upload(b, [N], "b");
+    for (const M of [1, 7, 129]) {
+      if (K * N > 100_000 && M !== 7) continue; // the GPT-2-sized shape once is enough
+      const x = rng.uniforms(M * K, -2, 2);
+      const xT = arena.upload(x, [M, K], "x");
+      const yT = arena.poisoned([M, N], "y");
+      gpu.run([matmul(gpu, xT, wT, bT, yT)]);
+      const got = await gpu.read1(yT);
+      assertClose(got, matmulRef(x, w, b, M, K, N), TOL, `matmul ${M}x${K}x${N}`);
+    }
+  }
+  arena.destroy();
+});
+
+Deno.test("matmul: rejects shapes that do not fit", () => {
+  const arena = new Arena(gpu);
+  const x = arena.poisoned([3, 6]);
+  const w = arena.poisoned([6, 8]);
+  const b = arena.poisoned([8]);
+  const y = arena.poisoned([3, 8]);
+  assert.throws(() => matmul(gpu, x, w, b, y), /K=6 and N=8 must be multiples of 4/);
+  assert.throws(() => matmul(gpu, y, w, b, y), /do not fit/);
+  arena.destroy();
+});
+
+Deno.test("matmulTransposed: lm_head over V = 50257 in one chunk and in many", async () => {
+  const rng = new Rng(2);
+  const arena = new Arena(gpu);
+  const wte = rng.normals(V * C, 1 / Math.sqrt(C));
+  const ld = stride(V);
+  const chunkings: [string, RowChunks][] = [
+    ["one chunk", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte"))],
+    // 512 KiB chunks: 2048 rows each, 25 chunks, the last one 1105 rows.
+    ["512 KiB chunks", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 19))],
+    // Chunks starting at rows that are not multiples of 4, and a one-row chunk.
+    ["odd chunks", chunksAt(arena, wte, C, [0, 4093, 4094, 21111, V])],
+  ];
+  assert.equal(chunkings[1][1].parts.length, 25);
+  const xs = new Map<number, { x: Float32Array; ref: Float64Array }>();
+  for (const M of [1, 7, 129]) {
+    const x = rng.normals(M * C);
+    xs.set(M, { x, ref: matmulTransposedRef(x, wte, M, C, V) });
+  }
+  for (const [name, w] of chunkings) {
+    for (const [M, { x, ref }] of xs) {
+      if (M > 7 && name !== "odd chunks") continue; // the big M once: the GPU is a CPU here
+      const xT = arena.upload(x, [M, C], "x");
+      const logits = arena.poisoned([M, ld], "logits");
+      gpu.run(matmulTransposed(gpu, xT, 0, w, logits));
+      const got = await gpu.read1(logits);
+      assertPaddingUntouched(got, M, ld, V, `lm_head ${name} M=${M}`);
+      assertClose(columns(got, M, ld, V), ref, TOL_LM_HEAD, `lm_head ${name} ${M}x${C}x${V}`);
+    }
+  }
+  arena.destroy();
+});
+
+Deno.test("matmulTransposed: one row of x (xRow0 > 0), the 'last' logits", async () => {
+  const rng = new Rng(3);
+  const arena = new Arena(gpu);
+  const wte = rng.normals(V * C, 1 / Math.sqrt(C));
+  const w = chunksAt(arena, wte, C, [0, 9, 30001, V]);
+  const T = 7;
+  const x = rng.normals(T * C);
+  const xT = arena.upload(x, [T, C], "x");
+  const ld = stride(V);
+  const logits = arena.poisoned([1, ld], "logits");
+  gpu.run(matmulTransposed(gpu, xT, T - 1, w, logits));
+  const got = (await gpu.read1(logits)).subarray(0, V);
+  const ref = matmulTransposedRef(x.subarray((T - 1) * C), wte, 1, C, V);
+  assertClose(got, ref, TOL_LM_HEAD, `lm_head row ${T - 1} of ${T}`);
+  assert.throws(() => matmulTransposed(gpu, xT, T, w, logits), /do not fit/);
+  arena.destroy();
+});
+
+Deno.test("matmulTransposed: logits larger than one binding go in row blocks", async () => {
+  // 129 rows x 270016 floats = 139 MB of logits: more than a 128 MiB binding on llvmpipe,
+  // so the rows are split into blocks (each a dispatch per weight chunk).
+  const v = 270_001;
+  const k = 4;
+  const M = 129;
+  const ld = stride(v);
+  if (M * ld * 4 <= gpu.maxBinding) {
+    console.log(`  skipped: max binding ${gpu.maxBinding} holds all logits in one block`);
+    return;
+  }
+  const rng = new Rng(4);
+  const arena = new Arena(gpu);
+  const wte = rng.normals(v * k, 0.5);
+  const w = arena.addChunks(uploadRowChunks(gpu, wte, v, k, "wte"));
+  const x = rng.normals(M * k);
+  const xT = arena.upload(x, [M, k], "x");
+  const logits = arena.poisoned([M, ld], "logits");
+  const plan = matmulTransposed(gpu, xT, 0, w, logits);
+  assert.ok(plan.length >= 2, `${plan.length} dispatches`);
+  gpu.run(plan);
+  const got = await gpu.read1(logits);
+  assertClose(
+    columns(got, M, ld, v),
+    matmulTransposedRef(x, wte, M, k, v),
+    TOL_LM_HEAD,
+    "lm_head blocks",
+  );
+  arena.destroy();
+});
