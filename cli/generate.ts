@@ -100,8 +100,11 @@ async function main(): Promise<number> {
   const log = values.json ? () => {} : (s: string) => console.error(s);
   const gpu = await Gpu.open();
   log(`adapter: ${gpu.description}`);
+  const t0 = performance.now();
   const opened = await openModel(gpu, values.model);
+  await opened.model.warmup();
   log(`model:   ${opened.description}`);
+  log(`loaded and warmed up in ${Math.round(performance.now() - t0)} ms`);
   const tok = gpt2Tokenizer();
   const promptIds = tok.encode(values.prompt);
   const systemIds = values.system ? tok.encode(values.system) : [];

@@ -158,6 +158,23 @@ export class GPT2 {
     return new GPT2(gpu, config, weights);
   }
 
+  /**
+   * Finishes the weight upload and compiles every pipeline (prefill and decode shapes), so
+   * that timings taken afterwards measure the model, not one-time start-up.
+   */
+  async warmup(): Promise<void> {
+    const cache = this.newCache();
+    try {
+      await this.forward(
+        Array.from({ length: Math.min(8, this.config.nPositions - 1) }, () => 0),
+        cache,
+      );
+      await this.forward([0], cache);
+    } finally {
+      cache.destroy();
+    }
+  }
+
   /** A new, empty KV cache for this model. */
   newCache(): KVCache {
     return new KVCache(this.gpu, this.config);
