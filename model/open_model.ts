@@ -59,9 +59,16 @@ export async function openModel(gpu: Gpu, spec?: string): Promise<OpenedModel> {
     if (await exists(spec)) {
       throw new Error(`${spec}: not a checkpoint folder (needs config.json and *.safetensors)`);
     }
+    if (!/^[\w.-]+(\/[\w.-]+)?$/.test(spec)) {
+      throw new Error(`${spec}: no such checkpoint folder, and not a hub name such as gpt2`);
+    }
     const got = await downloadCheckpoint(spec);
     dir = got.dir;
-    how = got.fromCache ? " (from the HuggingFace cache)" : " (downloaded)";
+    how = got.fromCache
+      ? " (from the HuggingFace cache)"
+      : got.downloaded.length
+      ? ` (downloaded ${got.downloaded.join(", ")})`
+      : "";
   }
   const { config, weights } = await loadCheckpoint(dir);
   const params = (parameterCount(config) / 1e6).toFixed(1);

@@ -1,0 +1,81 @@
+import assert from "node:assert/strict";
+import { SafetensorsFile } from "../model/safetensors.ts";
+
+const ref = await SafetensorsFile.open("data/tiny-gpt2/reference.safetensors");
+
+/** Runs `deno task generate`'s script with `args`; returns exit code and output. */
+async function generate(...args: string[]) {
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "cli/generate.ts", ...args],
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const { code, stdout, stderr } = await cmd.output();
+  const dec = new TextDecoder();
+  return { code, stdout: dec.decode(stdout), stderr: dec.decode(stderr) };
+}
+
+const tiny = ["--model", "data/tiny-gpt2"];
+
+Deno.test("generate --json: greedy tokens equal HF's, with and without the cache", async () => {
+  // p1's text is " cache grows by one row for every token" after "The"; use p0 ("The").
+  const want = [...ref.i32("p0.generated_ids")].slice(1, 9);
+  for (const extra of [[], ["--no-cache"]]) {
+    const r = await generate(
+      ...tiny,
+      "--prompt",
+      "The",
+      "--max-tokens",
+      "8",
+      "--temperature",
+      "0",
+      "--json",
+      ...extra,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.deepEqual(out.ids, want);
+    assert.equal(out.prompt_tokens, 1);
+    assert.equal(out.new_tokens, 8);
+    assert.equal(out.cache, extra.length === 0);
+    // The prompt and 7 fed-back tokens end up cached (the 8th is never fed back), either way.
+    assert.equal(out.cache_bytes_used, 2 * 2 * 8 * 64 * 4);
+  }
+});
+
+Deno.test("generate streams the text, then one summary line", async () => {
+  const r = await generate(...tiny, "--prompt", "Hello", "--max-tokens", "5", "--seed", "3");
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(r.stdout.startsWith("Hello"));
+  assert.match(r.stderr, /prefill [\d.]+ ms · decode 4 tok at [\d.]+ tok\/s \(KV cache\)/);
+  assert.match(r.stderr, /cache [\d.]+ MiB used of [\d.]+ MiB/);
+  const again = await generate(...tiny, "--prompt", "Hello", "--max-tokens", "5", "--seed", "3");
+  assert.equal(again.stdout, r.stdout, "same seed, same text");
+});
+
+Deno.test("bad options exit 2 with a message naming the option, no stack trace", async () => {
+  const cases: [string[], RegExp][] = [
+    [["--max-tokens", "0"], /--max-tokens: expected an integer >= 1/],
+    [["--temperature", "-1"], /--temperature/],
+    [["--top-p", "1.5"], /--top-p/],
+    [["--top-k", "2.5"], /--top-k/],
+    [["--seed", "x"], /--seed/],
+    [["--bogus"], /bogus/],
+    [["--prompt", ""], /--prompt/],
+  ];
+  for (const [args, msg] of cases) {
+    const r = await generate(...tiny, ...args);
+    assert.equal(r.code, 2, `${args}: ${r.stderr}`);
+    assert.match(r.stderr, msg);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
+  }
+});
+
+Deno.test("a prompt longer than the context is a clear error", async () => {
+  const r = await generate(...tiny, "--prompt", "word ".repeat(200));
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /longer than the context \(n_positions 128\)/);
+  const missing = await generate("--model", "data/no-such-model-dir/");
+  assert.notEqual(missing.code, 0);
+  assert.doesNotMatch(missing.stderr, /\n\s+at /);
+});
