@@ -1,0 +1,122 @@
+/**
+ * `deno task bench [--json] [--reps N] [--quick]`: prefill and decode speed of GPT-2 small's
+ * shape (124M, seeded random weights: speed does not depend on the values) and of the tiny
+ * fixture, on the adapter found. Medians of several runs after a warm-up. `--json` prints
+ * one line with the field names of ../shared/tools/hf-peer-bench.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { Gpu } from "../kernels/gpu.ts";
+import { generate, type GenerateOptions } from "../model/generate.ts";
+import type { GPT2 } from "../model/gpt2.ts";
+import { EMBEDDED, openModel } from "../model/open_model.ts";
+
+const USAGE = "usage: deno task bench [--json] [--reps N] [--quick]";
+
+function median(xs: number[]): number {
+  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+}
+
+/** Median of `reps` timings of `fn` (ms), after one untimed run. */
+async function medianMs(reps: number, fn: () => Promise<unknown>): Promise<number> {
+  await fn();
+  const ts: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t = performance.now();
+    await fn();
+    ts.push(performance.now() - t);
+  }
+  return median(ts);
+}
+
+function promptOf(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => (i * 7919 + 13) % 50257);
+}
+
+/** Prefill tok/s: one forward of T prompt tokens from an empty cache. */
+async function prefillTokS(model: GPT2, T: number, reps: number): Promise<number> {
+  const cache = model.newCache();
+  const ms = await medianMs(reps, async () => {
+    cache.reset();
+    await model.forward(promptOf(T), cache);
+  });
+  cache.destroy();
+  return T / (ms / 1000);
+}
+
+/** Decode tok/s: `n` greedy tokens after a `prompt`-token prefill, decode steps only. */
+async function decodeTokS(
+  model: GPT2,
+  prompt: number,
+  n: number,
+  useCache: boolean,
+  reps: number,
+): Promise<number> {
+  const opts: GenerateOptions = {
+    maxTokens: n + 1,
+    temperature: 0,
+    topK: 0,
+    topP: 1,
+    seed: 0,
+    useCache,
+    stopAtEos: false,
+  };
+  const cache = model.newCache();
+  const rates: number[] = [];
+  for (let i = 0; i <= reps; i++) { // the first run is the warm-up
+    const r = await generate(model, cache, promptOf(prompt), opts);
+    if (i > 0) rates.push(r.decodeSteps / (r.decodeMs / 1000));
+  }
+  cache.destroy();
+  return median(rates);
+}
+
+async function main(): Promise<number> {
+  let values;
+  try {
+    values = parseArgs({
+      args: Deno.args,
+      options: {
+        json: { type: "boolean", default: false },
+        quick: { type: "boolean", default: false },
+        reps: { type: "string", default: "3" },
+      },
+    }).values;
+  } catch (e) {
+    console.error(`bench: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const reps = Number(values.reps);
+  if (!Number.isInteger(reps) || reps < 1) {
+    console.error(`bench: --reps: expected an integer >= 1, got "${values.reps}"\n${USAGE}`);
+    return 2;
+  }
+  const log = values.json ? () => {} : (s: string) => console.log(s);
+  const gpu = await Gpu.open();
+  log(`adapter: ${gpu.description}`);
+  const out: Record<string, string | number> = { adapter: gpu.description };
+
+  const tiny = (await openModel(gpu, "data/tiny-gpt2")).model;
+  await tiny.warmup();
+  out.tiny_decode_cache_tok_s = await decodeTokS(tiny, 16, 64, true, reps);
+  log(`tiny fixture: decode with the cache ${out.tiny_decode_cache_tok_s.toFixed(1)} tok/s`);
+
+  if (!values.quick) {
+    const { model } = await openModel(gpu, EMBEDDED);
+    await model.warmup();
+    log("GPT-2 small shape (124M, random weights):");
+    for (const T of [16, 128, 512]) {
+      out[`prefill_${T}_tok_s`] = await prefillTokS(model, T, reps);
+      log(`  prefill ${T} tokens: ${(out[`prefill_${T}_tok_s`] as number).toFixed(1)} tok/s`);
+    }
+    out.decode_cache_tok_s = await decodeTokS(model, 16, 128, true, reps);
+    log(`  decode 128 tokens with the cache: ${out.decode_cache_tok_s.toFixed(2)} tok/s`);
+    out.decode_nocache_tok_s = await decodeTokS(model, 16, 32, false, 1);
+    log(`  decode 32 tokens without the cache: ${out.decode_nocache_tok_s.toFixed(2)} tok/s`);
+  }
+  if (values.json) console.log(JSON.stringify(out));
+  return 0;
+}
+
+Deno.exit(await main());
