@@ -15,9 +15,9 @@
  *
  * @module
  */
-export { Gpu, type Tensor } from "./kernels/gpu.ts";
+export { Gpu, type KernelTime, type RunOptions, type Tensor } from "./kernels/gpu.ts";
 export { type ForwardOptions, type ForwardOutput, GPT2 } from "./model/gpt2.ts";
-export { KVCache, type LayerCache, type LayerKV } from "./model/kv_cache.ts";
+export { KVCache, type KVCacheOptions, type LayerCache, type LayerKV } from "./model/kv_cache.ts";
 export {
   GPT2_SIZES,
   type GPT2Config,

@@ -42,6 +42,31 @@ export type Plan = (Dispatch | Copy)[];
 /** What a binding slot of a kernel receives: a tensor, or a whole buffer. */
 export type Binding = Tensor | GPUBuffer;
 
+/** Options for {@link Gpu.run}. */
+export interface RunOptions {
+  /** Time every dispatch with GPU timestamps; read them with {@link Gpu.readProfile}. */
+  profile?: boolean;
+}
+
+/** GPU time of one dispatch, from timestamps written around it. */
+export interface KernelTime {
+  /** The dispatch's label, e.g. `matmul 1x768x2304`. */
+  readonly label: string;
+  /** Nanoseconds between its start and end timestamps. */
+  readonly ns: number;
+}
+
+// Timestamps of one profiled submission, waiting to be read.
+interface PendingProfile {
+  labels: string[];
+  querySet: GPUQuerySet;
+  resolved: GPUBuffer;
+  staging: GPUBuffer;
+}
+
+/** Most timestamps in one query set (WebGPU's limit). */
+const MAX_QUERIES = 4096;
+
 /** Options for {@link Gpu.open}. */
 export interface GpuOptions {
   /** Ask for a high-performance or low-power adapter. */
@@ -76,6 +101,7 @@ export class Gpu {
   #modules = new Map<string, GPUShaderModule>();
   #uniforms = new Map<string, GPUBuffer>();
   #errors: string[] = [];
+  #profiles: PendingProfile[] = [];
 
   private constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice) {
     const info = adapter.info;
@@ -271,8 +297,13 @@ export class Gpu {
     return { binding, resource: { buffer: b.buffer, offset: b.offset, size } };
   }
 
-  /** Encodes a plan into one command buffer and submits it. */
-  run(plan: Plan): void {
+  /**
+   * Encodes a plan into one command buffer and submits it. With `profile`, every dispatch
+   * runs in its own compute pass that writes a GPU timestamp at its start and end (needs
+   * {@link Gpu.hasTimestamps}); {@link Gpu.readProfile} returns the times.
+   */
+  run(plan: Plan, options: RunOptions = {}): void {
+    if (options.profile) return this.#runProfiled(plan);
     const enc = this.device.createCommandEncoder();
     let pass: GPUComputePassEncoder | null = null;
     for (const step of plan) {
@@ -284,17 +315,75 @@ export class Gpu {
       } else {
         pass?.end();
         pass = null;
-        enc.copyBufferToBuffer(
-          step.from.buffer,
-          step.from.offset,
-          step.to.buffer,
-          step.to.offset,
-          numel(step.from) * 4,
-        );
+        copy(enc, step);
       }
     }
     pass?.end();
     this.device.queue.submit([enc.finish()]);
+  }
+
+  /**
+   * GPU time of every dispatch run with `profile` since the last call, in plan order, from
+   * the timestamps written at the start and end of its compute pass.
+   */
+  async readProfile(): Promise<KernelTime[]> {
+    const times: KernelTime[] = [];
+    for (const p of this.#profiles.splice(0)) {
+      await p.staging.mapAsync(GPUMapMode.READ);
+      const ticks = new BigUint64Array(p.staging.getMappedRange().slice(0));
+      p.labels.forEach((label, i) => {
+        times.push({ label, ns: Number(ticks[2 * i + 1] - ticks[2 * i]) });
+      });
+      p.staging.destroy();
+      p.resolved.destroy();
+      p.querySet.destroy();
+    }
+    this.throwErrors();
+    return times;
+  }
+
+  #runProfiled(plan: Plan): void {
+    if (!this.hasTimestamps) {
+      throw new Error(`profiling needs the timestamp-query feature; ${this.description}`);
+    }
+    const labels = plan.filter((s) => "pipeline" in s).map((s) => s.label);
+    const count = 2 * labels.length;
+    if (count === 0) return this.run(plan);
+    if (count > MAX_QUERIES) {
+      throw new Error(`profiling: ${labels.length} dispatches, at most ${MAX_QUERIES / 2}`);
+    }
+    const querySet = this.device.createQuerySet({ type: "timestamp", count });
+    const resolved = this.device.createBuffer({
+      size: count * 8,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const staging = this.device.createBuffer({
+      size: count * 8,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const enc = this.device.createCommandEncoder();
+    let i = 0;
+    for (const step of plan) {
+      if (!("pipeline" in step)) {
+        copy(enc, step);
+        continue;
+      }
+      const pass = enc.beginComputePass({
+        timestampWrites: {
+          querySet,
+          beginningOfPassWriteIndex: 2 * i,
+          endOfPassWriteIndex: 2 * i++ + 1,
+        },
+      });
+      pass.setPipeline(step.pipeline);
+      pass.setBindGroup(0, step.bindGroup);
+      pass.dispatchWorkgroups(...step.workgroups);
+      pass.end();
+    }
+    enc.resolveQuerySet(querySet, 0, count, resolved, 0);
+    enc.copyBufferToBuffer(resolved, 0, staging, 0, count * 8);
+    this.device.queue.submit([enc.finish()]);
+    this.#profiles.push({ labels, querySet, resolved, staging });
   }
 
   /** Throws if the device reported a validation or out-of-memory error. */
@@ -304,6 +393,11 @@ export class Gpu {
       throw new Error(`WebGPU error: ${msg}`);
     }
   }
+}
+
+function copy(enc: GPUCommandEncoder, step: Copy): void {
+  const bytes = numel(step.from) * 4;
+  enc.copyBufferToBuffer(step.from.buffer, step.from.offset, step.to.buffer, step.to.offset, bytes);
 }
 
 /**

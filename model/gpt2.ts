@@ -9,12 +9,12 @@
 import { attend, storeKv } from "../kernels/attention.ts";
 import { embedding } from "../kernels/embedding.ts";
 import { gelu } from "../kernels/gelu.ts";
-import type { Gpu, Plan, Tensor } from "../kernels/gpu.ts";
+import type { Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
 import { matmul, matmulTransposed, type RowChunks, uploadRowChunks } from "../kernels/matmul.ts";
 import { residual } from "../kernels/residual.ts";
 import type { GPT2Config } from "./config.ts";
-import { KVCache, type LayerCache } from "./kv_cache.ts";
+import { KVCache, type KVCacheOptions, type LayerCache } from "./kv_cache.ts";
 import {
   type BlockWeights,
   type GPT2Weights,
@@ -22,7 +22,7 @@ import {
   type Linear as LinearWeights,
   loadCheckpoint,
 } from "./weights.ts";
-import { type ForwardOptions, Workspace } from "./workspace.ts";
+import { type ForwardOptions, type ShapeOptions, Workspace } from "./workspace.ts";
 
 export type { ForwardOptions } from "./workspace.ts";
 
@@ -34,6 +34,14 @@ export interface ForwardOutput {
   hidden?: Float32Array;
   /** With `attention`: per layer [nHead, T, nPositions] softmax rows (keys past pos0+t are 0). */
   attention?: Float32Array[];
+  /** With `profile`: the GPU time of every kernel, in plan order. */
+  profile?: KernelTime[];
+}
+
+/** A plan recorded against one version of a cache's buffers. */
+interface RecordedPlan {
+  version: number;
+  plan: Plan;
 }
 
 /** torch.nn.LayerNorm over n_embd. */
@@ -81,7 +89,7 @@ class CausalSelfAttention {
     return [
       ...this.cAttn.forward(x, s.qkv), // qkv: [T, 3C]
       storeKv(gpu, s.step, s.qkv, cache.k, cache.v), // cache: [nHead, P, headDim]
-      attend(gpu, s.step, s.qkv, cache.k, cache.v, s.att, probs, s.options.attention), // [T, C]
+      ...attend(gpu, s.step, s.qkv, cache.k, cache.v, s.att, probs, s.options.attention), // [T, C]
       ...this.cProj.forward(s.att, out),
     ];
   }
@@ -139,7 +147,7 @@ export class GPT2 {
   readonly ids: Tensor;
   /** Where this step starts in the cache: [pos0] u32. */
   readonly step: Tensor;
-  #workspaces = new Map<string, { ws: Workspace; plans: WeakMap<KVCache, Plan> }>();
+  #workspaces = new Map<string, { ws: Workspace; plans: WeakMap<KVCache, RecordedPlan> }>();
 
   constructor(readonly gpu: Gpu, readonly config: GPT2Config, w: GPT2Weights) {
     const { vocabSize: V, nEmbd: C, nPositions: P, layerNormEpsilon: eps } = config;
@@ -175,9 +183,9 @@ export class GPT2 {
     }
   }
 
-  /** A new, empty KV cache for this model. */
-  newCache(): KVCache {
-    return new KVCache(this.gpu, this.config);
+  /** A new, empty KV cache for this model (preallocated unless `options` say "grow"). */
+  newCache(options?: KVCacheOptions): KVCache {
+    return new KVCache(this.gpu, this.config, options);
   }
 
   /** Records the whole forward pass for one workspace and cache. */
@@ -191,7 +199,7 @@ export class GPT2 {
       ...embedding(gpu, this.ids, this.step, this.wte, this.wpe, s.x), // x: [T, C]
       ...save(0, s.x),
       ...this.blocks.flatMap((block, i) => [
-        ...block.forward(s, cache.layers[i], s.probs[s.options.attention ? i : 0]),
+        ...block.forward(s, cache.layers[i], s.probsFor(i, cache.capacity)),
         ...save(i + 1, s.x),
       ]),
       ...this.lnF.forward(s.x, s.ln),
@@ -211,18 +219,23 @@ export class GPT2 {
     options: ForwardOptions = {},
   ): Promise<ForwardOutput> {
     const s = this.#submit(ids, cache, options);
-    const { vocabSize: V } = this.config;
+    const capacity = cache.capacity; // rows of the softmax rows just written
+    const { vocabSize: V, nPositions } = this.config;
     const want = [s.logits, ...(s.hidden ? [s.hidden] : [])];
     if (s.options.attention) want.push(...s.probs);
     const [logits, ...rest] = await this.gpu.read(want);
     const rows = logits.length / s.logits.shape[1];
     const out: ForwardOutput = { logits: stripColumns(logits, rows, s.logits.shape[1], V) };
     if (s.hidden) out.hidden = rest.shift();
-    if (s.options.attention) out.attention = rest;
+    if (s.options.attention) out.attention = rest.map((p) => widenRows(p, capacity, nPositions));
+    if (options.profile) out.profile = await this.gpu.readProfile();
     return out;
   }
 
-  /** Records (or reuses) the plan for this shape, writes ids and pos0, and submits it. */
+  /**
+   * Grows the cache if it lacks room, records (or reuses) the plan for this shape and these
+   * cache buffers, writes ids and pos0, and submits it.
+   */
   #submit(ids: readonly number[], cache: KVCache, options: ForwardOptions): Workspace {
     const T = ids.length;
     const { vocabSize, nPositions } = this.config;
@@ -238,23 +251,27 @@ export class GPT2 {
         throw new Error(`forward: token id ${id} at position ${i} is outside 0..${vocabSize - 1}`);
       }
     });
-    const opts: Required<ForwardOptions> = {
+    const opts: ShapeOptions = {
       logits: options.logits ?? "last",
       hidden: options.hidden ?? false,
       attention: options.attention ?? false,
     };
+    cache.reserve(cache.length + T);
     const entry = this.#workspace(T, opts);
-    let plan = entry.plans.get(cache);
-    if (!plan) entry.plans.set(cache, plan = this.#record(entry.ws, cache));
+    let recorded = entry.plans.get(cache);
+    if (recorded?.version !== cache.version) {
+      recorded = { version: cache.version, plan: this.#record(entry.ws, cache) };
+      entry.plans.set(cache, recorded);
+    }
     this.gpu.write(this.ids, new Uint32Array(ids));
     this.gpu.write(this.step, new Uint32Array([cache.length]));
-    this.gpu.run(plan);
+    this.gpu.run(recorded.plan, { profile: options.profile });
     cache.length += T;
     return entry.ws;
   }
 
   // Keeps the workspaces of the last few shapes; older ones are freed.
-  #workspace(T: number, opts: Required<ForwardOptions>) {
+  #workspace(T: number, opts: ShapeOptions) {
     const key = `${T}|${opts.logits}|${opts.hidden}|${opts.attention}`;
     let entry = this.#workspaces.get(key);
     if (entry) {
@@ -273,6 +290,16 @@ export class GPT2 {
     this.#workspaces.set(key, entry);
     return entry;
   }
+}
+
+// The first rows·ld values as [rows, ld] -> [rows, n] with zeros after column ld, where
+// rows = a.length / n: softmax rows of a cache smaller than the context, padded to it.
+function widenRows(a: Float32Array, ld: number, n: number): Float32Array {
+  if (ld === n) return a;
+  const rows = a.length / n;
+  const out = new Float32Array(rows * n);
+  for (let r = 0; r < rows; r++) out.set(a.subarray(r * ld, r * ld + ld), r * n);
+  return out;
 }
 
 // [rows, ld] -> [rows, n]

@@ -4,10 +4,10 @@
  *
  * @module
  */
-import type { Gpu, Tensor } from "../kernels/gpu.ts";
+import type { Copy, Gpu, Tensor } from "../kernels/gpu.ts";
 import type { GPT2Config } from "./config.ts";
 
-/** One layer's cache: K and V, each [nHead, nPositions, headDim] f32. */
+/** One layer's cache: K and V, each [nHead, capacity, headDim] f32. */
 export interface LayerCache {
   readonly k: Tensor;
   readonly v: Tensor;
@@ -19,41 +19,113 @@ export interface LayerKV {
   readonly v: Float32Array;
 }
 
+/** How a {@link KVCache} allocates its buffers. */
+export interface KVCacheOptions {
+  /**
+   * `"preallocate"` (the default): one allocation per layer for the whole context
+   * (n_positions rows). `"grow"`: start with `initialCapacity` rows and, when a forward needs
+   * more, allocate bigger buffers and copy the cached rows over, as dynamic caches do.
+   */
+  policy?: "preallocate" | "grow";
+  /** Rows allocated at first under `"grow"` (default 16, at most n_positions). */
+  initialCapacity?: number;
+  /**
+   * Under `"grow"`, the new capacity is max(rows needed, capacity · growthFactor), capped at
+   * n_positions. 2 (the default) doubles; 1 allocates exactly the rows needed, so every step
+   * reallocates and copies, like HF's DynamicCache concatenating each new token.
+   */
+  growthFactor?: number;
+}
+
 /**
- * A KV cache preallocated for the whole context: one K and one V buffer per layer of shape
- * [nHead, nPositions, headDim], and a length (tokens cached so far).
+ * A KV cache: one K and one V buffer per layer of shape [nHead, capacity, headDim], and a
+ * length (tokens cached so far). Preallocated, the capacity is n_positions from the start;
+ * growing, it starts small and {@link KVCache.reserve} reallocates it.
  */
 export class KVCache {
   /** Tokens cached so far; the next token goes to position `length`. */
   length = 0;
-  /** Per-layer K/V buffers. */
-  readonly layers: readonly LayerCache[];
   /** Bytes per element (f32). */
   readonly bytesPerElement = 4;
+  /** How the buffers are allocated. */
+  readonly policy: "preallocate" | "grow";
+  /** Capacity multiplier when a growing cache is full. */
+  readonly growthFactor: number;
+  #layers: LayerCache[];
+  #capacity: number;
+  #version = 0;
+  #growths = 0;
 
-  constructor(readonly gpu: Gpu, readonly config: GPT2Config) {
-    const { nLayer, nHead, nPositions, headDim } = config;
-    const shape = [nHead, nPositions, headDim];
-    this.layers = Array.from({ length: nLayer }, (_, i) => ({
-      k: gpu.tensor(shape, `cache.${i}.k`),
-      v: gpu.tensor(shape, `cache.${i}.v`),
-    }));
+  constructor(readonly gpu: Gpu, readonly config: GPT2Config, options: KVCacheOptions = {}) {
+    this.policy = options.policy ?? "preallocate";
+    this.growthFactor = options.growthFactor ?? 2;
+    const initial = options.initialCapacity ?? 16;
+    if (!Number.isInteger(initial) || initial < 1) {
+      throw new RangeError(`initialCapacity must be a positive integer, got ${initial}`);
+    }
+    if (!(this.growthFactor >= 1)) {
+      throw new RangeError(`growthFactor must be >= 1, got ${this.growthFactor}`);
+    }
+    this.#capacity = this.policy === "grow"
+      ? Math.min(initial, config.nPositions)
+      : config.nPositions;
+    this.#layers = this.#allocate(this.#capacity);
   }
 
-  /** Most tokens the cache can hold (n_positions). */
+  /** Per-layer K/V buffers; a growing cache replaces them (see {@link KVCache.version}). */
+  get layers(): readonly LayerCache[] {
+    return this.#layers;
+  }
+
+  /** Rows per head the buffers hold now: n_positions when preallocated. */
   get capacity(): number {
-    return this.config.nPositions;
+    return this.#capacity;
   }
 
-  /** Bytes held on the device: 2 · n_layer · n_positions · n_embd · 4. */
+  /** Changes whenever the buffers are replaced: plans recorded against old ones are stale. */
+  get version(): number {
+    return this.#version;
+  }
+
+  /** How many times the buffers were reallocated. */
+  get growths(): number {
+    return this.#growths;
+  }
+
+  /** Bytes held on the device: 2 · n_layer · capacity · n_embd · 4. */
   get bytesAllocated(): number {
-    return this.layers.reduce((sum, l) => sum + l.k.buffer.size + l.v.buffer.size, 0);
+    return this.#layers.reduce((sum, l) => sum + l.k.buffer.size + l.v.buffer.size, 0);
   }
 
   /** Bytes holding cached tokens: 2 · n_layer · length · n_embd · 4. */
   get bytesUsed(): number {
     const { nLayer, nEmbd } = this.config;
     return 2 * nLayer * this.length * nEmbd * this.bytesPerElement;
+  }
+
+  /**
+   * Makes room for `rows` tokens. A preallocated cache always has it (up to n_positions); a
+   * growing one allocates bigger buffers, copies the cached rows of every head into them and
+   * frees the old ones. Returns whether it reallocated.
+   */
+  reserve(rows: number): boolean {
+    const { nPositions } = this.config;
+    if (rows > nPositions) {
+      throw new RangeError(`a cache holds at most n_positions (${nPositions}) rows, not ${rows}`);
+    }
+    if (rows <= this.#capacity) return false;
+    const capacity = Math.min(nPositions, Math.max(rows, this.#grown()));
+    const old = this.#layers;
+    this.#layers = this.#allocate(capacity);
+    this.gpu.run(old.flatMap((l, i) => [
+      ...this.#copyRows(l.k, this.#layers[i].k, capacity),
+      ...this.#copyRows(l.v, this.#layers[i].v, capacity),
+    ]));
+    this.#free(old);
+    this.#capacity = capacity;
+    this.#version++;
+    this.#growths++;
+    return true;
   }
 
   /** Forgets every cached token (the buffers stay allocated). */
@@ -63,25 +135,56 @@ export class KVCache {
 
   /** Reads the cached K/V of every layer, trimmed to `length`. */
   async read(): Promise<LayerKV[]> {
-    const all = await this.gpu.read(this.layers.flatMap((l) => [l.k, l.v]));
+    const all = await this.gpu.read(this.#layers.flatMap((l) => [l.k, l.v]));
     const trim = (a: Float32Array) => this.#trim(a);
-    return this.layers.map((_, i) => ({ k: trim(all[2 * i]), v: trim(all[2 * i + 1]) }));
+    return this.#layers.map((_, i) => ({ k: trim(all[2 * i]), v: trim(all[2 * i + 1]) }));
   }
 
   /** Frees the GPU buffers. */
   destroy(): void {
-    for (const l of this.layers) {
+    this.#free(this.#layers);
+    this.#layers = [];
+  }
+
+  #allocate(capacity: number): LayerCache[] {
+    const { nLayer, nHead, headDim } = this.config;
+    const shape = [nHead, capacity, headDim];
+    return Array.from({ length: nLayer }, (_, i) => ({
+      k: this.gpu.tensor(shape, `cache.${i}.k`),
+      v: this.gpu.tensor(shape, `cache.${i}.v`),
+    }));
+  }
+
+  #free(layers: readonly LayerCache[]): void {
+    for (const l of layers) {
       this.gpu.destroy(l.k);
       this.gpu.destroy(l.v);
     }
   }
 
-  // [nHead, nPositions, headDim] -> [nHead, length, headDim]
+  #grown(): number {
+    return Math.ceil(this.#capacity * this.growthFactor);
+  }
+
+  // Rows are [head][pos][dim]: one copy of the first `length` rows per head.
+  #copyRows(from: Tensor, to: Tensor, capacity: number): Copy[] {
+    const { nHead, headDim } = this.config;
+    if (this.length === 0) return [];
+    const rows = [this.length, headDim];
+    return Array.from({ length: nHead }, (_, h) => ({
+      label: `grow cache head ${h}`,
+      from: { buffer: from.buffer, offset: h * this.#capacity * headDim * 4, shape: rows },
+      to: { buffer: to.buffer, offset: h * capacity * headDim * 4, shape: rows },
+    }));
+  }
+
+  // [nHead, capacity, headDim] -> [nHead, length, headDim]
   #trim(a: Float32Array): Float32Array {
-    const { nHead, nPositions, headDim } = this.config;
+    const { nHead, headDim } = this.config;
+    const rowsPerHead = this.#capacity * headDim;
     const out = new Float32Array(nHead * this.length * headDim);
     for (let h = 0; h < nHead; h++) {
-      const from = h * nPositions * headDim;
+      const from = h * rowsPerHead;
       out.set(a.subarray(from, from + this.length * headDim), h * this.length * headDim);
     }
     return out;

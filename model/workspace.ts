@@ -15,7 +15,15 @@ export interface ForwardOptions {
   hidden?: boolean;
   /** Also return every layer's attention probabilities. */
   attention?: boolean;
+  /**
+   * Time every kernel with GPU timestamps and return them (needs `timestamp-query`). The
+   * dispatches then run one compute pass each, so the forward itself is slower.
+   */
+  profile?: boolean;
 }
+
+/** The options that decide a workspace's buffers (all but `profile`). */
+export type ShapeOptions = Required<Omit<ForwardOptions, "profile">>;
 
 /** The activations of a forward over T tokens; shapes in the field comments. */
 export class Workspace {
@@ -27,14 +35,14 @@ export class Workspace {
   readonly fc: Tensor; //     [T, nInner] MLP hidden
   readonly logits: Tensor; // [rows, ldy], rows = T or 1, ldy = vocab padded for alignment
   readonly hidden: Tensor | null; // [nLayer + 2, T, C]
-  readonly probs: readonly Tensor[]; // per layer [nHead, T, nPositions], or one placeholder
+  readonly probs: readonly Tensor[]; // [nHead, T, nPositions] per layer, or one shared
   readonly tensors: Tensor[] = [];
 
   constructor(
     readonly gpu: Gpu,
     readonly config: GPT2Config,
     readonly T: number,
-    readonly options: Required<ForwardOptions>,
+    readonly options: ShapeOptions,
     /** The model's [pos0] buffer that the kernels read. */
     readonly step: Tensor,
   ) {
@@ -54,9 +62,12 @@ export class Workspace {
     const ldy = Math.ceil(vocabSize / align) * align;
     this.logits = make([options.logits === "all" ? T : 1, ldy], "logits");
     this.hidden = options.hidden ? make([nLayer + 2, T, C], "hidden") : null;
-    this.probs = options.attention
-      ? Array.from({ length: nLayer }, (_, i) => make([nHead, T, nPositions], `probs.${i}`))
-      : [make([4], "probs.none")];
+    // Attention scores and then softmax rows: one per layer when they are returned, else one
+    // scratch that every layer reuses.
+    this.probs = Array.from(
+      { length: options.attention ? nLayer : 1 },
+      (_, i) => make([nHead, T, nPositions], `probs.${i}`),
+    );
   }
 
   /** Row `i` of the hidden-state stack, [T, C]. */
@@ -64,6 +75,13 @@ export class Workspace {
     const h = this.hidden!;
     const [, T, C] = h.shape;
     return { buffer: h.buffer, offset: h.offset + i * T * C * 4, shape: [T, C] };
+  }
+
+  /** Layer `i`'s softmax rows for a cache of `capacity` rows: [nHead, T, capacity]. */
+  probsFor(i: number, capacity: number): Tensor {
+    const t = this.probs[this.options.attention ? i : 0];
+    const [nHead, T] = t.shape;
+    return { buffer: t.buffer, offset: t.offset, shape: [nHead, T, capacity] };
   }
 
   /** Frees every buffer. */

@@ -49,7 +49,7 @@ function assertSame(got: Float32Array, want: Float32Array, label: string) {
  * Runs storeKv + attend for one step and checks the cache, the output and the probabilities.
  * Cache rows past pos0+T stay NaN, so attending to a key beyond the causal limit shows as NaN.
  */
-async function check(rng: Rng, { D, pos0, T }: Case, writeProbs = true) {
+async function check(rng: Rng, { D, pos0, T }: Case, zeroTail = true) {
   const C = H * D;
   const label = `D=${D} pos0=${pos0} T=${T}`;
   const arena = new Arena(gpu);
@@ -60,11 +60,11 @@ async function check(rng: Rng, { D, pos0, T }: Case, writeProbs = true) {
   const kT = arena.upload(k0, [H, P, D], "k");
   const vT = arena.upload(v0, [H, P, D], "v");
   const out = arena.poisoned([T, C], "out");
-  const probs = arena.poisoned(writeProbs ? [H, T, P] : [4], "probs");
+  const probs = arena.poisoned([H, T, P], "probs");
   const step = arena.step(pos0);
   gpu.run([
     storeKv(gpu, step, qkvT, kT, vT),
-    attend(gpu, step, qkvT, kT, vT, out, probs, writeProbs),
+    ...attend(gpu, step, qkvT, kT, vT, out, probs, zeroTail),
   ]);
   const [k, v, o, p] = await gpu.read([kT, vT, out, probs]);
   arena.destroy();
@@ -77,8 +77,16 @@ async function check(rng: Rng, { D, pos0, T }: Case, writeProbs = true) {
 
   const ref = attentionRef(qkv, kWant, vWant, T, H, D, P, pos0);
   assertClose(o, ref.out, TOL, `attend out ${label}`);
-  if (!writeProbs) {
-    assert.ok(p.every(Number.isNaN), "probs written although writeProbs is false");
+  if (!zeroTail) {
+    // Each row holds its probabilities up to the causal limit; the rest is not touched.
+    for (let h = 0; h < H; h++) {
+      for (let t = 0; t < T; t++) {
+        const at = (h * T + t) * P;
+        const keys = pos0 + t + 1;
+        assertClose(p.subarray(at, at + keys), ref.probs.subarray(at, at + keys), TOL_PROBS, label);
+        assert.ok(p.subarray(at + keys, at + P).every(Number.isNaN), "tail written");
+      }
+    }
     return;
   }
   assertClose(p, ref.probs, TOL_PROBS, `attend probs ${label}`);
@@ -111,7 +119,7 @@ for (const D of [16, 48, 64]) {
   });
 }
 
-Deno.test("attention: writeProbs false leaves probs alone", async () => {
+Deno.test("attention: without zeroTail only the causal part of each row is written", async () => {
   await check(new Rng(60), { D: 16, pos0: 5, T: 7 }, false);
 });
 
@@ -130,15 +138,19 @@ Deno.test("attention: prefill 7 then decode 1 equals one step of 8", async () =>
   const outAll = arena.poisoned([8, C], "out");
   const out7 = arena.poisoned([7, C], "out7");
   const outLast = arena.poisoned([1, C], "outLast");
-  const none = arena.poisoned([4]);
+  const [p8, p7, p1] = [
+    arena.poisoned([H, 8, P]),
+    arena.poisoned([H, 7, P]),
+    arena.poisoned([H, 1, P]),
+  ];
   const [s0, s7] = [arena.step(0), arena.step(7)];
   gpu.run([
     storeKv(gpu, s0, whole, k1, v1),
-    attend(gpu, s0, whole, k1, v1, outAll, none, false),
+    ...attend(gpu, s0, whole, k1, v1, outAll, p8, false),
     storeKv(gpu, s0, first, k2, v2),
-    attend(gpu, s0, first, k2, v2, out7, none, false),
+    ...attend(gpu, s0, first, k2, v2, out7, p7, false),
     storeKv(gpu, s7, last, k2, v2),
-    attend(gpu, s7, last, k2, v2, outLast, none, false),
+    ...attend(gpu, s7, last, k2, v2, outLast, p1, false),
   ]);
   const [all, o7, oLast] = await gpu.read([outAll, out7, outLast]);
   arena.destroy();
@@ -154,6 +166,12 @@ Deno.test("attention: rejects shapes that do not fit", () => {
   const step = arena.step(0);
   const bad = arena.poisoned([3, P, 12]);
   assert.throws(() => storeKv(gpu, step, qkv, bad, bad), /do not fit/);
+  const odd = arena.poisoned([2, 3 * 15]);
+  const oddCache = arena.poisoned([3, P, 5]);
+  assert.throws(
+    () => storeKv(gpu, step, odd, oddCache, oddCache),
+    /head_dim 5 is not a multiple of 4/,
+  );
   assert.throws(
     () => attend(gpu, step, qkv, k, k, arena.poisoned([3, 48]), k, false),
     /out\[3,48\]/,

@@ -4,7 +4,7 @@
  * tests/cpu_reference.ts, cached decode against the no-cache forward, and input errors.
  */
 import assert from "node:assert/strict";
-import { type Copy, type Dispatch, Gpu, type Plan } from "../kernels/gpu.ts";
+import { type Copy, type Dispatch, Gpu, type Plan, type RunOptions } from "../kernels/gpu.ts";
 import { type GPT2Config, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
@@ -53,9 +53,9 @@ function tokens(rng: Rng, T: number, V: number): number[] {
 async function capturePlans(f: () => Promise<unknown>): Promise<Plan[]> {
   const plans: Plan[] = [];
   const run = gpu.run;
-  gpu.run = (plan: Plan) => {
+  gpu.run = (plan: Plan, options?: RunOptions) => {
     plans.push(plan);
-    run.call(gpu, plan);
+    run.call(gpu, plan, options);
   };
   try {
     await f();
@@ -67,13 +67,15 @@ async function capturePlans(f: () => Promise<unknown>): Promise<Plan[]> {
 
 /** The labels (with their shapes) the plan of one forward must have, in order. */
 function expectedLabels(c: GPT2Config, T: number, rows: number, hidden: boolean): string[] {
-  const { nEmbd: C, nInner: I, vocabSize: V } = c;
+  const { nEmbd: C, nInner: I, vocabSize: V, nHead: H, nPositions: P } = c;
   const save = (i: number) => (hidden ? [`hidden ${i}`] : []);
   const block = (i: number) => [
     `layernorm ${T}x${C}`, // ln_1: [T, C]
     `matmul ${T}x${C}x${3 * C}`, // c_attn: qkv [T, 3C]
     `store_kv ${T}x${C}`, // K, V of T tokens
-    `attend ${T}x${C}`, // attention output [T, C]
+    `attend.scores ${T}x${C}`, // scores [nHead, T, P]
+    `softmax ${H * T}x${P}`, // causal softmax rows
+    `attend.values ${T}x${C}`, // attention output [T, C]
     `matmul ${T}x${C}x${C}`, // attn.c_proj: [T, C]
     `residual ${T * C}`,
     `layernorm ${T}x${C}`, // ln_2
@@ -261,4 +263,28 @@ Deno.test("gpt2: bad input is rejected with a clear message and changes nothing"
   cache.reset();
   assert.equal((await model.forward([7], cache)).logits.length, config.vocabSize);
   cache.destroy();
+});
+
+Deno.test({
+  name: "gpt2: profile times every dispatch in plan order and changes no output",
+  ignore: !gpu.hasTimestamps,
+  fn: async () => {
+    const { model, config } = MODELS[0];
+    const cache = model.newCache();
+    const ids = tokens(new Rng(300), 6, config.vocabSize);
+    const plain = await model.forward(ids, cache);
+    assert.equal(plain.profile, undefined);
+    cache.reset();
+    let profiled!: Awaited<ReturnType<GPT2["forward"]>>;
+    const [plan] = await capturePlans(async () => {
+      profiled = await model.forward(ids, cache, { profile: true });
+    });
+    assert.deepEqual(profiled.logits, plain.logits);
+    const dispatches = plan.filter((s): s is Dispatch => "pipeline" in s);
+    assert.deepEqual(profiled.profile!.map((k) => k.label), dispatches.map((s) => s.label));
+    assert.ok(profiled.profile!.every((k) => Number.isFinite(k.ns) && k.ns >= 0));
+    assert.ok(profiled.profile!.some((k) => k.ns > 0));
+    assert.deepEqual(await gpu.readProfile(), [], "read once");
+    cache.destroy();
+  },
 });

@@ -1,8 +1,14 @@
-/** KVCache: sizes in bytes, reset, and read() trimming each head to the cached length. */
+/**
+ * KVCache: sizes in bytes, reset, read() trimming each head to the cached length, and the
+ * grow-on-demand policy (bytes follow the capacity, rows survive a reallocation, nothing
+ * leaks, and the model's outputs are bit-identical to the preallocated cache's).
+ */
 import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
 import { parseConfig } from "../model/config.ts";
+import { GPT2 } from "../model/gpt2.ts";
 import { KVCache } from "../model/kv_cache.ts";
+import { argmax } from "../model/sampling.ts";
 
 const gpu = await Gpu.open();
 
@@ -19,12 +25,13 @@ function mark(l: number, kv: number, h: number, s: number, d: number): number {
 
 /** Fills every layer's K and V with {@link mark} values. */
 function fill(cache: KVCache) {
+  const rows = cache.capacity;
   cache.layers.forEach((layer, l) => {
     [layer.k, layer.v].forEach((t, kv) => {
-      const a = new Float32Array(H * P * D);
+      const a = new Float32Array(H * rows * D);
       for (let h = 0; h < H; h++) {
-        for (let s = 0; s < P; s++) {
-          for (let d = 0; d < D; d++) a[(h * P + s) * D + d] = mark(l, kv, h, s, d);
+        for (let s = 0; s < rows; s++) {
+          for (let d = 0; d < D; d++) a[(h * rows + s) * D + d] = mark(l, kv, h, s, d);
         }
       }
       gpu.write(t, a);
@@ -91,4 +98,99 @@ Deno.test("KVCache: read() trims every head to the cached length", async () => {
   const empty = await cache.read();
   assert.ok(empty.every(({ k, v }) => k.length === 0 && v.length === 0));
   cache.destroy();
+});
+
+Deno.test("KVCache grow: bytes allocated follow the capacity, and nothing leaks", () => {
+  const before = gpu.bytesAllocated;
+  const cache = new KVCache(gpu, config, { policy: "grow", initialCapacity: 4 });
+  const formula = (rows: number) => 2 * L * rows * C * 4;
+  assert.equal(cache.capacity, 4);
+  assert.equal(cache.bytesAllocated, formula(4));
+  const steps: [number, boolean, number][] = [ // reserve(rows) -> grew?, capacity
+    [4, false, 4],
+    [5, true, 8],
+    [8, false, 8],
+    [9, true, 16],
+    [40, true, 40], // more than double: exactly what is needed
+    [41, true, P], // doubling would pass n_positions: capped
+    [P, false, P],
+  ];
+  for (const [rows, grew, capacity] of steps) {
+    const version = cache.version;
+    assert.equal(cache.reserve(rows), grew, `reserve(${rows})`);
+    assert.equal(cache.capacity, capacity);
+    assert.equal(cache.version, grew ? version + 1 : version);
+    assert.equal(cache.bytesAllocated, formula(capacity));
+    assert.equal(gpu.bytesAllocated - before, formula(capacity), "old buffers are freed");
+    for (const { k } of cache.layers) assert.deepEqual(k.shape, [H, capacity, D]);
+  }
+  assert.equal(cache.growths, 4);
+  assert.throws(() => cache.reserve(P + 1), /at most n_positions \(64\)/);
+  cache.destroy();
+  assert.equal(gpu.bytesAllocated, before);
+});
+
+Deno.test("KVCache grow: growthFactor 1 reallocates to exactly the rows needed", () => {
+  const cache = new KVCache(gpu, config, { policy: "grow", initialCapacity: 1, growthFactor: 1 });
+  for (let rows = 2; rows <= 6; rows++) {
+    assert.ok(cache.reserve(rows));
+    assert.equal(cache.capacity, rows);
+  }
+  cache.destroy();
+  assert.throws(() => new KVCache(gpu, config, { policy: "grow", growthFactor: 0.5 }), /growth/);
+  assert.throws(() => new KVCache(gpu, config, { policy: "grow", initialCapacity: 0 }), /initial/);
+});
+
+Deno.test("KVCache grow: the cached rows of every head survive a reallocation", async () => {
+  const cache = new KVCache(gpu, config, { policy: "grow", initialCapacity: 8 });
+  fill(cache);
+  cache.length = 7;
+  assert.ok(cache.reserve(20));
+  await assertRead(cache);
+  assert.ok(cache.reserve(P)); // a second move keeps them too
+  await assertRead(cache);
+  cache.length = 8; // only the cached rows move: row 7 was never copied
+  const [{ k }] = await cache.read();
+  assert.equal(k[7 * D], 0);
+  cache.destroy();
+});
+
+Deno.test("KVCache grow: logits, K/V and attention are bit-identical to preallocated", async () => {
+  const model = await GPT2.load(gpu, "data/tiny-gpt2");
+  const { nPositions } = model.config;
+  const caches = [
+    model.newCache(),
+    model.newCache({ policy: "grow", initialCapacity: 4 }),
+    model.newCache({ policy: "grow", initialCapacity: 1, growthFactor: 1 }),
+  ];
+  const prompt = [464, 509, 53, 12940, 318, 257, 1588, 286, 8251, 13];
+  let ids: number[] = [];
+  for (let step = 0; step < 24; step++) {
+    const attention = step % 8 === 0;
+    const input = step === 0 ? prompt : ids;
+    const outs = [];
+    for (const cache of caches) outs.push(await model.forward(input, cache, { attention }));
+    for (const out of outs.slice(1)) {
+      assert.deepEqual(out.logits, outs[0].logits, `logits at step ${step}`);
+      if (attention) {
+        assert.equal(out.attention![0].length, 4 * input.length * nPositions);
+        assert.deepEqual(out.attention, outs[0].attention, `attention at step ${step}`);
+      }
+    }
+    ids = [argmax(outs[0].logits)];
+  }
+  const kv = await Promise.all(caches.map((c) => c.read()));
+  assert.deepEqual(kv[1], kv[0]);
+  assert.deepEqual(kv[2], kv[0]);
+  assert.deepEqual(caches.map((c) => c.length), [33, 33, 33]);
+  assert.equal(caches[1].capacity, 40); // 4, then 10 for the prompt, 20, 40
+  assert.equal(caches[2].capacity, 33); // one more row every step
+  const held = gpu.bytesAllocated;
+  let freed = 0;
+  for (const c of caches) {
+    assert.equal(c.bytesAllocated, 2 * 2 * c.capacity * 64 * 4); // 2 · n_layer · rows · C · 4
+    freed += c.bytesAllocated;
+    c.destroy();
+  }
+  assert.equal(gpu.bytesAllocated, held - freed);
 });
