@@ -1,5 +1,6 @@
 /**
- * Typed wrappers for `matmul.wgsl`: the Conv1D projections and the lm_head.
+ * Typed wrappers for `matmul.wgsl`: the Conv1D projections and the lm_head, both as
+ * y = x @ w^T (+ b) with w stored [out, in].
  *
  * @module
  */
@@ -7,7 +8,6 @@ import { type Dispatch, type Gpu, groups, type Tensor } from "./gpu.ts";
 
 const code = await Deno.readTextFile(new URL("./matmul.wgsl", import.meta.url));
 const WG = 64;
-const TN = 2;
 
 /** A [rows, cols] f32 matrix stored as row ranges, each small enough to bind. */
 export interface RowChunks {
@@ -17,8 +17,8 @@ export interface RowChunks {
 }
 
 /**
- * Uploads a [rows, cols] matrix in row chunks that each fit one storage binding
- * (`maxBytes`, the device's binding limit unless a test asks for smaller chunks).
+ * Uploads a [rows, cols] matrix in row chunks that each fit one storage binding (of at most
+ * `maxBytes`); chunks start at multiples of 4 rows.
  */
 export function uploadRowChunks(
   gpu: Gpu,
@@ -38,31 +38,52 @@ export function uploadRowChunks(
   return { rows, cols, parts };
 }
 
-/** Rows per invocation: one for the decode shape, a register tile for prefill. */
-function rowTile(m: number): number {
-  return m === 1 ? 1 : m < 8 ? 4 : 8;
+/** [rows, cols] -> [cols, rows], e.g. HF Conv1D's [in, out] weight to [out, in]. */
+export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+  }
+  return out;
+}
+
+/** One dispatch of y[:, yCol0 ..] = x[xRow0 .., :] @ w^T (+ b); M from the rows of y. */
+function product(
+  gpu: Gpu,
+  label: string,
+  x: Tensor,
+  xRow0: number,
+  w: Tensor,
+  b: Tensor | null,
+  y: Tensor,
+  yCol0: number,
+): Dispatch {
+  const [N, K] = w.shape;
+  const [M, ldy] = y.shape;
+  const params = gpu.uniform([M, N, K, xRow0, yCol0, ldy, b ? 1 : 0]);
+  const entry = M < 4 ? "matmul_row" : "matmul_rows8";
+  const pipeline = gpu.pipeline(code, entry, { WG });
+  // Without a bias the kernel never reads b; w stands in for the binding.
+  return gpu.dispatch(label, pipeline, [params, x, w, b ?? w, y], [
+    groups(Math.ceil(N / 4), WG),
+    M < 4 ? M : Math.ceil(M / 8),
+  ]);
 }
 
 /**
- * y = x @ w + b, HF Conv1D.
- * x: [M, K], w: [K, N] (stored [in, out]), b: [N], y: [M, N]. K and N multiples of 4.
+ * y = x @ w^T + b, an HF Conv1D with its weight stored transposed.
+ * x: [M, K], w: [N, K] (stored [out, in]), b: [N], y: [M, N]. K a multiple of 4.
  */
 export function matmul(gpu: Gpu, x: Tensor, w: Tensor, b: Tensor, y: Tensor): Dispatch {
   const [M, K] = x.shape;
-  const N = w.shape[1];
-  if (w.shape[0] !== K || b.shape[0] !== N || y.shape[0] !== M || y.shape[1] !== N) {
+  const N = w.shape[0];
+  if (w.shape[1] !== K || b.shape[0] !== N || y.shape[0] !== M || y.shape[1] !== N) {
     throw new Error(
       `matmul: shapes x[${x.shape}] w[${w.shape}] b[${b.shape}] y[${y.shape}] do not fit`,
     );
   }
-  if (K % 4 || N % 4) throw new Error(`matmul: K=${K} and N=${N} must be multiples of 4`);
-  const TM = rowTile(M);
-  const pipeline = gpu.pipeline(code, "matmul", { TM, TN, WG });
-  const params = gpu.uniform([M, N, K, 0, 0, N]);
-  return gpu.dispatch(`matmul ${M}x${K}x${N}`, pipeline, [params, x, w, b, y], [
-    groups(Math.ceil(N / 4 / TN), WG),
-    Math.ceil(M / TM),
-  ]);
+  if (K % 4) throw new Error(`matmul: K=${K} must be a multiple of 4`);
+  return product(gpu, `matmul ${M}x${K}x${N}`, x, 0, w, b, y, 0);
 }
 
 /**
@@ -92,27 +113,14 @@ export function matmulTransposed(
   const out: Dispatch[] = [];
   for (let r0 = 0; r0 < M; r0 += blockRows) {
     const rows = Math.min(blockRows, M - r0);
-    const TM = rowTile(rows);
-    const pipeline = gpu.pipeline(code, "matmul_wt", { TM, TN, WG });
     const block: Tensor = {
       buffer: logits.buffer,
       offset: logits.offset + r0 * ldy * 4,
       shape: [rows, ldy],
     };
     for (const part of w.parts) {
-      const n = part.tensor.shape[0];
-      const params = gpu.uniform([rows, n, K, xRow0 + r0, part.row0, ldy]);
-      out.push(gpu.dispatch(`lm_head ${rows}x${K}x${n}`, pipeline, [
-        params,
-        x,
-        part.tensor,
-        undefined,
-        undefined,
-        block,
-      ], [
-        groups(Math.ceil(n / 4), WG),
-        Math.ceil(rows / TM),
-      ]));
+      const label = `lm_head ${rows}x${K}x${part.tensor.shape[0]}`;
+      out.push(product(gpu, label, x, xRow0 + r0, part.tensor, null, block, part.row0));
     }
   }
   return out;

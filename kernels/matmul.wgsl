@@ -1,104 +1,101 @@
-// Matrix products of GPT-2: the Conv1D layers and the tied lm_head.
-//
-// llvmpipe (and most GPUs) pay for memory reads, not arithmetic, so each invocation keeps a
-// register tile of TM rows x 4*TN columns and reads every operand as vec4: one read of a
-// weight vec4 feeds TM rows. TM = 1 is the decode shape (one row), larger TM the prefill.
+// The matrix products of GPT-2: every Conv1D projection and the lm_head, as
+//   y[M, N] = x[M, K] @ w[N, K]^T (+ b[N]).
+// All weights are stored on the GPU as [out, in] rows (HF Conv1D's [in, out] is transposed
+// at load), so each invocation streams whole contiguous weight rows: on llvmpipe that reads
+// at several times the bandwidth of walking a column down [in, out] rows.
+// Reads, not arithmetic, are the cost: every operand is read as a vec4, and the tile of
+// matmul_rows8 reuses each weight read for 8 rows of x (the prefill shape); matmul_row takes
+// one row (the decode shape). Four weight rows form a mat4x4 W with rows as columns, so the
+// contribution of x[k..k+4] to 4 outputs is x * W. Tiles are written out by hand (named
+// accumulators, no arrays): Mesa's Vulkan path keeps private arrays in memory, 6x slower.
 // Rows and columns past the edge are clamped for reads and skipped for writes, so any M
-// works; K and N must be multiples of 4.
+// and N work; K must be a multiple of 4.
 
-override TM: u32 = 4u;  // rows per invocation, 1..8
-override TN: u32 = 2u;  // vec4 column groups per invocation, 1..2
 override WG: u32 = 64u; // invocations per workgroup
 
 struct Params {
-  M: u32,      // rows of x and y
-  N: u32,      // columns of y (vocab rows of this weight chunk for matmul_wt)
-  K: u32,      // inner dimension
-  xRow0: u32,  // first row of x to read
-  yCol0: u32,  // column of y that weight column (row, for matmul_wt) 0 lands in
-  ldy: u32,    // row stride of y in floats
+  M: u32,       // rows of y
+  N: u32,       // weight rows (outputs) in this binding
+  K: u32,       // inner dimension
+  xRow0: u32,   // first row of x to read
+  yCol0: u32,   // column of y that weight row 0 lands in
+  ldy: u32,     // row stride of y
+  hasBias: u32, // 1: add b
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;  // [*, K]
+@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;  // [N, K]
+@group(0) @binding(3) var<storage, read> b: array<f32>;        // [N] (unused without bias)
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;  // [M, ldy]
 
-// y[M, N] = x[M, K] @ w[K, N] + b[N]   (HF Conv1D: weight stored [in, out])
-@compute @workgroup_size(WG)
-fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let K4 = p.K / 4u;
-  let N4 = p.N / 4u;
-  let c0 = gid.x * TN;            // first vec4 column of this invocation
-  let r0 = gid.y * TM;            // first row
-  if (c0 >= N4) { return; }
-  var acc: array<array<vec4<f32>, 2>, 8>;
-  var xrow: array<u32, 8>;
-  for (var r = 0u; r < TM; r++) { xrow[r] = (p.xRow0 + min(r0 + r, p.M - 1u)) * K4; }
-  var col: array<u32, 2>;
-  for (var c = 0u; c < TN; c++) { col[c] = min(c0 + c, N4 - 1u); }
-  for (var k4 = 0u; k4 < K4; k4++) {
-    let wrow = k4 * 4u * N4;
-    for (var c = 0u; c < TN; c++) {
-      let w0 = w[wrow + col[c]];
-      let w1 = w[wrow + N4 + col[c]];
-      let w2 = w[wrow + 2u * N4 + col[c]];
-      let w3 = w[wrow + 3u * N4 + col[c]];
-      for (var r = 0u; r < TM; r++) {
-        let xv = x[xrow[r] + k4];
-        acc[r][c] = fma(vec4(xv.x), w0, acc[r][c]);
-        acc[r][c] = fma(vec4(xv.y), w1, acc[r][c]);
-        acc[r][c] = fma(vec4(xv.z), w2, acc[r][c]);
-        acc[r][c] = fma(vec4(xv.w), w3, acc[r][c]);
-      }
-    }
-  }
-  for (var r = 0u; r < TM; r++) {
-    let row = r0 + r;
-    if (row >= p.M) { break; }
-    for (var c = 0u; c < TN; c++) {
-      if (c0 + c < N4) {
-        y[(row * p.ldy + p.yCol0) / 4u + c0 + c] = acc[r][c] + b[c0 + c];
-      }
-    }
+// Weight rows n .. n+3 (clamped), vec4 k4 of each, as the columns of a matrix.
+fn w4(n: u32, k4: u32, K4: u32) -> mat4x4<f32> {
+  let last = p.N - 1u;
+  return mat4x4(
+    w[min(n, last) * K4 + k4],
+    w[min(n + 1u, last) * K4 + k4],
+    w[min(n + 2u, last) * K4 + k4],
+    w[min(n + 3u, last) * K4 + k4],
+  );
+}
+
+// y[row, n .. n+4] = acc (+ b), for the columns that exist.
+fn store(row: u32, n: u32, acc: vec4<f32>) {
+  if (row >= p.M) { return; }
+  let o = row * p.ldy + p.yCol0 + n;
+  for (var j = 0u; j < 4u; j++) {
+    if (n + j < p.N) { y[o + j] = acc[j] + select(0.0, b[n + j], p.hasBias == 1u); }
   }
 }
 
-// logits[M, N] = x[M, K] @ w[N, K]^T   (lm_head: w is wte, or an untied nn.Linear weight)
-// w here is a chunk of N rows; its row j lands in logits column yCol0 + j.
+// One row x 4 outputs per invocation. Grid: (N / 4 / WG, M).
 @compute @workgroup_size(WG)
-fn matmul_wt(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn matmul_row(@builtin(global_invocation_id) gid: vec3<u32>) {
   let K4 = p.K / 4u;
-  let v0 = gid.x * 4u;            // first of 4 weight rows (output columns)
-  let r0 = gid.y * TM;
-  if (v0 >= p.N) { return; }
-  var acc: array<vec4<f32>, 8>;
-  var xrow: array<u32, 8>;
-  for (var r = 0u; r < TM; r++) { xrow[r] = (p.xRow0 + min(r0 + r, p.M - 1u)) * K4; }
-  let wr0 = min(v0, p.N - 1u) * K4;
-  let wr1 = min(v0 + 1u, p.N - 1u) * K4;
-  let wr2 = min(v0 + 2u, p.N - 1u) * K4;
-  let wr3 = min(v0 + 3u, p.N - 1u) * K4;
+  let n = gid.x * 4u;
+  if (n >= p.N) { return; }
+  let xr = (p.xRow0 + min(gid.y, p.M - 1u)) * K4;
+  var acc = vec4(0.0);
+  for (var k4 = 0u; k4 < K4; k4++) { acc += x[xr + k4] * w4(n, k4, K4); }
+  store(gid.y, n, acc);
+}
+
+// 8 rows x 4 outputs per invocation. Grid: (N / 4 / WG, M / 8).
+@compute @workgroup_size(WG)
+fn matmul_rows8(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let K4 = p.K / 4u;
+  let n = gid.x * 4u;
+  let r0 = gid.y * 8u;
+  if (n >= p.N) { return; }
+  let last = p.M - 1u;
+  let x0 = (p.xRow0 + min(r0, last)) * K4;
+  let x1 = (p.xRow0 + min(r0 + 1u, last)) * K4;
+  let x2 = (p.xRow0 + min(r0 + 2u, last)) * K4;
+  let x3 = (p.xRow0 + min(r0 + 3u, last)) * K4;
+  let x4 = (p.xRow0 + min(r0 + 4u, last)) * K4;
+  let x5 = (p.xRow0 + min(r0 + 5u, last)) * K4;
+  let x6 = (p.xRow0 + min(r0 + 6u, last)) * K4;
+  let x7 = (p.xRow0 + min(r0 + 7u, last)) * K4;
+  var a0 = vec4(0.0); var a1 = vec4(0.0); var a2 = vec4(0.0); var a3 = vec4(0.0);
+  var a4 = vec4(0.0); var a5 = vec4(0.0); var a6 = vec4(0.0); var a7 = vec4(0.0);
   for (var k4 = 0u; k4 < K4; k4++) {
-    let w0 = w[wr0 + k4];
-    let w1 = w[wr1 + k4];
-    let w2 = w[wr2 + k4];
-    let w3 = w[wr3 + k4];
-    for (var r = 0u; r < TM; r++) {
-      let xv = x[xrow[r] + k4];
-      acc[r] += vec4(dot(xv, w0), dot(xv, w1), dot(xv, w2), dot(xv, w3));
-    }
+    let wk = w4(n, k4, K4);
+    a0 += x[x0 + k4] * wk;
+    a1 += x[x1 + k4] * wk;
+    a2 += x[x2 + k4] * wk;
+    a3 += x[x3 + k4] * wk;
+    a4 += x[x4 + k4] * wk;
+    a5 += x[x5 + k4] * wk;
+    a6 += x[x6 + k4] * wk;
+    a7 += x[x7 + k4] * wk;
   }
-  // logits columns yCol0 + v0 need not be a multiple of 4: write scalars.
-  for (var r = 0u; r < TM; r++) {
-    let row = r0 + r;
-    if (row >= p.M) { break; }
-    for (var j = 0u; j < 4u; j++) {
-      if (v0 + j < p.N) {
-        logits[row * p.ldy + p.yCol0 + v0 + j] = acc[r][j];
-      }
-    }
-  }
+  store(r0, n, a0);
+  store(r0 + 1u, n, a1);
+  store(r0 + 2u, n, a2);
+  store(r0 + 3u, n, a3);
+  store(r0 + 4u, n, a4);
+  store(r0 + 5u, n, a5);
+  store(r0 + 6u, n, a6);
+  store(r0 + 7u, n, a7);
 }

@@ -11,7 +11,13 @@ import { embedding } from "../kernels/embedding.ts";
 import { gelu } from "../kernels/gelu.ts";
 import type { Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
-import { matmul, matmulTransposed, type RowChunks, uploadRowChunks } from "../kernels/matmul.ts";
+import {
+  matmul,
+  matmulTransposed,
+  type RowChunks,
+  transpose,
+  uploadRowChunks,
+} from "../kernels/matmul.ts";
 import { residual } from "../kernels/residual.ts";
 import type { GPT2Config } from "./config.ts";
 import { KVCache, type KVCacheOptions, type LayerCache } from "./kv_cache.ts";
@@ -59,13 +65,14 @@ class LayerNorm {
   }
 }
 
-/** HF Conv1D: y = x @ W + b with W stored [in, out]. */
+/** HF Conv1D: y = x @ W + b; W arrives [in, out] and is kept transposed, [out, in]. */
 class Linear {
   readonly weight: Tensor;
   readonly bias: Tensor;
   constructor(readonly gpu: Gpu, w: LinearWeights, name: string) {
-    this.weight = gpu.upload(w.weight, [w.inFeatures, w.outFeatures], `${name}.weight`);
-    this.bias = gpu.upload(w.bias, [w.outFeatures], `${name}.bias`);
+    const { inFeatures: n, outFeatures: m } = w;
+    this.weight = gpu.upload(transpose(w.weight, n, m), [m, n], `${name}.weight`);
+    this.bias = gpu.upload(w.bias, [m], `${name}.bias`);
   }
 
   // x: [T, in] -> y: [T, out]
