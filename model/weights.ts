@@ -14,6 +14,7 @@
 import { join } from "node:path";
 import { type GPT2Config, loadConfig } from "./config.ts";
 import { SafetensorsFile } from "./safetensors.ts";
+import { Rng } from "./sampling.ts";
 
 /** One Conv1D / Linear layer: y = x @ weight + bias, weight stored [in, out] as in HF Conv1D. */
 export interface Linear {
@@ -237,64 +238,15 @@ export async function loadCheckpoint(
 }
 
 /**
- * xoshiro128** (Blackman & Vigna), 32-bit state words, seeded through splitmix32 so that
- * any integer seed (including 0) gives a well-mixed, non-zero state.
- */
-class Xoshiro128 {
-  #s0: number;
-  #s1: number;
-  #s2: number;
-  #s3: number;
-
-  constructor(seed: number) {
-    let x = seed >>> 0;
-    const next = (): number => {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      return (z ^ (z >>> 16)) >>> 0;
-    };
-    this.#s0 = next();
-    this.#s1 = next();
-    this.#s2 = next();
-    this.#s3 = next();
-  }
-
-  /** Next 32-bit output, as a signed integer. */
-  nextI32(): number {
-    const result = Math.imul(rotl(Math.imul(this.#s1, 5), 7), 9);
-    const t = this.#s1 << 9;
-    this.#s2 ^= this.#s0;
-    this.#s3 ^= this.#s1;
-    this.#s1 ^= this.#s2;
-    this.#s0 ^= this.#s3;
-    this.#s2 ^= t;
-    this.#s3 = rotl(this.#s3, 11);
-    return result;
-  }
-
-  /** Uniform in [0, 1) with 24 random bits (exact in float32). */
-  uniform(): number {
-    return (this.nextI32() >>> 8) * 2 ** -24;
-  }
-}
-
-/** 32-bit rotate left. */
-function rotl(x: number, k: number): number {
-  return (x << k) | (x >>> (32 - k));
-}
-
-/**
  * Fills `out` with N(0, std²) draws by Marsaglia's polar form of Box-Muller: a point
  * uniform in the unit disc gives two independent normals with one log and one sqrt
  * (no sin/cos), which keeps 124M draws to about a second.
  */
-function fillNormal(out: Float32Array, std: number, rng: Xoshiro128): Float32Array {
+function fillNormal(out: Float32Array, std: number, rng: Rng): Float32Array {
   let i = 0;
   while (i < out.length) {
-    const x = rng.nextI32() * 2 ** -31; // [-1, 1)
-    const y = rng.nextI32() * 2 ** -31;
+    const x = (rng.nextUint32() | 0) * 2 ** -31; // [-1, 1)
+    const y = (rng.nextUint32() | 0) * 2 ** -31;
     const r2 = x * x + y * y;
     if (r2 >= 1 || r2 === 0) continue; // outside the disc (about 21% of points)
     const scale = std * Math.sqrt(-2 * Math.log(r2) / r2);
@@ -309,23 +261,23 @@ function fillUniform(
   out: Float32Array,
   center: number,
   halfWidth: number,
-  rng: Xoshiro128,
+  rng: Rng,
 ): Float32Array {
-  for (let i = 0; i < out.length; i++) out[i] = center + halfWidth * (2 * rng.uniform() - 1);
+  for (let i = 0; i < out.length; i++) out[i] = center + halfWidth * (2 * rng.next() - 1);
   return out;
 }
 
 /** Fills `out` with random sign × U(0.02, 0.1): small biases that are never zero. */
-function fillBias(out: Float32Array, rng: Xoshiro128): Float32Array {
+function fillBias(out: Float32Array, rng: Rng): Float32Array {
   for (let i = 0; i < out.length; i++) {
-    const magnitude = 0.02 + 0.08 * rng.uniform();
-    out[i] = rng.nextI32() & 1 ? magnitude : -magnitude;
+    const magnitude = 0.02 + 0.08 * rng.next();
+    out[i] = rng.nextUint32() & 1 ? magnitude : -magnitude;
   }
   return out;
 }
 
 /** A random Conv1D layer: weight N(0, 1/in), small nonzero bias. */
-function randomLinear(inFeatures: number, outFeatures: number, rng: Xoshiro128): Linear {
+function randomLinear(inFeatures: number, outFeatures: number, rng: Rng): Linear {
   return {
     weight: fillNormal(new Float32Array(inFeatures * outFeatures), 1 / Math.sqrt(inFeatures), rng),
     bias: fillBias(new Float32Array(outFeatures), rng),
@@ -335,7 +287,7 @@ function randomLinear(inFeatures: number, outFeatures: number, rng: Xoshiro128):
 }
 
 /** A random LayerNorm: weight 1 + U(-0.1, 0.1), small nonzero bias. */
-function randomLayerNorm(width: number, rng: Xoshiro128): LayerNormWeights {
+function randomLayerNorm(width: number, rng: Rng): LayerNormWeights {
   return {
     weight: fillUniform(new Float32Array(width), 1, 0.1, rng),
     bias: fillBias(new Float32Array(width), rng),
@@ -357,7 +309,7 @@ function randomLayerNorm(width: number, rng: Xoshiro128): LayerNormWeights {
  * - every bias (LayerNorm and Conv1D) random sign × U(0.02, 0.1).
  */
 export function randomWeights(config: GPT2Config, seed: number): GPT2Weights {
-  const rng = new Xoshiro128(seed);
+  const rng = new Rng(seed);
   const C = config.nEmbd;
   const V = config.vocabSize;
   const wte = fillNormal(new Float32Array(V * C), 1 / Math.sqrt(C), rng);
