@@ -45,15 +45,20 @@ async function prefillTokS(model: GPT2, T: number, reps: number): Promise<number
   return T / (ms / 1000);
 }
 
-/** Decode tok/s: `n` greedy tokens after a `prompt`-token prefill, decode steps only. */
+/**
+ * Decode tok/s: `n` greedy tokens after a `prompt`-token prefill, decode steps only; the
+ * argmax on the GPU (tokens read back in batches) or on the CPU (one wait per token).
+ */
 async function decodeTokS(
   model: GPT2,
   prompt: number,
   n: number,
   useCache: boolean,
   reps: number,
+  argmaxOnGpu = true,
 ): Promise<number> {
   const opts: GenerateOptions = {
+    argmaxOnGpu,
     maxTokens: n + 1,
     temperature: 0,
     topK: 0,
@@ -99,8 +104,11 @@ async function main(): Promise<number> {
 
   const tiny = (await openModel(gpu, "data/tiny-gpt2")).model;
   await tiny.warmup();
-  out.tiny_decode_cache_tok_s = await decodeTokS(tiny, 16, 64, true, reps);
-  log(`tiny fixture: decode with the cache ${out.tiny_decode_cache_tok_s.toFixed(1)} tok/s`);
+  out.tiny_decode_cache_tok_s = await decodeTokS(tiny, 16, 64, true, reps, false);
+  out.tiny_decode_greedy_gpu_tok_s = await decodeTokS(tiny, 16, 100, true, reps, true);
+  log("tiny fixture, decode with the cache:");
+  log(`  token chosen on the CPU: ${out.tiny_decode_cache_tok_s.toFixed(1)} tok/s`);
+  log(`  greedy on the GPU:       ${out.tiny_decode_greedy_gpu_tok_s.toFixed(1)} tok/s`);
 
   if (!values.quick) {
     const { model } = await openModel(gpu, EMBEDDED);

@@ -21,8 +21,10 @@ export interface GenerateOptions extends SamplingOptions {
   stopAtEos: boolean;
   /** Token ids prefilled before the prompt and kept at the front of the cache. */
   systemIds?: readonly number[];
-  /** Called with each new token as soon as it is chosen. */
+  /** Called with each new token as soon as it is chosen (greedy on the GPU: per batch). */
   onToken?: (id: number) => void;
+  /** Greedy with the cache picks tokens on the GPU (default true); false picks on the CPU. */
+  argmaxOnGpu?: boolean;
 }
 
 /** What a generation produced and what it cost. */
@@ -87,23 +89,41 @@ export async function generate(
 
   // Decode: choose a token, then run it through the model to get the next logits.
   const ids: number[] = [];
-  let stop: GenerateResult["stop"] = "max-tokens";
-  let decodeSteps = 0;
-  t0 = performance.now();
-  while (true) {
-    const id = sampleToken(logits, opts, rng);
+  let stop: GenerateResult["stop"] | null = null;
+  const choose = (id: number) => {
     ids.push(id);
     seq.push(id);
     opts.onToken?.(id);
     if (opts.stopAtEos && id === eosTokenId) stop = "eos";
     else if (ids.length >= opts.maxTokens) stop = "max-tokens";
     else if (seq.length >= nPositions) stop = "context";
-    else {
-      logits = await step(model, cache, opts.useCache ? [id] : seq, opts.useCache);
-      decodeSteps++;
-      continue;
+  };
+  let decodeSteps = 0;
+  t0 = performance.now();
+  choose(sampleToken(logits, opts, rng));
+  if (opts.temperature === 0 && opts.useCache && opts.argmaxOnGpu !== false) {
+    // Greedy through the cache: the argmax runs on the GPU, steps follow each other without
+    // a CPU wait, and tokens come back in batches sized to stream about every 200 ms.
+    let batch = 1;
+    while (!stop) {
+      const n = Math.min(batch, opts.maxTokens - ids.length, nPositions - seq.length);
+      const before = cache.length;
+      const tb = performance.now();
+      const chosen = await model.decodeGreedy(ids.at(-1)!, cache, n);
+      const perToken = (performance.now() - tb) / n;
+      let used = 0;
+      while (!stop && used < n) choose(chosen[used++]);
+      cache.length = before + used; // steps after an end-of-text token do not count
+      decodeSteps += used;
+      batch = Math.max(1, Math.min(64, Math.round(200 / perToken)));
     }
-    break;
+  } else {
+    while (!stop) {
+      const last = ids.at(-1)!;
+      logits = await step(model, cache, opts.useCache ? [last] : seq, opts.useCache);
+      decodeSteps++;
+      choose(sampleToken(logits, opts, rng));
+    }
   }
   return {
     ids,
@@ -113,7 +133,7 @@ export async function generate(
     prefillMs,
     decodeSteps,
     decodeMs: performance.now() - t0,
-    stop,
+    stop: stop ?? "max-tokens",
     cacheBytesUsed: cache.bytesUsed,
     cacheBytesAllocated: cache.bytesAllocated,
   };

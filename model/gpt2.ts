@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { argmax } from "../kernels/argmax.ts";
 import { attend, storeKv } from "../kernels/attention.ts";
 import { embedding } from "../kernels/embedding.ts";
 import { gelu } from "../kernels/gelu.ts";
@@ -152,8 +153,10 @@ export class GPT2 {
   readonly lmHead: RowChunks; // wte itself unless the checkpoint has its own lm_head
   /** Token ids of the current forward, [nPositions] u32. */
   readonly ids: Tensor;
-  /** Where this step starts in the cache: [pos0] u32. */
+  /** Where this step starts in the cache, and tokens chosen on the GPU: [pos0, n] u32. */
   readonly step: Tensor;
+  /** Tokens chosen by greedy decoding on the GPU, [nPositions] u32. */
+  readonly tokens: Tensor;
   #workspaces = new Map<string, { ws: Workspace; plans: WeakMap<KVCache, RecordedPlan> }>();
 
   constructor(readonly gpu: Gpu, readonly config: GPT2Config, w: GPT2Weights) {
@@ -165,6 +168,7 @@ export class GPT2 {
     this.lmHead = w.lmHead ? uploadRowChunks(gpu, w.lmHead, V, C, "lm_head") : this.wte;
     this.ids = gpu.tensor([P], "ids");
     this.step = gpu.tensor([4], "step");
+    this.tokens = gpu.tensor([P], "tokens");
   }
 
   /** Loads a HuggingFace checkpoint folder (config.json + *.safetensors) onto the GPU. */
@@ -240,41 +244,67 @@ export class GPT2 {
   }
 
   /**
-   * Grows the cache if it lacks room, records (or reuses) the plan for this shape and these
-   * cache buffers, writes ids and pos0, and submits it.
+   * Greedy decoding with the argmax on the GPU: feeds `first` at position cache.length, then
+   * each token it chooses, `n` decode steps in all, with no CPU wait between steps. Returns
+   * the n chosen tokens, read back once; the cache grows by n (`first` and every chosen
+   * token but the last).
    */
+  async decodeGreedy(first: number, cache: KVCache, n: number): Promise<number[]> {
+    checkIds([first], this.config.vocabSize);
+    const { ws, plan } = this.#prepare(1, cache, n, { logits: "last" });
+    const pick = argmax(
+      this.gpu,
+      ws.logits,
+      this.config.vocabSize,
+      this.ids,
+      this.step,
+      this.tokens,
+    );
+    this.gpu.write(this.ids, new Uint32Array([first]));
+    this.gpu.write(this.step, new Uint32Array([cache.length, 0]));
+    this.gpu.run(Array.from({ length: n }, () => [...plan, pick]).flat());
+    cache.length += n;
+    const view: Tensor = { buffer: this.tokens.buffer, offset: 0, shape: [n] };
+    return [...new Uint32Array((await this.gpu.read1(view)).buffer)];
+  }
+
+  /** Writes ids and pos0 and submits the plan for T = ids.length tokens. */
   #submit(ids: readonly number[], cache: KVCache, options: ForwardOptions): Workspace {
-    const T = ids.length;
-    const { vocabSize, nPositions } = this.config;
+    checkIds(ids, this.config.vocabSize);
+    const { ws, plan } = this.#prepare(ids.length, cache, ids.length, options);
+    this.gpu.write(this.ids, new Uint32Array(ids));
+    this.gpu.write(this.step, new Uint32Array([cache.length]));
+    this.gpu.run(plan, { profile: options.profile });
+    cache.length += ids.length;
+    return ws;
+  }
+
+  /**
+   * Checks that `steps` tokens fit after the cache's, grows the cache if it lacks room, and
+   * records (or reuses) the plan of a T-token forward for this cache's buffers.
+   */
+  #prepare(T: number, cache: KVCache, steps: number, options: ForwardOptions) {
+    const { nPositions } = this.config;
     if (T < 1) throw new Error("forward: no tokens given");
-    if (cache.length + T > nPositions) {
+    if (cache.length + steps > nPositions) {
       throw new Error(
-        `forward: ${cache.length} cached + ${T} new tokens exceed the context (n_positions ` +
+        `forward: ${cache.length} cached + ${steps} new tokens exceed the context (n_positions ` +
           `${nPositions})`,
       );
     }
-    ids.forEach((id, i) => {
-      if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
-        throw new Error(`forward: token id ${id} at position ${i} is outside 0..${vocabSize - 1}`);
-      }
-    });
     const opts: ShapeOptions = {
       logits: options.logits ?? "last",
       hidden: options.hidden ?? false,
       attention: options.attention ?? false,
     };
-    cache.reserve(cache.length + T);
+    cache.reserve(cache.length + steps);
     const entry = this.#workspace(T, opts);
     let recorded = entry.plans.get(cache);
     if (recorded?.version !== cache.version) {
       recorded = { version: cache.version, plan: this.#record(entry.ws, cache) };
       entry.plans.set(cache, recorded);
     }
-    this.gpu.write(this.ids, new Uint32Array(ids));
-    this.gpu.write(this.step, new Uint32Array([cache.length]));
-    this.gpu.run(recorded.plan, { profile: options.profile });
-    cache.length += T;
-    return entry.ws;
+    return { ws: entry.ws, plan: recorded.plan };
   }
 
   // Keeps the workspaces of the last few shapes; older ones are freed.
@@ -307,6 +337,15 @@ function widenRows(a: Float32Array, ld: number, n: number): Float32Array {
   const out = new Float32Array(rows * n);
   for (let r = 0; r < rows; r++) out.set(a.subarray(r * ld, r * ld + ld), r * n);
   return out;
+}
+
+/** Throws unless every id is a token of the vocabulary. */
+function checkIds(ids: readonly number[], vocabSize: number): void {
+  ids.forEach((id, i) => {
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw new Error(`forward: token id ${id} at position ${i} is outside 0..${vocabSize - 1}`);
+    }
+  });
 }
 
 // [rows, ld] -> [rows, n]

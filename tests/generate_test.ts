@@ -36,6 +36,15 @@ Deno.test("greedy generation equals HF generate(), with and without the cache", 
   assert.deepEqual((await run(prompt, { ...greedy, useCache: false })).ids, hfGreedy);
 });
 
+Deno.test("greedy with the argmax on the GPU equals the CPU argmax, over long runs", async () => {
+  const long = { ...greedy, maxTokens: 100 };
+  const gpuPicked = await run(prompt, long);
+  const cpuPicked = await run(prompt, { ...long, argmaxOnGpu: false });
+  assert.deepEqual(gpuPicked.ids, cpuPicked.ids);
+  assert.equal(gpuPicked.decodeSteps, 99);
+  assert.equal(gpuPicked.cacheBytesUsed, cpuPicked.cacheBytesUsed);
+});
+
 Deno.test("the same seed gives the same tokens; another seed other tokens", async () => {
   const a = await run(prompt, sampled);
   const b = await run(prompt, sampled);
@@ -79,10 +88,18 @@ Deno.test("generation stops at the context and at end-of-text", async () => {
   const { config, weights } = await loadCheckpoint("data/tiny-gpt2");
   const eosModel = new GPT2(gpu, { ...config, eosTokenId: hfGreedy[k] }, weights);
   const cache = eosModel.newCache();
-  const eos = await generate(eosModel, cache, prompt, { ...greedy, stopAtEos: true });
+  for (const argmaxOnGpu of [true, false]) {
+    const eos = await generate(eosModel, cache, prompt, {
+      ...greedy,
+      stopAtEos: true,
+      argmaxOnGpu,
+    });
+    assert.equal(eos.stop, "eos");
+    assert.deepEqual(eos.ids, hfGreedy.slice(0, k + 1));
+    // Only tokens fed before the end-of-text token are cached, however the GPU batched them.
+    assert.equal(cache.length, prompt.length + k);
+  }
   cache.destroy();
-  assert.equal(eos.stop, "eos");
-  assert.deepEqual(eos.ids, hfGreedy.slice(0, k + 1));
   assert.notEqual(hfGreedy[k], eosTokenId);
 });
 
