@@ -1,0 +1,150 @@
+/**
+ * Every experiment runs in `--quick` mode (the tiny fixture), exits 0 and writes its JSON
+ * and SVG; its numbers are checked where they can be: cache bytes equal the formula
+ * exactly, nothing leaks, cached and uncached generation give the same tokens, attention
+ * rows sum to 1.
+ */
+import assert from "node:assert/strict";
+
+/** Runs `experiments/<name>.ts` with `args`; returns its exit code and output. */
+async function runExperiment(name: string, ...args: string[]) {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `experiments/${name}.ts`, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code, stdout: dec.decode(stdout), stderr: dec.decode(stderr) };
+}
+
+/** Runs an experiment with `--quick`, checks its files and returns its JSON. */
+// deno-lint-ignore no-explicit-any
+async function quick(name: string, ...args: string[]): Promise<any> {
+  const out = await Deno.makeTempDir({ prefix: `kvgpt-${name}-` });
+  const r = await runExperiment(name, "--quick", "--out", out, ...args);
+  assert.equal(r.code, 0, `${name} failed:\n${r.stdout}\n${r.stderr}`);
+  assert.match(r.stdout, /adapter: /, "names the adapter");
+  const svg = await Deno.readTextFile(`${out}/${name}.svg`);
+  const json = JSON.parse(await Deno.readTextFile(`${out}/${name}.json`));
+  await Deno.remove(out, { recursive: true });
+  assert.match(svg, /^<svg[^>]*>/);
+  assert.ok(svg.trimEnd().endsWith("</svg>"));
+  assert.equal(json.experiment, name);
+  assert.equal(json.model, "data/tiny-gpt2");
+  assert.equal(json.quick, true);
+  assert.ok(json.adapter.length > 0);
+  return json;
+}
+
+const TINY = { nLayer: 2, nEmbd: 64, nPositions: 128 };
+/** 2 · n_layer · rows · n_embd · 4 bytes of the tiny fixture. */
+const tinyBytes = (rows: number) => 2 * TINY.nLayer * rows * TINY.nEmbd * 4;
+
+Deno.test("cache_memory: the table is the formula, and equals what a KVCache allocates", async () => {
+  const r = await quick("cache_memory");
+  const names = r.sizes.map((s: { name: string }) => s.name);
+  for (const name of ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"]) {
+    assert.ok(names.includes(name), name);
+  }
+  for (const s of r.sizes) {
+    assert.equal(s.bytesPerTokenF32, 2 * s.nLayer * s.nEmbd * 4, s.name);
+    assert.equal(s.bytesPerTokenF16, 2 * s.nLayer * s.nEmbd * 2, s.name);
+    assert.equal(s.fullContextF32, s.bytesPerTokenF32 * s.nPositions, s.name);
+    assert.equal(s.measuredFullContextF32, s.fullContextF32, s.name);
+  }
+  const gpt2 = r.sizes.find((s: { name: string }) => s.name === "gpt2");
+  assert.equal(gpt2.bytesPerTokenF32, 73_728); // 2 · 12 · 768 · 4
+  assert.equal(gpt2.fullContextF32, 75_497_472); // · 1024 = 72 MiB
+  assert.equal(r.gpuBytesAfter, r.gpuBytesBefore);
+});
+
+Deno.test("cache_growth: bytes follow the formula every step, no leak, same tokens", async () => {
+  const r = await quick("cache_growth");
+  assert.equal(r.gpuBytesAfter, r.gpuBytesBefore, "GPU bytes leaked");
+  assert.equal(r.sameTokens, true);
+  const [pre, double, exact] = r.policies;
+  assert.deepEqual(r.policies.map((p: { policy: string }) => p.policy), [
+    "preallocated",
+    "grow ×2",
+    "grow exact",
+  ]);
+  for (const p of r.policies) {
+    assert.equal(p.steps.length, r.newTokens + 1, "the prefill, then each new token");
+    for (const s of p.steps) {
+      assert.ok(s.matchesFormula, `${p.policy} at length ${s.length}`);
+      assert.equal(s.bytesUsed, tinyBytes(s.length));
+      assert.equal(s.bytesAllocated, tinyBytes(s.capacity));
+      assert.equal(s.bytesPerLayer * TINY.nLayer, s.bytesAllocated);
+      assert.ok(s.capacity >= s.length);
+      assert.ok(s.forwardMs > 0);
+    }
+  }
+  assert.ok(pre.steps.every((s: { capacity: number }) => s.capacity === TINY.nPositions));
+  assert.equal(pre.growths, 0);
+  assert.ok(double.growths >= 1);
+  assert.ok(
+    exact.steps.every((s: { capacity: number; length: number }) => s.capacity === s.length),
+  );
+  assert.equal(exact.growths, r.newTokens + 1, "grows at every step");
+});
+
+Deno.test("prefill_vs_decode: a row per length, with kernel times when timestamps exist", async () => {
+  const r = await quick("prefill_vs_decode");
+  assert.deepEqual(r.rows.map((row: { length: number }) => row.length), [1, 8, 32, 128]);
+  for (const row of r.rows) {
+    assert.ok(row.prefill.medianMs > 0 && row.decode.medianMs > 0);
+    assert.ok(
+      Math.abs(row.prefill.tokensPerSecond - 1000 * row.length / row.prefill.medianMs) < 1e-6,
+    );
+    if (r.timestamps) {
+      for (const g of [row.prefillGpuMs, row.decodeGpuMs]) {
+        assert.ok(g.matmul > 0 && g.attention > 0 && g.rest > 0, JSON.stringify(g));
+      }
+    }
+  }
+});
+
+Deno.test("cache_vs_no_cache: cached and uncached give the same tokens", async () => {
+  const r = await quick("cache_vs_no_cache");
+  assert.equal(r.sameTokens, true);
+  assert.deepEqual(r.generation.cachedIds, r.generation.uncachedIds);
+  assert.equal(r.generation.cachedIds.length, r.generation.tokens);
+  for (const row of r.rows) {
+    assert.ok(row.cachedMs > 0 && row.uncachedMs > 0);
+    assert.ok(Math.abs(row.speedup - row.uncachedMs / row.cachedMs) < 1e-9);
+  }
+});
+
+Deno.test("attention_maps: every row sums to 1 and nothing past the causal limit", async () => {
+  const r = await quick("attention_maps", "--heads", "0,3");
+  assert.ok(r.maxRowSumError < 1e-5, `row sum off by ${r.maxRowSumError}`);
+  assert.equal(r.maskedNonZero, 0);
+  assert.deepEqual(r.layers, [0, 1]);
+  assert.deepEqual(r.heads, [0, 3]);
+  const T = r.ids.length;
+  assert.equal(r.tokens.length, T);
+  for (const layer of r.weights) {
+    for (const head of layer) {
+      head.forEach((row: number[], t: number) => {
+        const sum = row.slice(0, t + 1).reduce((a, b) => a + b, 0);
+        assert.ok(Math.abs(sum - 1) < 1e-5);
+        assert.ok(row.slice(t + 1).every((w) => w === 0));
+      });
+    }
+  }
+});
+
+Deno.test("experiments: bad arguments exit 2 with a message", async () => {
+  const cases: [string, string[], RegExp][] = [
+    ["cache_memory", ["--bogus"], /bogus/],
+    ["prefill_vs_decode", ["--quick", "--lengths", "8,1"], /--lengths: expected increasing/],
+    ["cache_growth", ["--quick", "--tokens", "x"], /--tokens: expected an integer/],
+    ["attention_maps", ["--quick", "--model", "data/tiny-gpt2"], /drop --model/],
+  ];
+  for (const [name, args, message] of cases) {
+    const r = await runExperiment(name, ...args);
+    assert.equal(r.code, 2, `${name} ${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.match(r.stderr, /usage: /);
+  }
+});
