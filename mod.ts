@@ -27,7 +27,12 @@ export {
 } from "./model/config.ts";
 export { type GPT2Weights, loadCheckpoint, randomWeights } from "./model/weights.ts";
 export { SafetensorsFile, writeSafetensors } from "./model/safetensors.ts";
-export { generate, type GenerateOptions, type GenerateResult } from "./model/generate.ts";
+export {
+  generate,
+  type GenerateOptions,
+  type GenerateResult,
+  prefillPrefix,
+} from "./model/generate.ts";
 export { argmax, Rng, sampleToken, type SamplingOptions } from "./model/sampling.ts";
 export { gpt2Tokenizer, TextStream, type Tokenizer } from "./model/tokenizer.ts";
 export { EMBEDDED, type OpenedModel, openModel } from "./model/open_model.ts";

@@ -21,6 +21,11 @@ export interface GenerateOptions extends SamplingOptions {
   stopAtEos: boolean;
   /** Token ids prefilled before the prompt and kept at the front of the cache. */
   systemIds?: readonly number[];
+  /**
+   * A cache already holding the K/V of `systemIds` (see {@link prefillPrefix}): they are
+   * copied from it instead of prefilled, so many requests pay for the prefix once.
+   */
+  prefix?: KVCache;
   /** Called with each new token as soon as it is chosen (greedy on the GPU: per batch). */
   onToken?: (id: number) => void;
   /** Greedy with the cache picks tokens on the GPU (default true); false picks on the CPU. */
@@ -75,13 +80,22 @@ export async function generate(
         `longer than the context (n_positions ${nPositions})`,
     );
   }
+  if (opts.prefix && opts.prefix.length !== system.length) {
+    throw new Error(
+      `prefix: the prefix cache holds ${opts.prefix.length} tokens, the system prompt has ` +
+        `${system.length}`,
+    );
+  }
   const rng = new Rng(opts.seed);
   const seq = [...system, ...promptIds];
   cache.reset();
 
   // Prefill: the system prompt once, then the prompt after it in the same cache.
   let t0 = performance.now();
-  if (system.length && opts.useCache) await model.forward(system, cache);
+  if (system.length && opts.useCache) {
+    if (opts.prefix) cache.copyPrefix(opts.prefix, system.length);
+    else await model.forward(system, cache);
+  }
   const systemPrefillMs = performance.now() - t0;
   t0 = performance.now();
   let logits = await step(model, cache, opts.useCache ? [...promptIds] : seq, opts.useCache);
@@ -137,6 +151,16 @@ export async function generate(
     cacheBytesUsed: cache.bytesUsed,
     cacheBytesAllocated: cache.bytesAllocated,
   };
+}
+
+/**
+ * Prefills `ids` (a system prompt or any shared prefix) once into a cache of its own, sized
+ * to fit, for {@link GenerateOptions.prefix}.
+ */
+export async function prefillPrefix(model: GPT2, ids: readonly number[]): Promise<KVCache> {
+  const cache = model.newCache({ policy: "grow", initialCapacity: Math.max(1, ids.length) });
+  await model.forward(ids, cache);
+  return cache;
 }
 
 // Logits of the next token. Without the cache, the whole sequence is recomputed from empty.

@@ -118,14 +118,35 @@ export class KVCache {
     const old = this.#layers;
     this.#layers = this.#allocate(capacity);
     this.gpu.run(old.flatMap((l, i) => [
-      ...this.#copyRows(l.k, this.#layers[i].k, capacity),
-      ...this.#copyRows(l.v, this.#layers[i].v, capacity),
+      ...copyRows(this.config, l.k, this.#capacity, this.#layers[i].k, capacity, this.length),
+      ...copyRows(this.config, l.v, this.#capacity, this.#layers[i].v, capacity, this.length),
     ]));
     this.#free(old);
     this.#capacity = capacity;
     this.#version++;
     this.#growths++;
     return true;
+  }
+
+  /**
+   * Starts this cache from the first `rows` tokens of `source` (a cache of the same model
+   * holding a shared prefix, such as a system prompt): their K/V are copied on the GPU, so
+   * the prefix is not computed again. Afterwards `length` is `rows`.
+   */
+  copyPrefix(source: KVCache, rows: number = source.length): void {
+    if (source.config !== this.config) {
+      throw new Error("copyPrefix: the source cache belongs to another model");
+    }
+    if (!Number.isInteger(rows) || rows < 0 || rows > source.length) {
+      throw new RangeError(`copyPrefix: ${rows} rows asked, the source holds ${source.length}`);
+    }
+    this.length = 0; // nothing of the old content needs to survive a reallocation
+    this.reserve(rows);
+    this.gpu.run(source.layers.flatMap((l, i) => [
+      ...copyRows(this.config, l.k, source.capacity, this.#layers[i].k, this.#capacity, rows),
+      ...copyRows(this.config, l.v, source.capacity, this.#layers[i].v, this.#capacity, rows),
+    ]));
+    this.length = rows;
   }
 
   /** Forgets every cached token (the buffers stay allocated). */
@@ -166,18 +187,6 @@ export class KVCache {
     return Math.ceil(this.#capacity * this.growthFactor);
   }
 
-  // Rows are [head][pos][dim]: one copy of the first `length` rows per head.
-  #copyRows(from: Tensor, to: Tensor, capacity: number): Copy[] {
-    const { nHead, headDim } = this.config;
-    if (this.length === 0) return [];
-    const rows = [this.length, headDim];
-    return Array.from({ length: nHead }, (_, h) => ({
-      label: `grow cache head ${h}`,
-      from: { buffer: from.buffer, offset: h * this.#capacity * headDim * 4, shape: rows },
-      to: { buffer: to.buffer, offset: h * capacity * headDim * 4, shape: rows },
-    }));
-  }
-
   // [nHead, capacity, headDim] -> [nHead, length, headDim]
   #trim(a: Float32Array): Float32Array {
     const { nHead, headDim } = this.config;
@@ -189,4 +198,24 @@ export class KVCache {
     }
     return out;
   }
+}
+
+// Rows are [head][pos][dim]: one copy of the first `rows` rows of every head, between buffers
+// of `fromCapacity` and `toCapacity` rows per head.
+function copyRows(
+  config: GPT2Config,
+  from: Tensor,
+  fromCapacity: number,
+  to: Tensor,
+  toCapacity: number,
+  rows: number,
+): Copy[] {
+  const { nHead, headDim } = config;
+  if (rows === 0) return [];
+  const shape = [rows, headDim];
+  return Array.from({ length: nHead }, (_, h) => ({
+    label: `copy cache rows, head ${h}`,
+    from: { buffer: from.buffer, offset: h * fromCapacity * headDim * 4, shape },
+    to: { buffer: to.buffer, offset: h * toCapacity * headDim * 4, shape },
+  }));
 }

@@ -115,6 +115,19 @@ Deno.test("cache_vs_no_cache: cached and uncached give the same tokens", async (
   }
 });
 
+Deno.test("prefix_cache: reusing the prefix gives the ids of a full prefill", async () => {
+  const r = await quick("prefix_cache");
+  assert.equal(r.rows.length, 3);
+  for (const row of r.rows) {
+    assert.equal(row.sameIds, true, `prefix ${row.prefix}`);
+    assert.equal(row.ids.length, r.tokens);
+    assert.ok(row.fullMs > 0 && row.reusedMs > 0);
+    assert.ok(
+      Math.abs(row.totalReusedMs - (row.prefixPrefillMs + r.requests * row.reusedMs)) < 1e-6,
+    );
+  }
+});
+
 Deno.test("attention_maps: every row sums to 1 and nothing past the causal limit", async () => {
   const r = await quick("attention_maps", "--heads", "0,3");
   assert.ok(r.maxRowSumError < 1e-5, `row sum off by ${r.maxRowSumError}`);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
-import { generate, type GenerateOptions } from "../model/generate.ts";
+import { generate, type GenerateOptions, prefillPrefix } from "../model/generate.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { SafetensorsFile } from "../model/safetensors.ts";
 import { loadCheckpoint } from "../model/weights.ts";
@@ -63,6 +63,35 @@ Deno.test("a system prompt is prefilled first and kept at the front of the cache
   assert.equal(r.promptTokens, 4);
   const nc = await run(rest, { ...greedy, systemIds: system, useCache: false });
   assert.deepEqual(nc.ids, hfGreedy);
+});
+
+Deno.test("a prefilled prefix is copied, not recomputed: same tokens as a full prefill", async () => {
+  const system = prompt.slice(0, 6);
+  const rest = prompt.slice(6);
+  const prefix = await prefillPrefix(model, system);
+  assert.equal(prefix.length, 6);
+  for (const argmaxOnGpu of [true, false]) {
+    // Several requests share the prefix; each one matches HF's greedy ids for the whole prompt.
+    for (let request = 0; request < 2; request++) {
+      const r = await run(rest, { ...greedy, systemIds: system, prefix, argmaxOnGpu });
+      assert.deepEqual(r.ids, hfGreedy);
+    }
+  }
+  // The copied K/V rows are bit-identical to prefilling the prefix in place.
+  const copied = model.newCache();
+  const computed = model.newCache({ policy: "grow", initialCapacity: 2 });
+  copied.copyPrefix(prefix);
+  await model.forward(system, computed);
+  const [a, b] = [await copied.read(), await computed.read()];
+  a.forEach((layer, i) => {
+    assert.deepEqual(layer.k, b[i].k);
+    assert.deepEqual(layer.v, b[i].v);
+  });
+  await assert.rejects(
+    run(rest, { ...greedy, systemIds: system.slice(1), prefix }),
+    /prefix cache holds 6 tokens, the system prompt has 5/,
+  );
+  for (const c of [copied, computed, prefix]) c.destroy();
 });
 
 Deno.test("generation reports what it did and what the cache holds", async () => {
