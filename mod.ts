@@ -28,6 +28,15 @@ export {
 export { type GPT2Weights, loadCheckpoint, randomWeights } from "./model/weights.ts";
 export { SafetensorsFile, writeSafetensors } from "./model/safetensors.ts";
 export {
+  loadSnapshot,
+  modelFingerprint,
+  type RestoredSnapshot,
+  saveSnapshot,
+  SNAPSHOT_FORMAT,
+  SNAPSHOT_VERSION,
+  SnapshotError,
+} from "./model/snapshot.ts";
+export {
   generate,
   type GenerateOptions,
   type GenerateResult,

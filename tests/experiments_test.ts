@@ -2,7 +2,7 @@
  * Every experiment runs in `--quick` mode (the tiny fixture), exits 0 and writes its JSON
  * and SVG; its numbers are checked where they can be: cache bytes equal the formula
  * exactly, nothing leaks, cached and uncached generation give the same tokens, attention
- * rows sum to 1.
+ * rows sum to 1, a snapshot file is as big as its formula and restores exactly.
  */
 import assert from "node:assert/strict";
 
@@ -147,12 +147,31 @@ Deno.test("attention_maps: every row sums to 1 and nothing past the causal limit
   }
 });
 
+Deno.test("cache_snapshot: file bytes are the formula, the restore continues identically", async () => {
+  const r = await quick("cache_snapshot");
+  assert.deepEqual(r.lengths, [8, 32, 100]);
+  assert.deepEqual(r.rows.map((row: { length: number }) => row.length), [8, 32, 100]);
+  assert.equal(r.identical, true);
+  assert.equal(r.formulaHolds, true);
+  for (const row of r.rows) {
+    assert.equal(row.kvBytes, tinyBytes(row.length));
+    assert.equal(row.idsBytes, 4 * row.length);
+    assert.equal(row.fileBytes, row.kvBytes + row.idsBytes + row.headerBytes);
+    assert.ok(row.headerBytes > 8 && row.headerBytes < 2048 && row.headerBytes % 8 === 0);
+    assert.ok(row.identicalKv && row.identicalLogits && row.identicalTokens, `L=${row.length}`);
+    assert.equal(row.continuation.length, r.tokens);
+    assert.ok(row.prefillMs > 0 && row.saveMs > 0 && row.restoreMs > 0);
+    assert.ok(Math.abs(row.restoreSpeedup - row.prefillMs / row.restoreMs) < 1e-9);
+  }
+});
+
 Deno.test("experiments: bad arguments exit 2 with a message", async () => {
   const cases: [string, string[], RegExp][] = [
     ["cache_memory", ["--bogus"], /bogus/],
     ["prefill_vs_decode", ["--quick", "--lengths", "8,1"], /--lengths: expected increasing/],
     ["cache_growth", ["--quick", "--tokens", "x"], /--tokens: expected an integer/],
     ["attention_maps", ["--quick", "--model", "data/tiny-gpt2"], /drop --model/],
+    ["cache_snapshot", ["--quick", "--reps", "0"], /--reps: expected an integer in 1..100/],
   ];
   for (const [name, args, message] of cases) {
     const r = await runExperiment(name, ...args);
