@@ -40,6 +40,7 @@ export {
   generate,
   type GenerateOptions,
   type GenerateResult,
+  greedyOptions,
   prefillPrefix,
 } from "./model/generate.ts";
 export { argmax, Rng, sampleToken, type SamplingOptions } from "./model/sampling.ts";

@@ -8,7 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
-import { generate, type GenerateOptions } from "../model/generate.ts";
+import { generate, greedyOptions } from "../model/generate.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import { EMBEDDED, openModel } from "../model/open_model.ts";
 
@@ -57,16 +57,7 @@ async function decodeTokS(
   reps: number,
   argmaxOnGpu = true,
 ): Promise<number> {
-  const opts: GenerateOptions = {
-    argmaxOnGpu,
-    maxTokens: n + 1,
-    temperature: 0,
-    topK: 0,
-    topP: 1,
-    seed: 0,
-    useCache,
-    stopAtEos: false,
-  };
+  const opts = { ...greedyOptions(n + 1), useCache, argmaxOnGpu };
   const cache = model.newCache();
   const rates: number[] = [];
   for (let i = 0; i <= reps; i++) { // the first run is the warm-up

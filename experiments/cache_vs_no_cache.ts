@@ -19,7 +19,7 @@
  *
  * @module
  */
-import { generate, type GenerateOptions } from "../mod.ts";
+import { generate, greedyOptions } from "../mod.ts";
 import {
   int,
   intList,
@@ -116,15 +116,7 @@ printTable(
 
 // Same tokens both ways: greedy generation after a short prompt.
 const prompt = textTokens(8);
-const options = (useCache: boolean): GenerateOptions => ({
-  maxTokens: tokens,
-  temperature: 0,
-  topK: 0,
-  topP: 1,
-  seed: 0,
-  useCache,
-  stopAtEos: false,
-});
+const options = (useCache: boolean) => ({ ...greedyOptions(tokens), useCache });
 const check = model.newCache();
 const withCache = await generate(model, check, prompt, options(true));
 const withoutCache = await generate(model, check, prompt, options(false));

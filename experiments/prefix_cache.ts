@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { generate, type GenerateOptions, prefillPrefix } from "../mod.ts";
+import { generate, greedyOptions, prefillPrefix } from "../mod.ts";
 import {
   int,
   intList,
@@ -52,15 +52,7 @@ if (lengths.at(-1)! + USER_TOKENS + tokens > model.config.nPositions) {
 
 const text = textTokens(lengths.at(-1)! + USER_TOKENS);
 const user = text.slice(text.length - USER_TOKENS);
-const greedy: GenerateOptions = {
-  maxTokens: tokens,
-  temperature: 0,
-  topK: 0,
-  topP: 1,
-  seed: 0,
-  useCache: true,
-  stopAtEos: false,
-};
+const greedy = greedyOptions(tokens);
 const cache = model.newCache();
 const rows = [];
 for (const S of lengths) {

@@ -52,6 +52,11 @@ export interface GenerateResult {
   cacheBytesAllocated: number;
 }
 
+/** Greedy decoding of up to `maxTokens` tokens through the cache: the argmax at every step. */
+export function greedyOptions(maxTokens: number): GenerateOptions {
+  return { maxTokens, temperature: 0, topK: 0, topP: 1, seed: 0, useCache: true, stopAtEos: false };
+}
+
 /** Checks generation options, naming the bad one. */
 export function validateGenerate(opts: GenerateOptions): void {
   validateSampling(opts);

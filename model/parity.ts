@@ -9,7 +9,7 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "./gpt2.ts";
 import type { KVCache } from "./kv_cache.ts";
-import { generate } from "./generate.ts";
+import { generate, greedyOptions } from "./generate.ts";
 import { SafetensorsFile } from "./safetensors.ts";
 
 /** Parity tolerance: max abs diff per tensor. */
@@ -156,8 +156,7 @@ async function greedy(
   n: number,
   useCache: boolean,
 ): Promise<number[]> {
-  const opts = { temperature: 0, topK: 0, topP: 1, seed: 0, stopAtEos: false, maxTokens: n };
-  return (await generate(model, cache, ids, { ...opts, useCache })).ids;
+  return (await generate(model, cache, ids, { ...greedyOptions(n), useCache })).ids;
 }
 
 function range(n: number): number[] {
