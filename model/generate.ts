@@ -28,6 +28,14 @@ export interface GenerateOptions extends SamplingOptions {
   prefix?: KVCache;
   /** Called with each new token as soon as it is chosen (greedy on the GPU: per batch). */
   onToken?: (id: number) => void;
+  /**
+   * Generate past the context with a sliding window and attention sinks (StreamingLLM): when
+   * the cache is full, keep its first `sinks` tokens and its last `recent` ones and go on.
+   * Positions are the tokens' rows in the cache (GPT-2's position embeddings are absolute:
+   * a new token gets the position of the row it fills, and kept tokens keep the K/V computed
+   * at their old positions). Needs the cache.
+   */
+  window?: { sinks: number; recent: number };
   /** Greedy with the cache picks tokens on the GPU (default true); false picks on the CPU. */
   argmaxOnGpu?: boolean;
 }
@@ -47,6 +55,8 @@ export interface GenerateResult {
   decodeMs: number;
   /** Why generation stopped. */
   stop: "max-tokens" | "eos" | "context";
+  /** With a window: tokens dropped from the cache to make room. */
+  evictedTokens: number;
   /** Cache bytes holding tokens at the end, and bytes allocated. */
   cacheBytesUsed: number;
   cacheBytesAllocated: number;
@@ -65,6 +75,13 @@ export function validateGenerate(opts: GenerateOptions): void {
   }
   if (!Number.isSafeInteger(opts.seed)) {
     throw new RangeError(`seed must be an integer, got ${opts.seed}`);
+  }
+  if (opts.window) {
+    const { sinks, recent } = opts.window;
+    if (!Number.isInteger(sinks) || sinks < 0 || !Number.isInteger(recent) || recent < 1) {
+      throw new RangeError(`window: sinks must be an integer >= 0 and recent >= 1`);
+    }
+    if (!opts.useCache) throw new RangeError("window: a sliding window needs the cache");
   }
 }
 
@@ -115,7 +132,19 @@ export async function generate(
     opts.onToken?.(id);
     if (opts.stopAtEos && id === eosTokenId) stop = "eos";
     else if (ids.length >= opts.maxTokens) stop = "max-tokens";
-    else if (seq.length >= nPositions) stop = "context";
+    else if (!opts.window && seq.length >= nPositions) stop = "context";
+  };
+  // With a window, a full cache drops its middle before the next token is fed.
+  let evictedTokens = 0;
+  if (opts.window && opts.window.sinks + opts.window.recent >= nPositions - 1) {
+    throw new RangeError(
+      `window: sinks + recent must leave room in the context (${nPositions} positions)`,
+    );
+  }
+  const makeRoom = () => {
+    if (opts.window && cache.length >= nPositions - 1) {
+      evictedTokens += cache.evict(opts.window.sinks, opts.window.recent);
+    }
   };
   let decodeSteps = 0;
   t0 = performance.now();
@@ -125,7 +154,8 @@ export async function generate(
     // a CPU wait, and tokens come back in batches sized to stream about every 200 ms.
     let batch = 1;
     while (!stop) {
-      const n = Math.min(batch, opts.maxTokens - ids.length, nPositions - seq.length);
+      makeRoom();
+      const n = Math.min(batch, opts.maxTokens - ids.length, nPositions - 1 - cache.length);
       const before = cache.length;
       const tb = performance.now();
       const chosen = await model.decodeGreedy(ids.at(-1)!, cache, n);
@@ -138,6 +168,7 @@ export async function generate(
     }
   } else {
     while (!stop) {
+      makeRoom();
       const last = ids.at(-1)!;
       logits = await step(model, cache, opts.useCache ? [last] : seq, opts.useCache);
       decodeSteps++;
@@ -153,6 +184,7 @@ export async function generate(
     decodeSteps,
     decodeMs: performance.now() - t0,
     stop: stop ?? "max-tokens",
+    evictedTokens,
     cacheBytesUsed: cache.bytesUsed,
     cacheBytesAllocated: cache.bytesAllocated,
   };

@@ -117,9 +117,11 @@ export class KVCache {
     const capacity = Math.min(nPositions, Math.max(rows, this.#grown()));
     const old = this.#layers;
     this.#layers = this.#allocate(capacity);
+    const from = (t: Tensor) => ({ t, capacity: this.#capacity });
+    const to = (t: Tensor) => ({ t, capacity });
     this.gpu.run(old.flatMap((l, i) => [
-      ...copyRows(this.config, l.k, this.#capacity, this.#layers[i].k, capacity, this.length),
-      ...copyRows(this.config, l.v, this.#capacity, this.#layers[i].v, capacity, this.length),
+      ...copyRows(this.config, from(l.k), to(this.#layers[i].k), this.length),
+      ...copyRows(this.config, from(l.v), to(this.#layers[i].v), this.length),
     ]));
     this.#free(old);
     this.#capacity = capacity;
@@ -142,11 +144,43 @@ export class KVCache {
     }
     this.length = 0; // nothing of the old content needs to survive a reallocation
     this.reserve(rows);
+    const to = (t: Tensor) => ({ t, capacity: this.#capacity });
+    const from = (t: Tensor) => ({ t, capacity: source.capacity });
     this.gpu.run(source.layers.flatMap((l, i) => [
-      ...copyRows(this.config, l.k, source.capacity, this.#layers[i].k, this.#capacity, rows),
-      ...copyRows(this.config, l.v, source.capacity, this.#layers[i].v, this.#capacity, rows),
+      ...copyRows(this.config, from(l.k), to(this.#layers[i].k), rows),
+      ...copyRows(this.config, from(l.v), to(this.#layers[i].v), rows),
     ]));
     this.length = rows;
+  }
+
+  /**
+   * A sliding window with attention sinks (StreamingLLM): keeps the first `sinks` rows and
+   * the last `recent` rows, moving the recent ones down to follow the sinks, so the cache
+   * holds `sinks + recent` tokens again. Each kept row keeps the K/V computed when its token
+   * was fed. Returns how many rows were dropped (0 when there are not more than that).
+   */
+  evict(sinks: number, recent: number): number {
+    if (!Number.isInteger(sinks) || sinks < 0 || !Number.isInteger(recent) || recent < 0) {
+      throw new RangeError(`evict: sinks ${sinks} and recent ${recent} must be integers >= 0`);
+    }
+    const dropped = this.length - sinks - recent;
+    if (dropped <= 0) return 0;
+    const { nHead, headDim } = this.config;
+    const capacity = this.#capacity;
+    // Through a scratch buffer: the moved rows may overlap where they land.
+    const scratch = {
+      t: this.gpu.tensor([nHead, Math.max(1, recent), headDim], "evict"),
+      capacity: Math.max(1, recent),
+    };
+    this.gpu.run(
+      this.#layers.flatMap((l) => [l.k, l.v]).flatMap((t) => [
+        ...copyRows(this.config, { t, capacity, row0: this.length - recent }, scratch, recent),
+        ...copyRows(this.config, scratch, { t, capacity, row0: sinks }, recent),
+      ]),
+    );
+    this.gpu.destroy(scratch.t);
+    this.length = sinks + recent;
+    return dropped;
   }
 
   /** Forgets every cached token (the buffers stay allocated). */
@@ -200,22 +234,22 @@ export class KVCache {
   }
 }
 
-// Rows are [head][pos][dim]: one copy of the first `rows` rows of every head, between buffers
-// of `fromCapacity` and `toCapacity` rows per head.
-function copyRows(
-  config: GPT2Config,
-  from: Tensor,
-  fromCapacity: number,
-  to: Tensor,
-  toCapacity: number,
-  rows: number,
-): Copy[] {
+/** Rows `row0 ..` of every head of a [nHead, capacity, headDim] tensor. */
+interface RowRange {
+  t: Tensor;
+  capacity: number;
+  row0?: number;
+}
+
+// Rows are [head][pos][dim]: one copy of `rows` rows per head, from one row range to another.
+function copyRows(config: GPT2Config, from: RowRange, to: RowRange, rows: number): Copy[] {
   const { nHead, headDim } = config;
   if (rows === 0) return [];
   const shape = [rows, headDim];
+  const at = (r: RowRange, h: number) => (h * r.capacity + (r.row0 ?? 0)) * headDim * 4;
   return Array.from({ length: nHead }, (_, h) => ({
     label: `copy cache rows, head ${h}`,
-    from: { buffer: from.buffer, offset: h * fromCapacity * headDim * 4, shape },
-    to: { buffer: to.buffer, offset: h * toCapacity * headDim * 4, shape },
+    from: { buffer: from.t.buffer, offset: at(from, h), shape },
+    to: { buffer: to.t.buffer, offset: at(to, h), shape },
   }));
 }

@@ -132,6 +132,53 @@ Deno.test("generation stops at the context and at end-of-text", async () => {
   assert.notEqual(hfGreedy[k], eosTokenId);
 });
 
+Deno.test("a sliding window with sinks generates past the context with a flat cache", async () => {
+  const { nPositions, nLayer, nEmbd } = model.config;
+  const window = { sinks: 4, recent: 60 };
+  for (const argmaxOnGpu of [true, false]) {
+    const lengths: number[] = [];
+    const cache = model.newCache();
+    const r = await generate(model, cache, prompt, {
+      ...greedy,
+      maxTokens: 4 * nPositions,
+      window,
+      argmaxOnGpu,
+      onToken: () => lengths.push(cache.length),
+    });
+    // Until the cache is first full, it is plain greedy decoding (HF's ids).
+    assert.deepEqual(r.ids.slice(0, hfGreedy.length), hfGreedy);
+    assert.equal(r.ids.length, 4 * nPositions);
+    assert.equal(r.stop, "max-tokens");
+    assert.ok(Math.max(...lengths) <= nPositions - 1, "never past the context");
+    assert.ok(r.evictedTokens > 3 * nPositions, `${r.evictedTokens} tokens evicted`);
+    assert.ok(r.cacheBytesUsed <= 2 * nLayer * (nPositions - 1) * nEmbd * 4);
+    cache.destroy();
+  }
+});
+
+Deno.test("evict keeps the sink rows and moves the recent rows after them", async () => {
+  const cache = model.newCache({ policy: "grow", initialCapacity: 20 });
+  const ids = Array.from({ length: 20 }, (_, i) => 100 + i);
+  await model.forward(ids, cache);
+  const before = await cache.read();
+  assert.equal(cache.evict(3, 5), 12);
+  assert.equal(cache.length, 8);
+  const after = await cache.read();
+  const { nHead, headDim } = model.config;
+  const rowsOf = (a: Float32Array, n: number, h: number, from: number, to: number) =>
+    a.slice((h * n + from) * headDim, (h * n + to) * headDim);
+  after.forEach((layer, i) => {
+    for (const key of ["k", "v"] as const) {
+      for (let h = 0; h < nHead; h++) {
+        assert.deepEqual(rowsOf(layer[key], 8, h, 0, 3), rowsOf(before[i][key], 20, h, 0, 3));
+        assert.deepEqual(rowsOf(layer[key], 8, h, 3, 8), rowsOf(before[i][key], 20, h, 15, 20));
+      }
+    }
+  });
+  assert.equal(cache.evict(3, 5), 0, "nothing to drop");
+  cache.destroy();
+});
+
 Deno.test("bad generation input is a clear error", async () => {
   await assert.rejects(run([], greedy), /no tokens/);
   const tooLong = Array.from({ length: model.config.nPositions + 1 }, () => 1);
@@ -139,4 +186,10 @@ Deno.test("bad generation input is a clear error", async () => {
   await assert.rejects(run(prompt, { ...greedy, maxTokens: 0 }), /maxTokens/);
   await assert.rejects(run(prompt, { ...greedy, temperature: -1 }), /temperature/);
   await assert.rejects(run([50257], greedy), /token id 50257 at position 0/);
+  const window = { sinks: 4, recent: 200 };
+  await assert.rejects(run(prompt, { ...greedy, window }), /must leave room in the context/);
+  await assert.rejects(
+    run(prompt, { ...greedy, window: { sinks: 4, recent: 8 }, useCache: false }),
+    /needs the cache/,
+  );
 });
