@@ -22,6 +22,8 @@ const USAGE = `usage: deno task generate [options]
                        or "embedded" (default: data/gpt2 or the HF cache, else embedded)
   --system TEXT        system prompt, prefilled once at the front of the cache
   --stop-at-eos        stop after <|endoftext|>
+  --window S,R         go past the context: when the cache is full keep its first S
+                       tokens (attention sinks) and last R tokens (a sliding window)
   --json               print one JSON object instead of streaming text`;
 
 /** A command-line mistake: message and exit code 2. */
@@ -52,6 +54,7 @@ function parse(args: string[]) {
         model: { type: "string" },
         system: { type: "string" },
         "stop-at-eos": { type: "boolean", default: false },
+        window: { type: "string" },
         json: { type: "boolean", default: false },
         help: { type: "boolean", default: false },
       },
@@ -74,6 +77,13 @@ function parse(args: string[]) {
     useCache: !values["no-cache"],
     stopAtEos: values["stop-at-eos"],
   };
+  if (values.window !== undefined) {
+    const m = /^\s*(\d+)\s*,\s*(\d+)\s*$/.exec(values.window);
+    if (!m || Number(m[2]) < 1) {
+      throw new UsageError(`--window: expected SINKS,RECENT such as 4,252, got "${values.window}"`);
+    }
+    opts.window = { sinks: Number(m[1]), recent: Number(m[2]) };
+  }
   if (values.prompt === "") throw new UsageError("--prompt: must not be empty");
   try {
     validateGenerate(opts);
@@ -133,6 +143,7 @@ async function main(): Promise<number> {
     decode_ms: round(result.decodeMs),
     decode_tok_s: result.decodeSteps ? round(decodeTokS) : null,
     stop: result.stop,
+    evicted_tokens: result.evictedTokens,
     cache_bytes_used: result.cacheBytesUsed,
     cache_bytes_allocated: result.cacheBytesAllocated,
     ids: result.ids,
@@ -151,7 +162,8 @@ async function main(): Promise<number> {
         `${summary.prefill_ms} ms · decode ${result.decodeSteps} tok at ` +
         `${summary.decode_tok_s ?? "-"} tok/s (${opts.useCache ? "KV cache" : "no cache"}) · ` +
         `cache ${mb(result.cacheBytesUsed)} used of ${mb(result.cacheBytesAllocated)} · ` +
-        `stop: ${result.stop}`,
+        `stop: ${result.stop}` +
+        (opts.window ? ` · window evicted ${result.evictedTokens} tokens` : ""),
     );
   }
   cache.destroy();

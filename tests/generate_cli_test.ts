@@ -62,6 +62,7 @@ Deno.test("bad options exit 2 with a message naming the option, no stack trace",
     [["--seed", "x"], /--seed/],
     [["--bogus"], /bogus/],
     [["--prompt", ""], /--prompt/],
+    [["--window", "4"], /--window: expected SINKS,RECENT/],
   ];
   for (const [args, msg] of cases) {
     const r = await generate(...tiny, ...args);
@@ -69,6 +70,15 @@ Deno.test("bad options exit 2 with a message naming the option, no stack trace",
     assert.match(r.stderr, msg);
     assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
   }
+});
+
+Deno.test("generate --window runs past the context (n_positions 128)", async () => {
+  const r = await generate(...tiny, "--max-tokens", "300", "--window", "4,60", "--json");
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.new_tokens, 300);
+  assert.ok(out.evicted_tokens > 0);
+  assert.ok(out.cache_bytes_used <= 2 * 2 * 127 * 64 * 4);
 });
 
 Deno.test("a prompt longer than the context is a clear error", async () => {
