@@ -128,6 +128,15 @@ Deno.test("prefix_cache: reusing the prefix gives the ids of a full prefill", as
   }
 });
 
+Deno.test("sliding_window: 4 contexts of tokens with the cache bytes flat", async () => {
+  const r = await quick("sliding_window");
+  assert.equal(r.tokens, 4 * r.nPositions);
+  assert.equal(r.flatBytes, true);
+  assert.ok(r.evictedTokens > 0);
+  for (const s of r.segments) assert.ok(s.maxLength <= r.nPositions - 1);
+  assert.equal(r.steps.length, r.tokens);
+});
+
 Deno.test("attention_maps: every row sums to 1 and nothing past the causal limit", async () => {
   const r = await quick("attention_maps", "--heads", "0,3");
   assert.ok(r.maxRowSumError < 1e-5, `row sum off by ${r.maxRowSumError}`);
