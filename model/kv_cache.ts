@@ -188,11 +188,25 @@ export class KVCache {
     this.length = 0;
   }
 
-  /** Reads the cached K/V of every layer, trimmed to `length`. */
+  /** Reads the cached K/V of every layer, [nHead, length, headDim] each, in one wait. */
   async read(): Promise<LayerKV[]> {
-    const all = await this.gpu.read(this.#layers.flatMap((l) => [l.k, l.v]));
-    const trim = (a: Float32Array) => this.#trim(a);
-    return this.#layers.map((_, i) => ({ k: trim(all[2 * i]), v: trim(all[2 * i + 1]) }));
+    const { nHead, headDim } = this.config;
+    const rows = this.length * headDim;
+    // Only the first `length` rows of each head are read: one view per head of every buffer.
+    const views = this.#layers.flatMap((l) => [l.k, l.v]).flatMap((t) =>
+      Array.from({ length: this.length ? nHead : 0 }, (_, h): Tensor => ({
+        buffer: t.buffer,
+        offset: t.offset + h * this.#capacity * headDim * 4,
+        shape: [this.length, headDim],
+      }))
+    );
+    const parts = await this.gpu.read(views);
+    const join = (first: number) => {
+      const out = new Float32Array(nHead * rows);
+      if (rows) { for (let h = 0; h < nHead; h++) out.set(parts[first + h], h * rows); }
+      return out;
+    };
+    return this.#layers.map((_, i) => ({ k: join(2 * i * nHead), v: join((2 * i + 1) * nHead) }));
   }
 
   /** Frees the GPU buffers. */
@@ -219,18 +233,6 @@ export class KVCache {
 
   #grown(): number {
     return Math.ceil(this.#capacity * this.growthFactor);
-  }
-
-  // [nHead, capacity, headDim] -> [nHead, length, headDim]
-  #trim(a: Float32Array): Float32Array {
-    const { nHead, headDim } = this.config;
-    const rowsPerHead = this.#capacity * headDim;
-    const out = new Float32Array(nHead * this.length * headDim);
-    for (let h = 0; h < nHead; h++) {
-      const from = h * rowsPerHead;
-      out.set(a.subarray(from, from + this.length * headDim), h * this.length * headDim);
-    }
-    return out;
   }
 }
 

@@ -142,7 +142,7 @@ export async function saveSnapshot(
       fail(`token id ${id} at position ${i} is outside 0..${config.vocabSize - 1}`);
     }
   });
-  const layers = await readRows(cache);
+  const layers = await cache.read();
   const ids = Int32Array.from(tokenIds);
   const { nHead, headDim } = config;
   const shape = [nHead, length, headDim];
@@ -295,33 +295,6 @@ export async function loadSnapshot(
     throw err;
   }
   return { cache: target, tokenIds: [...ids], metadata: { ...meta } };
-}
-
-/** The cached rows of every layer, [nHead, length, headDim] each, read in one wait. */
-async function readRows(cache: KVCache): Promise<{ k: Float32Array; v: Float32Array }[]> {
-  const { nHead, headDim } = cache.config;
-  const { length, capacity } = cache;
-  const rows = length * headDim;
-  if (length === 0) {
-    return cache.layers.map(() => ({ k: new Float32Array(0), v: new Float32Array(0) }));
-  }
-  // One view per head of every buffer: its first `length` rows.
-  const views = cache.layers.flatMap((l) =>
-    [l.k, l.v].flatMap((t) =>
-      Array.from({ length: nHead }, (_, h): Tensor => ({
-        buffer: t.buffer,
-        offset: t.offset + h * capacity * headDim * 4,
-        shape: [length, headDim],
-      }))
-    )
-  );
-  const parts = await cache.gpu.read(views);
-  const join = (from: number) => {
-    const out = new Float32Array(nHead * rows);
-    for (let h = 0; h < nHead; h++) out.set(parts[from + h], h * rows);
-    return out;
-  };
-  return cache.layers.map((_, i) => ({ k: join(2 * i * nHead), v: join((2 * i + 1) * nHead) }));
 }
 
 /**
