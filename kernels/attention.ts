@@ -10,6 +10,20 @@ import { causalSoftmax } from "./softmax.ts";
 
 const code = await Deno.readTextFile(new URL("./attention.wgsl", import.meta.url));
 
+/** How the cache stores K and V: f32, f16 (two per u32 word) or int8 (four, plus scales). */
+export type CacheDType = "f32" | "f16" | "int8";
+
+/** u32 words per cache row of `headDim` values. */
+export function cacheWords(dtype: CacheDType, headDim: number): number {
+  return headDim / { f32: 1, f16: 2, int8: 4 }[dtype];
+}
+
+/** int8 caches: the scale of every [head, position] row of K and of V, [nHead, P] each. */
+export interface CacheScales {
+  readonly k: Tensor;
+  readonly v: Tensor;
+}
+
 /** The shapes the kernels share. */
 interface Shapes {
   T: number;
@@ -17,17 +31,41 @@ interface Shapes {
   nHead: number;
   headDim: number;
   P: number;
+  KV: number; // 0 f32, 1 f16, 2 int8
 }
 
+// Caches are [nHead, P, words]; the words per row tell how values are stored.
 function shapes(qkv: Tensor, kCache: Tensor, vCache: Tensor): Shapes {
   const [T, C3] = qkv.shape;
-  const [nHead, P, headDim] = kCache.shape;
+  const [nHead, P, words] = kCache.shape;
   const C = C3 / 3;
-  if (C3 % 3 || nHead * headDim !== C || vCache.shape.join() !== kCache.shape.join()) {
+  const headDim = C / nHead;
+  if (C3 % 3 || !Number.isInteger(headDim) || vCache.shape.join() !== kCache.shape.join()) {
     throw new Error(`attention: qkv[${qkv.shape}] and cache[${kCache.shape}] do not fit`);
   }
   if (headDim % 4) throw new Error(`attention: head_dim ${headDim} is not a multiple of 4`);
-  return { T, C, nHead, headDim, P };
+  const KV = (["f32", "f16", "int8"] as const).findIndex((d) => cacheWords(d, headDim) === words);
+  if (KV < 0) {
+    throw new Error(`attention: qkv[${qkv.shape}] and cache[${kCache.shape}] do not fit`);
+  }
+  return { T, C, nHead, headDim, P, KV };
+}
+
+// Scale bindings: an int8 cache's own, else placeholders the kernels never read.
+const placeholders = new WeakMap<Gpu, CacheScales>();
+function scaleBindings(gpu: Gpu, s: Shapes, scales: CacheScales | undefined): CacheScales {
+  if (s.KV === 2) {
+    if (!scales || scales.k.shape.join() !== [s.nHead, s.P].join()) {
+      throw new Error(`attention: an int8 cache needs scales [${s.nHead}, ${s.P}]`);
+    }
+    return scales;
+  }
+  let p = placeholders.get(gpu);
+  if (!p) {
+    p = { k: gpu.tensor([4], "no k scales"), v: gpu.tensor([4], "no v scales") };
+    placeholders.set(gpu, p);
+  }
+  return p;
 }
 
 function params(gpu: Gpu, s: Shapes): GPUBuffer {
@@ -40,8 +78,9 @@ function queryTile(T: number): number {
 }
 
 /**
- * Writes K and V of this step into the cache at rows pos0 .. pos0+T-1.
- * step: [1+] u32 holding pos0; qkv: [T, 3C]; kCache, vCache: [nHead, P, headDim].
+ * Writes K and V of this step into the cache at rows pos0 .. pos0+T-1, as f32, f16 or int8
+ * with a scale per row (the cache's words per row say which).
+ * step: [1+] u32 holding pos0; qkv: [T, 3C]; kCache, vCache: [nHead, P, words].
  */
 export function storeKv(
   gpu: Gpu,
@@ -49,16 +88,23 @@ export function storeKv(
   qkv: Tensor,
   kCache: Tensor,
   vCache: Tensor,
+  scales?: CacheScales,
 ): Dispatch {
   const s = shapes(qkv, kCache, vCache);
-  const pipeline = gpu.pipeline(code, "store_kv", { HD: s.headDim });
+  const sc = scaleBindings(gpu, s, scales);
+  const pipeline = gpu.pipeline(code, "store_kv", { HD: s.headDim, KV: s.KV });
+  const none = undefined;
   const bindings = [params(gpu, s), step, qkv, kCache, vCache];
-  return gpu.dispatch(`store_kv ${s.T}x${s.C}`, pipeline, bindings, workgrid(s.T * s.C, 64));
+  const unused = [none, none, none, none, none, none, none]; // bindings 5..11
+  const words = s.T * s.C / [1, 2, 4][s.KV];
+  return gpu.dispatch(`store_kv ${s.T}x${s.C}`, pipeline, [...bindings, ...unused, sc.k, sc.v], [
+    ...workgrid(words, 64),
+  ]);
 }
 
 /**
  * out[t] = softmax(q_t . K[0..pos0+t] * headDim^-0.5) @ V, per head, as three dispatches.
- * qkv: [T, 3C]; caches: [nHead, P, headDim]; out: [T, C]; probs: [nHead, T, P] scratch that
+ * qkv: [T, 3C]; caches: [nHead, P, words] (f32, f16 or int8 with `scales`); out: [T, C]; probs: [nHead, T, P] scratch that
  * ends up holding the softmax rows (with `zeroTail`, zeros past each row's causal limit).
  */
 export function attend(
@@ -70,8 +116,10 @@ export function attend(
   out: Tensor,
   probs: Tensor,
   zeroTail: boolean,
+  scales?: CacheScales,
 ): Dispatch[] {
   const s = shapes(qkv, kCache, vCache);
+  const sc = scaleBindings(gpu, s, scales);
   if (out.shape[0] !== s.T || out.shape[1] !== s.C) {
     throw new Error(`attention: out[${out.shape}] is not [${s.T}, ${s.C}]`);
   }
@@ -79,7 +127,7 @@ export function attend(
     throw new Error(`attention: probs[${probs.shape}] is not [${s.nHead}, ${s.T}, ${s.P}]`);
   }
   const TM = queryTile(s.T);
-  const consts = { HD: s.headDim, TM };
+  const consts = { HD: s.headDim, TM, KV: s.KV };
   const u = params(gpu, s);
   const none = undefined;
   const rowTiles = Math.ceil(s.T / TM);
@@ -87,14 +135,14 @@ export function attend(
     gpu.dispatch(
       `attend.scores ${s.T}x${s.C}`,
       gpu.pipeline(code, "scores", consts),
-      [u, step, none, none, none, qkv, kCache, none, probs],
+      [u, step, none, none, none, qkv, kCache, none, probs, none, kCache, none, sc.k],
       [groups(s.P / 4, 64), rowTiles, s.nHead],
     ),
     causalSoftmax(gpu, step, probs, zeroTail),
     gpu.dispatch(
       `attend.values ${s.T}x${s.C}`,
       gpu.pipeline(code, "values", consts),
-      [u, step, none, none, none, none, none, vCache, probs, out],
+      [u, step, none, none, none, none, none, vCache, probs, out, none, vCache, none, sc.v],
       [1, rowTiles, s.nHead],
     ),
   ];

@@ -8,9 +8,12 @@
 // Like matmul.wgsl, each invocation keeps a register tile of TM queries and reads vec4s;
 // the grid covers all P cache rows and invocations past the causal limit return at once,
 // so one recorded dispatch serves every cache length. head_dim must be a multiple of 4.
+// The cache may hold f32, f16 or int8 values (KV); scores and values dequantize on read.
 
 override HD: u32 = 64u;     // head_dim
 override TM: u32 = 4u;      // queries per invocation, 1..8
+override KV: u32 = 0u;      // cache storage: 0 f32; 1 f16, two per u32 word; 2 int8, four per
+                            // word, with a scale per (head, token) row: x = snorm8(q) * scale
 
 struct Params {
   T: u32,          // query tokens in this step
@@ -22,24 +25,70 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> step: array<u32>;          // [pos0]
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;           // [T, 3C]: q | k | v
-@group(0) @binding(3) var<storage, read_write> kCache: array<f32>;  // [n_head, P, HD]
-@group(0) @binding(4) var<storage, read_write> vCache: array<f32>;  // [n_head, P, HD]
+@group(0) @binding(3) var<storage, read_write> kCache: array<u32>;  // [n_head, P, words]
+@group(0) @binding(4) var<storage, read_write> vCache: array<u32>;  // [n_head, P, words]
 @group(0) @binding(5) var<storage, read> q4: array<vec4<f32>>;      // qkv as vec4
 @group(0) @binding(6) var<storage, read> k4: array<vec4<f32>>;      // kCache as vec4
 @group(0) @binding(7) var<storage, read> v4: array<vec4<f32>>;      // vCache as vec4
 @group(0) @binding(8) var<storage, read_write> probs: array<f32>;   // [n_head, T, P]
 @group(0) @binding(9) var<storage, read_write> out4: array<vec4<f32>>; // [T, C] as vec4
+@group(0) @binding(10) var<storage, read> kw: array<u32>;           // kCache's words, to read
+@group(0) @binding(11) var<storage, read> vw: array<u32>;           // vCache's words, to read
+@group(0) @binding(12) var<storage, read_write> kScale: array<f32>; // [n_head, P] with int8
+@group(0) @binding(13) var<storage, read_write> vScale: array<f32>; // [n_head, P] with int8
+
+// Values per u32 word of the cache.
+fn perWord() -> u32 {
+  return select(select(4u, 2u, KV == 1u), 1u, KV == 0u);
+}
+
+// Word w of the cache row for the HD values at qkv[at ..]. With int8 the row's scale (its
+// largest |x|) is stored too, by the invocation of word 0.
+fn encode(at: u32, w: u32, row: u32, isKey: bool) -> u32 {
+  if (KV == 0u) { return bitcast<u32>(qkv[at + w]); }
+  if (KV == 1u) { return pack2x16float(vec2(qkv[at + 2u * w], qkv[at + 2u * w + 1u])); }
+  var m = 0.0;
+  for (var d = 0u; d < HD; d++) { m = max(m, abs(qkv[at + d])); }
+  let scale = select(m, 1.0, m == 0.0);
+  if (w == 0u) {
+    if (isKey) { kScale[row] = scale; } else { vScale[row] = scale; }
+  }
+  let a = at + 4u * w;
+  return pack4x8snorm(vec4(qkv[a], qkv[a + 1u], qkv[a + 2u], qkv[a + 3u]) / scale);
+}
+
+// Dimensions 4·d4 .. 4·d4+3 of cache row `row` (= head · P + position) of K or V.
+fn key4(row: u32, d4: u32) -> vec4<f32> {
+  if (KV == 0u) { return k4[row * (HD / 4u) + d4]; }
+  if (KV == 1u) {
+    let at = row * (HD / 2u) + 2u * d4;
+    return vec4(unpack2x16float(kw[at]), unpack2x16float(kw[at + 1u]));
+  }
+  return unpack4x8snorm(kw[row * (HD / 4u) + d4]) * kScale[row];
+}
+
+fn value4(row: u32, d4: u32) -> vec4<f32> {
+  if (KV == 0u) { return v4[row * (HD / 4u) + d4]; }
+  if (KV == 1u) {
+    let at = row * (HD / 2u) + 2u * d4;
+    return vec4(unpack2x16float(vw[at]), unpack2x16float(vw[at + 1u]));
+  }
+  return unpack4x8snorm(vw[row * (HD / 4u) + d4]) * vScale[row];
+}
 
 @compute @workgroup_size(64)
 fn store_kv(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let words = HD / perWord();
+  let nHead = p.C / HD;
   let i = gid.y * 65535u * 64u + gid.x;
-  if (i >= p.T * p.C) { return; }
-  let t = i / p.C;
-  let c = i % p.C;
-  let h = c / HD;
-  let at = (h * p.P + step[0] + t) * HD + c % HD;
-  kCache[at] = qkv[t * 3u * p.C + p.C + c];
-  vCache[at] = qkv[t * 3u * p.C + 2u * p.C + c];
+  if (i >= p.T * nHead * words) { return; }
+  let w = i % words;
+  let h = (i / words) % nHead;
+  let t = i / (words * nHead);
+  let row = h * p.P + step[0] + t; // cache row of this token's head h
+  let q = t * 3u * p.C + h * HD;   // its q in qkv; k is C further, v 2C
+  kCache[row * words + w] = encode(q + p.C, w, row, true);
+  vCache[row * words + w] = encode(q + 2u * p.C, w, row, false);
 }
 
 
@@ -54,19 +103,18 @@ fn scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   let rows = min(TM, p.T - r0);
   if (j0 > pos0 + r0 + rows - 1u) { return; } // past every query's causal limit
   let HD4 = HD / 4u;
-  let kb = h * p.P * HD4;
-  let k0 = kb + min(j0, p.P - 1u) * HD4;
-  let k1 = kb + min(j0 + 1u, p.P - 1u) * HD4;
-  let k2 = kb + min(j0 + 2u, p.P - 1u) * HD4;
-  let k3 = kb + min(j0 + 3u, p.P - 1u) * HD4;
+  let k0 = h * p.P + min(j0, p.P - 1u); // cache rows of the 4 keys
+  let k1 = h * p.P + min(j0 + 1u, p.P - 1u);
+  let k2 = h * p.P + min(j0 + 2u, p.P - 1u);
+  let k3 = h * p.P + min(j0 + 3u, p.P - 1u);
   var qrow: array<u32, 8>;
   for (var r = 0u; r < TM; r++) { qrow[r] = (min(r0 + r, p.T - 1u) * 3u * p.C + h * HD) / 4u; }
   var acc: array<vec4<f32>, 8>;
   for (var d = 0u; d < HD4; d++) {
-    let ka = k4[k0 + d];
-    let kb1 = k4[k1 + d];
-    let kc = k4[k2 + d];
-    let kd = k4[k3 + d];
+    let ka = key4(k0, d);
+    let kb1 = key4(k1, d);
+    let kc = key4(k2, d);
+    let kd = key4(k3, d);
     for (var r = 0u; r < TM; r++) {
       let q = q4[qrow[r] + d];
       acc[r] += vec4(dot(q, ka), dot(q, kb1), dot(q, kc), dot(q, kd));
@@ -101,7 +149,7 @@ fn values(@builtin(global_invocation_id) gid: vec3<u32>) {
   var acc: array<vec4<f32>, 8>;
   let keys = pos0 + r0 + rows;
   for (var j = 0u; j < keys; j++) {
-    let v = v4[(h * p.P + j) * HD4 + c];
+    let v = value4(h * p.P + j, c);
     for (var r = 0u; r < TM; r++) {
       let w = select(0.0, probs[prow[r] + j], j <= last[r]);
       acc[r] = fma(vec4(w), v, acc[r]);

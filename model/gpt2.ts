@@ -96,8 +96,18 @@ class CausalSelfAttention {
     const { gpu } = this;
     return [
       ...this.cAttn.forward(x, s.qkv), // qkv: [T, 3C]
-      storeKv(gpu, s.step, s.qkv, cache.k, cache.v), // cache: [nHead, P, headDim]
-      ...attend(gpu, s.step, s.qkv, cache.k, cache.v, s.att, probs, s.options.attention), // [T, C]
+      storeKv(gpu, s.step, s.qkv, cache.k, cache.v, cache.scales), // cache: [nHead, P, words]
+      ...attend(
+        gpu,
+        s.step,
+        s.qkv,
+        cache.k,
+        cache.v,
+        s.att,
+        probs,
+        s.options.attention,
+        cache.scales,
+      ),
       ...this.cProj.forward(s.att, out),
     ];
   }

@@ -4,13 +4,25 @@
  *
  * @module
  */
+import { type CacheDType, type CacheScales, cacheWords } from "../kernels/attention.ts";
 import type { Copy, Gpu, Tensor } from "../kernels/gpu.ts";
 import type { GPT2Config } from "./config.ts";
 
-/** One layer's cache: K and V, each [nHead, capacity, headDim] f32. */
+export type { CacheDType } from "../kernels/attention.ts";
+
+/**
+ * One layer's cache: K and V, each [nHead, capacity, words] u32 words holding headDim values
+ * per row (f32: one per word, f16: two, int8: four), and with int8 a scale per row.
+ */
 export interface LayerCache {
   readonly k: Tensor;
   readonly v: Tensor;
+  readonly scales?: CacheScales; // [nHead, capacity] each, int8 only
+}
+
+/** Every buffer of a layer, each [nHead, capacity, words] with 1 word per scale. */
+function planes(l: LayerCache): Tensor[] {
+  return l.scales ? [l.k, l.v, l.scales.k, l.scales.v] : [l.k, l.v];
 }
 
 /** K/V of one layer read back to the CPU, [nHead, length, headDim] each. */
@@ -35,6 +47,12 @@ export interface KVCacheOptions {
    * reallocates and copies, like HF's DynamicCache concatenating each new token.
    */
   growthFactor?: number;
+  /**
+   * How K and V are stored: `"f32"` (the default, exact), `"f16"` (half the bytes), or
+   * `"int8"` (a quarter, plus one f32 scale per head and token: x ≈ q/127 · max|row|).
+   * The attention kernels dequantize as they read.
+   */
+  dtype?: CacheDType;
 }
 
 /**
@@ -45,8 +63,10 @@ export interface KVCacheOptions {
 export class KVCache {
   /** Tokens cached so far; the next token goes to position `length`. */
   length = 0;
-  /** Bytes per element (f32). */
-  readonly bytesPerElement = 4;
+  /** How K and V are stored. */
+  readonly dtype: CacheDType;
+  /** Bytes per stored K or V value: 4, 2 or 1 (int8's scales come on top). */
+  readonly bytesPerElement: number;
   /** How the buffers are allocated. */
   readonly policy: "preallocate" | "grow";
   /** Capacity multiplier when a growing cache is full. */
@@ -58,6 +78,11 @@ export class KVCache {
 
   constructor(readonly gpu: Gpu, readonly config: GPT2Config, options: KVCacheOptions = {}) {
     this.policy = options.policy ?? "preallocate";
+    this.dtype = options.dtype ?? "f32";
+    if (!["f32", "f16", "int8"].includes(this.dtype)) {
+      throw new RangeError(`dtype must be "f32", "f16" or "int8", got "${this.dtype}"`);
+    }
+    this.bytesPerElement = { f32: 4, f16: 2, int8: 1 }[this.dtype];
     this.growthFactor = options.growthFactor ?? 2;
     const initial = options.initialCapacity ?? 16;
     if (!Number.isInteger(initial) || initial < 1) {
@@ -94,13 +119,17 @@ export class KVCache {
 
   /** Bytes held on the device: 2 · n_layer · capacity · n_embd · 4. */
   get bytesAllocated(): number {
-    return this.#layers.reduce((sum, l) => sum + l.k.buffer.size + l.v.buffer.size, 0);
+    return this.#layers.flatMap(planes).reduce((sum, t) => sum + t.buffer.size, 0);
   }
 
-  /** Bytes holding cached tokens: 2 · n_layer · length · n_embd · 4. */
+  /**
+   * Bytes holding cached tokens: 2 · n_layer · length · n_embd · bytes per element, plus with
+   * int8 2 · n_layer · length · n_head · 4 for the scales.
+   */
   get bytesUsed(): number {
-    const { nLayer, nEmbd } = this.config;
-    return 2 * nLayer * this.length * nEmbd * this.bytesPerElement;
+    const { nLayer, nEmbd, nHead } = this.config;
+    const scales = this.dtype === "int8" ? nHead * 4 : 0;
+    return 2 * nLayer * this.length * (nEmbd * this.bytesPerElement + scales);
   }
 
   /**
@@ -117,12 +146,12 @@ export class KVCache {
     const capacity = Math.min(nPositions, Math.max(rows, this.#grown()));
     const old = this.#layers;
     this.#layers = this.#allocate(capacity);
-    const from = (t: Tensor) => ({ t, capacity: this.#capacity });
-    const to = (t: Tensor) => ({ t, capacity });
-    this.gpu.run(old.flatMap((l, i) => [
-      ...copyRows(this.config, from(l.k), to(this.#layers[i].k), this.length),
-      ...copyRows(this.config, from(l.v), to(this.#layers[i].v), this.length),
-    ]));
+    this.gpu.run(old.flatMap((l, i) => {
+      const to = planes(this.#layers[i]);
+      return planes(l).flatMap((t, j) =>
+        copyRows(this.config, { t, capacity: this.#capacity }, { t: to[j], capacity }, this.length)
+      );
+    }));
     this.#free(old);
     this.#capacity = capacity;
     this.#version++;
@@ -136,20 +165,25 @@ export class KVCache {
    * the prefix is not computed again. Afterwards `length` is `rows`.
    */
   copyPrefix(source: KVCache, rows: number = source.length): void {
-    if (source.config !== this.config) {
-      throw new Error("copyPrefix: the source cache belongs to another model");
+    if (source.config !== this.config || source.dtype !== this.dtype) {
+      throw new Error("copyPrefix: the source cache belongs to another model or dtype");
     }
     if (!Number.isInteger(rows) || rows < 0 || rows > source.length) {
       throw new RangeError(`copyPrefix: ${rows} rows asked, the source holds ${source.length}`);
     }
     this.length = 0; // nothing of the old content needs to survive a reallocation
     this.reserve(rows);
-    const to = (t: Tensor) => ({ t, capacity: this.#capacity });
-    const from = (t: Tensor) => ({ t, capacity: source.capacity });
-    this.gpu.run(source.layers.flatMap((l, i) => [
-      ...copyRows(this.config, from(l.k), to(this.#layers[i].k), rows),
-      ...copyRows(this.config, from(l.v), to(this.#layers[i].v), rows),
-    ]));
+    this.gpu.run(source.layers.flatMap((l, i) => {
+      const to = planes(this.#layers[i]);
+      return planes(l).flatMap((t, j) =>
+        copyRows(
+          this.config,
+          { t, capacity: source.capacity },
+          { t: to[j], capacity: this.#capacity },
+          rows,
+        )
+      );
+    }));
     this.length = rows;
   }
 
@@ -168,17 +202,18 @@ export class KVCache {
     const { nHead, headDim } = this.config;
     const capacity = this.#capacity;
     // Through a scratch buffer: the moved rows may overlap where they land.
-    const scratch = {
-      t: this.gpu.tensor([nHead, Math.max(1, recent), headDim], "evict"),
-      capacity: Math.max(1, recent),
-    };
+    const rows = Math.max(1, recent);
+    const buffer = this.gpu.tensor([nHead, rows, headDim], "evict");
     this.gpu.run(
-      this.#layers.flatMap((l) => [l.k, l.v]).flatMap((t) => [
-        ...copyRows(this.config, { t, capacity, row0: this.length - recent }, scratch, recent),
-        ...copyRows(this.config, scratch, { t, capacity, row0: sinks }, recent),
-      ]),
+      this.#layers.flatMap(planes).flatMap((t) => {
+        const scratch = { t: { ...buffer, shape: [nHead, rows, t.shape[2] ?? 1] }, capacity: rows };
+        return [
+          ...copyRows(this.config, { t, capacity, row0: this.length - recent }, scratch, recent),
+          ...copyRows(this.config, scratch, { t, capacity, row0: sinks }, recent),
+        ];
+      }),
     );
-    this.gpu.destroy(scratch.t);
+    this.gpu.destroy(buffer);
     this.length = sinks + recent;
     return dropped;
   }
@@ -188,25 +223,50 @@ export class KVCache {
     this.length = 0;
   }
 
-  /** Reads the cached K/V of every layer, [nHead, length, headDim] each, in one wait. */
+  /**
+   * Reads the cached K/V of every layer as f32 [nHead, length, headDim] each (dequantized as
+   * the kernels do), in one wait.
+   */
   async read(): Promise<LayerKV[]> {
     const { nHead, headDim } = this.config;
-    const rows = this.length * headDim;
+    const n = this.length;
     // Only the first `length` rows of each head are read: one view per head of every buffer.
-    const views = this.#layers.flatMap((l) => [l.k, l.v]).flatMap((t) =>
-      Array.from({ length: this.length ? nHead : 0 }, (_, h): Tensor => ({
+    const views = this.#layers.flatMap(planes).flatMap((t) => {
+      const words = t.shape[2] ?? 1;
+      return Array.from({ length: n ? nHead : 0 }, (_, h): Tensor => ({
         buffer: t.buffer,
-        offset: t.offset + h * this.#capacity * headDim * 4,
-        shape: [this.length, headDim],
-      }))
-    );
+        offset: t.offset + h * this.#capacity * words * 4,
+        shape: [n, words],
+      }));
+    });
     const parts = await this.gpu.read(views);
-    const join = (first: number) => {
-      const out = new Float32Array(nHead * rows);
-      if (rows) { for (let h = 0; h < nHead; h++) out.set(parts[first + h], h * rows); }
+    const planesPerLayer = this.dtype === "int8" ? 4 : 2;
+    // Plane j (K, V, K scales, V scales) of layer i, heads one after another, as raw words.
+    const plane = (i: number, j: number) => {
+      const first = (i * planesPerLayer + j) * nHead;
+      const heads = parts.slice(first, first + nHead);
+      const out = new Uint32Array(heads.reduce((sum, p) => sum + p.length, 0));
+      heads.forEach((p, h) =>
+        out.set(new Uint32Array(p.buffer, p.byteOffset, p.length), h * p.length)
+      );
       return out;
     };
-    return this.#layers.map((_, i) => ({ k: join(2 * i * nHead), v: join((2 * i + 1) * nHead) }));
+    return this.#layers.map((_, i) => {
+      if (n === 0) return { k: new Float32Array(0), v: new Float32Array(0) };
+      const scale = (j: number) => new Float32Array(plane(i, j).buffer);
+      return {
+        k: this.#decode(plane(i, 0), this.dtype === "int8" ? scale(2) : null, headDim),
+        v: this.#decode(plane(i, 1), this.dtype === "int8" ? scale(3) : null, headDim),
+      };
+    });
+  }
+
+  // Stored words -> f32 values, as attention.wgsl's key4/value4 read them.
+  #decode(words: Uint32Array, scales: Float32Array | null, headDim: number): Float32Array {
+    if (this.dtype === "f32") return new Float32Array(words.buffer);
+    if (this.dtype === "f16") return Float32Array.from(new Float16Array(words.buffer));
+    const q = new Int8Array(words.buffer);
+    return Float32Array.from(q, (v, i) => Math.max(-1, v / 127) * scales![Math.floor(i / headDim)]);
   }
 
   /** Frees the GPU buffers. */
@@ -217,18 +277,23 @@ export class KVCache {
 
   #allocate(capacity: number): LayerCache[] {
     const { nLayer, nHead, headDim } = this.config;
-    const shape = [nHead, capacity, headDim];
+    const shape = [nHead, capacity, cacheWords(this.dtype, headDim)];
     return Array.from({ length: nLayer }, (_, i) => ({
       k: this.gpu.tensor(shape, `cache.${i}.k`),
       v: this.gpu.tensor(shape, `cache.${i}.v`),
+      ...(this.dtype === "int8"
+        ? {
+          scales: {
+            k: this.gpu.tensor([nHead, capacity], `cache.${i}.k scales`),
+            v: this.gpu.tensor([nHead, capacity], `cache.${i}.v scales`),
+          },
+        }
+        : {}),
     }));
   }
 
   #free(layers: readonly LayerCache[]): void {
-    for (const l of layers) {
-      this.gpu.destroy(l.k);
-      this.gpu.destroy(l.v);
-    }
+    for (const t of layers.flatMap(planes)) this.gpu.destroy(t);
   }
 
   #grown(): number {
@@ -236,19 +301,20 @@ export class KVCache {
   }
 }
 
-/** Rows `row0 ..` of every head of a [nHead, capacity, headDim] tensor. */
+/** Rows `row0 ..` of every head of a [nHead, capacity, words] tensor (scales: 1 word). */
 interface RowRange {
   t: Tensor;
   capacity: number;
   row0?: number;
 }
 
-// Rows are [head][pos][dim]: one copy of `rows` rows per head, from one row range to another.
+// Rows are [head][pos][word]: one copy of `rows` rows per head, from one row range to another.
 function copyRows(config: GPT2Config, from: RowRange, to: RowRange, rows: number): Copy[] {
-  const { nHead, headDim } = config;
+  const { nHead } = config;
   if (rows === 0) return [];
-  const shape = [rows, headDim];
-  const at = (r: RowRange, h: number) => (h * r.capacity + (r.row0 ?? 0)) * headDim * 4;
+  const words = from.t.shape[2] ?? 1;
+  const shape = [rows, words];
+  const at = (r: RowRange, h: number) => (h * r.capacity + (r.row0 ?? 0)) * words * 4;
   return Array.from({ length: nHead }, (_, h) => ({
     label: `copy cache rows, head ${h}`,
     from: { buffer: from.t.buffer, offset: at(from, h), shape },

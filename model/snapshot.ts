@@ -133,6 +133,7 @@ export async function saveSnapshot(
   const { config } = model;
   const mismatch = configMismatch(cache.config, config);
   if (mismatch.length) fail(`the cache belongs to another model config (${mismatch.join(", ")})`);
+  if (cache.dtype !== "f32") fail(`snapshots hold f32 caches, this one stores ${cache.dtype}`);
   const length = cache.length;
   if (tokenIds.length !== length) {
     fail(`${tokenIds.length} token ids for a cache of ${length} tokens`);
@@ -189,6 +190,7 @@ export async function loadSnapshot(
     if (mismatch.length) {
       fail(`the cache to restore into belongs to another model config (${mismatch.join(", ")})`);
     }
+    if (cache.dtype !== "f32") fail(`snapshots restore into f32 caches, not ${cache.dtype}`);
   }
   const file = await SafetensorsFile.open(path);
   const meta = file.metadata;
