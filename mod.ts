@@ -17,7 +17,13 @@
  */
 export { Gpu, type KernelTime, type RunOptions, type Tensor } from "./kernels/gpu.ts";
 export { type ForwardOptions, type ForwardOutput, GPT2 } from "./model/gpt2.ts";
-export { KVCache, type KVCacheOptions, type LayerCache, type LayerKV } from "./model/kv_cache.ts";
+export {
+  type CacheDType,
+  KVCache,
+  type KVCacheOptions,
+  type LayerCache,
+  type LayerKV,
+} from "./model/kv_cache.ts";
 export {
   GPT2_SIZES,
   type GPT2Config,

@@ -7,6 +7,7 @@
 import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
 import { generate, type GenerateOptions, validateGenerate } from "../model/generate.ts";
+import type { CacheDType } from "../model/kv_cache.ts";
 import { openModel } from "../model/open_model.ts";
 import { gpt2Tokenizer, TextStream } from "../model/tokenizer.ts";
 
@@ -22,6 +23,7 @@ const USAGE = `usage: deno task generate [options]
                        or "embedded" (default: data/gpt2 or the HF cache, else embedded)
   --system TEXT        system prompt, prefilled once at the front of the cache
   --stop-at-eos        stop after <|endoftext|>
+  --cache-dtype D      how the KV cache stores K and V: f32 (default), f16 or int8
   --window S,R         go past the context: when the cache is full keep its first S
                        tokens (attention sinks) and last R tokens (a sliding window)
   --json               print one JSON object instead of streaming text`;
@@ -55,6 +57,7 @@ function parse(args: string[]) {
         system: { type: "string" },
         "stop-at-eos": { type: "boolean", default: false },
         window: { type: "string" },
+        "cache-dtype": { type: "string", default: "f32" },
         json: { type: "boolean", default: false },
         help: { type: "boolean", default: false },
       },
@@ -85,12 +88,16 @@ function parse(args: string[]) {
     opts.window = { sinks: Number(m[1]), recent: Number(m[2]) };
   }
   if (values.prompt === "") throw new UsageError("--prompt: must not be empty");
+  const dtype = values["cache-dtype"];
+  if (dtype !== "f32" && dtype !== "f16" && dtype !== "int8") {
+    throw new UsageError(`--cache-dtype: expected f32, f16 or int8, got "${dtype}"`);
+  }
   try {
     validateGenerate(opts);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  return { values, opts };
+  return { values, opts, dtype: dtype as CacheDType };
 }
 
 async function main(): Promise<number> {
@@ -102,7 +109,7 @@ async function main(): Promise<number> {
     console.error(`generate: ${e.message}\n${USAGE}`);
     return 2;
   }
-  const { values, opts } = parsed;
+  const { values, opts, dtype } = parsed;
   if (values.help) {
     console.log(USAGE);
     return 0;
@@ -119,7 +126,7 @@ async function main(): Promise<number> {
   const promptIds = tok.encode(values.prompt);
   const systemIds = values.system ? tok.encode(values.system) : [];
   const { model } = opened;
-  const cache = model.newCache();
+  const cache = model.newCache({ dtype });
   const out = new TextStream(tok);
   const write = (s: string) => Deno.stdout.writeSync(new TextEncoder().encode(s));
   if (!values.json) write(values.prompt);
@@ -134,6 +141,7 @@ async function main(): Promise<number> {
     random_weights: opened.random,
     adapter: gpu.description,
     cache: opts.useCache,
+    cache_dtype: dtype,
     system_tokens: result.systemTokens,
     system_prefill_ms: round(result.systemPrefillMs),
     prompt_tokens: result.promptTokens,

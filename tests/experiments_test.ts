@@ -137,6 +137,20 @@ Deno.test("sliding_window: 4 contexts of tokens with the cache bytes flat", asyn
   assert.equal(r.steps.length, r.tokens);
 });
 
+Deno.test("cache_quantization: bytes per token by dtype; f32 is its own reference", async () => {
+  const r = await quick("cache_quantization");
+  const [f32, f16, int8] = r.rows;
+  assert.deepEqual(r.rows.map((x: { dtype: string }) => x.dtype), ["f32", "f16", "int8"]);
+  const C = 64, L = 2, H = 4; // the tiny fixture
+  assert.equal(f32.bytesPerToken, 2 * L * C * 4);
+  assert.equal(f16.bytesPerToken, 2 * L * C * 2);
+  assert.equal(int8.bytesPerToken, 2 * L * (C + H * 4));
+  assert.equal(f32.maxLogitDiff, 0);
+  assert.equal(f32.greedyAgreement, 1);
+  assert.ok(f16.maxLogitDiff > 0 && f16.maxLogitDiff < 0.05, `f16 ${f16.maxLogitDiff}`);
+  assert.ok(int8.maxLogitDiff > f16.maxLogitDiff);
+});
+
 Deno.test("attention_maps: every row sums to 1 and nothing past the causal limit", async () => {
   const r = await quick("attention_maps", "--heads", "0,3");
   assert.ok(r.maxRowSumError < 1e-5, `row sum off by ${r.maxRowSumError}`);

@@ -63,6 +63,7 @@ Deno.test("bad options exit 2 with a message naming the option, no stack trace",
     [["--bogus"], /bogus/],
     [["--prompt", ""], /--prompt/],
     [["--window", "4"], /--window: expected SINKS,RECENT/],
+    [["--cache-dtype", "f8"], /--cache-dtype: expected f32, f16 or int8/],
   ];
   for (const [args, msg] of cases) {
     const r = await generate(...tiny, ...args);
@@ -79,6 +80,14 @@ Deno.test("generate --window runs past the context (n_positions 128)", async () 
   assert.equal(out.new_tokens, 300);
   assert.ok(out.evicted_tokens > 0);
   assert.ok(out.cache_bytes_used <= 2 * 2 * 127 * 64 * 4);
+});
+
+Deno.test("generate --cache-dtype f16 holds half the bytes and reports the dtype", async () => {
+  const r = await generate(...tiny, "--max-tokens", "8", "--cache-dtype", "f16", "--json");
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.cache_dtype, "f16");
+  assert.equal(out.cache_bytes_used, 2 * 2 * (out.prompt_tokens + 7) * 64 * 2);
 });
 
 Deno.test("a prompt longer than the context is a clear error", async () => {
