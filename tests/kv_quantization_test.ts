@@ -123,7 +123,9 @@ for (const dtype of ["f16", "int8"] as const) {
     }
     copy.destroy();
     assert.equal(gpu.bytesAllocated, before);
-    await assert.rejects(async () => model.newCache().copyPrefix(quant), /another model or dtype/);
+    const f32 = model.newCache();
+    assert.throws(() => f32.copyPrefix(quant), /another model or dtype/);
+    f32.destroy();
     quant.destroy();
   });
 }
