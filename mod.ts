@@ -43,7 +43,9 @@ export {
   SnapshotError,
 } from "./model/snapshot.ts";
 export {
+  type BatchResult,
   generate,
+  generateBatch,
   type GenerateOptions,
   type GenerateResult,
   greedyOptions,

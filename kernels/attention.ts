@@ -32,11 +32,23 @@ interface Shapes {
   headDim: number;
   P: number;
   KV: number; // 0 f32, 1 f16, 2 int8
+  row0: number;
+}
+
+/** Rows of qkv (and out) a dispatch takes: `T` queries from row `row0` (default: all). */
+export interface QueryRows {
+  row0: number;
+  T: number;
 }
 
 // Caches are [nHead, P, words]; the words per row tell how values are stored.
-function shapes(qkv: Tensor, kCache: Tensor, vCache: Tensor): Shapes {
-  const [T, C3] = qkv.shape;
+function shapes(qkv: Tensor, kCache: Tensor, vCache: Tensor, rows?: QueryRows): Shapes {
+  const C3 = qkv.shape[1];
+  const T = rows?.T ?? qkv.shape[0];
+  const row0 = rows?.row0 ?? 0;
+  if (row0 + T > qkv.shape[0] || T < 1) {
+    throw new Error(`attention: rows ${row0}..${row0 + T - 1} are not in qkv[${qkv.shape}]`);
+  }
   const [nHead, P, words] = kCache.shape;
   const C = C3 / 3;
   const headDim = C / nHead;
@@ -48,7 +60,7 @@ function shapes(qkv: Tensor, kCache: Tensor, vCache: Tensor): Shapes {
   if (KV < 0) {
     throw new Error(`attention: qkv[${qkv.shape}] and cache[${kCache.shape}] do not fit`);
   }
-  return { T, C, nHead, headDim, P, KV };
+  return { T, C, nHead, headDim, P, KV, row0 };
 }
 
 // Scale bindings: an int8 cache's own, else placeholders the kernels never read.
@@ -69,7 +81,7 @@ function scaleBindings(gpu: Gpu, s: Shapes, scales: CacheScales | undefined): Ca
 }
 
 function params(gpu: Gpu, s: Shapes): GPUBuffer {
-  return gpu.uniform([s.T, s.C, s.P, f32bits(1 / Math.sqrt(s.headDim))]);
+  return gpu.uniform([s.T, s.C, s.P, f32bits(1 / Math.sqrt(s.headDim)), s.row0]);
 }
 
 /** Queries per invocation: one for decode, a register tile for prefill. */
@@ -89,8 +101,9 @@ export function storeKv(
   kCache: Tensor,
   vCache: Tensor,
   scales?: CacheScales,
+  rows?: QueryRows,
 ): Dispatch {
-  const s = shapes(qkv, kCache, vCache);
+  const s = shapes(qkv, kCache, vCache, rows);
   const sc = scaleBindings(gpu, s, scales);
   const pipeline = gpu.pipeline(code, "store_kv", { HD: s.headDim, KV: s.KV });
   const none = undefined;
@@ -117,11 +130,12 @@ export function attend(
   probs: Tensor,
   zeroTail: boolean,
   scales?: CacheScales,
+  rows?: QueryRows,
 ): Dispatch[] {
-  const s = shapes(qkv, kCache, vCache);
+  const s = shapes(qkv, kCache, vCache, rows);
   const sc = scaleBindings(gpu, s, scales);
-  if (out.shape[0] !== s.T || out.shape[1] !== s.C) {
-    throw new Error(`attention: out[${out.shape}] is not [${s.T}, ${s.C}]`);
+  if (out.shape[0] !== qkv.shape[0] || out.shape[1] !== s.C) {
+    throw new Error(`attention: out[${out.shape}] is not [${qkv.shape[0]}, ${s.C}]`);
   }
   if (probs.shape.join() !== [s.nHead, s.T, s.P].join()) {
     throw new Error(`attention: probs[${probs.shape}] is not [${s.nHead}, ${s.T}, ${s.P}]`);

@@ -20,6 +20,7 @@ struct Params {
   C: u32,          // n_embd = n_head * head_dim
   P: u32,          // cache rows per head (n_positions)
   scale: f32,      // head_dim^-0.5
+  row0: u32,       // first row of qkv and out that this dispatch's T queries take
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -86,7 +87,7 @@ fn store_kv(@builtin(global_invocation_id) gid: vec3<u32>) {
   let h = (i / words) % nHead;
   let t = i / (words * nHead);
   let row = h * p.P + step[0] + t; // cache row of this token's head h
-  let q = t * 3u * p.C + h * HD;   // its q in qkv; k is C further, v 2C
+  let q = (p.row0 + t) * 3u * p.C + h * HD; // its q in qkv; k is C further, v 2C
   kCache[row * words + w] = encode(q + p.C, w, row, true);
   vCache[row * words + w] = encode(q + 2u * p.C, w, row, false);
 }
@@ -108,7 +109,9 @@ fn scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   let k2 = h * p.P + min(j0 + 2u, p.P - 1u);
   let k3 = h * p.P + min(j0 + 3u, p.P - 1u);
   var qrow: array<u32, 8>;
-  for (var r = 0u; r < TM; r++) { qrow[r] = (min(r0 + r, p.T - 1u) * 3u * p.C + h * HD) / 4u; }
+  for (var r = 0u; r < TM; r++) {
+    qrow[r] = ((p.row0 + min(r0 + r, p.T - 1u)) * 3u * p.C + h * HD) / 4u;
+  }
   var acc: array<vec4<f32>, 8>;
   for (var d = 0u; d < HD4; d++) {
     let ka = key4(k0, d);
@@ -156,6 +159,6 @@ fn values(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
   }
   for (var r = 0u; r < rows; r++) {
-    out4[((r0 + r) * p.C + h * HD) / 4u + c] = acc[r];
+    out4[((p.row0 + r0 + r) * p.C + h * HD) / 4u + c] = acc[r];
   }
 }

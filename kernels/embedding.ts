@@ -10,7 +10,7 @@ const code = await Deno.readTextFile(new URL("./embedding.wgsl", import.meta.url
 
 /**
  * x = wte[ids] + wpe[pos0 .. pos0+T].
- * ids: [T] u32; step: [1+] u32 holding pos0; wte: [V, C] in row chunks; wpe: [P, C]; x: [T, C].
+ * ids: [T] u32; step: [1+] u32 holding pos0 (or `positions`: [T] u32, each row's own); wte: [V, C] in row chunks; wpe: [P, C]; x: [T, C].
  */
 export function embedding(
   gpu: Gpu,
@@ -19,6 +19,7 @@ export function embedding(
   wte: RowChunks,
   wpe: Tensor,
   x: Tensor,
+  positions?: Tensor,
 ): Dispatch[] {
   const [T, C] = x.shape;
   if (C % 4 || wte.cols !== C || wpe.shape[1] !== C || ids.shape[0] < T) {
@@ -29,9 +30,8 @@ export function embedding(
   }
   const pipeline = gpu.pipeline(code, "embedding");
   return wte.parts.map((part) => {
-    const params = gpu.uniform([T, C / 4, part.row0, part.tensor.shape[0]]);
-    return gpu.dispatch(`embedding ${T}x${C}`, pipeline, [params, ids, step, part.tensor, wpe, x], [
-      ...workgrid((T * C) / 4, 64),
-    ]);
+    const params = gpu.uniform([T, C / 4, part.row0, part.tensor.shape[0], positions ? 1 : 0]);
+    const bindings = [params, ids, step, part.tensor, wpe, x, positions ?? ids];
+    return gpu.dispatch(`embedding ${T}x${C}`, pipeline, bindings, workgrid((T * C) / 4, 64));
   });
 }

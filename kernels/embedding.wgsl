@@ -1,4 +1,5 @@
-// Token + position embeddings: x[t] = wte[ids[t]] + wpe[pos0 + t].
+// Token + position embeddings: x[t] = wte[ids[t]] + wpe[pos0 + t], or wpe[positions[t]]
+// when the rows belong to different sequences (batched decoding).
 // wte may be bound in row chunks (GPT-2's 50257 x 768 table is larger than one binding):
 // a dispatch per chunk writes the rows whose token falls in it, so each row is written once.
 
@@ -7,6 +8,7 @@ struct Params {
   C4: u32,    // n_embd / 4
   row0: u32,  // first vocab row of this wte chunk
   rows: u32,  // vocab rows in this chunk
+  perRow: u32, // 1: row t's position is positions[t] (rows of different sequences)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -15,6 +17,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> wte: array<vec4<f32>>;    // [rows, C] chunk
 @group(0) @binding(4) var<storage, read> wpe: array<vec4<f32>>;    // [n_positions, C]
 @group(0) @binding(5) var<storage, read_write> x: array<vec4<f32>>; // [T, C]
+@group(0) @binding(6) var<storage, read> positions: array<u32>;    // [T] with perRow
 
 @compute @workgroup_size(64)
 fn embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -24,5 +27,6 @@ fn embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
   let c = i % p.C4;
   let v = ids[t] - p.row0; // wraps around for ids below row0
   if (v >= p.rows) { return; }
-  x[i] = wte[v * p.C4 + c] + wpe[(step[0] + t) * p.C4 + c];
+  let pos = select(step[0] + t, positions[t], p.perRow == 1u);
+  x[i] = wte[v * p.C4 + c] + wpe[pos * p.C4 + c];
 }

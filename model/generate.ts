@@ -210,3 +210,86 @@ async function step(
   if (!useCache) cache.reset();
   return (await model.forward(ids, cache)).logits;
 }
+
+/** What a batched generation produced. */
+export interface BatchResult {
+  /** New token ids of each prompt. */
+  ids: number[][];
+  /** Why each sequence stopped. */
+  stops: GenerateResult["stop"][];
+  /** Time to prefill every prompt (one after another), ms. */
+  prefillMs: number;
+  /** Batched decode steps run, and their time, ms. */
+  decodeSteps: number;
+  decodeMs: number;
+  /** Tokens produced by those steps, all sequences together. */
+  decodeTokens: number;
+}
+
+/**
+ * Generates for B prompts of any lengths together: each is prefilled into a cache of its
+ * own, then every decode step feeds all unfinished sequences' last tokens in one
+ * {@link GPT2.forwardBatch}. Each sequence samples with its own `Rng(seed)`, so its tokens
+ * are those `generate` gives it alone. Needs the cache; no system prompt or window.
+ */
+export async function generateBatch(
+  model: GPT2,
+  prompts: readonly (readonly number[])[],
+  opts: GenerateOptions,
+): Promise<BatchResult> {
+  validateGenerate(opts);
+  if (!opts.useCache || opts.systemIds?.length || opts.window || opts.prefix) {
+    throw new RangeError("generateBatch: needs the cache, and takes no system prompt or window");
+  }
+  const { nPositions, eosTokenId } = model.config;
+  prompts.forEach((p, b) => {
+    if (p.length < 1 || p.length > nPositions) {
+      throw new Error(`generateBatch: prompt ${b} has ${p.length} tokens (1..${nPositions})`);
+    }
+  });
+  const caches = prompts.map(() => model.newCache());
+  try {
+    let t0 = performance.now();
+    const logits: Float32Array[] = [];
+    for (const [b, p] of prompts.entries()) logits.push((await model.forward(p, caches[b])).logits);
+    const prefillMs = performance.now() - t0;
+    const rngs = prompts.map(() => new Rng(opts.seed));
+    const ids: number[][] = prompts.map(() => []);
+    const stops: (GenerateResult["stop"] | null)[] = prompts.map(() => null);
+    const choose = (b: number) => {
+      const id = sampleToken(logits[b], opts, rngs[b]);
+      ids[b].push(id);
+      if (opts.stopAtEos && id === eosTokenId) stops[b] = "eos";
+      else if (ids[b].length >= opts.maxTokens) stops[b] = "max-tokens";
+      else if (prompts[b].length + ids[b].length >= nPositions) stops[b] = "context";
+    };
+    let decodeSteps = 0;
+    let decodeTokens = 0;
+    t0 = performance.now();
+    prompts.forEach((_, b) => choose(b));
+    while (true) {
+      const live = prompts.map((_, b) => b).filter((b) => !stops[b]);
+      if (!live.length) break;
+      const next = await model.forwardBatch(
+        live.map((b) => ids[b].at(-1)!),
+        live.map((b) => caches[b]),
+      );
+      decodeSteps++;
+      decodeTokens += live.length;
+      live.forEach((b, i) => {
+        logits[b] = next[i];
+        choose(b);
+      });
+    }
+    return {
+      ids,
+      stops: stops.map((s) => s ?? "max-tokens"),
+      prefillMs,
+      decodeSteps,
+      decodeMs: performance.now() - t0,
+      decodeTokens,
+    };
+  } finally {
+    for (const c of caches) c.destroy();
+  }
+}

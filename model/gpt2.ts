@@ -7,7 +7,7 @@
  * @module
  */
 import { argmax } from "../kernels/argmax.ts";
-import { attend, storeKv } from "../kernels/attention.ts";
+import { attend, type QueryRows, storeKv } from "../kernels/attention.ts";
 import { embedding } from "../kernels/embedding.ts";
 import { gelu } from "../kernels/gelu.ts";
 import type { Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts";
@@ -82,6 +82,18 @@ class Linear {
   }
 }
 
+/**
+ * The rows of the workspace one sequence's tokens take in a layer, with that sequence's
+ * layer cache, its [pos0] buffer and a [nHead, T, capacity] buffer for its softmax rows.
+ * A forward is one sequence of T rows; a batched decode step is B sequences of one row.
+ */
+interface SequenceRows {
+  cache: LayerCache;
+  step: Tensor;
+  probs: Tensor;
+  rows: QueryRows;
+}
+
 /** Multi-head causal self-attention that appends to and reads from the KV cache. */
 class CausalSelfAttention {
   readonly cAttn: Linear;
@@ -91,23 +103,15 @@ class CausalSelfAttention {
     this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`);
   }
 
-  // x: [T, C] -> out: [T, C]; K/V of these T tokens go to cache rows pos0 .. pos0+T-1
-  forward(x: Tensor, out: Tensor, cache: LayerCache, s: Workspace, probs: Tensor): Plan {
+  // x: [T, C] -> out: [T, C]; each sequence's K/V go to its cache rows pos0 .. pos0+T-1
+  forward(x: Tensor, out: Tensor, s: Workspace, seqs: SequenceRows[]): Plan {
     const { gpu } = this;
     return [
       ...this.cAttn.forward(x, s.qkv), // qkv: [T, 3C]
-      storeKv(gpu, s.step, s.qkv, cache.k, cache.v, cache.scales), // cache: [nHead, P, words]
-      ...attend(
-        gpu,
-        s.step,
-        s.qkv,
-        cache.k,
-        cache.v,
-        s.att,
-        probs,
-        s.options.attention,
-        cache.scales,
-      ),
+      ...seqs.flatMap(({ cache: c, step, probs, rows }) => [
+        storeKv(gpu, step, s.qkv, c.k, c.v, c.scales, rows), // cache: [nHead, P, words]
+        ...attend(gpu, step, s.qkv, c.k, c.v, s.att, probs, s.options.attention, c.scales, rows),
+      ]), // att: [T, C]
       ...this.cProj.forward(s.att, out),
     ];
   }
@@ -142,10 +146,10 @@ class Block {
   }
 
   // s.x: [T, C] -> s.x: [T, C], in place
-  forward(s: Workspace, cache: LayerCache, probs: Tensor): Plan {
+  forward(s: Workspace, seqs: SequenceRows[]): Plan {
     return [
       ...this.ln1.forward(s.x, s.ln),
-      ...this.attn.forward(s.ln, s.branch, cache, s, probs),
+      ...this.attn.forward(s.ln, s.branch, s, seqs),
       residual(this.gpu, s.x, s.branch), // x = x + attn(ln_1(x))
       ...this.ln2.forward(s.x, s.ln),
       ...this.mlp.forward(s.ln, s.branch, s),
@@ -167,6 +171,9 @@ export class GPT2 {
   readonly step: Tensor;
   /** Tokens chosen by greedy decoding on the GPU, [nPositions] u32. */
   readonly tokens: Tensor;
+  /** Each row's position in a batched decode step, [nPositions] u32. */
+  readonly positions: Tensor;
+  #batchSteps = new WeakMap<KVCache, Tensor>(); // each sequence's [pos0] in a batch
   #workspaces = new Map<string, { ws: Workspace; plans: WeakMap<KVCache, RecordedPlan> }>();
 
   constructor(readonly gpu: Gpu, readonly config: GPT2Config, w: GPT2Weights) {
@@ -179,6 +186,7 @@ export class GPT2 {
     this.ids = gpu.tensor([P], "ids");
     this.step = gpu.tensor([4], "step");
     this.tokens = gpu.tensor([P], "tokens");
+    this.positions = gpu.tensor([P], "positions");
   }
 
   /** Loads a HuggingFace checkpoint folder (config.json + *.safetensors) onto the GPU. */
@@ -209,18 +217,34 @@ export class GPT2 {
     return new KVCache(this.gpu, this.config, options);
   }
 
-  /** Records the whole forward pass for one workspace and cache. */
-  #record(s: Workspace, cache: KVCache): Plan {
+  /**
+   * Records the whole forward pass for one workspace: one sequence (`caches` of one, its T
+   * tokens at pos0 from `step`), or B sequences of one token each, row b at the position
+   * `positions[b]` in `caches[b]`.
+   */
+  #record(s: Workspace, caches: KVCache[], steps: Tensor[], positions?: Tensor): Plan {
     const { gpu } = this;
+    const { nHead } = this.config;
+    const seqs = (i: number): SequenceRows[] =>
+      caches.map((cache, b) => ({
+        cache: cache.layers[i],
+        step: steps[b],
+        rows: caches.length === 1 ? { row0: 0, T: s.T } : { row0: b, T: 1 },
+        // One sequence: its own rows; a batch: one row each, in a scratch used in turn.
+        probs: caches.length === 1 ? s.probsFor(i, cache.capacity) : {
+          ...s.probs[0],
+          shape: [nHead, 1, cache.capacity],
+        },
+      }));
     const save = (i: number, t: Tensor): Plan =>
       s.hidden ? [{ label: `hidden ${i}`, from: t, to: s.hiddenAt(i) }] : [];
     const L = this.blocks.length;
     const lastRow = s.options.logits === "all" ? 0 : s.T - 1;
     return [
-      ...embedding(gpu, this.ids, this.step, this.wte, this.wpe, s.x), // x: [T, C]
+      ...embedding(gpu, this.ids, this.step, this.wte, this.wpe, s.x, positions), // x: [T, C]
       ...save(0, s.x),
       ...this.blocks.flatMap((block, i) => [
-        ...block.forward(s, cache.layers[i], s.probsFor(i, cache.capacity)),
+        ...block.forward(s, seqs(i)),
         ...save(i + 1, s.x),
       ]),
       ...this.lnF.forward(s.x, s.ln),
@@ -278,6 +302,41 @@ export class GPT2 {
     return [...new Uint32Array((await this.gpu.read1(view)).buffer)];
   }
 
+  /**
+   * One decode step for B sequences at once: `ids[b]` is fed to `caches[b]` at its own
+   * position cache.length, and every matrix product reads its weights once for all B rows.
+   * Sequences may have any lengths (each attends over its own cache: nothing is padded).
+   * Returns each sequence's next-token logits, [vocabSize] each.
+   */
+  async forwardBatch(ids: readonly number[], caches: readonly KVCache[]): Promise<Float32Array[]> {
+    const B = ids.length;
+    const { nPositions, vocabSize } = this.config;
+    if (B < 1 || caches.length !== B || new Set(caches).size !== B || B > nPositions) {
+      throw new Error(`forwardBatch: ${B} ids need as many distinct caches, not ${caches.length}`);
+    }
+    checkIds(ids, vocabSize);
+    caches.forEach((c, b) => {
+      if (c.config !== this.config) throw new Error(`forwardBatch: cache ${b} is another model's`);
+      if (c.length + 1 > nPositions) throw new Error(`forwardBatch: cache ${b} is full`);
+      c.reserve(c.length + 1);
+    });
+    const steps = caches.map((c) => {
+      let step = this.#batchSteps.get(c);
+      if (!step) this.#batchSteps.set(c, step = this.gpu.tensor([4], "batch step"));
+      this.gpu.write(step, new Uint32Array([c.length]));
+      return step;
+    });
+    const opts: ShapeOptions = { logits: "all", hidden: false, attention: false };
+    const { ws } = this.#workspace(B, opts);
+    this.gpu.write(this.ids, new Uint32Array(ids));
+    this.gpu.write(this.positions, new Uint32Array(caches.map((c) => c.length)));
+    this.gpu.run(this.#record(ws, [...caches], steps, this.positions));
+    for (const c of caches) c.length++;
+    const logits = await this.gpu.read1(ws.logits);
+    const ld = ws.logits.shape[1];
+    return caches.map((_, b) => logits.slice(b * ld, b * ld + vocabSize));
+  }
+
   /** Writes ids and pos0 and submits the plan for T = ids.length tokens. */
   #submit(ids: readonly number[], cache: KVCache, options: ForwardOptions): Workspace {
     checkIds(ids, this.config.vocabSize);
@@ -311,7 +370,7 @@ export class GPT2 {
     const entry = this.#workspace(T, opts);
     let recorded = entry.plans.get(cache);
     if (recorded?.version !== cache.version) {
-      recorded = { version: cache.version, plan: this.#record(entry.ws, cache) };
+      recorded = { version: cache.version, plan: this.#record(entry.ws, [cache], [this.step]) };
       entry.plans.set(cache, recorded);
     }
     return { ws: entry.ws, plan: recorded.plan };

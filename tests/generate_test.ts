@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
-import { generate, type GenerateOptions, prefillPrefix } from "../model/generate.ts";
+import { generate, generateBatch, type GenerateOptions, prefillPrefix } from "../model/generate.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { SafetensorsFile } from "../model/safetensors.ts";
 import { loadCheckpoint } from "../model/weights.ts";
@@ -177,6 +177,27 @@ Deno.test("evict keeps the sink rows and moves the recent rows after them", asyn
   });
   assert.equal(cache.evict(3, 5), 0, "nothing to drop");
   cache.destroy();
+});
+
+Deno.test("batched generation: each sequence gets the tokens it gets alone", async () => {
+  const prompts = [prompt, prompt.slice(0, 1), [...prompt, ...prompt, ...prompt], [5, 6, 7]];
+  for (const opts of [{ ...greedy, maxTokens: 12 }, { ...sampled, maxTokens: 12 }]) {
+    const batch = await generateBatch(model, prompts, opts);
+    for (const [b, p] of prompts.entries()) {
+      assert.deepEqual(batch.ids[b], (await run(p, opts)).ids, `sequence ${b}`);
+    }
+    assert.equal(batch.decodeTokens, 4 * 11);
+  }
+  // Sequences finish at different times: a short budget near the context stops one early.
+  const long = Array.from({ length: model.config.nPositions - 3 }, (_, i) => (i * 31) % 50000);
+  const mixed = await generateBatch(model, [long, prompt], { ...greedy, maxTokens: 6 });
+  assert.deepEqual(mixed.stops, ["context", "max-tokens"]);
+  assert.equal(mixed.ids[0].length, 3);
+  assert.deepEqual(mixed.ids[1], hfGreedy.slice(0, 6));
+  await assert.rejects(
+    generateBatch(model, [prompt], { ...greedy, useCache: false }),
+    /needs the cache/,
+  );
 });
 
 Deno.test("bad generation input is a clear error", async () => {
