@@ -151,6 +151,18 @@ Deno.test("cache_quantization: bytes per token by dtype; f32 is its own referenc
   assert.ok(int8.maxLogitDiff > f16.maxLogitDiff);
 });
 
+Deno.test("batching: every sequence's tokens equal decoding it alone", async () => {
+  const r = await quick("batching");
+  assert.deepEqual(r.rows.map((x: { batch: number }) => x.batch), [1, 2, 4]);
+  for (const row of r.rows) {
+    assert.equal(row.sameAsAlone, true, `B=${row.batch}`);
+    assert.ok(
+      Math.abs(row.aggregateTokensPerSecond - row.batch * row.perSequenceTokensPerSecond) <
+        1e-6 * row.aggregateTokensPerSecond,
+    );
+  }
+});
+
 Deno.test("attention_maps: every row sums to 1 and nothing past the causal limit", async () => {
   const r = await quick("attention_maps", "--heads", "0,3");
   assert.ok(r.maxRowSumError < 1e-5, `row sum off by ${r.maxRowSumError}`);
