@@ -7,7 +7,7 @@
 import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
 import { generate, type GenerateOptions, validateGenerate } from "../model/generate.ts";
-import type { CacheDType } from "../model/kv_cache.ts";
+import { type CachePolicy, parseCachePolicy } from "../model/cache_policy.ts";
 import { openModel } from "../model/open_model.ts";
 import { gpt2Tokenizer, TextStream } from "../model/tokenizer.ts";
 
@@ -23,9 +23,9 @@ const USAGE = `usage: deno task generate [options]
                        or "embedded" (default: data/gpt2 or the HF cache, else embedded)
   --system TEXT        system prompt, prefilled once at the front of the cache
   --stop-at-eos        stop after <|endoftext|>
-  --cache-dtype D      how the KV cache stores K and V: f32 (default), f16 or int8
-  --window S,R         go past the context: when the cache is full keep its first S
-                       tokens (attention sinks) and last R tokens (a sliding window)
+  --cache POLICY       the KV cache: preallocated (default, f32), grow (allocated on
+                       demand), f16 or int8 (quantized), or window:S,R (go past the
+                       context: when full, keep the first S tokens and the last R)
   --json               print one JSON object instead of streaming text`;
 
 /** A command-line mistake: message and exit code 2. */
@@ -56,8 +56,7 @@ function parse(args: string[]) {
         model: { type: "string" },
         system: { type: "string" },
         "stop-at-eos": { type: "boolean", default: false },
-        window: { type: "string" },
-        "cache-dtype": { type: "string", default: "f32" },
+        cache: { type: "string", default: "preallocated" },
         json: { type: "boolean", default: false },
         help: { type: "boolean", default: false },
       },
@@ -80,24 +79,20 @@ function parse(args: string[]) {
     useCache: !values["no-cache"],
     stopAtEos: values["stop-at-eos"],
   };
-  if (values.window !== undefined) {
-    const m = /^\s*(\d+)\s*,\s*(\d+)\s*$/.exec(values.window);
-    if (!m || Number(m[2]) < 1) {
-      throw new UsageError(`--window: expected SINKS,RECENT such as 4,252, got "${values.window}"`);
-    }
-    opts.window = { sinks: Number(m[1]), recent: Number(m[2]) };
-  }
   if (values.prompt === "") throw new UsageError("--prompt: must not be empty");
-  const dtype = values["cache-dtype"];
-  if (dtype !== "f32" && dtype !== "f16" && dtype !== "int8") {
-    throw new UsageError(`--cache-dtype: expected f32, f16 or int8, got "${dtype}"`);
+  let policy: CachePolicy;
+  try {
+    policy = parseCachePolicy(values.cache);
+  } catch (e) {
+    throw new UsageError(`--cache: ${(e as Error).message}`);
   }
+  opts.window = policy.window;
   try {
     validateGenerate(opts);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  return { values, opts, dtype: dtype as CacheDType };
+  return { values, opts, policy };
 }
 
 async function main(): Promise<number> {
@@ -109,7 +104,7 @@ async function main(): Promise<number> {
     console.error(`generate: ${e.message}\n${USAGE}`);
     return 2;
   }
-  const { values, opts, dtype } = parsed;
+  const { values, opts, policy } = parsed;
   if (values.help) {
     console.log(USAGE);
     return 0;
@@ -126,7 +121,7 @@ async function main(): Promise<number> {
   const promptIds = tok.encode(values.prompt);
   const systemIds = values.system ? tok.encode(values.system) : [];
   const { model } = opened;
-  const cache = model.newCache({ dtype });
+  const cache = model.newCache(policy.cache);
   const out = new TextStream(tok);
   const write = (s: string) => Deno.stdout.writeSync(new TextEncoder().encode(s));
   if (!values.json) write(values.prompt);
@@ -141,7 +136,7 @@ async function main(): Promise<number> {
     random_weights: opened.random,
     adapter: gpu.description,
     cache: opts.useCache,
-    cache_dtype: dtype,
+    cache_policy: policy.name,
     system_tokens: result.systemTokens,
     system_prefill_ms: round(result.systemPrefillMs),
     prompt_tokens: result.promptTokens,

@@ -62,8 +62,8 @@ Deno.test("bad options exit 2 with a message naming the option, no stack trace",
     [["--seed", "x"], /--seed/],
     [["--bogus"], /bogus/],
     [["--prompt", ""], /--prompt/],
-    [["--window", "4"], /--window: expected SINKS,RECENT/],
-    [["--cache-dtype", "f8"], /--cache-dtype: expected f32, f16 or int8/],
+    [["--cache", "window:4"], /--cache: cache policy "window:4": expected one of/],
+    [["--cache", "f8"], /--cache: cache policy "f8"/],
   ];
   for (const [args, msg] of cases) {
     const r = await generate(...tiny, ...args);
@@ -73,8 +73,8 @@ Deno.test("bad options exit 2 with a message naming the option, no stack trace",
   }
 });
 
-Deno.test("generate --window runs past the context (n_positions 128)", async () => {
-  const r = await generate(...tiny, "--max-tokens", "300", "--window", "4,60", "--json");
+Deno.test("generate --cache window:4,60 runs past the context (n_positions 128)", async () => {
+  const r = await generate(...tiny, "--max-tokens", "300", "--cache", "window:4,60", "--json");
   assert.equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout);
   assert.equal(out.new_tokens, 300);
@@ -82,11 +82,11 @@ Deno.test("generate --window runs past the context (n_positions 128)", async () 
   assert.ok(out.cache_bytes_used <= 2 * 2 * 127 * 64 * 4);
 });
 
-Deno.test("generate --cache-dtype f16 holds half the bytes and reports the dtype", async () => {
-  const r = await generate(...tiny, "--max-tokens", "8", "--cache-dtype", "f16", "--json");
+Deno.test("generate --cache f16 holds half the bytes and reports the policy", async () => {
+  const r = await generate(...tiny, "--max-tokens", "8", "--cache", "f16", "--json");
   assert.equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout);
-  assert.equal(out.cache_dtype, "f16");
+  assert.equal(out.cache_policy, "f16");
   assert.equal(out.cache_bytes_used, 2 * 2 * (out.prompt_tokens + 7) * 64 * 2);
 });
 
