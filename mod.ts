@@ -56,3 +56,4 @@ export { gpt2Tokenizer, TextStream, type Tokenizer } from "./model/tokenizer.ts"
 export { EMBEDDED, type OpenedModel, openModel } from "./model/open_model.ts";
 export { downloadCheckpoint } from "./model/download.ts";
 export { type ParityReport, runParity, TOLERANCE } from "./model/parity.ts";
+export { CACHE_POLICIES, type CachePolicy, parseCachePolicy } from "./model/cache_policy.ts";

@@ -212,6 +212,27 @@ export class GPT2 {
     }
   }
 
+  /** Frees the model's GPU buffers: weights and scratch (caches are freed on their own). */
+  destroy(): void {
+    const linears = this.blocks.flatMap((
+      b,
+    ) => [b.attn.cAttn, b.attn.cProj, b.mlp.cFc, b.mlp.cProj]);
+    const norms = [...this.blocks.flatMap((b) => [b.ln1, b.ln2]), this.lnF];
+    const tensors = [
+      this.wpe,
+      this.ids,
+      this.step,
+      this.tokens,
+      this.positions,
+      ...this.wte.parts.map((p) => p.tensor),
+      ...(this.lmHead === this.wte ? [] : this.lmHead.parts.map((p) => p.tensor)),
+      ...[...linears, ...norms].flatMap((m) => [m.weight, m.bias]),
+    ];
+    for (const t of tensors) this.gpu.destroy(t);
+    for (const { ws } of this.#workspaces.values()) ws.destroy();
+    this.#workspaces.clear();
+  }
+
   /** A new, empty KV cache for this model (preallocated unless `options` say "grow"). */
   newCache(options?: KVCacheOptions): KVCache {
     return new KVCache(this.gpu, this.config, options);

@@ -163,6 +163,19 @@ Deno.test("batching: every sequence's tokens equal decoding it alone", async () 
   }
 });
 
+Deno.test("cache_policies: all policies side by side, exact where they should be", async () => {
+  const r = await quick("cache_policies");
+  const by = Object.fromEntries(r.rows.map((x: { policy: string }) => [x.policy, x]));
+  assert.deepEqual(Object.keys(by), ["preallocated", "grow", "f16", "int8", "window:4,60"]);
+  for (const exact of ["preallocated", "grow", "window:4,60"]) {
+    assert.equal(by[exact].maxLogitDiff, 0, exact);
+    assert.equal(by[exact].greedyAgreement, 1, exact);
+  }
+  assert.ok(by["f16"].maxLogitDiff > 0 && by["f16"].bytesUsed * 2 === by["preallocated"].bytesUsed);
+  assert.ok(by["window:4,60"].evicted > 0);
+  assert.equal(by["window:4,60"].ids.length, r.tokens);
+});
+
 Deno.test("attention_maps: every row sums to 1 and nothing past the causal limit", async () => {
   const r = await quick("attention_maps", "--heads", "0,3");
   assert.ok(r.maxRowSumError < 1e-5, `row sum off by ${r.maxRowSumError}`);

@@ -208,7 +208,7 @@ Deno.test("snapshot: save refuses ids that do not match the cache", async () => 
     await assert.rejects(saveSnapshot(blocked, cache, [1, 2, 3], model));
     assert.deepEqual(await list(dir), ["blocked"]);
     cache.destroy();
-    destroyModel(other);
+    other.destroy();
   });
 });
 
@@ -234,7 +234,7 @@ Deno.test("snapshot: refused for another config, other weights, corrupt files, b
       /another config: n_layer 2 \(this model: 3\), n_head 4 \(this model: 3\), n_embd 64 \(this model: 48\), n_positions 128 \(this model: 64\), vocab_size 50257 \(this model: 1000\)/,
     );
     assert.equal(gpu.bytesAllocated, shapesBytes);
-    destroyModel(shapes);
+    shapes.destroy();
 
     // The same config with other weights.
     const other = new GPT2(gpu, model.config, randomWeights(model.config, 1));
@@ -244,7 +244,7 @@ Deno.test("snapshot: refused for another config, other weights, corrupt files, b
         e instanceof SnapshotError && e.message.startsWith(`${path}: `) &&
         /made with another model's weights/.test(e.message),
     );
-    destroyModel(other);
+    other.destroy();
     assert.equal(gpu.bytesAllocated, before);
 
     // A cache of another model to restore into.
@@ -314,23 +314,3 @@ Deno.test("snapshot: refused for another config, other weights, corrupt files, b
 });
 
 /** Frees every buffer a model allocated (weights; its workspaces are freed on replacement). */
-function destroyModel(m: GPT2) {
-  const tensors = [
-    m.wpe,
-    m.ids,
-    m.step,
-    m.tokens,
-    m.lnF.weight,
-    m.lnF.bias,
-    ...m.wte.parts.map((p) => p.tensor),
-    ...(m.lmHead === m.wte ? [] : m.lmHead.parts.map((p) => p.tensor)),
-    ...m.blocks.flatMap((b) => [
-      b.ln1.weight,
-      b.ln1.bias,
-      b.ln2.weight,
-      b.ln2.bias,
-      ...[b.attn.cAttn, b.attn.cProj, b.mlp.cFc, b.mlp.cProj].flatMap((l) => [l.weight, l.bias]),
-    ]),
-  ];
-  for (const t of tensors) gpu.destroy(t);
-}
