@@ -4,8 +4,7 @@
  *
  * @module
  */
-import { type Dispatch, type Gpu, groups, type Tensor, workgrid } from "./gpu.ts";
-import { f32bits } from "./layernorm.ts";
+import { type Dispatch, f32bits, type Gpu, groups, type Tensor, workgrid } from "./gpu.ts";
 import { causalSoftmax } from "./softmax.ts";
 
 const code = await Deno.readTextFile(new URL("./attention.wgsl", import.meta.url));

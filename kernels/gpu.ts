@@ -409,6 +409,11 @@ export function workgrid(n: number, size: number): [number, number, number] {
   return g <= 65535 ? [g, 1, 1] : [65535, Math.ceil(g / 65535), 1];
 }
 
+/** The bit pattern of an f32, to pass floats in a u32 uniform. */
+export function f32bits(v: number): number {
+  return new Uint32Array(new Float32Array([v]).buffer)[0];
+}
+
 /** Number of workgroups of `size` needed to cover `n` items. */
 export function groups(n: number, size: number): number {
   return Math.max(1, Math.ceil(n / size));

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { type Dispatch, type Gpu, groups, type Tensor } from "./gpu.ts";
+import { type Dispatch, f32bits, type Gpu, groups, type Tensor } from "./gpu.ts";
 
 const code = await Deno.readTextFile(new URL("./layernorm.wgsl", import.meta.url));
 
@@ -25,9 +25,4 @@ export function layerNorm(
   return gpu.dispatch(`layernorm ${T}x${C}`, pipeline, [params, x, weight, bias, y], [
     groups(T, 64),
   ]);
-}
-
-/** The bit pattern of an f32, to pass floats in a u32 uniform. */
-export function f32bits(v: number): number {
-  return new Uint32Array(new Float32Array([v]).buffer)[0];
 }

@@ -320,7 +320,7 @@ export class GPT2 {
     this.gpu.run(Array.from({ length: n }, () => [...plan, pick]).flat());
     cache.length += n;
     const view: Tensor = { buffer: this.tokens.buffer, offset: 0, shape: [n] };
-    return [...new Uint32Array((await this.gpu.read1(view)).buffer)];
+    return [...(await this.gpu.readU32(view))];
   }
 
   /**
