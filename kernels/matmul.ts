@@ -7,7 +7,6 @@
 import { type Dispatch, type Gpu, groups, type Tensor } from "./gpu.ts";
 
 const code = await Deno.readTextFile(new URL("./matmul.wgsl", import.meta.url));
-const WG = 64;
 
 /** A [rows, cols] f32 matrix stored as row ranges, each small enough to bind. */
 export interface RowChunks {
@@ -61,12 +60,16 @@ function product(
   const [N, K] = w.shape;
   const [M, ldy] = y.shape;
   const params = gpu.uniform([M, N, K, xRow0, yCol0, ldy, b ? 1 : 0]);
-  const entry = M < 4 ? "matmul_row" : "matmul_rows8";
-  const pipeline = gpu.pipeline(code, entry, { WG });
   // Without a bias the kernel never reads b; w stands in for the binding.
-  return gpu.dispatch(label, pipeline, [params, x, w, b ?? w, y], [
-    groups(Math.ceil(N / 4), WG),
-    M < 4 ? M : Math.ceil(M / 8),
+  const bindings = [params, x, w, b ?? w, y];
+  if (M < 4) {
+    const pipeline = gpu.pipeline(code, "matmul_row", { WG: 64 });
+    return gpu.dispatch(label, pipeline, bindings, [groups(Math.ceil(N / 4), 64), M]);
+  }
+  const pipeline = gpu.pipeline(code, "matmul_rows16", { WG: 16 });
+  return gpu.dispatch(label, pipeline, bindings, [
+    groups(Math.ceil(N / 16), 16),
+    Math.ceil(M / 16),
   ]);
 }
 

@@ -70,7 +70,7 @@ Deno.test("matmul: x @ w + b for T = 1, 3, 7, 129 and N not a multiple of 8 or 4
     const b = rng.uniforms(N, -0.1, 0.1);
     const wT = arena.upload(transpose(w, K, N), [N, K], "w"); // stored [out, in]
     const bT = arena.upload(b, [N], "b");
-    for (const M of [1, 3, 7, 129]) {
+    for (const M of [1, 3, 4, 7, 16, 17, 129]) {
       if (K * N > 100_000 && M !== 7) continue; // the GPT-2-sized shape once is enough
       const x = rng.uniforms(M * K, -2, 2);
       const xT = arena.upload(x, [M, K], "x");
