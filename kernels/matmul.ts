@@ -7,6 +7,7 @@
 import { type Dispatch, type Gpu, groups, type Tensor } from "./gpu.ts";
 
 const code = await Deno.readTextFile(new URL("./matmul.wgsl", import.meta.url));
+const WG = 16;
 
 /** A [rows, cols] f32 matrix stored as row ranges, each small enough to bind. */
 export interface RowChunks {
