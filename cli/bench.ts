@@ -8,11 +8,16 @@
  */
 import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
+import { parseWeightFormat, type WeightFormat } from "../kernels/matmul.ts";
 import { generate, greedyOptions } from "../model/generate.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import { EMBEDDED, openModel } from "../model/open_model.ts";
 
-const USAGE = "usage: deno task bench [--json] [--reps N] [--quick]";
+const USAGE = [
+  "usage: deno task bench [--json] [--reps N] [--quick] [--weights f32|f16|both]",
+  "  --weights W   which weight storage to measure (default both: f32, the parity path, and",
+  "                f16; f16 fields end in _f16w)",
+].join("\n");
 
 function median(xs: number[]): number {
   return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -77,6 +82,7 @@ async function main(): Promise<number> {
         json: { type: "boolean", default: false },
         quick: { type: "boolean", default: false },
         reps: { type: "string", default: "3" },
+        weights: { type: "string", default: "both" },
       },
     }).values;
   } catch (e) {
@@ -88,34 +94,54 @@ async function main(): Promise<number> {
     console.error(`bench: --reps: expected an integer >= 1, got "${values.reps}"\n${USAGE}`);
     return 2;
   }
+  const formats: WeightFormat[] = values.weights === "both"
+    ? ["f32", "f16"]
+    : [parseWeightFormatOr2(values.weights)].filter((f): f is WeightFormat => f !== null);
+  if (formats.length === 0) return 2;
   const log = values.json ? () => {} : (s: string) => console.log(s);
   const gpu = await Gpu.open();
   log(`adapter: ${gpu.description}`);
   const out: Record<string, string | number> = { adapter: gpu.description };
+  const record = (field: string, f: WeightFormat, v: number, what: string) => {
+    out[f === "f32" ? field : `${field}_f16w`] = v;
+    log(`  ${what}: ${v.toFixed(v < 100 ? 2 : 1)} tok/s`);
+  };
 
-  const tiny = (await openModel(gpu, "data/tiny-gpt2")).model;
-  await tiny.warmup();
-  out.tiny_decode_cache_tok_s = await decodeTokS(tiny, 16, 64, true, reps, false);
-  out.tiny_decode_greedy_gpu_tok_s = await decodeTokS(tiny, 16, 100, true, reps, true);
-  log("tiny fixture, decode with the cache:");
-  log(`  token chosen on the CPU: ${out.tiny_decode_cache_tok_s.toFixed(1)} tok/s`);
-  log(`  greedy on the GPU:       ${out.tiny_decode_greedy_gpu_tok_s.toFixed(1)} tok/s`);
+  for (const f of formats) {
+    const tiny = (await openModel(gpu, "data/tiny-gpt2", { weights: f })).model;
+    await tiny.warmup();
+    log(`tiny fixture, ${f} weights, decode with the cache:`);
+    const cpu = await decodeTokS(tiny, 16, 64, true, reps, false);
+    record("tiny_decode_cache_tok_s", f, cpu, "token chosen on the CPU");
+    const onGpu = await decodeTokS(tiny, 16, 100, true, reps, true);
+    record("tiny_decode_greedy_gpu_tok_s", f, onGpu, "greedy on the GPU      ");
+    tiny.destroy();
+  }
 
-  if (!values.quick) {
-    const { model } = await openModel(gpu, EMBEDDED);
+  for (const f of values.quick ? [] : formats) {
+    const { model } = await openModel(gpu, EMBEDDED, { weights: f });
     await model.warmup();
-    log("GPT-2 small shape (124M, random weights):");
+    log(`GPT-2 small shape (124M, random weights), ${f} weights:`);
     for (const T of [16, 128, 512]) {
-      out[`prefill_${T}_tok_s`] = await prefillTokS(model, T, reps);
-      log(`  prefill ${T} tokens: ${(out[`prefill_${T}_tok_s`] as number).toFixed(1)} tok/s`);
+      record(`prefill_${T}_tok_s`, f, await prefillTokS(model, T, reps), `prefill ${T} tokens`);
     }
-    out.decode_cache_tok_s = await decodeTokS(model, 16, 128, true, reps);
-    log(`  decode 128 tokens with the cache: ${out.decode_cache_tok_s.toFixed(2)} tok/s`);
-    out.decode_nocache_tok_s = await decodeTokS(model, 16, 32, false, 1);
-    log(`  decode 32 tokens without the cache: ${out.decode_nocache_tok_s.toFixed(2)} tok/s`);
+    const cached = await decodeTokS(model, 16, 128, true, reps);
+    record("decode_cache_tok_s", f, cached, "decode 128 tokens with the cache");
+    const uncached = await decodeTokS(model, 16, 32, false, 1);
+    record("decode_nocache_tok_s", f, uncached, "decode 32 tokens without the cache");
+    model.destroy();
   }
   if (values.json) console.log(JSON.stringify(out));
   return 0;
+}
+
+function parseWeightFormatOr2(s: string): WeightFormat | null {
+  try {
+    return parseWeightFormat(s, "--weights");
+  } catch (e) {
+    console.error(`bench: ${(e as Error).message} (or both)\n${USAGE}`);
+    return null;
+  }
 }
 
 Deno.exit(await main());

@@ -9,6 +9,7 @@ import { Gpu } from "../kernels/gpu.ts";
 import { generate, type GenerateOptions, validateGenerate } from "../model/generate.ts";
 import { type CachePolicy, parseCachePolicy } from "../model/cache_policy.ts";
 import { openModel } from "../model/open_model.ts";
+import { parseWeightFormat, type WeightFormat } from "../kernels/matmul.ts";
 import { gpt2Tokenizer, TextStream } from "../model/tokenizer.ts";
 
 const USAGE = `usage: deno task generate [options]
@@ -26,6 +27,8 @@ const USAGE = `usage: deno task generate [options]
   --cache POLICY       the KV cache: preallocated (default, f32), grow (allocated on
                        demand), f16 or int8 (quantized), or window:S,R (go past the
                        context: when full, keep the first S tokens and the last R)
+  --weights F          f32 (default, HuggingFace parity) or f16 (half the bytes read per
+                       token; every weight rounded to f16)
   --json               print one JSON object instead of streaming text`;
 
 /** A command-line mistake: message and exit code 2. */
@@ -57,6 +60,7 @@ function parse(args: string[]) {
         system: { type: "string" },
         "stop-at-eos": { type: "boolean", default: false },
         cache: { type: "string", default: "preallocated" },
+        weights: { type: "string", default: "f32" },
         json: { type: "boolean", default: false },
         help: { type: "boolean", default: false },
       },
@@ -87,12 +91,14 @@ function parse(args: string[]) {
     throw new UsageError(`--cache: ${(e as Error).message}`);
   }
   opts.window = policy.window;
+  let weights: WeightFormat;
   try {
+    weights = parseWeightFormat(values.weights, "--weights");
     validateGenerate(opts);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  return { values, opts, policy };
+  return { values, opts, policy, weights };
 }
 
 async function main(): Promise<number> {
@@ -104,7 +110,7 @@ async function main(): Promise<number> {
     console.error(`generate: ${e.message}\n${USAGE}`);
     return 2;
   }
-  const { values, opts, policy } = parsed;
+  const { values, opts, policy, weights } = parsed;
   if (values.help) {
     console.log(USAGE);
     return 0;
@@ -113,7 +119,7 @@ async function main(): Promise<number> {
   const gpu = await Gpu.open();
   log(`adapter: ${gpu.description}`);
   const t0 = performance.now();
-  const opened = await openModel(gpu, values.model);
+  const opened = await openModel(gpu, values.model, { weights });
   await opened.model.warmup();
   log(`model:   ${opened.description}`);
   log(`loaded and warmed up in ${Math.round(performance.now() - t0)} ms`);
@@ -134,6 +140,7 @@ async function main(): Promise<number> {
   const summary = {
     model: opened.name,
     random_weights: opened.random,
+    weights: weights,
     adapter: gpu.description,
     cache: opts.useCache,
     cache_policy: policy.name,

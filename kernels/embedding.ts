@@ -28,10 +28,11 @@ export function embedding(
         `wpe[${wpe.shape}] x[${x.shape}] do not fit`,
     );
   }
-  const pipeline = gpu.pipeline(code, "embedding");
+  const pipeline = gpu.pipeline(code, "embedding", { F16: wte.format === "f16" ? 1 : 0 });
   return wte.parts.map((part) => {
     const params = gpu.uniform([T, C / 4, part.row0, part.tensor.shape[0], positions ? 1 : 0]);
-    const bindings = [params, ids, step, part.tensor, wpe, x, positions ?? ids];
+    // Both wte bindings (f32, f16 pairs) get the chunk: the kernel reads the one of F16.
+    const bindings = [params, ids, step, part.tensor, wpe, x, positions ?? ids, part.tensor];
     return gpu.dispatch(`embedding ${T}x${C}`, pipeline, bindings, workgrid((T * C) / 4, 64));
   });
 }

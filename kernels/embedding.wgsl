@@ -2,6 +2,9 @@
 // when the rows belong to different sequences (batched decoding).
 // wte may be bound in row chunks (GPT-2's 50257 x 768 table is larger than one binding):
 // a dispatch per chunk writes the rows whose token falls in it, so each row is written once.
+// With F16, wte is stored as f16 pairs (as matmul.wgsl's weights) and read through wteh.
+
+override F16: bool = false;
 
 struct Params {
   T: u32,     // tokens
@@ -18,6 +21,15 @@ struct Params {
 @group(0) @binding(4) var<storage, read> wpe: array<vec4<f32>>;    // [n_positions, C]
 @group(0) @binding(5) var<storage, read_write> x: array<vec4<f32>>; // [T, C]
 @group(0) @binding(6) var<storage, read> positions: array<u32>;    // [T] with perRow
+@group(0) @binding(7) var<storage, read> wteh: array<vec2<u32>>;   // [rows, C] as f16 pairs
+
+fn token4(v: u32, c: u32) -> vec4<f32> {
+  if (F16) {
+    let h = wteh[v * p.C4 + c];
+    return vec4(unpack2x16float(h.x), unpack2x16float(h.y));
+  }
+  return wte[v * p.C4 + c];
+}
 
 @compute @workgroup_size(64)
 fn embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -28,5 +40,5 @@ fn embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
   let v = ids[t] - p.row0; // wraps around for ids below row0
   if (v >= p.rows) { return; }
   let pos = select(step[0] + t, positions[t], p.perRow == 1u);
-  x[i] = wte[v * p.C4 + c] + wpe[pos * p.C4 + c];
+  x[i] = token4(v, c) + wpe[pos * p.C4 + c];
 }

@@ -9,11 +9,54 @@ import { type Dispatch, type Gpu, groups, type Tensor } from "./gpu.ts";
 const code = await Deno.readTextFile(new URL("./matmul.wgsl", import.meta.url));
 const WG = 16;
 
-/** A [rows, cols] f32 matrix stored as row ranges, each small enough to bind. */
+/**
+ * How a weight matrix is stored on the GPU: `f32` exactly as the checkpoint has it, or `f16`
+ * packed two per u32 word, which halves the bytes (and, on llvmpipe, the reads) of every
+ * product at the cost of rounding each weight to f16 (11 significant bits).
+ */
+export type WeightFormat = "f32" | "f16";
+
+/** Checks a weight format given on a command line; `what` names the option. */
+export function parseWeightFormat(s: string, what: string): WeightFormat {
+  if (s === "f32" || s === "f16") return s;
+  throw new Error(`${what}: expected f32 or f16, got "${s}"`);
+}
+
+/** A [rows, cols] weight matrix on the GPU, stored [out, in] in a {@link WeightFormat}. */
+export interface Weight {
+  readonly tensor: Tensor; // [rows, cols] f32, or [rows, cols / 2] u32 words of f16 pairs
+  readonly rows: number;
+  readonly cols: number;
+  readonly format: WeightFormat;
+}
+
+/** A [rows, cols] weight matrix stored as row ranges, each small enough to bind. */
 export interface RowChunks {
   readonly rows: number;
   readonly cols: number;
+  readonly format: WeightFormat;
   readonly parts: readonly { readonly row0: number; readonly tensor: Tensor }[];
+}
+
+/** The u32 words of `data` rounded to f16, two per word (element 2i in the low half). */
+export function packHalves(data: Float32Array): Uint32Array {
+  if (data.length % 2) throw new Error(`packHalves: ${data.length} values, not an even count`);
+  return new Uint32Array(new Float16Array(data).buffer);
+}
+
+/** Uploads a [rows, cols] matrix (already [out, in]) in `format`. */
+export function uploadWeight(
+  gpu: Gpu,
+  data: Float32Array,
+  rows: number,
+  cols: number,
+  label: string,
+  format: WeightFormat = "f32",
+): Weight {
+  const tensor = format === "f16"
+    ? gpu.upload(packHalves(data), [rows, cols / 2], label)
+    : gpu.upload(data, [rows, cols], label);
+  return { tensor, rows, cols, format };
 }
 
 /**
@@ -27,15 +70,18 @@ export function uploadRowChunks(
   cols: number,
   label: string,
   maxBytes: number = gpu.maxBinding,
+  format: WeightFormat = "f32",
 ): RowChunks {
-  const perPart = Math.max(4, Math.floor(maxBytes / (cols * 4) / 4) * 4);
+  const rowBytes = cols * (format === "f16" ? 2 : 4);
+  const perPart = Math.max(4, Math.floor(maxBytes / rowBytes / 4) * 4);
   const parts = [];
   for (let row0 = 0; row0 < rows; row0 += perPart) {
     const n = Math.min(perPart, rows - row0);
     const slice = data.subarray(row0 * cols, (row0 + n) * cols);
-    parts.push({ row0, tensor: gpu.upload(slice, [n, cols], `${label}[${row0}:${row0 + n}]`) });
+    const { tensor } = uploadWeight(gpu, slice, n, cols, `${label}[${row0}:${row0 + n}]`, format);
+    parts.push({ row0, tensor });
   }
-  return { rows, cols, parts };
+  return { rows, cols, format, parts };
 }
 
 /** [rows, cols] -> [cols, rows], e.g. HF Conv1D's [in, out] weight to [out, in]. */
@@ -53,37 +99,43 @@ function product(
   label: string,
   x: Tensor,
   xRow0: number,
-  w: Tensor,
+  w: Weight,
   b: Tensor | null,
   y: Tensor,
   yCol0: number,
 ): Dispatch {
-  const [N, K] = w.shape;
+  const { rows: N, cols: K, tensor } = w;
   const [M, ldy] = y.shape;
   const params = gpu.uniform([M, N, K, xRow0, yCol0, ldy, b ? 1 : 0]);
-  // Without a bias the kernel never reads b; w stands in for the binding.
-  const bindings = [params, x, w, b ?? w, y];
-  if (M < 4) {
-    const pipeline = gpu.pipeline(code, "matmul_row", { WG: 64 });
-    return gpu.dispatch(label, pipeline, bindings, [groups(Math.ceil(N / 4), 64), M]);
-  }
-  const pipeline = gpu.pipeline(code, "matmul_rows16", { WG: 16 });
-  return gpu.dispatch(label, pipeline, bindings, [
-    groups(Math.ceil(N / 16), 16),
-    Math.ceil(M / 16),
-  ]);
+  // Without a bias the kernel never reads b; the weights stand in for the binding. The
+  // weights are bound as the kernel reads them: f32 (w), f16 pairs (wh) or f16 eights (wh8).
+  // Small workgroups (16) spread even a 768-output decode product over both cores.
+  const f16 = w.format === "f16";
+  const [entry, cols, rows] = M >= 4
+    ? ["matmul_rows16", 16, 16]
+    : f16 && K % 8 === 0
+    ? ["matmul_row_f16", 4, 1]
+    : ["matmul_row", 4, 1];
+  const bias = b ?? tensor;
+  const bindings = entry === "matmul_row_f16"
+    ? [params, x, undefined, bias, y, undefined, tensor]
+    : [params, x, tensor, bias, y, tensor];
+  const pipeline = gpu.pipeline(code, entry, { WG, F16: f16 ? 1 : 0 });
+  const grid = [groups(Math.ceil(N / cols), WG), Math.ceil(M / rows)];
+  return gpu.dispatch(label, pipeline, bindings, grid);
 }
 
 /**
  * y = x @ w^T + b, an HF Conv1D with its weight stored transposed.
  * x: [M, K], w: [N, K] (stored [out, in]), b: [N], y: [M, N]. K a multiple of 4.
  */
-export function matmul(gpu: Gpu, x: Tensor, w: Tensor, b: Tensor, y: Tensor): Dispatch {
+export function matmul(gpu: Gpu, x: Tensor, w: Weight, b: Tensor, y: Tensor): Dispatch {
   const [M, K] = x.shape;
-  const N = w.shape[0];
-  if (w.shape[1] !== K || b.shape[0] !== N || y.shape[0] !== M || y.shape[1] !== N) {
+  const N = w.rows;
+  if (w.cols !== K || b.shape[0] !== N || y.shape[0] !== M || y.shape[1] !== N) {
     throw new Error(
-      `matmul: shapes x[${x.shape}] w[${w.shape}] b[${b.shape}] y[${y.shape}] do not fit`,
+      `matmul: shapes x[${x.shape}] w[${w.rows},${w.cols}] b[${b.shape}] y[${y.shape}] ` +
+        `do not fit`,
     );
   }
   if (K % 4) throw new Error(`matmul: K=${K} must be a multiple of 4`);
@@ -122,9 +174,10 @@ export function matmulTransposed(
       offset: logits.offset + r0 * ldy * 4,
       shape: [rows, ldy],
     };
-    for (const part of w.parts) {
-      const label = `lm_head ${rows}x${K}x${part.tensor.shape[0]}`;
-      out.push(product(gpu, label, x, xRow0 + r0, part.tensor, null, block, part.row0));
+    for (const { row0, tensor } of w.parts) {
+      const part: Weight = { tensor, rows: tensor.shape[0], cols: K, format: w.format };
+      const label = `lm_head ${rows}x${K}x${part.rows}`;
+      out.push(product(gpu, label, x, xRow0 + r0, part, null, block, row0));
     }
   }
   return out;

@@ -10,10 +10,13 @@
 // weight rows form a mat4x4 W with rows as columns, so the contribution of x[k..k+4] to 4
 // outputs is x * W. Tiles are written out by hand (named accumulators, no arrays): Mesa's
 // Vulkan path keeps private arrays in memory, 6x slower.
+// Weights may be f32, or f16 packed two per u32 word (F16): half the bytes and half the
+// reads per weight, each weight rounded to f16 when it is uploaded.
 // Rows and columns past the edge are clamped for reads and skipped for writes, so any M
 // and N work; K must be a multiple of 4.
 
-override WG: u32 = 64u; // invocations per workgroup (the wrapper picks it per entry)
+override WG: u32 = 64u;     // invocations per workgroup
+override F16: bool = false; // weights stored as f16 pairs (read through wh, not w)
 
 struct Params {
   M: u32,       // rows of y
@@ -27,18 +30,29 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;  // [*, K]
-@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;  // [N, K]
+@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;  // [N, K] (f32)
 @group(0) @binding(3) var<storage, read> b: array<f32>;        // [N] (unused without bias)
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;  // [M, ldy]
+@group(0) @binding(5) var<storage, read> wh: array<vec2<u32>>; // [N, K] as f16 pairs (F16)
+@group(0) @binding(6) var<storage, read> wh8: array<vec4<u32>>; // the same, 8 weights a read
+
+// Weights k .. k+3 of weight row n: w[n, 4·k4 ..].
+fn wrow(n: u32, k4: u32, K4: u32) -> vec4<f32> {
+  if (F16) {
+    let h = wh[n * K4 + k4];
+    return vec4(unpack2x16float(h.x), unpack2x16float(h.y));
+  }
+  return w[n * K4 + k4];
+}
 
 // Weight rows n .. n+3 (clamped), vec4 k4 of each, as the columns of a matrix.
 fn w4(n: u32, k4: u32, K4: u32) -> mat4x4<f32> {
   let last = p.N - 1u;
   return mat4x4(
-    w[min(n, last) * K4 + k4],
-    w[min(n + 1u, last) * K4 + k4],
-    w[min(n + 2u, last) * K4 + k4],
-    w[min(n + 3u, last) * K4 + k4],
+    wrow(min(n, last), k4, K4),
+    wrow(min(n + 1u, last), k4, K4),
+    wrow(min(n + 2u, last), k4, K4),
+    wrow(min(n + 3u, last), k4, K4),
   );
 }
 
@@ -60,6 +74,38 @@ fn matmul_row(@builtin(global_invocation_id) gid: vec3<u32>) {
   let xr = (p.xRow0 + min(gid.y, p.M - 1u)) * K4;
   var acc = vec4(0.0);
   for (var k4 = 0u; k4 < K4; k4++) { acc += x[xr + k4] * w4(n, k4, K4); }
+  store(gid.y, n, acc);
+}
+
+// Weights 4·i .. 4·i+3 of a vec4<u32> holding 8 f16 weights: i = 0 (low) or 1 (high).
+fn halves4(v: vec4<u32>, i: u32) -> vec4<f32> {
+  let pair = select(v.xy, v.zw, i == 1u);
+  return vec4(unpack2x16float(pair.x), unpack2x16float(pair.y));
+}
+
+// matmul_row for f16 weights: each read takes 8 weights of a row, half the reads of f32
+// (reading 4 f16 at a time costs as much as 4 f32). K must be a multiple of 8.
+@compute @workgroup_size(WG)
+fn matmul_row_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let K8 = p.K / 8u;
+  let n = gid.x * 4u;
+  if (n >= p.N) { return; }
+  let last = p.N - 1u;
+  let w0 = min(n, last) * K8;
+  let w1 = min(n + 1u, last) * K8;
+  let w2 = min(n + 2u, last) * K8;
+  let w3 = min(n + 3u, last) * K8;
+  let xr = (p.xRow0 + min(gid.y, p.M - 1u)) * K8 * 2u;
+  var acc = vec4(0.0);
+  for (var k8 = 0u; k8 < K8; k8++) {
+    let a = wh8[w0 + k8];
+    let b = wh8[w1 + k8];
+    let c = wh8[w2 + k8];
+    let d = wh8[w3 + k8];
+    acc += x[xr + 2u * k8] * mat4x4(halves4(a, 0u), halves4(b, 0u), halves4(c, 0u), halves4(d, 0u));
+    acc += x[xr + 2u * k8 + 1u] *
+      mat4x4(halves4(a, 1u), halves4(b, 1u), halves4(c, 1u), halves4(d, 1u));
+  }
   store(gid.y, n, acc);
 }
 

@@ -18,6 +18,9 @@ import {
   type RowChunks,
   transpose,
   uploadRowChunks,
+  uploadWeight,
+  type Weight,
+  type WeightFormat,
 } from "../kernels/matmul.ts";
 import { residual } from "../kernels/residual.ts";
 import type { GPT2Config } from "./config.ts";
@@ -45,6 +48,16 @@ export interface ForwardOutput {
   profile?: KernelTime[];
 }
 
+/** How a model is put on the GPU. */
+export interface ModelOptions {
+  /**
+   * Storage of the matrices (every Linear, wte and lm_head): "f32" (default, HF parity) or
+   * "f16", half the bytes per decode step with each weight rounded to f16. LayerNorms,
+   * biases and wpe stay f32.
+   */
+  weights?: WeightFormat;
+}
+
 /** A plan recorded against one version of a cache's buffers. */
 interface RecordedPlan {
   version: number;
@@ -68,11 +81,11 @@ class LayerNorm {
 
 /** HF Conv1D: y = x @ W + b; W arrives [in, out] and is kept transposed, [out, in]. */
 class Linear {
-  readonly weight: Tensor;
+  readonly weight: Weight;
   readonly bias: Tensor;
-  constructor(readonly gpu: Gpu, w: LinearWeights, name: string) {
+  constructor(readonly gpu: Gpu, w: LinearWeights, name: string, format: WeightFormat) {
     const { inFeatures: n, outFeatures: m } = w;
-    this.weight = gpu.upload(transpose(w.weight, n, m), [m, n], `${name}.weight`);
+    this.weight = uploadWeight(gpu, transpose(w.weight, n, m), m, n, `${name}.weight`, format);
     this.bias = gpu.upload(w.bias, [m], `${name}.bias`);
   }
 
@@ -98,9 +111,9 @@ interface SequenceRows {
 class CausalSelfAttention {
   readonly cAttn: Linear;
   readonly cProj: Linear;
-  constructor(readonly gpu: Gpu, w: BlockWeights["attn"], name: string) {
-    this.cAttn = new Linear(gpu, w.cAttn, `${name}.c_attn`);
-    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`);
+  constructor(readonly gpu: Gpu, w: BlockWeights["attn"], name: string, f: WeightFormat) {
+    this.cAttn = new Linear(gpu, w.cAttn, `${name}.c_attn`, f);
+    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f);
   }
 
   // x: [T, C] -> out: [T, C]; each sequence's K/V go to its cache rows pos0 .. pos0+T-1
@@ -121,9 +134,9 @@ class CausalSelfAttention {
 class MLP {
   readonly cFc: Linear;
   readonly cProj: Linear;
-  constructor(readonly gpu: Gpu, w: BlockWeights["mlp"], name: string) {
-    this.cFc = new Linear(gpu, w.cFc, `${name}.c_fc`);
-    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`);
+  constructor(readonly gpu: Gpu, w: BlockWeights["mlp"], name: string, f: WeightFormat) {
+    this.cFc = new Linear(gpu, w.cFc, `${name}.c_fc`, f);
+    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f);
   }
 
   // x: [T, C] -> out: [T, C] through fc: [T, nInner]
@@ -138,11 +151,11 @@ class Block {
   readonly attn: CausalSelfAttention;
   readonly ln2: LayerNorm;
   readonly mlp: MLP;
-  constructor(readonly gpu: Gpu, w: BlockWeights, eps: number, name: string) {
+  constructor(readonly gpu: Gpu, w: BlockWeights, eps: number, name: string, f: WeightFormat) {
     this.ln1 = new LayerNorm(gpu, w.ln1, eps, `${name}.ln_1`);
-    this.attn = new CausalSelfAttention(gpu, w.attn, `${name}.attn`);
+    this.attn = new CausalSelfAttention(gpu, w.attn, `${name}.attn`, f);
     this.ln2 = new LayerNorm(gpu, w.ln2, eps, `${name}.ln_2`);
-    this.mlp = new MLP(gpu, w.mlp, `${name}.mlp`);
+    this.mlp = new MLP(gpu, w.mlp, `${name}.mlp`, f);
   }
 
   // s.x: [T, C] -> s.x: [T, C], in place
@@ -176,13 +189,24 @@ export class GPT2 {
   #batchSteps = new WeakMap<KVCache, Tensor>(); // each sequence's [pos0] in a batch
   #workspaces = new Map<string, { ws: Workspace; plans: WeakMap<KVCache, RecordedPlan> }>();
 
-  constructor(readonly gpu: Gpu, readonly config: GPT2Config, w: GPT2Weights) {
+  /** How the matrices are stored on the GPU. */
+  readonly weightFormat: WeightFormat;
+
+  constructor(
+    readonly gpu: Gpu,
+    readonly config: GPT2Config,
+    w: GPT2Weights,
+    options: ModelOptions = {},
+  ) {
     const { vocabSize: V, nEmbd: C, nPositions: P, layerNormEpsilon: eps } = config;
-    this.wte = uploadRowChunks(gpu, w.wte, V, C, "wte");
+    const f = this.weightFormat = options.weights ?? "f32";
+    this.wte = uploadRowChunks(gpu, w.wte, V, C, "wte", gpu.maxBinding, f);
     this.wpe = gpu.upload(w.wpe, [P, C], "wpe");
-    this.blocks = w.blocks.map((b, i) => new Block(gpu, b, eps, `h.${i}`));
+    this.blocks = w.blocks.map((b, i) => new Block(gpu, b, eps, `h.${i}`, f));
     this.lnF = new LayerNorm(gpu, w.lnF, eps, "ln_f");
-    this.lmHead = w.lmHead ? uploadRowChunks(gpu, w.lmHead, V, C, "lm_head") : this.wte;
+    this.lmHead = w.lmHead
+      ? uploadRowChunks(gpu, w.lmHead, V, C, "lm_head", gpu.maxBinding, f)
+      : this.wte;
     this.ids = gpu.tensor([P], "ids");
     this.step = gpu.tensor([4], "step");
     this.tokens = gpu.tensor([P], "tokens");
@@ -190,9 +214,9 @@ export class GPT2 {
   }
 
   /** Loads a HuggingFace checkpoint folder (config.json + *.safetensors) onto the GPU. */
-  static async load(gpu: Gpu, dir: string): Promise<GPT2> {
+  static async load(gpu: Gpu, dir: string, options: ModelOptions = {}): Promise<GPT2> {
     const { config, weights } = await loadCheckpoint(dir);
-    return new GPT2(gpu, config, weights);
+    return new GPT2(gpu, config, weights, options);
   }
 
   /**
@@ -226,7 +250,8 @@ export class GPT2 {
       this.positions,
       ...this.wte.parts.map((p) => p.tensor),
       ...(this.lmHead === this.wte ? [] : this.lmHead.parts.map((p) => p.tensor)),
-      ...[...linears, ...norms].flatMap((m) => [m.weight, m.bias]),
+      ...linears.flatMap((m) => [m.weight.tensor, m.bias]),
+      ...norms.flatMap((m) => [m.weight, m.bias]),
     ];
     for (const t of tensors) this.gpu.destroy(t);
     for (const { ws } of this.#workspaces.values()) ws.destroy();

@@ -8,7 +8,7 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import { GPT2_SIZES, parameterCount } from "./config.ts";
 import { downloadCheckpoint, findInHfCache, resolveRepo } from "./download.ts";
-import { GPT2 } from "./gpt2.ts";
+import { GPT2, type ModelOptions } from "./gpt2.ts";
 import { loadCheckpoint, randomWeights } from "./weights.ts";
 
 /** The name that selects the embedded random-weight model. */
@@ -39,18 +39,22 @@ export async function findLocalGpt2(): Promise<string | null> {
  * `owner/repo` (downloaded unless already local), or `embedded`. Without a spec: real GPT-2
  * small if present locally, else the embedded model.
  */
-export async function openModel(gpu: Gpu, spec?: string): Promise<OpenedModel> {
+export async function openModel(
+  gpu: Gpu,
+  spec?: string,
+  options: ModelOptions = {},
+): Promise<OpenedModel> {
   if (spec === undefined) spec = (await findLocalGpt2()) ?? EMBEDDED;
   if (spec === EMBEDDED) {
     const config = GPT2_SIZES.gpt2;
-    const model = new GPT2(gpu, config, randomWeights(config, EMBEDDED_SEED));
+    const model = new GPT2(gpu, config, randomWeights(config, EMBEDDED_SEED), options);
     return {
       model,
       name: EMBEDDED,
       random: true,
       description: `embedded GPT-2 small architecture (124M) with seeded random weights ` +
         `(seed ${EMBEDDED_SEED}): the text is gibberish, timings and cache are real. ` +
-        `For real weights: deno task download gpt2`,
+        `For real weights: deno task download gpt2${weightsNote(options)}`,
     };
   }
   let dir = spec;
@@ -73,12 +77,16 @@ export async function openModel(gpu: Gpu, spec?: string): Promise<OpenedModel> {
   const { config, weights } = await loadCheckpoint(dir);
   const params = (parameterCount(config) / 1e6).toFixed(1);
   return {
-    model: new GPT2(gpu, config, weights),
+    model: new GPT2(gpu, config, weights, options),
     name: spec,
     random: false,
     description: `${spec}${how}: ${config.nLayer} layers, ${config.nHead} heads, ` +
-      `n_embd ${config.nEmbd}, ${params}M parameters, from ${dir}`,
+      `n_embd ${config.nEmbd}, ${params}M parameters, from ${dir}${weightsNote(options)}`,
   };
+}
+
+function weightsNote(options: ModelOptions): string {
+  return options.weights === "f16" ? "; weights stored as f16" : "";
 }
 
 async function exists(path: string): Promise<boolean> {

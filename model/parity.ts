@@ -7,7 +7,8 @@
  * @module
  */
 import type { Gpu } from "../kernels/gpu.ts";
-import { GPT2 } from "./gpt2.ts";
+import type { WeightFormat } from "../kernels/matmul.ts";
+import { GPT2, type ModelOptions } from "./gpt2.ts";
 import type { KVCache } from "./kv_cache.ts";
 import { generate, greedyOptions } from "./generate.ts";
 import { SafetensorsFile } from "./safetensors.ts";
@@ -31,6 +32,8 @@ export interface ParityRow {
 export interface ParityReport {
   model: string;
   adapter: string;
+  /** How the model's matrices were stored: the 1e-5 bound holds for f32 weights. */
+  weights: WeightFormat;
   rows: ParityRow[];
   /** Max abs diff over all float tensors. */
   maxAbsDiff: number;
@@ -54,9 +57,16 @@ function maxAbs(a: Float32Array): number {
   return m;
 }
 
-/** Runs the full parity check on a reference folder. */
-export async function runParity(gpu: Gpu, dir: string): Promise<ParityReport> {
-  const model = await GPT2.load(gpu, dir);
+/**
+ * Runs the full parity check on a reference folder. With f16 weights the diffs are
+ * computed the same way but only reported: each weight is rounded to f16 first.
+ */
+export async function runParity(
+  gpu: Gpu,
+  dir: string,
+  options: ModelOptions = {},
+): Promise<ParityReport> {
+  const model = await GPT2.load(gpu, dir, options);
   const ref = await SafetensorsFile.open(`${dir}/reference.safetensors`);
   const prompts = [...ref.tensors.keys()]
     .filter((k) => k.endsWith(".input_ids"))
@@ -83,11 +93,13 @@ export async function runParity(gpu: Gpu, dir: string): Promise<ParityReport> {
     for (const p of prompts) await comparePrompt(model, cache, ref, p, floats, rows);
   } finally {
     cache.destroy();
+    model.destroy();
   }
   const maxDiff = Math.max(0, ...rows.filter((r) => r.kind === "float").map((r) => r.maxAbsDiff));
   return {
     model: dir,
     adapter: gpu.description,
+    weights: model.weightFormat,
     rows,
     maxAbsDiff: maxDiff,
     pass: rows.every((r) => r.pass),

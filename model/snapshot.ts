@@ -79,16 +79,17 @@ export function modelFingerprint(model: GPT2): Promise<string> {
 }
 
 async function computeFingerprint(model: GPT2): Promise<string> {
-  const { nEmbd: C, tieWordEmbeddings } = model.config;
-  const firstRows = (t: Tensor, rows: number, cols: number): Tensor => ({
+  const { tieWordEmbeddings } = model.config;
+  // The stored words, f32 or f16 pairs: a cache made with f16 weights is another model's.
+  const firstRows = (t: Tensor, rows: number): Tensor => ({
     buffer: t.buffer,
     offset: t.offset,
-    shape: [Math.min(rows, t.shape[0]), cols],
+    shape: [Math.min(rows, t.shape[0]), t.shape[1]],
   });
-  const firstRow = (t: Tensor): Tensor => firstRows(t, 1, t.shape[1]);
+  const firstRow = (t: Tensor): Tensor => firstRows(t, 1);
   const sample: Tensor[] = [
-    firstRows(model.wte.parts[0].tensor, FINGERPRINT_ROWS, C),
-    ...(tieWordEmbeddings ? [] : [firstRows(model.lmHead.parts[0].tensor, FINGERPRINT_ROWS, C)]),
+    firstRows(model.wte.parts[0].tensor, FINGERPRINT_ROWS),
+    ...(tieWordEmbeddings ? [] : [firstRows(model.lmHead.parts[0].tensor, FINGERPRINT_ROWS)]),
     model.wpe,
     ...model.blocks.flatMap((b) => [
       b.ln1.weight,
@@ -97,7 +98,7 @@ async function computeFingerprint(model: GPT2): Promise<string> {
       b.ln2.bias,
       ...[b.attn.cAttn, b.attn.cProj, b.mlp.cFc, b.mlp.cProj].flatMap((l) => [
         l.bias,
-        firstRow(l.weight),
+        firstRow(l.weight.tensor),
       ]),
     ]),
     model.lnF.weight,

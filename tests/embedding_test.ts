@@ -33,7 +33,7 @@ function oddChunks(arena: Arena, wte: Float32Array): RowChunks {
     row0: r0,
     tensor: arena.upload(wte.slice(r0 * C, bounds[i + 1] * C), [bounds[i + 1] - r0, C], "wte"),
   }));
-  return { rows: V, cols: C, parts };
+  return { rows: V, cols: C, format: "f32", parts };
 }
 
 Deno.test("embedding: V = 50257 in one chunk and in many, T = 1, 7, 129, pos0 >= 0", async () => {
@@ -46,7 +46,12 @@ Deno.test("embedding: V = 50257 in one chunk and in many, T = 1, 7, 129, pos0 >=
     ["one chunk", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte"))],
     ["512 KiB chunks", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 19))],
     ["odd chunks", oddChunks(arena, wte)],
+    [
+      "f16, 256 KiB chunks",
+      arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 18, "f16")),
+    ],
   ];
+  const wte16 = new Float32Array(new Float16Array(wte)); // the values f16 storage holds
   assert.equal(chunkings[0][1].parts.length, 1);
   assert.equal(chunkings[1][1].parts.length, 25);
   for (const [name, wteT] of chunkings) {
@@ -55,7 +60,7 @@ Deno.test("embedding: V = 50257 in one chunk and in many, T = 1, 7, 129, pos0 >=
       const x = arena.poisoned([T, C], "x");
       gpu.run(embedding(gpu, arena.upload(tokens, [T], "ids"), arena.step(pos0), wteT, wpeT, x));
       const got = await gpu.read1(x);
-      const ref = embeddingRef(tokens, wte, wpe, C, pos0);
+      const ref = embeddingRef(tokens, wteT.format === "f16" ? wte16 : wte, wpe, C, pos0);
       assertClose(got, ref, TOL, `embedding ${name} T=${T} pos0=${pos0}`);
     }
   }
@@ -82,7 +87,12 @@ Deno.test("embedding: reads only the first T ids of a longer ids buffer", async 
 
 Deno.test("embedding: rejects shapes that do not fit", () => {
   const arena = new Arena(gpu);
-  const w = { rows: 10, cols: 8, parts: [{ row0: 0, tensor: arena.poisoned([10, 8]) }] };
+  const w: RowChunks = {
+    rows: 10,
+    cols: 8,
+    format: "f32",
+    parts: [{ row0: 0, tensor: arena.poisoned([10, 8]) }],
+  };
   const ids = arena.upload(new Uint32Array(2), [2]);
   const step = arena.step(0);
   assert.throws(

@@ -7,9 +7,13 @@ import { Gpu } from "../kernels/gpu.ts";
 import {
   matmul,
   matmulTransposed,
+  packHalves,
   type RowChunks,
   transpose,
   uploadRowChunks,
+  uploadWeight,
+  type Weight,
+  type WeightFormat,
 } from "../kernels/matmul.ts";
 import { matmulRef, matmulTransposedRef } from "./cpu_reference.ts";
 import { Arena, assertClose, Rng } from "./helpers.ts";
@@ -28,6 +32,11 @@ const C = 64;
 function stride(v: number): number {
   const align = gpu.bindingAlignment / 4;
   return Math.ceil(v / align) * align;
+}
+
+/** The values an f16 weight holds: each rounded to the nearest f16. */
+function halves(a: Float32Array): Float32Array {
+  return new Float32Array(new Float16Array(a));
 }
 
 /** [M, ld] -> [M, n] */
@@ -59,34 +68,47 @@ function chunksAt(
     const t = arena.upload(data.slice(r0 * cols, r1 * cols), [r1 - r0, cols], `w[${r0}:${r1}]`);
     parts.push({ row0: r0, tensor: t });
   }
-  return { rows: bounds[bounds.length - 1], cols, parts };
+  return { rows: bounds[bounds.length - 1], cols, format: "f32", parts };
 }
 
-Deno.test("matmul: x @ w + b for T = 1, 3, 7, 129 and N not a multiple of 8 or 4", async () => {
-  const rng = new Rng(1);
-  const arena = new Arena(gpu);
-  for (const [K, N] of [[48, 12], [64, 100], [100, 37], [1024, 36], [768, 2308]]) {
-    const w = rng.normals(K * N, 1 / Math.sqrt(K));
-    const b = rng.uniforms(N, -0.1, 0.1);
-    const wT = arena.upload(transpose(w, K, N), [N, K], "w"); // stored [out, in]
-    const bT = arena.upload(b, [N], "b");
-    for (const M of [1, 3, 4, 7, 16, 17, 129]) {
-      if (K * N > 100_000 && M !== 7) continue; // the GPT-2-sized shape once is enough
-      const x = rng.uniforms(M * K, -2, 2);
-      const xT = arena.upload(x, [M, K], "x");
-      const yT = arena.poisoned([M, N], "y");
-      gpu.run([matmul(gpu, xT, wT, bT, yT)]);
-      const got = await gpu.read1(yT);
-      assertClose(got, matmulRef(x, w, b, M, K, N), TOL, `matmul ${M}x${K}x${N}`);
+for (const format of ["f32", "f16"] as const) {
+  Deno.test(`matmul: x @ w + b, ${format} weights, M = 1 .. 129, N not a multiple of 4`, async () => {
+    // With f16 weights the reference multiplies the same f16-rounded weights in f64, so the
+    // bound is as tight as for f32: only the products' f32 arithmetic differs.
+    const rng = new Rng(1);
+    const arena = new Arena(gpu);
+    for (const [K, N] of [[48, 12], [64, 100], [100, 37], [1024, 36], [768, 2308]]) {
+      const w = rng.normals(K * N, 1 / Math.sqrt(K));
+      const b = rng.uniforms(N, -0.1, 0.1);
+      const wT = uploadWeight(gpu, transpose(w, K, N), N, K, "w", format); // stored [out, in]
+      arena.add(wT.tensor);
+      const stored = format === "f16" ? halves(w) : w;
+      const bT = arena.upload(b, [N], "b");
+      for (const M of [1, 3, 4, 7, 16, 17, 129]) {
+        if (K * N > 100_000 && M !== 7) continue; // the GPT-2-sized shape once is enough
+        const x = rng.uniforms(M * K, -2, 2);
+        const xT = arena.upload(x, [M, K], "x");
+        const yT = arena.poisoned([M, N], "y");
+        gpu.run([matmul(gpu, xT, wT, bT, yT)]);
+        const got = await gpu.read1(yT);
+        const label = `matmul ${format} ${M}x${K}x${N}`;
+        assertClose(got, matmulRef(x, stored, b, M, K, N), TOL, label);
+      }
     }
-  }
-  arena.destroy();
+    arena.destroy();
+  });
+}
+
+Deno.test("packHalves: two f16 per word, element 2i in the low half; odd counts refused", () => {
+  const words = packHalves(new Float32Array([1, -2, 0.5, 65504]));
+  assert.deepEqual([...words], [0xc000_3c00, 0x7bff_3800]);
+  assert.throws(() => packHalves(new Float32Array(3)), /even/);
 });
 
 Deno.test("matmul: rejects shapes that do not fit", () => {
   const arena = new Arena(gpu);
   const x = arena.poisoned([3, 6]);
-  const w = arena.poisoned([8, 6]);
+  const w: Weight = { tensor: arena.poisoned([8, 6]), rows: 8, cols: 6, format: "f32" };
   const b = arena.poisoned([8]);
   const y = arena.poisoned([3, 8]);
   assert.throws(() => matmul(gpu, x, w, b, y), /K=6 must be a multiple of 4/);
@@ -105,16 +127,24 @@ Deno.test("matmulTransposed: lm_head over V = 50257 in one chunk and in many", a
     ["512 KiB chunks", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 19))],
     // Chunks starting at rows that are not multiples of 4, and a one-row chunk.
     ["odd chunks", chunksAt(arena, wte, C, [0, 4093, 4094, 21111, V])],
+    [
+      "f16, 256 KiB chunks",
+      arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 18, "f16")),
+    ],
   ];
   assert.equal(chunkings[1][1].parts.length, 25);
-  const xs = new Map<number, { x: Float32Array; ref: Float64Array }>();
+  assert.equal(chunkings[3][1].parts.length, 25); // f16 rows take half the bytes
+  const wte16 = halves(wte);
+  const xs = new Map<number, { x: Float32Array; ref: Record<WeightFormat, Float64Array> }>();
   for (const M of [1, 7, 129]) {
     const x = rng.normals(M * C);
-    xs.set(M, { x, ref: matmulTransposedRef(x, wte, M, C, V) });
+    const f32 = matmulTransposedRef(x, wte, M, C, V);
+    xs.set(M, { x, ref: { f32, f16: M > 7 ? f32 : matmulTransposedRef(x, wte16, M, C, V) } });
   }
   for (const [name, w] of chunkings) {
-    for (const [M, { x, ref }] of xs) {
+    for (const [M, { x, ref: refs }] of xs) {
       if (M > 7 && name !== "odd chunks") continue; // the big M once: the GPU is a CPU here
+      const ref = refs[w.format];
       const xT = arena.upload(x, [M, C], "x");
       const logits = arena.poisoned([M, ld], "logits");
       gpu.run(matmulTransposed(gpu, xT, 0, w, logits));

@@ -31,3 +31,18 @@ for (const dir of await fixtures()) {
     assert.ok(report.rows.some((r) => r.kind === "ids"), "greedy ids were compared");
   });
 }
+
+Deno.test("parity with f16 weights is reported: diffs of f16 rounding, not of a broken kernel", async () => {
+  // Rounding every weight to f16 (relative error <= 2^-11) moves GPT-2's outputs by about
+  // 1e-3 of their size: measurably off (so f16 storage really is in use), and far from
+  // the diffs a wrong read would give (order 1).
+  const report = await runParity(gpu, "data/tiny-gpt2", { weights: "f16" });
+  assert.equal(report.weights, "f16");
+  const floats = report.rows.filter((r) => r.kind === "float");
+  for (const r of floats) {
+    const rel = r.maxAbsDiff / Math.max(1, r.maxAbsRef);
+    assert.ok(rel < 5e-3, `${r.tensor}: ${r.maxAbsDiff} of max ${r.maxAbsRef}`);
+  }
+  assert.ok(report.maxAbsDiff > TOLERANCE, `max abs diff ${report.maxAbsDiff}: f16 not applied?`);
+  console.log(`f16 weights: max_abs_diff=${report.maxAbsDiff.toExponential(2)}`);
+});
