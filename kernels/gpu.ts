@@ -67,10 +67,36 @@ interface PendingProfile {
 /** Most timestamps in one query set (WebGPU's limit). */
 const MAX_QUERIES = 4096;
 
+/**
+ * The family of kernel designs a device gets. `cpu`, for software adapters (llvmpipe,
+ * lavapipe, SwiftShader, WARP), where reads cost more than arithmetic and barriers are slow:
+ * large register tiles per invocation and no workgroup memory. `gpu`, for real GPUs:
+ * workgroup-memory tiles shared by 256 invocations, and matrix-vector products whose
+ * workgroups read each weight row together and reduce in workgroup memory.
+ */
+export type KernelDesign = "cpu" | "gpu";
+
 /** Options for {@link Gpu.open}. */
 export interface GpuOptions {
   /** Ask for a high-performance or low-power adapter. */
   powerPreference?: GPUPowerPreference;
+  /**
+   * Kernel designs to use; default: the environment's `KVGPT_KERNELS` if set, else `cpu` on
+   * a software adapter and `gpu` otherwise.
+   */
+  design?: KernelDesign;
+}
+
+/** The design suited to an adapter: software rasterizers run WGSL on the CPU. */
+export function designFor(info: GPUAdapterInfo): KernelDesign {
+  const name = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`;
+  return info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|warp/i.test(name) ? "cpu" : "gpu";
+}
+
+/** Reads a design named on a command line or in KVGPT_KERNELS; `what` names the source. */
+export function parseDesign(s: string, what: string): KernelDesign {
+  if (s === "cpu" || s === "gpu") return s;
+  throw new Error(`${what}: expected cpu or gpu, got "${s}"`);
 }
 
 const HELP_NO_ADAPTER = [
@@ -96,6 +122,8 @@ export class Gpu {
   readonly bindingAlignment: number;
   /** Bytes of live buffers created through this object. */
   bytesAllocated = 0;
+  /** The kernel designs this device uses. */
+  readonly design: KernelDesign;
 
   #pipelines = new Map<string, GPUComputePipeline>();
   #modules = new Map<string, GPUShaderModule>();
@@ -103,8 +131,13 @@ export class Gpu {
   #errors: string[] = [];
   #profiles: PendingProfile[] = [];
 
-  private constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice) {
+  private constructor(
+    readonly adapter: GPUAdapter,
+    readonly device: GPUDevice,
+    design: KernelDesign,
+  ) {
     const info = adapter.info;
+    this.design = design;
     const name = info.description || `${info.vendor} ${info.device}`.trim() || "unknown adapter";
     this.hasF16 = device.features.has("shader-f16");
     this.hasTimestamps = device.features.has("timestamp-query");
@@ -113,7 +146,7 @@ export class Gpu {
     const feats = [this.hasF16 ? "shader-f16" : "", this.hasTimestamps ? "timestamp-query" : ""]
       .filter(Boolean).join(", ") || "no optional features";
     this.description = `${name}${info.isFallbackAdapter ? " (software)" : ""}; ${feats}; ` +
-      `max binding ${(this.maxBinding / 2 ** 20).toFixed(0)} MiB`;
+      `max binding ${(this.maxBinding / 2 ** 20).toFixed(0)} MiB; ${design} kernels`;
     device.addEventListener("uncapturederror", (e) => {
       this.#errors.push((e as GPUUncapturedErrorEvent).error.message);
     });
@@ -126,6 +159,9 @@ export class Gpu {
       powerPreference: options.powerPreference ?? "high-performance",
     });
     if (!adapter) throw new Error(HELP_NO_ADAPTER);
+    const fromEnv = Deno.env.get("KVGPT_KERNELS");
+    const design = options.design ??
+      (fromEnv ? parseDesign(fromEnv, "KVGPT_KERNELS") : designFor(adapter.info));
     const wanted: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
     const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
     const l = adapter.limits;
@@ -142,7 +178,7 @@ export class Gpu {
         maxTextureDimension2D: l.maxTextureDimension2D,
       },
     });
-    return new Gpu(adapter, device);
+    return new Gpu(adapter, device, design);
   }
 
   /** Allocates a zero-filled tensor of `shape` 4-byte elements. */

@@ -109,18 +109,28 @@ function product(
   const params = gpu.uniform([M, N, K, xRow0, yCol0, ldy, b ? 1 : 0]);
   // Without a bias the kernel never reads b; the weights stand in for the binding. The
   // weights are bound as the kernel reads them: f32 (w), f16 pairs (wh) or f16 eights (wh8).
-  // Small workgroups (16) spread even a 768-output decode product over both cores.
   const f16 = w.format === "f16";
+  const F16 = f16 ? 1 : 0;
+  const bias = b ?? tensor;
+  if (gpu.design === "gpu") {
+    const entry = M < 4 ? "matmul_gemv" : "matmul_tiled";
+    const grid = M < 4
+      ? [Math.min(N, 65535), M, Math.ceil(N / 65535)]
+      : [Math.ceil(N / 64), Math.ceil(M / 64)];
+    const bindings = [params, x, tensor, bias, y, tensor];
+    return gpu.dispatch(label, gpu.pipeline(code, entry, { F16 }), bindings, grid);
+  }
+  // Design "cpu": register tiles; small workgroups (16) spread even a 768-output decode
+  // product over both cores of llvmpipe.
   const [entry, cols, rows] = M >= 4
     ? ["matmul_rows16", 16, 16]
     : f16 && K % 8 === 0
     ? ["matmul_row_f16", 4, 1]
     : ["matmul_row", 4, 1];
-  const bias = b ?? tensor;
   const bindings = entry === "matmul_row_f16"
     ? [params, x, undefined, bias, y, undefined, tensor]
     : [params, x, tensor, bias, y, tensor];
-  const pipeline = gpu.pipeline(code, entry, { WG, F16: f16 ? 1 : 0 });
+  const pipeline = gpu.pipeline(code, entry, { WG, F16 });
   const grid = [groups(Math.ceil(N / cols), WG), Math.ceil(M / rows)];
   return gpu.dispatch(label, pipeline, bindings, grid);
 }

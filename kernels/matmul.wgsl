@@ -190,3 +190,77 @@ fn matmul_rows16(@builtin(global_invocation_id) gid: vec3<u32>) {
   store16(r0 + 14u, n, a14);
   store16(r0 + 15u, n, a15);
 }
+
+// ---- Design "gpu": for real GPUs, where workgroup memory is fast and barriers cheap. ----
+
+// y[row, n] = s (+ b[n]), if the row and column exist.
+fn store1(row: u32, n: u32, s: f32) {
+  if (row >= p.M || n >= p.N) { return; }
+  y[row * p.ldy + p.yCol0 + n] = s + select(0.0, b[n], p.hasBias == 1u);
+}
+
+// A 64 x 64 tile of y per workgroup of 16 x 16 invocations, 4 x 4 outputs each. Every step
+// of 16 along K stages x[64 rows, 16] and w[64 outputs, 16] in workgroup memory (one vec4 of
+// each per invocation), so each value read from memory serves 64 products.
+// Grid: (N / 64, M / 64).
+var<workgroup> xTile: array<array<f32, 17>, 64>; // [row][k], padded against bank conflicts
+var<workgroup> wTile: array<array<f32, 17>, 64>; // [output][k]
+
+@compute @workgroup_size(16, 16)
+fn matmul_tiled(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+  let K4 = p.K / 4u;
+  let row0 = wg.y * 64u;
+  let n0 = wg.x * 64u;
+  let i = lid.y * 16u + lid.x; // this invocation stages row/output i / 4, vec4 i % 4
+  let r = i / 4u;
+  let c = i % 4u;
+  var acc: array<vec4<f32>, 4>; // rows row0 + 4·lid.y + j, outputs n0 + 4·lid.x ..
+  for (var k0 = 0u; k0 < K4; k0 += 4u) {
+    let k4 = k0 + c;
+    var xv = vec4(0.0);
+    var wv = vec4(0.0);
+    if (k4 < K4) {
+      xv = x[(p.xRow0 + min(row0 + r, p.M - 1u)) * K4 + k4];
+      wv = wrow(min(n0 + r, p.N - 1u), k4, K4);
+    }
+    for (var j = 0u; j < 4u; j++) {
+      xTile[r][4u * c + j] = xv[j];
+      wTile[r][4u * c + j] = wv[j];
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < 16u; k++) {
+      let wk = vec4(
+        wTile[4u * lid.x][k],
+        wTile[4u * lid.x + 1u][k],
+        wTile[4u * lid.x + 2u][k],
+        wTile[4u * lid.x + 3u][k],
+      );
+      for (var j = 0u; j < 4u; j++) { acc[j] += xTile[4u * lid.y + j][k] * wk; }
+    }
+    workgroupBarrier();
+  }
+  for (var j = 0u; j < 4u; j++) { store(row0 + 4u * lid.y + j, n0 + 4u * lid.x, acc[j]); }
+}
+
+// One output per workgroup of 64: the invocations read consecutive vec4s of the weight row
+// (coalesced) and sum in workgroup memory. Grid: (min(N, 65535), M, N / 65535).
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn matmul_gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let K4 = p.K / 4u;
+  let n = wg.z * 65535u + wg.x;
+  let xr = (p.xRow0 + wg.y) * K4;
+  var s = 0.0;
+  for (var k4 = li; k4 < K4; k4 += 64u) { s += dot(x[xr + k4], wrow(min(n, p.N - 1u), k4, K4)); }
+  partial[li] = s;
+  workgroupBarrier();
+  for (var half = 32u; half > 0u; half /= 2u) {
+    if (li < half) { partial[li] += partial[li + half]; }
+    workgroupBarrier();
+  }
+  if (li == 0u) { store1(wg.y, n, partial[0]); }
+}

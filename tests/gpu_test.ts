@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Gpu } from "../kernels/gpu.ts";
+import { designFor, Gpu, parseDesign } from "../kernels/gpu.ts";
 
 Deno.test("no adapter: the error says how to get one", async () => {
   const gpu = navigator.gpu;
@@ -38,4 +38,28 @@ Deno.test("read() returns each tensor and tracks allocated bytes", async () => {
   gpu.destroy(b);
   assert.equal(gpu.bytesAllocated, before);
   gpu.device.destroy();
+});
+
+Deno.test("designFor: software adapters get the cpu kernels, real GPUs the gpu kernels", () => {
+  const info = (over: Partial<GPUAdapterInfo>) =>
+    ({
+      vendor: "",
+      architecture: "",
+      device: "",
+      description: "",
+      isFallbackAdapter: false,
+      ...over,
+    }) as GPUAdapterInfo;
+  assert.equal(designFor(info({ description: "llvmpipe (LLVM 15.0.6, 256 bits)" })), "cpu");
+  assert.equal(designFor(info({ vendor: "mesa", device: "lavapipe" })), "cpu");
+  assert.equal(designFor(info({ isFallbackAdapter: true })), "cpu");
+  assert.equal(designFor(info({ vendor: "nvidia", description: "NVIDIA H100 80GB HBM3" })), "gpu");
+  assert.equal(parseDesign("gpu", "KVGPT_KERNELS"), "gpu");
+  assert.throws(() => parseDesign("tpu", "KVGPT_KERNELS"), /KVGPT_KERNELS: expected cpu or gpu/);
+});
+
+Deno.test("Gpu.open: the design can be chosen, and the description names it", async () => {
+  const g = await Gpu.open({ design: "gpu" });
+  assert.equal(g.design, "gpu");
+  assert.match(g.description, /gpu kernels$/);
 });

@@ -18,7 +18,10 @@ import {
 import { matmulRef, matmulTransposedRef } from "./cpu_reference.ts";
 import { Arena, assertClose, Rng } from "./helpers.ts";
 
-const gpu = await Gpu.open();
+const cpuDesign = await Gpu.open({ design: "cpu" });
+/** The same kernels in the design for real GPUs (workgroup-memory tiles), on this adapter. */
+const gpuDesign = await Gpu.open({ design: "gpu" });
+const gpu = cpuDesign;
 
 /** f32 matmul with K <= 1024 against f64: diff <= TOL · max(1, |ref|) (seen: 2.9e-6). */
 const TOL = 5e-6;
@@ -71,8 +74,14 @@ function chunksAt(
   return { rows: bounds[bounds.length - 1], cols, format: "f32", parts };
 }
 
-for (const format of ["f32", "f16"] as const) {
-  Deno.test(`matmul: x @ w + b, ${format} weights, M = 1 .. 129, N not a multiple of 4`, async () => {
+for (
+  const [format, gpu] of [["f32", cpuDesign], ["f16", cpuDesign], ["f32", gpuDesign], [
+    "f16",
+    gpuDesign,
+  ]] as const
+) {
+  const what = `${format} weights, ${gpu.design} design`;
+  Deno.test(`matmul: x @ w + b, ${what}, M = 1 .. 129, N not a multiple of 4`, async () => {
     // With f16 weights the reference multiplies the same f16-rounded weights in f64, so the
     // bound is as tight as for f32: only the products' f32 arithmetic differs.
     const rng = new Rng(1);
@@ -116,45 +125,47 @@ Deno.test("matmul: rejects shapes that do not fit", () => {
   arena.destroy();
 });
 
-Deno.test("matmulTransposed: lm_head over V = 50257 in one chunk and in many", async () => {
-  const rng = new Rng(2);
-  const arena = new Arena(gpu);
-  const wte = rng.normals(V * C, 1 / Math.sqrt(C));
-  const ld = stride(V);
-  const chunkings: [string, RowChunks][] = [
-    ["one chunk", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte"))],
-    // 512 KiB chunks: 2048 rows each, 25 chunks, the last one 1105 rows.
-    ["512 KiB chunks", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 19))],
-    // Chunks starting at rows that are not multiples of 4, and a one-row chunk.
-    ["odd chunks", chunksAt(arena, wte, C, [0, 4093, 4094, 21111, V])],
-    [
-      "f16, 256 KiB chunks",
-      arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 18, "f16")),
-    ],
-  ];
-  assert.equal(chunkings[1][1].parts.length, 25);
-  assert.equal(chunkings[3][1].parts.length, 25); // f16 rows take half the bytes
-  const wte16 = halves(wte);
-  const xs = new Map<number, { x: Float32Array; ref: Record<WeightFormat, Float64Array> }>();
-  for (const M of [1, 7, 129]) {
-    const x = rng.normals(M * C);
-    const f32 = matmulTransposedRef(x, wte, M, C, V);
-    xs.set(M, { x, ref: { f32, f16: M > 7 ? f32 : matmulTransposedRef(x, wte16, M, C, V) } });
-  }
-  for (const [name, w] of chunkings) {
-    for (const [M, { x, ref: refs }] of xs) {
-      if (M > 7 && name !== "odd chunks") continue; // the big M once: the GPU is a CPU here
-      const ref = refs[w.format];
-      const xT = arena.upload(x, [M, C], "x");
-      const logits = arena.poisoned([M, ld], "logits");
-      gpu.run(matmulTransposed(gpu, xT, 0, w, logits));
-      const got = await gpu.read1(logits);
-      assertPaddingUntouched(got, M, ld, V, `lm_head ${name} M=${M}`);
-      assertClose(columns(got, M, ld, V), ref, TOL_LM_HEAD, `lm_head ${name} ${M}x${C}x${V}`);
+for (const gpu of [cpuDesign, gpuDesign]) {
+  Deno.test(`matmulTransposed: lm_head over V = 50257 in one chunk and in many, ${gpu.design} design`, async () => {
+    const rng = new Rng(2);
+    const arena = new Arena(gpu);
+    const wte = rng.normals(V * C, 1 / Math.sqrt(C));
+    const ld = stride(V);
+    const chunkings: [string, RowChunks][] = [
+      ["one chunk", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte"))],
+      // 512 KiB chunks: 2048 rows each, 25 chunks, the last one 1105 rows.
+      ["512 KiB chunks", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 19))],
+      // Chunks starting at rows that are not multiples of 4, and a one-row chunk.
+      ["odd chunks", chunksAt(arena, wte, C, [0, 4093, 4094, 21111, V])],
+      [
+        "f16, 256 KiB chunks",
+        arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 18, "f16")),
+      ],
+    ];
+    assert.equal(chunkings[1][1].parts.length, 25);
+    assert.equal(chunkings[3][1].parts.length, 25); // f16 rows take half the bytes
+    const wte16 = halves(wte);
+    const xs = new Map<number, { x: Float32Array; ref: Record<WeightFormat, Float64Array> }>();
+    for (const M of [1, 7, 129]) {
+      const x = rng.normals(M * C);
+      const f32 = matmulTransposedRef(x, wte, M, C, V);
+      xs.set(M, { x, ref: { f32, f16: M > 7 ? f32 : matmulTransposedRef(x, wte16, M, C, V) } });
     }
-  }
-  arena.destroy();
-});
+    for (const [name, w] of chunkings) {
+      for (const [M, { x, ref: refs }] of xs) {
+        if (M > 7 && name !== "odd chunks") continue; // the big M once: the GPU is a CPU here
+        const ref = refs[w.format];
+        const xT = arena.upload(x, [M, C], "x");
+        const logits = arena.poisoned([M, ld], "logits");
+        gpu.run(matmulTransposed(gpu, xT, 0, w, logits));
+        const got = await gpu.read1(logits);
+        assertPaddingUntouched(got, M, ld, V, `lm_head ${name} M=${M}`);
+        assertClose(columns(got, M, ld, V), ref, TOL_LM_HEAD, `lm_head ${name} ${M}x${C}x${V}`);
+      }
+    }
+    arena.destroy();
+  });
+}
 
 Deno.test("matmulTransposed: one row of x (xRow0 > 0), the 'last' logits", async () => {
   const rng = new Rng(3);
@@ -174,33 +185,54 @@ Deno.test("matmulTransposed: one row of x (xRow0 > 0), the 'last' logits", async
   arena.destroy();
 });
 
-Deno.test("matmulTransposed: logits larger than one binding go in row blocks", async () => {
-  // 129 rows x 270016 floats = 139 MB of logits: more than a 128 MiB binding on llvmpipe,
-  // so the rows are split into blocks (each a dispatch per weight chunk).
-  const v = 270_001;
-  const k = 4;
-  const M = 129;
-  const ld = stride(v);
-  if (M * ld * 4 <= gpu.maxBinding) {
-    console.log(`  skipped: max binding ${gpu.maxBinding} holds all logits in one block`);
-    return;
-  }
-  const rng = new Rng(4);
+for (const gpu of [cpuDesign, gpuDesign]) {
+  Deno.test(`matmulTransposed: logits larger than one binding go in row blocks, ${gpu.design} design`, async () => {
+    // 129 rows x 270016 floats = 139 MB of logits: more than a 128 MiB binding on llvmpipe,
+    // so the rows are split into blocks (each a dispatch per weight chunk).
+    const v = 270_001;
+    const k = 4;
+    const M = 129;
+    const ld = stride(v);
+    if (M * ld * 4 <= gpu.maxBinding) {
+      console.log(`  skipped: max binding ${gpu.maxBinding} holds all logits in one block`);
+      return;
+    }
+    const rng = new Rng(4);
+    const arena = new Arena(gpu);
+    const wte = rng.normals(v * k, 0.5);
+    const w = arena.addChunks(uploadRowChunks(gpu, wte, v, k, "wte"));
+    const x = rng.normals(M * k);
+    const xT = arena.upload(x, [M, k], "x");
+    const logits = arena.poisoned([M, ld], "logits");
+    const plan = matmulTransposed(gpu, xT, 0, w, logits);
+    assert.ok(plan.length >= 2, `${plan.length} dispatches`);
+    gpu.run(plan);
+    const got = await gpu.read1(logits);
+    assertClose(
+      columns(got, M, ld, v),
+      matmulTransposedRef(x, wte, M, k, v),
+      TOL_LM_HEAD,
+      "lm_head blocks",
+    );
+    arena.destroy();
+  });
+}
+
+Deno.test("matmulTransposed: gpu design, one row over more than 65535 outputs", async () => {
+  // matmul_gemv runs a workgroup per output: past 65535 they go on the grid's z axis.
+  const gpu = gpuDesign;
+  const v = 70_001;
+  const k = 8;
+  const rng = new Rng(5);
   const arena = new Arena(gpu);
   const wte = rng.normals(v * k, 0.5);
   const w = arena.addChunks(uploadRowChunks(gpu, wte, v, k, "wte"));
-  const x = rng.normals(M * k);
-  const xT = arena.upload(x, [M, k], "x");
-  const logits = arena.poisoned([M, ld], "logits");
-  const plan = matmulTransposed(gpu, xT, 0, w, logits);
-  assert.ok(plan.length >= 2, `${plan.length} dispatches`);
-  gpu.run(plan);
-  const got = await gpu.read1(logits);
-  assertClose(
-    columns(got, M, ld, v),
-    matmulTransposedRef(x, wte, M, k, v),
-    TOL_LM_HEAD,
-    "lm_head blocks",
-  );
+  assert.equal(w.parts.length, 1);
+  const x = rng.normals(k);
+  const ld = Math.ceil(v / 64) * 64;
+  const logits = arena.poisoned([1, ld], "logits");
+  gpu.run(matmulTransposed(gpu, arena.upload(x, [1, k], "x"), 0, w, logits));
+  const got = (await gpu.read1(logits)).subarray(0, v);
+  assertClose(got, matmulTransposedRef(x, wte, 1, k, v), TOL_LM_HEAD, "gemv 1x8x70001");
   arena.destroy();
 });

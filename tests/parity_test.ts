@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
 import { runParity, TOLERANCE } from "../model/parity.ts";
 
-const gpu = await Gpu.open();
+const gpu = await Gpu.open({ design: "cpu" });
+/** The kernel designs for real GPUs, run here on the same adapter: parity must hold too. */
+const gpuDesign = await Gpu.open({ design: "gpu" });
 
 /** Every committed HF reference folder: the tiny fixture and the other shapes. */
 async function fixtures(): Promise<string[]> {
@@ -17,8 +19,13 @@ async function fixtures(): Promise<string[]> {
   return dirs.sort();
 }
 
-for (const dir of await fixtures()) {
-  Deno.test(`parity with HuggingFace: ${dir}`, async () => {
+const runs = [
+  ...(await fixtures()).map((dir) => [dir, gpu] as const),
+  ["data/tiny-gpt2", gpuDesign] as const,
+  ["data/shapes/l4-h8-e128-untied", gpuDesign] as const,
+];
+for (const [dir, gpu] of runs) {
+  Deno.test(`parity with HuggingFace: ${dir}, ${gpu.design} design`, async () => {
     const report = await runParity(gpu, dir);
     const worst = report.rows.reduce((a, b) => (b.maxAbsDiff > a.maxAbsDiff ? b : a));
     console.log(
