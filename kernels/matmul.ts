@@ -93,6 +93,14 @@ export function transpose(a: Float32Array, rows: number, cols: number): Float32A
   return out;
 }
 
+/**
+ * What a product's value v = x @ w^T + b becomes as it is stored: `none`, y = v; `gelu`,
+ * y = gelu_new(v) (the MLP's activation); `add`, y = y + v (the residual connection).
+ */
+export type Epilogue = "none" | "gelu" | "add";
+
+const EPILOGUES: Record<Epilogue, number> = { none: 0, gelu: 1, add: 2 };
+
 /** One dispatch of y[:, yCol0 ..] = x[xRow0 .., :] @ w^T (+ b); M from the rows of y. */
 function product(
   gpu: Gpu,
@@ -103,10 +111,11 @@ function product(
   b: Tensor | null,
   y: Tensor,
   yCol0: number,
+  epilogue: Epilogue = "none",
 ): Dispatch {
   const { rows: N, cols: K, tensor } = w;
   const [M, ldy] = y.shape;
-  const params = gpu.uniform([M, N, K, xRow0, yCol0, ldy, b ? 1 : 0]);
+  const params = gpu.uniform([M, N, K, xRow0, yCol0, ldy, b ? 1 : 0, EPILOGUES[epilogue]]);
   // Without a bias the kernel never reads b; the weights stand in for the binding. The
   // weights are bound as the kernel reads them: f32 (w), f16 pairs (wh) or f16 eights (wh8).
   const f16 = w.format === "f16";
@@ -136,10 +145,18 @@ function product(
 }
 
 /**
- * y = x @ w^T + b, an HF Conv1D with its weight stored transposed.
+ * y = x @ w^T + b, an HF Conv1D with its weight stored transposed; with `epilogue` gelu,
+ * y = gelu_new(x @ w^T + b), and with add, y += x @ w^T + b.
  * x: [M, K], w: [N, K] (stored [out, in]), b: [N], y: [M, N]. K a multiple of 4.
  */
-export function matmul(gpu: Gpu, x: Tensor, w: Weight, b: Tensor, y: Tensor): Dispatch {
+export function matmul(
+  gpu: Gpu,
+  x: Tensor,
+  w: Weight,
+  b: Tensor,
+  y: Tensor,
+  epilogue: Epilogue = "none",
+): Dispatch {
   const [M, K] = x.shape;
   const N = w.rows;
   if (w.cols !== K || b.shape[0] !== N || y.shape[0] !== M || y.shape[1] !== N) {
@@ -149,7 +166,8 @@ export function matmul(gpu: Gpu, x: Tensor, w: Weight, b: Tensor, y: Tensor): Di
     );
   }
   if (K % 4) throw new Error(`matmul: K=${K} must be a multiple of 4`);
-  return product(gpu, `matmul ${M}x${K}x${N}`, x, 0, w, b, y, 0);
+  const label = `matmul ${M}x${K}x${N}${epilogue === "none" ? "" : ` ${epilogue}`}`;
+  return product(gpu, label, x, 0, w, b, y, 0, epilogue);
 }
 
 /**

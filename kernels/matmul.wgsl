@@ -26,6 +26,8 @@ struct Params {
   yCol0: u32,   // column of y that weight row 0 lands in
   ldy: u32,     // row stride of y
   hasBias: u32, // 1: add b
+  epilogue: u32, // what the stored value v = x·w (+ b) becomes: 0 y = v; 1 y = gelu(v);
+                 // 2 y = y + v (a residual add into y)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -56,12 +58,27 @@ fn w4(n: u32, k4: u32, K4: u32) -> mat4x4<f32> {
   );
 }
 
-// y[row, n .. n+4] = acc (+ b), for the columns that exist.
+const SQRT_2_OVER_PI = 0.7978845608028654;
+
+// y[o] = v (+ b[n]), through the epilogue. GELU is gelu.wgsl's, term for term.
+fn finish(o: u32, n: u32, acc: f32) {
+  var v = acc;
+  if (p.hasBias == 1u) { v += b[n]; }
+  if (p.epilogue == 1u) {
+    let u = clamp(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v), -10.0, 10.0);
+    v = 0.5 * v * (1.0 + tanh(u));
+  } else if (p.epilogue == 2u) {
+    v = y[o] + v;
+  }
+  y[o] = v;
+}
+
+// y[row, n .. n+4] = acc, for the columns that exist.
 fn store(row: u32, n: u32, acc: vec4<f32>) {
   if (row >= p.M) { return; }
   let o = row * p.ldy + p.yCol0 + n;
   for (var j = 0u; j < 4u; j++) {
-    if (n + j < p.N) { y[o + j] = acc[j] + select(0.0, b[n + j], p.hasBias == 1u); }
+    if (n + j < p.N) { finish(o + j, n + j, acc[j]); }
   }
 }
 
@@ -193,10 +210,10 @@ fn matmul_rows16(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // ---- Design "gpu": for real GPUs, where workgroup memory is fast and barriers cheap. ----
 
-// y[row, n] = s (+ b[n]), if the row and column exist.
+// y[row, n] = s, if the row and column exist.
 fn store1(row: u32, n: u32, s: f32) {
   if (row >= p.M || n >= p.N) { return; }
-  y[row * p.ldy + p.yCol0 + n] = s + select(0.0, b[n], p.hasBias == 1u);
+  finish(row * p.ldy + p.yCol0 + n, n, s);
 }
 
 // A 64 x 64 tile of y per workgroup of 16 x 16 invocations, 4 x 4 outputs each. Every step

@@ -9,10 +9,10 @@
 import { argmax } from "../kernels/argmax.ts";
 import { attend, type QueryRows, storeKv } from "../kernels/attention.ts";
 import { embedding } from "../kernels/embedding.ts";
-import { gelu } from "../kernels/gelu.ts";
 import type { Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
 import {
+  type Epilogue,
   matmul,
   matmulTransposed,
   type RowChunks,
@@ -22,7 +22,6 @@ import {
   type Weight,
   type WeightFormat,
 } from "../kernels/matmul.ts";
-import { residual } from "../kernels/residual.ts";
 import type { GPT2Config } from "./config.ts";
 import { KVCache, type KVCacheOptions, type LayerCache } from "./kv_cache.ts";
 import {
@@ -89,9 +88,9 @@ class Linear {
     this.bias = gpu.upload(w.bias, [m], `${name}.bias`);
   }
 
-  // x: [T, in] -> y: [T, out]
-  forward(x: Tensor, y: Tensor): Plan {
-    return [matmul(this.gpu, x, this.weight, this.bias, y)];
+  // x: [T, in] -> y: [T, out]; `then` gelu: y = gelu(x @ W + b); add: y += x @ W + b
+  forward(x: Tensor, y: Tensor, then: Epilogue = "none"): Plan {
+    return [matmul(this.gpu, x, this.weight, this.bias, y, then)];
   }
 }
 
@@ -116,7 +115,7 @@ class CausalSelfAttention {
     this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f);
   }
 
-  // x: [T, C] -> out: [T, C]; each sequence's K/V go to its cache rows pos0 .. pos0+T-1
+  // x: [T, C] -> out += attn(x): [T, C]; each sequence's K/V go to its cache rows pos0 ..
   forward(x: Tensor, out: Tensor, s: Workspace, seqs: SequenceRows[]): Plan {
     const { gpu } = this;
     return [
@@ -125,7 +124,7 @@ class CausalSelfAttention {
         storeKv(gpu, step, s.qkv, c.k, c.v, c.scales, rows), // cache: [nHead, P, words]
         ...attend(gpu, step, s.qkv, c.k, c.v, s.att, probs, s.options.attention, c.scales, rows),
       ]), // att: [T, C]
-      ...this.cProj.forward(s.att, out),
+      ...this.cProj.forward(s.att, out, "add"),
     ];
   }
 }
@@ -139,9 +138,9 @@ class MLP {
     this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f);
   }
 
-  // x: [T, C] -> out: [T, C] through fc: [T, nInner]
+  // x: [T, C] -> out += mlp(x): [T, C], through fc = gelu(x @ W_fc + b): [T, nInner]
   forward(x: Tensor, out: Tensor, s: Workspace): Plan {
-    return [...this.cFc.forward(x, s.fc), gelu(this.gpu, s.fc), ...this.cProj.forward(s.fc, out)];
+    return [...this.cFc.forward(x, s.fc, "gelu"), ...this.cProj.forward(s.fc, out, "add")];
   }
 }
 
@@ -162,11 +161,9 @@ class Block {
   forward(s: Workspace, seqs: SequenceRows[]): Plan {
     return [
       ...this.ln1.forward(s.x, s.ln),
-      ...this.attn.forward(s.ln, s.branch, s, seqs),
-      residual(this.gpu, s.x, s.branch), // x = x + attn(ln_1(x))
+      ...this.attn.forward(s.ln, s.x, s, seqs), // x = x + attn(ln_1(x))
       ...this.ln2.forward(s.x, s.ln),
-      ...this.mlp.forward(s.ln, s.branch, s),
-      residual(this.gpu, s.x, s.branch), // x = x + mlp(ln_2(x))
+      ...this.mlp.forward(s.ln, s.x, s), // x = x + mlp(ln_2(x))
     ];
   }
 }

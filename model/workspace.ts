@@ -31,7 +31,6 @@ export class Workspace {
   readonly ln: Tensor; //     [T, C]  LayerNorm output
   readonly qkv: Tensor; //    [T, 3C] q | k | v
   readonly att: Tensor; //    [T, C]  attention output, heads side by side
-  readonly branch: Tensor; // [T, C]  attention or MLP output before the residual add
   readonly fc: Tensor; //     [T, nInner] MLP hidden
   readonly logits: Tensor; // [rows, ldy], rows = T or 1, ldy = vocab padded for alignment
   readonly hidden: Tensor | null; // [nLayer + 2, T, C]
@@ -56,7 +55,6 @@ export class Workspace {
     this.ln = make([T, C], "ln");
     this.qkv = make([T, 3 * C], "qkv");
     this.att = make([T, C], "att");
-    this.branch = make([T, C], "branch");
     this.fc = make([T, nInner], "fc");
     const align = gpu.bindingAlignment / 4;
     const ldy = Math.ceil(vocabSize / align) * align;

@@ -76,13 +76,10 @@ function expectedLabels(c: GPT2Config, T: number, rows: number, hidden: boolean)
     `attend.scores ${T}x${C}`, // scores [nHead, T, P]
     `softmax ${H * T}x${P}`, // causal softmax rows
     `attend.values ${T}x${C}`, // attention output [T, C]
-    `matmul ${T}x${C}x${C}`, // attn.c_proj: [T, C]
-    `residual ${T * C}`,
+    `matmul ${T}x${C}x${C} add`, // attn.c_proj, added to the residual stream [T, C]
     `layernorm ${T}x${C}`, // ln_2
-    `matmul ${T}x${C}x${I}`, // c_fc: [T, I]
-    `gelu ${T * I}`,
-    `matmul ${T}x${I}x${C}`, // mlp.c_proj: [T, C]
-    `residual ${T * C}`, // block output [T, C]
+    `matmul ${T}x${C}x${I} gelu`, // c_fc and its GELU: [T, I]
+    `matmul ${T}x${I}x${C} add`, // mlp.c_proj, added: the block output [T, C]
     ...save(i + 1),
   ];
   return [
@@ -145,7 +142,6 @@ for (const { config: c, model } of MODELS) {
         assert.deepEqual(ws.ln.shape, [T, C]);
         assert.deepEqual(ws.qkv.shape, [T, 3 * C]);
         assert.deepEqual(ws.att.shape, [T, C]);
-        assert.deepEqual(ws.branch.shape, [T, C]);
         assert.deepEqual(ws.fc.shape, [T, c.nInner]);
         assert.equal(ws.logits.shape[0], logits === "all" ? T : 1);
         assert.ok(ws.logits.shape[1] >= V && (ws.logits.shape[1] * 4) % gpu.bindingAlignment === 0);

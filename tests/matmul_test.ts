@@ -1,6 +1,7 @@
 /**
- * matmul (Conv1D, x @ w + b) and matmulTransposed (lm_head, x @ w^T over row chunks)
- * against the float64 CPU reference, on shapes that are not multiples of any tile.
+ * matmul (Conv1D, x @ w + b, with the GELU and residual-add epilogues) and matmulTransposed
+ * (lm_head, x @ w^T over row chunks) against the float64 CPU reference, on shapes that are
+ * not multiples of any tile, in both kernel designs and both weight formats.
  */
 import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
@@ -15,7 +16,7 @@ import {
   type Weight,
   type WeightFormat,
 } from "../kernels/matmul.ts";
-import { matmulRef, matmulTransposedRef } from "./cpu_reference.ts";
+import { geluNewRef, matmulRef, matmulTransposedRef, residualRef } from "./cpu_reference.ts";
 import { Arena, assertClose, Rng } from "./helpers.ts";
 
 const cpuDesign = await Gpu.open({ design: "cpu" });
@@ -236,3 +237,30 @@ Deno.test("matmulTransposed: gpu design, one row over more than 65535 outputs", 
   assertClose(got, matmulTransposedRef(x, wte, 1, k, v), TOL_LM_HEAD, "gemv 1x8x70001");
   arena.destroy();
 });
+
+for (const gpu of [cpuDesign, gpuDesign]) {
+  Deno.test(`matmul epilogues, ${gpu.design} design: gelu (c_fc) and add (the residual)`, async () => {
+    const rng = new Rng(6);
+    const arena = new Arena(gpu);
+    const [K, N] = [64, 100];
+    const w = rng.normals(K * N, 0.5 / Math.sqrt(K));
+    // Biases over [-12, 12] put x @ w + b across both tails of tanh and its clamp at 10.
+    const b = rng.uniforms(N, -12, 12);
+    const wT = uploadWeight(gpu, transpose(w, K, N), N, K, "w");
+    arena.add(wT.tensor);
+    const bT = arena.upload(b, [N], "b");
+    for (const M of [1, 7, 17]) {
+      const x = rng.uniforms(M * K, -2, 2);
+      const xT = arena.upload(x, [M, K], "x");
+      const v = matmulRef(x, w, b, M, K, N);
+      const fc = arena.poisoned([M, N], "fc");
+      gpu.run([matmul(gpu, xT, wT, bT, fc, "gelu")]);
+      assertClose(await gpu.read1(fc), geluNewRef(v), TOL, `gelu(x @ w + b) M=${M}`);
+      const residual = rng.uniforms(M * N, -3, 3);
+      const y = arena.upload(residual, [M, N], "y");
+      gpu.run([matmul(gpu, xT, wT, bT, y, "add")]);
+      assertClose(await gpu.read1(y), residualRef(residual, v), TOL, `y + x @ w + b M=${M}`);
+    }
+    arena.destroy();
+  });
+}
