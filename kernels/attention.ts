@@ -79,9 +79,13 @@ function scaleBindings(gpu: Gpu, s: Shapes, scales: CacheScales | undefined): Ca
   return p;
 }
 
-function params(gpu: Gpu, s: Shapes): GPUBuffer {
-  return gpu.uniform([s.T, s.C, s.P, f32bits(1 / Math.sqrt(s.headDim)), s.row0]);
+function params(gpu: Gpu, s: Shapes, zeroTail = false): GPUBuffer {
+  const scale = f32bits(1 / Math.sqrt(s.headDim));
+  return gpu.uniform([s.T, s.C, s.P, scale, s.row0, zeroTail ? 1 : 0]);
 }
+
+/** Most cache rows attend_one keeps in workgroup memory (its ONE_MAX_KEYS). */
+const ONE_MAX_KEYS = 2048;
 
 /** Queries per invocation: one for decode, a register tile for prefill. */
 function queryTile(T: number): number {
@@ -115,7 +119,8 @@ export function storeKv(
 }
 
 /**
- * out[t] = softmax(q_t . K[0..pos0+t] * headDim^-0.5) @ V, per head, as three dispatches.
+ * out[t] = softmax(q_t . K[0..pos0+t] * headDim^-0.5) @ V, per head: three dispatches
+ * (scores, softmax, values), or for one query (decode) a single one, attend_one.
  * qkv: [T, 3C]; caches: [nHead, P, words] (f32, f16 or int8 with `scales`); out: [T, C]; probs: [nHead, T, P] scratch that
  * ends up holding the softmax rows (with `zeroTail`, zeros past each row's causal limit).
  */
@@ -139,10 +144,16 @@ export function attend(
   if (probs.shape.join() !== [s.nHead, s.T, s.P].join()) {
     throw new Error(`attention: probs[${probs.shape}] is not [${s.nHead}, ${s.T}, ${s.P}]`);
   }
+  const none = undefined;
+  if (s.T === 1 && s.headDim <= 256 && s.P <= ONE_MAX_KEYS) {
+    const pipeline = gpu.pipeline(code, "attend_one", { HD: s.headDim, KV: s.KV });
+    const u = params(gpu, s, zeroTail);
+    const bindings = [u, step, none, none, none, qkv, kCache, vCache, probs, out, kCache, vCache];
+    return [gpu.dispatch(`attend.one ${s.C}`, pipeline, [...bindings, sc.k, sc.v], [s.nHead])];
+  }
   const TM = queryTile(s.T);
   const consts = { HD: s.headDim, TM, KV: s.KV };
   const u = params(gpu, s);
-  const none = undefined;
   const rowTiles = Math.ceil(s.T / TM);
   return [
     gpu.dispatch(

@@ -21,6 +21,7 @@ struct Params {
   P: u32,          // cache rows per head (n_positions)
   scale: f32,      // head_dim^-0.5
   row0: u32,       // first row of qkv and out that this dispatch's T queries take
+  zeroTail: u32,   // attend_one: 1 sets the softmax row past the causal limit to 0
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -160,5 +161,92 @@ fn values(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   for (var r = 0u; r < rows; r++) {
     out4[((p.row0 + r0 + r) * p.C + h * HD) / 4u + c] = acc[r];
+  }
+}
+
+// Decode (T = 1) in one dispatch instead of scores, softmax and values: a workgroup per head
+// computes the query's scores, the softmax (max and sum reduced in workgroup memory) and the
+// values, with the keys split over the invocations and the row kept in workgroup memory (and
+// copied to probs). Same arithmetic as the three kernels, summed in another order.
+// Grid: (n_head).
+// Needs HD <= 256 and P <= ONE_MAX_KEYS.
+const ONE_MAX_KEYS = 2048u;
+var<workgroup> row1: array<f32, ONE_MAX_KEYS>; // this head's scores, then probabilities
+var<workgroup> partial: array<f32, 64>;
+var<workgroup> partial4: array<vec4<f32>, 64>;
+
+// Reduces every invocation's v to one value: op 0 max, 1 sum. Every invocation calls it.
+fn reduce(li: u32, v: f32, op: u32) -> f32 {
+  partial[li] = v;
+  workgroupBarrier();
+  for (var half = 32u; half > 0u; half /= 2u) {
+    if (li < half) {
+      let o = partial[li + half];
+      partial[li] = select(partial[li] + o, max(partial[li], o), op == 0u);
+    }
+    workgroupBarrier();
+  }
+  let r = partial[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(64)
+fn attend_one(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let h = wg.x;
+  let HD4 = HD / 4u;
+  let n = step[0] + 1u;                           // keys 0 .. pos0
+  let q = (p.row0 * 3u * p.C + h * HD) / 4u;      // this head's query in qkv, as vec4s
+  let row = h * p.P;                              // cache row of key 0, and the probs row
+  // Invocation li owns keys 4·li + 256·i .. +3: their scores, exps and probabilities.
+  var m = -3.0e38;
+  for (var j0 = 4u * li; j0 < n; j0 += 256u) {
+    let k1 = row + min(j0 + 1u, n - 1u);
+    let k2 = row + min(j0 + 2u, n - 1u);
+    let k3 = row + min(j0 + 3u, n - 1u);
+    var acc = vec4(0.0);
+    for (var d = 0u; d < HD4; d++) {
+      let qd = q4[q + d];
+      acc += vec4(dot(qd, key4(row + j0, d)), dot(qd, key4(k1, d)), dot(qd, key4(k2, d)),
+        dot(qd, key4(k3, d)));
+    }
+    for (var i = 0u; i < min(4u, n - j0); i++) {
+      row1[j0 + i] = acc[i] * p.scale;
+      m = max(m, acc[i] * p.scale);
+    }
+  }
+  m = reduce(li, m, 0u);
+  var sum = 0.0;
+  for (var j0 = 4u * li; j0 < n; j0 += 256u) {
+    for (var j = j0; j < min(j0 + 4u, n); j++) {
+      let e = exp(row1[j] - m);
+      row1[j] = e;
+      sum += e;
+    }
+  }
+  sum = reduce(li, sum, 1u);
+  for (var j0 = 4u * li; j0 < n; j0 += 256u) {
+    for (var j = j0; j < min(j0 + 4u, n); j++) { row1[j] = row1[j] / sum; }
+  }
+  workgroupBarrier();
+  let written = select(n, p.P, p.zeroTail == 1u);
+  for (var j = li; j < written; j += 64u) { probs[row + j] = select(0.0, row1[j], j < n); }
+  // Values: invocation li sums keys g, g + G, .. of vec4 column c; then the G groups add up.
+  let G = 64u / HD4;
+  let c = li % HD4;
+  let g = li / HD4;
+  var acc = vec4(0.0);
+  if (g < G) {
+    for (var j = g; j < n; j += G) { acc = fma(vec4(row1[j]), value4(row + j, c), acc); }
+  }
+  partial4[li] = acc;
+  workgroupBarrier();
+  if (li < HD4) {
+    var o = vec4(0.0);
+    for (var k = 0u; k < G; k++) { o += partial4[k * HD4 + li]; }
+    out4[(p.row0 * p.C + h * HD) / 4u + li] = o;
   }
 }

@@ -73,9 +73,11 @@ function expectedLabels(c: GPT2Config, T: number, rows: number, hidden: boolean)
     `layernorm ${T}x${C}`, // ln_1: [T, C]
     `matmul ${T}x${C}x${3 * C}`, // c_attn: qkv [T, 3C]
     `store_kv ${T}x${C}`, // K, V of T tokens
-    `attend.scores ${T}x${C}`, // scores [nHead, T, P]
-    `softmax ${H * T}x${P}`, // causal softmax rows
-    `attend.values ${T}x${C}`, // attention output [T, C]
+    ...(T === 1 ? [`attend.one ${C}`] : [ // decode: scores, softmax and values in one
+      `attend.scores ${T}x${C}`, // scores [nHead, T, P]
+      `softmax ${H * T}x${P}`, // causal softmax rows
+      `attend.values ${T}x${C}`, // attention output [T, C]
+    ]),
     `matmul ${T}x${C}x${C} add`, // attn.c_proj, added to the residual stream [T, C]
     `layernorm ${T}x${C}`, // ln_2
     `matmul ${T}x${C}x${I} gelu`, // c_fc and its GELU: [T, I]

@@ -60,47 +60,50 @@ for (const dtype of ["f16", "int8"] as const) {
     quant.destroy();
   });
 
-  Deno.test(`${dtype} cache: attention reads exactly the values the cache holds`, async () => {
-    // Kernel level: storeKv quantizes this step's K/V into the cache; attend's output must
-    // equal a float64 attention over the values the cache holds, decoded on the CPU.
-    const [H, D, P, T, pos0] = [3, 16, 64, 7, 20];
-    const C = H * D;
-    const rng = new Rng(7);
-    const arena = new Arena(gpu);
-    const words = cacheWords(dtype, D);
-    const qkv = rng.normals(T * 3 * C, 1.5);
-    const qkvT = arena.upload(qkv, [T, 3 * C], "qkv");
-    const [kT, vT] = [arena.poisoned([H, P, words], "k"), arena.poisoned([H, P, words], "v")];
-    const scales = dtype === "int8"
-      ? { k: arena.poisoned([H, P], "k scales"), v: arena.poisoned([H, P], "v scales") }
-      : undefined;
-    // Earlier rows: fill the cache by storing random steps at positions 0 .. pos0-1.
-    const past = arena.upload(rng.normals(pos0 * 3 * C, 1.5), [pos0, 3 * C], "past");
-    const step0 = arena.step(0);
-    const step = arena.step(pos0);
-    const out = arena.poisoned([T, C], "out");
-    const probs = arena.poisoned([H, T, P], "probs");
-    gpu.run([
-      storeKv(gpu, step0, past, kT, vT, scales),
-      storeKv(gpu, step, qkvT, kT, vT, scales),
-      ...attend(gpu, step, qkvT, kT, vT, out, probs, false, scales),
-    ]);
-    const [kw, vw, o, ks, vs] = await gpu.read([
-      kT,
-      vT,
-      out,
-      ...(scales ? [scales.k, scales.v] : []),
-    ]);
-    arena.destroy();
-    const decode = (raw: Float32Array, sc: Float32Array | undefined) => {
-      const bytes = raw.buffer;
-      if (dtype === "f16") return Float64Array.from(new Float16Array(bytes));
-      const q = new Int8Array(bytes);
-      return Float64Array.from(q, (v, i) => Math.max(-1, v / 127) * sc![Math.floor(i / D)]);
-    };
-    const want = attentionRef(qkv, decode(kw, ks), decode(vw, vs), T, H, D, P, pos0);
-    assertClose(o, want.out, 1e-5, `${dtype} attention over the stored values`);
-  });
+  for (const T of [7, 1]) {
+    Deno.test(`${dtype} cache: attention reads exactly the values the cache holds, T = ${T}`, async () => {
+      // Kernel level: storeKv quantizes this step's K/V into the cache; attend's output must
+      // equal a float64 attention over the values the cache holds, decoded on the CPU.
+      // T = 1 is decode's single-dispatch attend_one.
+      const [H, D, P, pos0] = [3, 16, 64, 20];
+      const C = H * D;
+      const rng = new Rng(7);
+      const arena = new Arena(gpu);
+      const words = cacheWords(dtype, D);
+      const qkv = rng.normals(T * 3 * C, 1.5);
+      const qkvT = arena.upload(qkv, [T, 3 * C], "qkv");
+      const [kT, vT] = [arena.poisoned([H, P, words], "k"), arena.poisoned([H, P, words], "v")];
+      const scales = dtype === "int8"
+        ? { k: arena.poisoned([H, P], "k scales"), v: arena.poisoned([H, P], "v scales") }
+        : undefined;
+      // Earlier rows: fill the cache by storing random steps at positions 0 .. pos0-1.
+      const past = arena.upload(rng.normals(pos0 * 3 * C, 1.5), [pos0, 3 * C], "past");
+      const step0 = arena.step(0);
+      const step = arena.step(pos0);
+      const out = arena.poisoned([T, C], "out");
+      const probs = arena.poisoned([H, T, P], "probs");
+      gpu.run([
+        storeKv(gpu, step0, past, kT, vT, scales),
+        storeKv(gpu, step, qkvT, kT, vT, scales),
+        ...attend(gpu, step, qkvT, kT, vT, out, probs, false, scales),
+      ]);
+      const [kw, vw, o, ks, vs] = await gpu.read([
+        kT,
+        vT,
+        out,
+        ...(scales ? [scales.k, scales.v] : []),
+      ]);
+      arena.destroy();
+      const decode = (raw: Float32Array, sc: Float32Array | undefined) => {
+        const bytes = raw.buffer;
+        if (dtype === "f16") return Float64Array.from(new Float16Array(bytes));
+        const q = new Int8Array(bytes);
+        return Float64Array.from(q, (v, i) => Math.max(-1, v / 127) * sc![Math.floor(i / D)]);
+      };
+      const want = attentionRef(qkv, decode(kw, ks), decode(vw, vs), T, H, D, P, pos0);
+      assertClose(o, want.out, 1e-5, `${dtype} attention over the stored values, T=${T}`);
+    });
+  }
 
   Deno.test(`${dtype} cache: bytes, copies and eviction keep every stored word`, async () => {
     const quant = await prefilled(dtype);
