@@ -124,11 +124,13 @@ fn scores(@builtin(global_invocation_id) gid: vec3<u32>) {
       acc[r] += vec4(dot(q, ka), dot(q, kb1), dot(q, kc), dot(q, kd));
     }
   }
-  for (var r = 0u; r < rows; r++) {
+  // Loops to TM (a constant), not to rows, so that the compiler can unroll them and keep
+  // qrow and acc in registers: Mesa's Vulkan path keeps dynamically indexed arrays in memory.
+  for (var r = 0u; r < TM; r++) {
     let t = r0 + r;
     let row = (h * p.T + t) * p.P;
     for (var j = 0u; j < 4u; j++) {
-      if (j0 + j <= pos0 + t) { probs[row + j0 + j] = acc[r][j] * p.scale; }
+      if (r < rows && j0 + j <= pos0 + t) { probs[row + j0 + j] = acc[r][j] * p.scale; }
     }
   }
 }
@@ -159,8 +161,8 @@ fn values(@builtin(global_invocation_id) gid: vec3<u32>) {
       acc[r] = fma(vec4(w), v, acc[r]);
     }
   }
-  for (var r = 0u; r < rows; r++) {
-    out4[((p.row0 + r0 + r) * p.C + h * HD) / 4u + c] = acc[r];
+  for (var r = 0u; r < TM; r++) { // to TM, not rows: see scores
+    if (r < rows) { out4[((p.row0 + r0 + r) * p.C + h * HD) / 4u + c] = acc[r]; }
   }
 }
 
