@@ -64,6 +64,7 @@ Deno.test("bad options exit 2 with a message naming the option, no stack trace",
     [["--prompt", ""], /--prompt/],
     [["--cache", "window:4"], /--cache: cache policy "window:4": expected one of/],
     [["--cache", "f8"], /--cache: cache policy "f8"/],
+    [["--weights", "f8"], /--weights: expected f32 or f16, got "f8"/],
   ];
   for (const [args, msg] of cases) {
     const r = await generate(...tiny, ...args);
@@ -88,6 +89,17 @@ Deno.test("generate --cache f16 holds half the bytes and reports the policy", as
   const out = JSON.parse(r.stdout);
   assert.equal(out.cache_policy, "f16");
   assert.equal(out.cache_bytes_used, 2 * 2 * (out.prompt_tokens + 7) * 64 * 2);
+});
+
+Deno.test("generate --weights f16: HF's greedy tokens on the tiny fixture, and says so", async () => {
+  // On this fixture f16 weights move logits by ~4e-3 and keep every greedy choice.
+  const want = [...ref.i32("p0.generated_ids")].slice(1, 9);
+  const args = ["--prompt", "The", "--max-tokens", "8", "--temperature", "0", "--json"];
+  const r = await generate(...tiny, ...args, "--weights", "f16");
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.weights, "f16");
+  assert.deepEqual(out.ids, want);
 });
 
 Deno.test("a prompt longer than the context is a clear error", async () => {
