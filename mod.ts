@@ -15,8 +15,16 @@
  *
  * @module
  */
-export { Gpu, type KernelTime, type RunOptions, type Tensor } from "./kernels/gpu.ts";
-export { type ForwardOptions, type ForwardOutput, GPT2 } from "./model/gpt2.ts";
+export {
+  Gpu,
+  type GpuOptions,
+  type KernelDesign,
+  type KernelTime,
+  type RunOptions,
+  type Tensor,
+} from "./kernels/gpu.ts";
+export type { WeightFormat } from "./kernels/matmul.ts";
+export { type ForwardOptions, type ForwardOutput, GPT2, type ModelOptions } from "./model/gpt2.ts";
 export {
   type CacheDType,
   KVCache,
