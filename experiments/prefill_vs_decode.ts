@@ -7,8 +7,9 @@
  * decode step whose query attends to L keys (the cache is rewound to L − 1 tokens and one
  * token decoded, again and again). It reports ms per token and tokens per second, and,
  * where the adapter has `timestamp-query`, the GPU time of every kernel from a profiled run,
- * grouped as matmul (projections, MLP, lm_head), attention (store_kv, scores, softmax,
- * values) and the rest (embedding, layernorm, gelu, residual).
+ * grouped as matmul (projections, MLP with its GELU, residual adds, lm_head), attention
+ * (store_kv, scores, softmax, values, or decode's single attend.one) and the rest (embedding,
+ * layernorm).
  * Wall times include the read-back of the logits (on llvmpipe a CPU wait costs ~10 ms).
  *
  * Times are medians of up to `--reps` runs after a warm-up run, within a 15 s budget per
