@@ -1,15 +1,9 @@
 /** `deno task bench`: its JSON line and its option errors (speed itself is never asserted). */
 import assert from "node:assert/strict";
+import { runScript } from "./helpers.ts";
 
-async function bench(...args: string[]) {
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "cli/bench.ts", ...args],
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const { code, stdout, stderr } = await cmd.output();
-  const dec = new TextDecoder();
-  return { code, stdout: dec.decode(stdout), stderr: dec.decode(stderr) };
+function bench(...args: string[]) {
+  return runScript("cli/bench.ts", ...args);
 }
 
 Deno.test("bench --quick --json: one JSON line with the tiny fields of both weight formats", async () => {

@@ -5,16 +5,11 @@
  * rows sum to 1, a snapshot file is as big as its formula and restores exactly.
  */
 import assert from "node:assert/strict";
+import { runScript } from "./helpers.ts";
 
 /** Runs `experiments/<name>.ts` with `args`; returns its exit code and output. */
-async function runExperiment(name: string, ...args: string[]) {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `experiments/${name}.ts`, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code, stdout: dec.decode(stdout), stderr: dec.decode(stderr) };
+function runExperiment(name: string, ...args: string[]) {
+  return runScript(`experiments/${name}.ts`, ...args);
 }
 
 /** Runs an experiment with `--quick`, checks its files and returns its JSON. */

@@ -1,18 +1,11 @@
 import assert from "node:assert/strict";
+import { runScript } from "./helpers.ts";
 import { SafetensorsFile } from "../model/safetensors.ts";
 
 const ref = await SafetensorsFile.open("data/tiny-gpt2/reference.safetensors");
 
-/** Runs `deno task generate`'s script with `args`; returns exit code and output. */
-async function generate(...args: string[]) {
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "cli/generate.ts", ...args],
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const { code, stdout, stderr } = await cmd.output();
-  const dec = new TextDecoder();
-  return { code, stdout: dec.decode(stdout), stderr: dec.decode(stderr) };
+function generate(...args: string[]) {
+  return runScript("cli/generate.ts", ...args);
 }
 
 const tiny = ["--model", "data/tiny-gpt2"];

@@ -155,3 +155,21 @@ export function assertClose(
   );
   return { maxAbs, maxScaled };
 }
+
+/** What a script run by {@link runScript} did: its exit code and its output. */
+export interface ScriptRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `deno run -A <script> <args>` (a path from the repository root), as a task would. */
+export async function runScript(script: string, ...args: string[]): Promise<ScriptRun> {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code, stdout: dec.decode(stdout), stderr: dec.decode(stderr) };
+}
