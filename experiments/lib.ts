@@ -1,6 +1,6 @@
 /**
- * What every experiment shares: its command line (`--model`, `--quick`, `--out` and its own
- * options), the model it runs, timing (medians of repetitions after a warm-up), a table on
+ * What every experiment shares: its command line (`--model`, `--quick`, `--out`, `--weights`
+ * and its own options), the model it runs, timing (medians of repetitions after a warm-up), a table on
  * the terminal, and its results under `--out`: the raw numbers as JSON and a chart as SVG,
  * drawn by Vega-Lite.
  *
@@ -9,7 +9,8 @@
 import { parseArgs } from "node:util";
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
-import { gpt2Tokenizer, Gpu, type OpenedModel, openModel } from "../mod.ts";
+import { gpt2Tokenizer, Gpu, type OpenedModel, openModel, type WeightFormat } from "../mod.ts";
+import { parseWeightFormat } from "../kernels/matmul.ts";
 
 /** The fixture `--quick` runs: GPT-2's code with 2 layers, n_embd 64, 128 positions. */
 export const QUICK_MODEL = "data/tiny-gpt2";
@@ -59,7 +60,9 @@ export async function startExperiment<Settings>(
 ): Promise<Experiment<Settings>> {
   const { values, settings } = parseCommandLine(spec);
   const gpu = await Gpu.open();
-  const opened = await openModel(gpu, values.quick ? QUICK_MODEL : values.model);
+  const opened = await openModel(gpu, values.quick ? QUICK_MODEL : values.model, {
+    weights: values.weights,
+  });
   console.log(`${spec.name}: ${spec.about}`);
   console.log(`adapter: ${gpu.description}`);
   console.log(`model:   ${opened.description}`);
@@ -70,11 +73,13 @@ export async function startExperiment<Settings>(
 function parseCommandLine<Settings>(spec: ExperimentSpec<Settings>) {
   const extra = spec.options ?? {};
   const usage = [
-    `usage: deno run -A experiments/${spec.name}.ts [--model DIR] [--quick] [--out DIR]`,
+    `usage: deno run -A experiments/${spec.name}.ts [--model DIR] [--quick] [--out DIR] ` +
+    "[--weights f32|f16]",
     `  ${spec.about}`,
     "  --model M   checkpoint folder or hub name (default: real GPT-2 if present, else embedded)",
     `  --quick     the tiny fixture (${QUICK_MODEL}) and small sizes: finishes in seconds`,
     "  --out DIR   where the JSON and the SVG go (default results)",
+    "  --weights W f32 (default, HF parity) or f16 (each weight rounded to f16, half the bytes)",
     ...Object.entries(extra).map(([name, o]) => `  --${name} ${o.help}`),
   ].join("\n");
   try {
@@ -86,6 +91,7 @@ function parseCommandLine<Settings>(spec: ExperimentSpec<Settings>) {
         model: { type: "string" },
         quick: { type: "boolean", default: false },
         out: { type: "string", default: "results" },
+        weights: { type: "string", default: "f32" },
         help: { type: "boolean", default: false },
         ...Object.fromEntries(Object.keys(extra).map((name) => [name, { type: "string" }])),
       },
@@ -102,8 +108,19 @@ function parseCommandLine<Settings>(spec: ExperimentSpec<Settings>) {
       Object.keys(extra).map((name) => [name, raw[name] as string | undefined]),
     );
     const settings = spec.settings(own, values.quick!);
+    let weights: WeightFormat;
+    try {
+      weights = parseWeightFormat(values.weights!, "--weights");
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
     return {
-      values: { model: values.model as string | undefined, quick: values.quick!, out: values.out! },
+      values: {
+        model: values.model as string | undefined,
+        quick: values.quick!,
+        out: values.out!,
+        weights,
+      },
       settings,
     };
   } catch (e) {
@@ -230,6 +247,7 @@ export async function writeResults<S>(
     adapter: ex.gpu.description,
     model: ex.opened.name,
     modelDescription: ex.opened.description,
+    weights: ex.opened.model.weightFormat,
     quick: ex.quick,
   };
   await Deno.writeTextFile(json, JSON.stringify({ ...about, ...data }, null, 1) + "\n");

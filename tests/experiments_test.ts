@@ -84,7 +84,8 @@ Deno.test("cache_growth: bytes follow the formula every step, no leak, same toke
 });
 
 Deno.test("prefill_vs_decode: a row per length, with kernel times when timestamps exist", async () => {
-  const r = await quick("prefill_vs_decode");
+  const r = await quick("prefill_vs_decode", "--weights", "f16");
+  assert.equal(r.weights, "f16");
   assert.deepEqual(r.rows.map((row: { length: number }) => row.length), [1, 8, 32, 128]);
   for (const row of r.rows) {
     assert.ok(row.prefill.medianMs > 0 && row.decode.medianMs > 0);
@@ -215,6 +216,7 @@ Deno.test("experiments: bad arguments exit 2 with a message", async () => {
     ["cache_growth", ["--quick", "--tokens", "x"], /--tokens: expected an integer/],
     ["attention_maps", ["--quick", "--model", "data/tiny-gpt2"], /drop --model/],
     ["cache_snapshot", ["--quick", "--reps", "0"], /--reps: expected an integer in 1..100/],
+    ["batching", ["--quick", "--weights", "bf16"], /--weights: expected f32 or f16/],
   ];
   for (const [name, args, message] of cases) {
     const r = await runExperiment(name, ...args);
