@@ -183,7 +183,6 @@ export class GPT2 {
   readonly tokens: Tensor;
   /** Each row's position in a batched decode step, [nPositions] u32. */
   readonly positions: Tensor;
-  #batchSteps = new WeakMap<KVCache, Tensor>(); // each sequence's [pos0] in a batch
   #workspaces = new Map<string, { ws: Workspace; plans: WeakMap<KVCache, RecordedPlan> }>();
 
   /** How the matrices are stored on the GPU. */
@@ -364,10 +363,8 @@ export class GPT2 {
       c.reserve(c.length + 1);
     });
     const steps = caches.map((c) => {
-      let step = this.#batchSteps.get(c);
-      if (!step) this.#batchSteps.set(c, step = this.gpu.tensor([4], "batch step"));
-      this.gpu.write(step, new Uint32Array([c.length]));
-      return step;
+      this.gpu.write(c.position, new Uint32Array([c.length]));
+      return c.position;
     });
     const opts: ShapeOptions = { logits: "all", hidden: false, attention: false };
     const { ws } = this.#workspace(B, opts);

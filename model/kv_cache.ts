@@ -71,6 +71,7 @@ export class KVCache {
   readonly policy: "preallocate" | "grow";
   /** Capacity multiplier when a growing cache is full. */
   readonly growthFactor: number;
+  #position: Tensor | null = null;
   #layers: LayerCache[];
   #capacity: number;
   #version = 0;
@@ -95,6 +96,14 @@ export class KVCache {
       ? Math.min(initial, config.nPositions)
       : config.nPositions;
     this.#layers = this.#allocate(this.#capacity);
+  }
+
+  /**
+   * Where this cache's next token goes, on the GPU ([4] u32, `length` in word 0), made on
+   * first use: a batched decode step writes it, and each sequence attends at its own.
+   */
+  get position(): Tensor {
+    return this.#position ??= this.gpu.tensor([4], "cache position");
   }
 
   /** Per-layer K/V buffers; a growing cache replaces them (see {@link KVCache.version}). */
@@ -273,6 +282,8 @@ export class KVCache {
   destroy(): void {
     this.#free(this.#layers);
     this.#layers = [];
+    if (this.#position) this.gpu.destroy(this.#position);
+    this.#position = null;
   }
 
   #allocate(capacity: number): LayerCache[] {

@@ -87,6 +87,16 @@ Deno.test("KVCache: preallocated for n_positions, bytes used follow the length",
   assert.equal(gpu.bytesAllocated, before);
 });
 
+Deno.test("KVCache: the GPU position buffer is made on first use and freed with the cache", () => {
+  const before = gpu.bytesAllocated;
+  const cache = new KVCache(gpu, config);
+  const kv = gpu.bytesAllocated - before;
+  assert.equal(cache.position, cache.position); // one buffer, whichever batch reads it
+  assert.equal(gpu.bytesAllocated - before, kv + 16);
+  cache.destroy();
+  assert.equal(gpu.bytesAllocated, before);
+});
+
 Deno.test("KVCache: read() trims every head to the cached length", async () => {
   const cache = new KVCache(gpu, config);
   fill(cache);
