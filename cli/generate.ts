@@ -6,7 +6,12 @@
  */
 import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
-import { generate, type GenerateOptions, validateGenerate } from "../model/generate.ts";
+import {
+  checkWindow,
+  generate,
+  type GenerateOptions,
+  validateGenerate,
+} from "../model/generate.ts";
 import { type CachePolicy, parseCachePolicy } from "../model/cache_policy.ts";
 import { openModel } from "../model/open_model.ts";
 import { parseWeightFormat, type WeightFormat } from "../kernels/matmul.ts";
@@ -127,6 +132,13 @@ async function main(): Promise<number> {
   const promptIds = tok.encode(values.prompt);
   const systemIds = values.system ? tok.encode(values.system) : [];
   const { model } = opened;
+  try {
+    if (policy.window) checkWindow(policy.window, model.config.nPositions);
+  } catch (e) {
+    // Only now is the context known: a window too large for it is still a usage error.
+    console.error(`generate: --cache: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
   const cache = model.newCache(policy.cache);
   const out = new TextStream(tok);
   const write = (s: string) => Deno.stdout.writeSync(new TextEncoder().encode(s));

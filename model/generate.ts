@@ -85,6 +85,19 @@ export function validateGenerate(opts: GenerateOptions): void {
   }
 }
 
+/**
+ * Throws unless a sliding window fits a context of `nPositions`: the sinks and the recent
+ * tokens it keeps must leave room for the token being fed.
+ */
+export function checkWindow(window: { sinks: number; recent: number }, nPositions: number) {
+  if (window.sinks + window.recent >= nPositions - 1) {
+    throw new RangeError(
+      `window: sinks + recent (${window.sinks} + ${window.recent}) must leave room in the ` +
+        `context (${nPositions} positions)`,
+    );
+  }
+}
+
 /** Generates up to `maxTokens` tokens after `promptIds`. */
 export async function generate(
   model: GPT2,
@@ -136,11 +149,7 @@ export async function generate(
   };
   // With a window, a full cache drops its middle before the next token is fed.
   let evictedTokens = 0;
-  if (opts.window && opts.window.sinks + opts.window.recent >= nPositions - 1) {
-    throw new RangeError(
-      `window: sinks + recent must leave room in the context (${nPositions} positions)`,
-    );
-  }
+  if (opts.window) checkWindow(opts.window, nPositions);
   const makeRoom = () => {
     if (opts.window && cache.length >= nPositions - 1) {
       evictedTokens += cache.evict(opts.window.sinks, opts.window.recent);

@@ -67,6 +67,13 @@ Deno.test("bad options exit 2 with a message naming the option, no stack trace",
   }
 });
 
+Deno.test("generate --cache window: too large for the model's context exits 2", async () => {
+  const r = await generate(...tiny, "--cache", "window:4,124");
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /--cache: window: sinks \+ recent \(4 \+ 124\) must leave room/);
+  assert.match(r.stderr, /usage: /);
+});
+
 Deno.test("generate --cache window:4,60 runs past the context (n_positions 128)", async () => {
   const r = await generate(...tiny, "--max-tokens", "300", "--cache", "window:4,60", "--json");
   assert.equal(r.code, 0, r.stderr);
