@@ -53,6 +53,9 @@ export function uploadWeight(
   label: string,
   format: WeightFormat = "f32",
 ): Weight {
+  if (format === "f16" && cols % 4) {
+    throw new Error(`${label}: f16 weights need rows of a multiple of 4 values, not ${cols}`);
+  }
   const tensor = format === "f16"
     ? gpu.upload(packHalves(data), [rows, cols / 2], label)
     : gpu.upload(data, [rows, cols], label);

@@ -113,6 +113,10 @@ Deno.test("packHalves: two f16 per word, element 2i in the low half; odd counts 
   const words = packHalves(new Float32Array([1, -2, 0.5, 65504]));
   assert.deepEqual([...words], [0xc000_3c00, 0x7bff_3800]);
   assert.throws(() => packHalves(new Float32Array(3)), /even/);
+  assert.throws(
+    () => uploadWeight(gpu, new Float32Array(12), 2, 6, "h.0.mlp.c_fc.weight", "f16"),
+    /h\.0\.mlp\.c_fc\.weight: f16 weights need rows of a multiple of 4 values, not 6/,
+  );
 });
 
 Deno.test("matmul: rejects shapes that do not fit", () => {
