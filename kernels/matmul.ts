@@ -7,7 +7,6 @@
 import { type Dispatch, type Gpu, groups, type Tensor } from "./gpu.ts";
 
 const code = await Deno.readTextFile(new URL("./matmul.wgsl", import.meta.url));
-const WG = 16;
 
 /**
  * How a weight matrix is stored on the GPU: `f32` exactly as the checkpoint has it, or `f16`
@@ -132,18 +131,18 @@ function product(
     const bindings = [params, x, tensor, bias, y, tensor];
     return gpu.dispatch(label, gpu.pipeline(code, entry, { F16 }), bindings, grid);
   }
-  // Design "cpu": register tiles; small workgroups (16) spread even a 768-output decode
-  // product over both cores of llvmpipe.
-  const [entry, cols, rows] = M >= 4
-    ? ["matmul_rows16", 16, 16]
+  // Design "cpu": register tiles, in small workgroups so that even a 768-output product
+  // (48 invocations of 16 x 16 tiles in a 16-token prefill) spreads over both cores.
+  const [entry, cols, rows, wg] = M >= 4
+    ? ["matmul_rows16", 16, 16, 8]
     : f16 && K % 8 === 0
-    ? ["matmul_row_f16", 4, 1]
-    : ["matmul_row", 4, 1];
+    ? ["matmul_row_f16", 4, 1, 16]
+    : ["matmul_row", 4, 1, 16];
   const bindings = entry === "matmul_row_f16"
     ? [params, x, undefined, bias, y, undefined, tensor]
     : [params, x, tensor, bias, y, tensor];
-  const pipeline = gpu.pipeline(code, entry, { WG, F16 });
-  const grid = [groups(Math.ceil(N / cols), WG), Math.ceil(M / rows)];
+  const pipeline = gpu.pipeline(code, entry, { WG: wg, F16 });
+  const grid = [groups(Math.ceil(N / cols), wg), Math.ceil(M / rows)];
   return gpu.dispatch(label, pipeline, bindings, grid);
 }
 
