@@ -26,10 +26,11 @@ interface Case {
   D: number; // head_dim
   pos0: number; // tokens already cached
   T: number; // tokens of this step
+  P?: number; // cache rows per head (default 256)
 }
 
 /** Caches [H, P, D] with random rows before pos0 (earlier steps) and NaN from pos0 on. */
-function pastCache(rng: Rng, D: number, pos0: number): Float32Array {
+function pastCache(rng: Rng, D: number, pos0: number, P: number): Float32Array {
   const a = new Float32Array(H * P * D).fill(NaN);
   for (let h = 0; h < H; h++) a.set(rng.normals(pos0 * D), h * P * D);
   return a;
@@ -49,13 +50,13 @@ function assertSame(got: Float32Array, want: Float32Array, label: string) {
  * Runs storeKv + attend for one step and checks the cache, the output and the probabilities.
  * Cache rows past pos0+T stay NaN, so attending to a key beyond the causal limit shows as NaN.
  */
-async function check(rng: Rng, { D, pos0, T }: Case, zeroTail = true) {
+async function check(rng: Rng, { D, pos0, T, P = 256 }: Case, zeroTail = true) {
   const C = H * D;
-  const label = `D=${D} pos0=${pos0} T=${T}`;
+  const label = `D=${D} pos0=${pos0} T=${T} P=${P}`;
   const arena = new Arena(gpu);
   const qkv = rng.normals(T * 3 * C, 1.5);
-  const k0 = pastCache(rng, D, pos0);
-  const v0 = pastCache(rng, D, pos0);
+  const k0 = pastCache(rng, D, pos0, P);
+  const v0 = pastCache(rng, D, pos0, P);
   const qkvT = arena.upload(qkv, [T, 3 * C], "qkv");
   const kT = arena.upload(k0, [H, P, D], "k");
   const vT = arena.upload(v0, [H, P, D], "v");
@@ -118,6 +119,21 @@ for (const D of [16, 48, 64]) {
     }
   });
 }
+
+Deno.test("attention: a decode over more rows than attend_one keeps (2048) uses 3 kernels", async () => {
+  const arena = new Arena(gpu);
+  const [k, v] = [arena.poisoned([H, 2052, 16]), arena.poisoned([H, 2052, 16])];
+  const qkv = arena.poisoned([1, 3 * H * 16]);
+  const out = arena.poisoned([1, H * 16]);
+  const plan = attend(gpu, arena.step(0), qkv, k, v, out, arena.poisoned([H, 1, 2052]), true);
+  assert.deepEqual(plan.map((d) => d.label.split(" ")[0]), [
+    "attend.scores",
+    "softmax",
+    "attend.values",
+  ]);
+  arena.destroy();
+  await check(new Rng(62), { D: 16, pos0: 2040, T: 1, P: 2052 });
+});
 
 Deno.test("attention: without zeroTail only the causal part of each row is written", async () => {
   await check(new Rng(60), { D: 16, pos0: 5, T: 7 }, false);
