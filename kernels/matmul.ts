@@ -135,6 +135,8 @@ function product(
   // (48 invocations of 16 x 16 tiles in a 16-token prefill) spreads over both cores.
   const [entry, cols, rows, wg] = M >= 4
     ? ["matmul_rows16", 16, 16, 8]
+    : M > 1
+    ? ["matmul_rows4", 4, 4, 16]
     : f16 && K % 8 === 0
     ? ["matmul_row_f16", 4, 1, 16]
     : ["matmul_row", 4, 1, 16];

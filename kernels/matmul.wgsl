@@ -5,7 +5,8 @@
 // at several times the bandwidth of walking a column down [in, out] rows.
 // Reads, not arithmetic, are the cost: on llvmpipe the time of a kernel follows the number
 // of vec4 reads per invocation, and the multiply-adds are almost free. matmul_row takes one
-// row of x (the decode shape); matmul_rows16 computes a 16 x 16 tile (the prefill shape), so
+// row of x (the decode shape), matmul_rows4 two or three (a small batch of decode steps);
+// matmul_rows16 computes a 16 x 16 tile (the prefill shape), so
 // each vec4 read feeds 16 products: 8 x 4 tiles ran at ~22 GFLOP/s, 16 x 16 at ~38. Four
 // weight rows form a mat4x4 W with rows as columns, so the contribution of x[k..k+4] to 4
 // outputs is x * W. Tiles are written out by hand (named accumulators, no arrays): Mesa's
@@ -92,6 +93,36 @@ fn matmul_row(@builtin(global_invocation_id) gid: vec3<u32>) {
   var acc = vec4(0.0);
   for (var k4 = 0u; k4 < K4; k4++) { acc += x[xr + k4] * w4(n, k4, K4); }
   store(gid.y, n, acc);
+}
+
+// 4 rows x 4 outputs per invocation, for 2 or 3 rows (a small batch of decode steps): each
+// weight read serves every row, where matmul_row would read the weights once per row.
+// Grid: (N / 4 / WG, M / 4).
+@compute @workgroup_size(WG)
+fn matmul_rows4(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let K4 = p.K / 4u;
+  let n = gid.x * 4u;
+  let r0 = gid.y * 4u;
+  if (n >= p.N) { return; }
+  let x0 = xrow(r0, 0u, K4);
+  let x1 = xrow(r0, 1u, K4);
+  let x2 = xrow(r0, 2u, K4);
+  let x3 = xrow(r0, 3u, K4);
+  var a0 = vec4(0.0);
+  var a1 = vec4(0.0);
+  var a2 = vec4(0.0);
+  var a3 = vec4(0.0);
+  for (var k4 = 0u; k4 < K4; k4++) {
+    let wk = w4(n, k4, K4);
+    a0 += x[x0 + k4] * wk;
+    a1 += x[x1 + k4] * wk;
+    a2 += x[x2 + k4] * wk;
+    a3 += x[x3 + k4] * wk;
+  }
+  store(r0, n, a0);
+  store(r0 + 1u, n, a1);
+  store(r0 + 2u, n, a2);
+  store(r0 + 3u, n, a3);
 }
 
 // Weights 4·i .. 4·i+3 of a vec4<u32> holding 8 f16 weights: i = 0 (low) or 1 (high).

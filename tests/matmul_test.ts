@@ -94,7 +94,7 @@ for (
       arena.add(wT.tensor);
       const stored = format === "f16" ? halves(w) : w;
       const bT = arena.upload(b, [N], "b");
-      for (const M of [1, 3, 4, 7, 16, 17, 129]) {
+      for (const M of [1, 2, 3, 4, 7, 16, 17, 129]) {
         if (K * N > 100_000 && M !== 7) continue; // the GPT-2-sized shape once is enough
         const x = rng.uniforms(M * K, -2, 2);
         const xT = arena.upload(x, [M, K], "x");
