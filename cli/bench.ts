@@ -94,10 +94,15 @@ async function main(): Promise<number> {
     console.error(`bench: --reps: expected an integer >= 1, got "${values.reps}"\n${USAGE}`);
     return 2;
   }
-  const formats: WeightFormat[] = values.weights === "both"
-    ? ["f32", "f16"]
-    : [parseWeightFormatOr2(values.weights)].filter((f): f is WeightFormat => f !== null);
-  if (formats.length === 0) return 2;
+  let formats: WeightFormat[];
+  try {
+    formats = values.weights === "both"
+      ? ["f32", "f16"]
+      : [parseWeightFormat(values.weights, "--weights")];
+  } catch (e) {
+    console.error(`bench: ${(e as Error).message} (or both)\n${USAGE}`);
+    return 2;
+  }
   const log = values.json ? () => {} : (s: string) => console.log(s);
   const gpu = await Gpu.open();
   log(`adapter: ${gpu.description}`);
@@ -133,15 +138,6 @@ async function main(): Promise<number> {
   }
   if (values.json) console.log(JSON.stringify(out));
   return 0;
-}
-
-function parseWeightFormatOr2(s: string): WeightFormat | null {
-  try {
-    return parseWeightFormat(s, "--weights");
-  } catch (e) {
-    console.error(`bench: ${(e as Error).message} (or both)\n${USAGE}`);
-    return null;
-  }
 }
 
 Deno.exit(await main());

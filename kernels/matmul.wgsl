@@ -48,6 +48,11 @@ fn wrow(n: u32, k4: u32, K4: u32) -> vec4<f32> {
   return w[n * K4 + k4];
 }
 
+// The offset of row r0 + i of x (clamped to the last row), in vec4s.
+fn xrow(r0: u32, i: u32, K4: u32) -> u32 {
+  return (p.xRow0 + min(r0 + i, p.M - 1u)) * K4;
+}
+
 // Weight rows n .. n+3 (clamped), vec4 k4 of each, as the columns of a matrix.
 fn w4(n: u32, k4: u32, K4: u32) -> mat4x4<f32> {
   let last = p.N - 1u;
@@ -89,7 +94,7 @@ fn matmul_row(@builtin(global_invocation_id) gid: vec3<u32>) {
   let K4 = p.K / 4u;
   let n = gid.x * 4u;
   if (n >= p.N) { return; }
-  let xr = (p.xRow0 + min(gid.y, p.M - 1u)) * K4;
+  let xr = xrow(gid.y, 0u, K4);
   var acc = vec4(0.0);
   for (var k4 = 0u; k4 < K4; k4++) { acc += x[xr + k4] * w4(n, k4, K4); }
   store(gid.y, n, acc);
@@ -143,7 +148,7 @@ fn matmul_row_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
   let w1 = min(n + 1u, last) * K8;
   let w2 = min(n + 2u, last) * K8;
   let w3 = min(n + 3u, last) * K8;
-  let xr = (p.xRow0 + min(gid.y, p.M - 1u)) * K8 * 2u;
+  let xr = xrow(gid.y, 0u, 2u * K8);
   var acc = vec4(0.0);
   for (var k8 = 0u; k8 < K8; k8++) {
     let a = wh8[w0 + k8];
@@ -179,10 +184,6 @@ fn store16(row: u32, n: u32, acc: Out16) {
   store(row, n + 12u, acc.o3);
 }
 
-// The offset of row r0 + i of x (clamped to the last row).
-fn xrow(r0: u32, i: u32, K4: u32) -> u32 {
-  return (p.xRow0 + min(r0 + i, p.M - 1u)) * K4;
-}
 
 // 16 rows x 16 outputs per invocation: each vec4 read feeds 16 (x) or 16 (w) products, a
 // third of the reads per product of an 8 x 4 tile. Grid: (N / 16 / WG, M / 16).
@@ -271,7 +272,7 @@ fn matmul_tiled(
     var xv = vec4(0.0);
     var wv = vec4(0.0);
     if (k4 < K4) {
-      xv = x[(p.xRow0 + min(row0 + r, p.M - 1u)) * K4 + k4];
+      xv = x[xrow(row0, r, K4) + k4];
       wv = wrow(min(n0 + r, p.N - 1u), k4, K4);
     }
     for (var j = 0u; j < 4u; j++) {
@@ -301,7 +302,7 @@ var<workgroup> partial: array<f32, 64>;
 fn matmul_gemv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let K4 = p.K / 4u;
   let n = wg.z * 65535u + wg.x;
-  let xr = (p.xRow0 + wg.y) * K4;
+  let xr = xrow(wg.y, 0u, K4);
   var s = 0.0;
   for (var k4 = li; k4 < K4; k4 += 64u) { s += dot(x[xr + k4], wrow(min(n, p.N - 1u), k4, K4)); }
   partial[li] = s;
