@@ -62,9 +62,8 @@ async function main(): Promise<number> {
         `${ref.padStart(8)}  ${rel.padStart(8)}  ${result(r)}`,
     );
   }
-  const summary = `max_abs_diff=${
-    report.maxAbsDiff.toExponential(3)
-  } tensors=${report.rows.length}`;
+  const maxDiff = report.maxAbsDiff.toExponential(3);
+  const summary = `max_abs_diff=${maxDiff} tensors=${report.rows.length}`;
   if (weights === "f16") {
     // Rounding every weight to f16 moves the outputs by far more than 1e-5: the diffs are the
     // measurement. Only a non-finite diff (a broken kernel) is a failure.

@@ -216,8 +216,9 @@ fn attend_one(
         dot(qd, key4(k3, d)));
     }
     for (var i = 0u; i < min(4u, n - j0); i++) {
-      row1[j0 + i] = acc[i] * p.scale;
-      m = max(m, acc[i] * p.scale);
+      let score = acc[i] * p.scale;
+      row1[j0 + i] = score;
+      m = max(m, score);
     }
   }
   m = reduce(li, m, 0u);
