@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { main } from "../cli/download.ts";
+import { runScript } from "./helpers.ts";
 
 const ROOT = new URL("..", import.meta.url);
 const CONFIG = Deno.readFileSync(new URL("data/tiny-gpt2/config.json", ROOT));
@@ -77,13 +78,7 @@ Deno.test("cli/download: downloads through HF_ENDPOINT, then reports it is there
 });
 
 Deno.test("cli/download: a bad flag exits 2 without a stack trace", async () => {
-  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--no-lock", "cli/download.ts", "--nope"],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(stderr);
+  const { code, stderr: text } = await runScript("cli/download.ts", "--nope");
   assert.equal(code, 2, text);
   assert.match(text, /error: .*--nope/);
   assert.doesNotMatch(text, /^\s+at /m);
