@@ -40,7 +40,7 @@ export {
   parseConfig,
 } from "./model/config.ts";
 export { type GPT2Weights, loadCheckpoint, randomWeights } from "./model/weights.ts";
-export { SafetensorsFile, writeSafetensors } from "./model/safetensors.ts";
+export { SafetensorsFile, writeSafetensors } from "./io/safetensors.ts";
 export {
   loadSnapshot,
   modelFingerprint,
@@ -49,7 +49,7 @@ export {
   SNAPSHOT_FORMAT,
   SNAPSHOT_VERSION,
   SnapshotError,
-} from "./model/snapshot.ts";
+} from "./io/snapshot.ts";
 export {
   type BatchResult,
   generate,
@@ -58,10 +58,10 @@ export {
   type GenerateResult,
   greedyOptions,
   prefillPrefix,
-} from "./model/generate.ts";
-export { argmax, Rng, sampleToken, type SamplingOptions } from "./model/sampling.ts";
-export { gpt2Tokenizer, TextStream, type Tokenizer } from "./model/tokenizer.ts";
-export { EMBEDDED, type OpenedModel, openModel } from "./model/open_model.ts";
-export { downloadCheckpoint } from "./model/download.ts";
-export { type ParityReport, runParity, TOLERANCE } from "./model/parity.ts";
-export { CACHE_POLICIES, type CachePolicy, parseCachePolicy } from "./model/cache_policy.ts";
+} from "./run/generate.ts";
+export { argmax, Rng, sampleToken, type SamplingOptions } from "./run/sampling.ts";
+export { gpt2Tokenizer, TextStream, type Tokenizer } from "./run/tokenizer.ts";
+export { EMBEDDED, type OpenedModel, openModel } from "./run/open_model.ts";
+export { downloadCheckpoint } from "./io/download.ts";
+export { type ParityReport, runParity, TOLERANCE } from "./run/parity.ts";
+export { CACHE_POLICIES, type CachePolicy, parseCachePolicy } from "./run/cache_policy.ts";

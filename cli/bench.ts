@@ -9,9 +9,9 @@
 import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
 import { parseWeightFormat, type WeightFormat } from "../kernels/matmul.ts";
-import { generate, greedyOptions } from "../model/generate.ts";
+import { generate, greedyOptions } from "../run/generate.ts";
 import type { GPT2 } from "../model/gpt2.ts";
-import { EMBEDDED, openModel } from "../model/open_model.ts";
+import { EMBEDDED, openModel } from "../run/open_model.ts";
 
 const USAGE = [
   "usage: deno task bench [--json] [--reps N] [--quick] [--weights f32|f16|both]",

@@ -11,8 +11,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { downloadCheckpoint, resolveRepo } from "../model/download.ts";
-import { CHECKPOINT_ALIASES, type Env } from "../model/hf_hub.ts";
+import { downloadCheckpoint, resolveRepo } from "../io/download.ts";
+import { CHECKPOINT_ALIASES, type Env } from "../io/hf_hub.ts";
 
 /** The help text. */
 export const USAGE = `Usage: deno task download [name] [--dest DIR] [--revision REV]

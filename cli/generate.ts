@@ -6,16 +6,11 @@
  */
 import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
-import {
-  checkWindow,
-  generate,
-  type GenerateOptions,
-  validateGenerate,
-} from "../model/generate.ts";
-import { type CachePolicy, parseCachePolicy } from "../model/cache_policy.ts";
-import { openModel } from "../model/open_model.ts";
+import { checkWindow, generate, type GenerateOptions, validateGenerate } from "../run/generate.ts";
+import { type CachePolicy, parseCachePolicy } from "../run/cache_policy.ts";
+import { openModel } from "../run/open_model.ts";
 import { parseWeightFormat, type WeightFormat } from "../kernels/matmul.ts";
-import { gpt2Tokenizer, TextStream } from "../model/tokenizer.ts";
+import { gpt2Tokenizer, TextStream } from "../run/tokenizer.ts";
 
 const USAGE = `usage: deno task generate [options]
   --prompt TEXT        text to continue (default "The KV cache")

@@ -7,7 +7,7 @@
 import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
 import { parseWeightFormat, type WeightFormat } from "../kernels/matmul.ts";
-import { type ParityRow, runParity, TOLERANCE } from "../model/parity.ts";
+import { type ParityRow, runParity, TOLERANCE } from "../run/parity.ts";
 
 const USAGE = [
   "usage: deno task parity [--model DIR] [--weights f32|f16]",

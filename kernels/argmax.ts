@@ -5,7 +5,7 @@
  */
 import { type Dispatch, type Gpu, type Tensor } from "./gpu.ts";
 
-const code = await Deno.readTextFile(new URL("./argmax.wgsl", import.meta.url));
+import code from "./argmax.wgsl" with { type: "text" };
 
 /**
  * Picks the largest of the first `n` logits: writes it to ids[0] and tokens[step[1]], then
@@ -23,6 +23,7 @@ export function argmax(
   if (logits.shape.at(-1)! < n || step.shape[0] < 2) {
     throw new Error(`argmax: logits[${logits.shape}] n=${n} step[${step.shape}] do not fit`);
   }
-  const pipeline = gpu.pipeline(code, "argmax");
-  return gpu.dispatch(`argmax ${n}`, pipeline, [gpu.uniform([n]), logits, ids, step, tokens], [1]);
+  const kernel = gpu.kernel(code, "argmax");
+  const bindings = { p: gpu.uniform([n]), logits, ids, step, tokens };
+  return gpu.dispatch(`argmax ${n}`, kernel, bindings, [1]);
 }

@@ -7,7 +7,7 @@
 import { type Dispatch, f32bits, type Gpu, groups, type Tensor, workgrid } from "./gpu.ts";
 import { causalSoftmax } from "./softmax.ts";
 
-const code = await Deno.readTextFile(new URL("./attention.wgsl", import.meta.url));
+import code from "./attention.wgsl" with { type: "text" };
 
 /** How the cache stores K and V: f32, f16 (two per u32 word) or int8 (four, plus scales). */
 export type CacheDType = "f32" | "f16" | "int8";
@@ -108,14 +108,10 @@ export function storeKv(
 ): Dispatch {
   const s = shapes(qkv, kCache, vCache, rows);
   const sc = scaleBindings(gpu, s, scales);
-  const pipeline = gpu.pipeline(code, "store_kv", { HD: s.headDim, KV: s.KV });
-  const none = undefined;
-  const bindings = [params(gpu, s), step, qkv, kCache, vCache];
-  const unused = [none, none, none, none, none, none, none]; // bindings 5..11
+  const kernel = gpu.kernel(code, "store_kv", { HD: s.headDim, KV: s.KV });
+  const bindings = { p: params(gpu, s), step, qkv, kCache, vCache, kScale: sc.k, vScale: sc.v };
   const words = s.T * s.C / [1, 2, 4][s.KV];
-  return gpu.dispatch(`store_kv ${s.T}x${s.C}`, pipeline, [...bindings, ...unused, sc.k, sc.v], [
-    ...workgrid(words, 64),
-  ]);
+  return gpu.dispatch(`store_kv ${s.T}x${s.C}`, kernel, bindings, workgrid(words, 64));
 }
 
 /**
@@ -144,12 +140,14 @@ export function attend(
   if (probs.shape.join() !== [s.nHead, s.T, s.P].join()) {
     throw new Error(`attention: probs[${probs.shape}] is not [${s.nHead}, ${s.T}, ${s.P}]`);
   }
-  const none = undefined;
+  // Queries are read as vec4s (q4); the cache as vec4s (k4, v4) when f32, else as words
+  // (kw, vw) decoded with their scales. Each kernel names both views; KV picks one.
+  const keys = { q4: qkv, k4: kCache, kw: kCache, kScale: sc.k };
+  const values = { v4: vCache, vw: vCache, vScale: sc.v, out4: out };
   if (s.T === 1 && s.headDim <= 256 && s.P <= ONE_MAX_KEYS) {
-    const pipeline = gpu.pipeline(code, "attend_one", { HD: s.headDim, KV: s.KV });
-    const u = params(gpu, s, zeroTail);
-    const bindings = [u, step, none, none, none, qkv, kCache, vCache, probs, out, kCache, vCache];
-    return [gpu.dispatch(`attend.one ${s.C}`, pipeline, [...bindings, sc.k, sc.v], [s.nHead])];
+    const kernel = gpu.kernel(code, "attend_one", { HD: s.headDim, KV: s.KV });
+    const bindings = { p: params(gpu, s, zeroTail), step, ...keys, ...values, probs };
+    return [gpu.dispatch(`attend.one ${s.C}`, kernel, bindings, [s.nHead])];
   }
   const TM = queryTile(s.T);
   const consts = { HD: s.headDim, TM, KV: s.KV };
@@ -158,15 +156,15 @@ export function attend(
   return [
     gpu.dispatch(
       `attend.scores ${s.T}x${s.C}`,
-      gpu.pipeline(code, "scores", consts),
-      [u, step, none, none, none, qkv, kCache, none, probs, none, kCache, none, sc.k],
+      gpu.kernel(code, "scores", consts),
+      { p: u, step, ...keys, probs },
       [groups(s.P / 4, 64), rowTiles, s.nHead],
     ),
     causalSoftmax(gpu, step, probs, zeroTail),
     gpu.dispatch(
       `attend.values ${s.T}x${s.C}`,
-      gpu.pipeline(code, "values", consts),
-      [u, step, none, none, none, none, none, vCache, probs, out, none, vCache, none, sc.v],
+      gpu.kernel(code, "values", consts),
+      { p: u, step, ...values, probs },
       [1, rowTiles, s.nHead],
     ),
   ];

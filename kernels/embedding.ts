@@ -6,7 +6,7 @@
 import { type Dispatch, type Gpu, type Tensor, workgrid } from "./gpu.ts";
 import type { RowChunks } from "./matmul.ts";
 
-const code = await Deno.readTextFile(new URL("./embedding.wgsl", import.meta.url));
+import code from "./embedding.wgsl" with { type: "text" };
 
 /**
  * x = wte[ids] + wpe[pos0 .. pos0+T].
@@ -28,11 +28,21 @@ export function embedding(
         `wpe[${wpe.shape}] x[${x.shape}] do not fit`,
     );
   }
-  const pipeline = gpu.pipeline(code, "embedding", { F16: wte.format === "f16" ? 1 : 0 });
+  const kernel = gpu.kernel(code, "embedding", { F16: wte.format === "f16" ? 1 : 0 });
   return wte.parts.map((part) => {
     const params = gpu.uniform([T, C / 4, part.row0, part.tensor.shape[0], positions ? 1 : 0]);
-    // Both wte bindings (f32, f16 pairs) get the chunk: the kernel reads the one of F16.
-    const bindings = [params, ids, step, part.tensor, wpe, x, positions ?? ids, part.tensor];
-    return gpu.dispatch(`embedding ${T}x${C}`, pipeline, bindings, workgrid((T * C) / 4, 64));
+    // The kernel reads wte or wteh as F16 says, and positions only per row, but it names
+    // all three, so each is bound.
+    const bindings = {
+      p: params,
+      ids,
+      step,
+      wte: part.tensor,
+      wteh: part.tensor,
+      wpe,
+      x,
+      positions: positions ?? ids,
+    };
+    return gpu.dispatch(`embedding ${T}x${C}`, kernel, bindings, workgrid((T * C) / 4, 64));
   });
 }

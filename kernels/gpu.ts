@@ -39,8 +39,27 @@ export interface Copy {
 /** A recorded sequence of GPU work, run as one submission. */
 export type Plan = (Dispatch | Copy)[];
 
-/** What a binding slot of a kernel receives: a tensor, or a whole buffer. */
+/** What a binding of a kernel receives: a tensor, or a whole buffer. */
 export type Binding = Tensor | GPUBuffer;
+
+/** A dispatch's bindings, by the names of the kernel's WGSL variables. */
+export type Bindings = Readonly<Record<string, Binding>>;
+
+/** A compiled entry point and the binding number of each of its source's variables. */
+export interface Kernel {
+  readonly entry: string;
+  readonly pipeline: GPUComputePipeline;
+  readonly slots: ReadonlyMap<string, number>;
+}
+
+// `@group(0) @binding(N) var<...> name` -> name => N
+function bindingSlots(code: string): Map<string, number> {
+  const slots = new Map<string, number>();
+  for (const m of code.matchAll(/@binding\((\d+)\)\s*var(?:<[^>]*>)?\s+(\w+)/g)) {
+    slots.set(m[2], Number(m[1]));
+  }
+  return slots;
+}
 
 /** Options for {@link Gpu.run}. */
 export interface RunOptions {
@@ -125,7 +144,7 @@ export class Gpu {
   /** The kernel designs this device uses. */
   readonly design: KernelDesign;
 
-  #pipelines = new Map<string, GPUComputePipeline>();
+  #kernels = new Map<string, Kernel>();
   #modules = new Map<string, GPUShaderModule>();
   #uniforms = new Map<string, GPUBuffer>();
   #errors: string[] = [];
@@ -256,28 +275,28 @@ export class Gpu {
     this.throwErrors();
   }
 
-  /** A compute pipeline for `entry` of WGSL `code`, compiled once per override set. */
-  pipeline(
-    code: string,
-    entry: string,
-    constants: Record<string, number> = {},
-  ): GPUComputePipeline {
+  /**
+   * The kernel `entry` of WGSL `code`, compiled once per set of override `constants`, with
+   * the names of its `@group(0) @binding(N)` variables as written in the source.
+   */
+  kernel(code: string, entry: string, constants: Record<string, number> = {}): Kernel {
     const key = `${entry}|${JSON.stringify(constants)}|${code}`;
-    let p = this.#pipelines.get(key);
-    if (!p) {
+    let k = this.#kernels.get(key);
+    if (!k) {
       let module = this.#modules.get(code);
       if (!module) {
         module = this.device.createShaderModule({ code });
         this.#modules.set(code, module);
       }
-      p = this.device.createComputePipeline({
+      const pipeline = this.device.createComputePipeline({
         label: entry,
         layout: "auto",
         compute: { module, entryPoint: entry, constants },
       });
-      this.#pipelines.set(key, p);
+      k = { entry, pipeline, slots: bindingSlots(code) };
+      this.#kernels.set(key, k);
     }
-    return p;
+    return k;
   }
 
   /** A small read-only uniform buffer of u32/f32 words, shared between equal contents. */
@@ -297,23 +316,25 @@ export class Gpu {
   }
 
   /**
-   * Builds a dispatch: `bindings[i]` goes to `@group(0) @binding(i)`; `undefined` skips a
-   * binding number the entry point does not use.
+   * Builds a dispatch of `kernel` over `workgroups`, binding each of `bindings` to the
+   * kernel's variable of that name. Give exactly the variables the entry point uses.
    */
   dispatch(
     label: string,
-    pipeline: GPUComputePipeline,
-    bindings: readonly (Binding | undefined)[],
+    kernel: Kernel,
+    bindings: Bindings,
     workgroups: readonly number[],
   ): Dispatch {
-    const entries: GPUBindGroupEntry[] = [];
-    bindings.forEach((b, binding) => {
-      if (b === undefined) return;
-      entries.push(this.#entry(label, binding, b));
+    const entries = Object.entries(bindings).map(([name, b]) => {
+      const binding = kernel.slots.get(name);
+      if (binding === undefined) {
+        throw new Error(`${label}: ${kernel.entry} has no binding named "${name}"`);
+      }
+      return this.#entry(label, name, binding, b);
     });
     const bindGroup = this.device.createBindGroup({
       label,
-      layout: pipeline.getBindGroupLayout(0),
+      layout: kernel.pipeline.getBindGroupLayout(0),
       entries,
     });
     const [x, y = 1, z = 1] = workgroups;
@@ -321,13 +342,13 @@ export class Gpu {
     if (x > max || y > max || z > max) {
       throw new Error(`${label}: ${x}x${y}x${z} workgroups exceed ${max} per dimension`);
     }
-    return { label, pipeline, bindGroup, workgroups: [x, y, z] };
+    return { label, pipeline: kernel.pipeline, bindGroup, workgroups: [x, y, z] };
   }
 
-  #entry(label: string, binding: number, b: Binding): GPUBindGroupEntry {
+  #entry(label: string, name: string, binding: number, b: Binding): GPUBindGroupEntry {
     if (b instanceof GPUBuffer) return { binding, resource: { buffer: b } };
     if (b.offset % this.bindingAlignment !== 0) {
-      throw new Error(`${label}: binding ${binding} offset ${b.offset} is not aligned`);
+      throw new Error(`${label}: binding ${name} offset ${b.offset} is not aligned`);
     }
     const size = Math.max(4, numel(b) * 4);
     return { binding, resource: { buffer: b.buffer, offset: b.offset, size } };

@@ -5,7 +5,7 @@
  */
 import { type Dispatch, f32bits, type Gpu, groups, type Tensor } from "./gpu.ts";
 
-const code = await Deno.readTextFile(new URL("./layernorm.wgsl", import.meta.url));
+import code from "./layernorm.wgsl" with { type: "text" };
 
 /** y = LayerNorm(x) * weight + bias. x, y: [T, C]; weight, bias: [C]. */
 export function layerNorm(
@@ -21,8 +21,8 @@ export function layerNorm(
     throw new Error(`layernorm: x[${x.shape}] weight[${weight.shape}] y[${y.shape}] do not fit`);
   }
   const params = gpu.uniform([T, C, f32bits(eps)]);
-  const pipeline = gpu.pipeline(code, "layernorm");
-  return gpu.dispatch(`layernorm ${T}x${C}`, pipeline, [params, x, weight, bias, y], [
+  const kernel = gpu.kernel(code, "layernorm");
+  return gpu.dispatch(`layernorm ${T}x${C}`, kernel, { p: params, x, weight, bias, y }, [
     groups(T, 64),
   ]);
 }

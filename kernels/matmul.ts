@@ -6,7 +6,7 @@
  */
 import { type Dispatch, type Gpu, groups, type Tensor } from "./gpu.ts";
 
-const code = await Deno.readTextFile(new URL("./matmul.wgsl", import.meta.url));
+import code from "./matmul.wgsl" with { type: "text" };
 
 /**
  * How a weight matrix is stored on the GPU: `f32` exactly as the checkpoint has it, or `f16`
@@ -119,17 +119,19 @@ function product(
   const [M, ldy] = y.shape;
   const params = gpu.uniform([M, N, K, xRow0, yCol0, ldy, b ? 1 : 0, EPILOGUES[epilogue]]);
   // Without a bias the kernel never reads b; the weights stand in for the binding. The
-  // weights are bound as the kernel reads them: f32 (w), f16 pairs (wh) or f16 eights (wh8).
+  // kernels name the weights as f32 (w) and as f16 pairs (wh) and read the one F16 picks;
+  // matmul_row_f16 reads f16 eights (wh8) alone.
   const f16 = w.format === "f16";
   const F16 = f16 ? 1 : 0;
   const bias = b ?? tensor;
+  const weights = { w: tensor, wh: tensor };
   if (gpu.design === "gpu") {
     const entry = M < 4 ? "matmul_gemv" : "matmul_tiled";
     const grid = M < 4
       ? [Math.min(N, 65535), M, Math.ceil(N / 65535)]
       : [Math.ceil(N / 64), Math.ceil(M / 64)];
-    const bindings = [params, x, tensor, bias, y, tensor];
-    return gpu.dispatch(label, gpu.pipeline(code, entry, { F16 }), bindings, grid);
+    const bindings = { p: params, x, ...weights, b: bias, y };
+    return gpu.dispatch(label, gpu.kernel(code, entry, { F16 }), bindings, grid);
   }
   // Design "cpu": register tiles, in small workgroups so that even a 768-output product
   // (48 invocations of 16 x 16 tiles in a 16-token prefill) spreads over both cores.
@@ -140,12 +142,10 @@ function product(
     : f16 && K % 8 === 0
     ? ["matmul_row_f16", 4, 1, 16]
     : ["matmul_row", 4, 1, 16];
-  const bindings = entry === "matmul_row_f16"
-    ? [params, x, undefined, bias, y, undefined, tensor]
-    : [params, x, tensor, bias, y, tensor];
-  const pipeline = gpu.pipeline(code, entry, { WG: wg, F16 });
+  const bindings = { p: params, x, ...(entry === "matmul_row_f16" ? { wh8: tensor } : weights) };
+  const kernel = gpu.kernel(code, entry, { WG: wg, F16 });
   const grid = [groups(Math.ceil(N / cols), wg), Math.ceil(M / rows)];
-  return gpu.dispatch(label, pipeline, bindings, grid);
+  return gpu.dispatch(label, kernel, { ...bindings, b: bias, y }, grid);
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import { type Dispatch, type Gpu, type Tensor, workgrid } from "./gpu.ts";
 
-const code = await Deno.readTextFile(new URL("./softmax.wgsl", import.meta.url));
+import code from "./softmax.wgsl" with { type: "text" };
 
 /**
  * Causal softmax in place over x: [nHead, T, ld]: row (h, t) covers keys 0 .. pos0 + t
@@ -15,6 +15,6 @@ export function causalSoftmax(gpu: Gpu, step: Tensor, x: Tensor, zeroTail: boole
   const [nHead, T, ld] = x.shape;
   const rows = nHead * T;
   const params = gpu.uniform([rows, T, ld, zeroTail ? 1 : 0]);
-  const pipeline = gpu.pipeline(code, "softmax");
-  return gpu.dispatch(`softmax ${rows}x${ld}`, pipeline, [params, step, x], workgrid(rows, 64));
+  const kernel = gpu.kernel(code, "softmax");
+  return gpu.dispatch(`softmax ${rows}x${ld}`, kernel, { p: params, step, x }, workgrid(rows, 64));
 }

@@ -31,9 +31,9 @@ import {
   type Linear as LinearWeights,
   loadCheckpoint,
 } from "./weights.ts";
-import { type ForwardOptions, type ShapeOptions, Workspace } from "./workspace.ts";
+import { type ForwardOptions, type ShapeOptions, Workspace } from "../run/workspace.ts";
 
-export type { ForwardOptions } from "./workspace.ts";
+export type { ForwardOptions } from "../run/workspace.ts";
 
 /** What one forward pass returns. */
 export interface ForwardOutput {

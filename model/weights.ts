@@ -13,8 +13,8 @@
 
 import { join } from "node:path";
 import { type GPT2Config, loadConfig } from "./config.ts";
-import { SafetensorsFile } from "./safetensors.ts";
-import { Rng } from "./sampling.ts";
+import { SafetensorsFile } from "../io/safetensors.ts";
+import { Rng } from "../run/sampling.ts";
 
 /** One Conv1D / Linear layer: y = x @ weight + bias, weight stored [in, out] as in HF Conv1D. */
 export interface Linear {

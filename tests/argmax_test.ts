@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { argmax } from "../kernels/argmax.ts";
 import { Gpu } from "../kernels/gpu.ts";
-import { argmax as cpuArgmax } from "../model/sampling.ts";
+import { argmax as cpuArgmax } from "../run/sampling.ts";
 import { Arena, Rng } from "./helpers.ts";
 
 const gpu = await Gpu.open();

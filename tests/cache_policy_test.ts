@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseCachePolicy } from "../model/cache_policy.ts";
+import { parseCachePolicy } from "../run/cache_policy.ts";
 
 Deno.test("every cache policy parses to cache options (and a window)", () => {
   assert.deepEqual(parseCachePolicy("preallocated").cache, { policy: "preallocate" });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { runScript } from "./helpers.ts";
-import { SafetensorsFile } from "../model/safetensors.ts";
+import { SafetensorsFile } from "../io/safetensors.ts";
 
 const ref = await SafetensorsFile.open("data/tiny-gpt2/reference.safetensors");
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
-import { generate, generateBatch, type GenerateOptions, prefillPrefix } from "../model/generate.ts";
+import { generate, generateBatch, type GenerateOptions, prefillPrefix } from "../run/generate.ts";
 import { GPT2 } from "../model/gpt2.ts";
-import { SafetensorsFile } from "../model/safetensors.ts";
+import { SafetensorsFile } from "../io/safetensors.ts";
 import { loadCheckpoint } from "../model/weights.ts";
 
 const gpu = await Gpu.open();

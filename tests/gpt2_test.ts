@@ -9,7 +9,7 @@ import { type GPT2Config, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
 import { randomWeights } from "../model/weights.ts";
-import { Workspace } from "../model/workspace.ts";
+import { Workspace } from "../run/workspace.ts";
 import { gpt2Ref } from "./cpu_reference.ts";
 import { assertClose, Rng } from "./helpers.ts";
 

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { SafetensorsFile } from "../model/safetensors.ts";
+import { SafetensorsFile } from "../io/safetensors.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const TINY = join(ROOT, "data/tiny-gpt2");

@@ -8,7 +8,7 @@ import { Gpu } from "../kernels/gpu.ts";
 import { parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { KVCache } from "../model/kv_cache.ts";
-import { argmax } from "../model/sampling.ts";
+import { argmax } from "../run/sampling.ts";
 
 const gpu = await Gpu.open();
 

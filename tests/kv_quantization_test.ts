@@ -7,7 +7,7 @@ import { attend, cacheWords, storeKv } from "../kernels/attention.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import type { CacheDType, KVCache, LayerKV } from "../model/kv_cache.ts";
-import { SafetensorsFile } from "../model/safetensors.ts";
+import { SafetensorsFile } from "../io/safetensors.ts";
 import { attentionRef } from "./cpu_reference.ts";
 import { Arena, assertClose, Rng } from "./helpers.ts";
 

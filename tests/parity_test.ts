@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
-import { runParity, TOLERANCE } from "../model/parity.ts";
+import { runParity, TOLERANCE } from "../run/parity.ts";
 
 const gpu = await Gpu.open({ design: "cpu" });
 /** The kernel designs for real GPUs, run here on the same adapter: parity must hold too. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { formatProgress, ProgressBar } from "../model/progress_bar.ts";
+import { formatProgress, ProgressBar } from "../io/progress_bar.ts";
 
 Deno.test("formatProgress: bar, percentage, sizes and speed", () => {
   assert.equal(

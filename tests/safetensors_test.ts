@@ -6,7 +6,7 @@ import {
   SafetensorsError,
   SafetensorsFile,
   writeSafetensors,
-} from "../model/safetensors.ts";
+} from "../io/safetensors.ts";
 
 const FIXTURE = new URL("../data/tiny-gpt2/model.safetensors", import.meta.url).pathname;
 

@@ -6,7 +6,7 @@ import {
   type SamplingOptions,
   topKIndices,
   validateSampling,
-} from "../model/sampling.ts";
+} from "../run/sampling.ts";
 
 const GREEDY: SamplingOptions = { temperature: 0, topK: 0, topP: 1 };
 

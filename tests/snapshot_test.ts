@@ -10,20 +10,20 @@ import { join } from "node:path";
 import { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { KVCache } from "../model/kv_cache.ts";
-import { argmax } from "../model/sampling.ts";
+import { argmax } from "../run/sampling.ts";
 import {
   SafetensorsError,
   SafetensorsFile,
   type TensorData,
   writeSafetensors,
-} from "../model/safetensors.ts";
+} from "../io/safetensors.ts";
 import {
   loadSnapshot,
   modelFingerprint,
   saveSnapshot,
   SNAPSHOT_FORMAT,
   SnapshotError,
-} from "../model/snapshot.ts";
+} from "../io/snapshot.ts";
 import { randomWeights } from "../model/weights.ts";
 
 const gpu = await Gpu.open();

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { gpt2Tokenizer, TextStream, type Tokenizer } from "../model/tokenizer.ts";
+import { gpt2Tokenizer, TextStream, type Tokenizer } from "../run/tokenizer.ts";
 
 const tok = gpt2Tokenizer();
 

@@ -6,7 +6,7 @@ import {
   SafetensorsFile,
   type TensorData,
   writeSafetensors,
-} from "../model/safetensors.ts";
+} from "../io/safetensors.ts";
 import {
   type GPT2Weights,
   loadCheckpoint,
@@ -14,7 +14,7 @@ import {
   weightsFromSafetensors,
 } from "../model/weights.ts";
 
-const FIXTURE_DIR = new URL("../data/tiny-gpt2/", import.meta.url).pathname;
+const FIXTURE_DIR = new URL("../data/tiny-gpt2", import.meta.url).pathname;
 const FIXTURE = join(FIXTURE_DIR, "model.safetensors");
 
 /** Every tensor of a file as F32 TensorData, renamed by `rename` (null drops it). */

@@ -8,10 +8,10 @@
  */
 import type { Gpu } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
-import { GPT2, type ModelOptions } from "./gpt2.ts";
-import type { KVCache } from "./kv_cache.ts";
+import { GPT2, type ModelOptions } from "../model/gpt2.ts";
+import type { KVCache } from "../model/kv_cache.ts";
 import { generate, greedyOptions } from "./generate.ts";
-import { SafetensorsFile } from "./safetensors.ts";
+import { SafetensorsFile } from "../io/safetensors.ts";
 
 /** Parity tolerance: max abs diff per tensor. */
 export const TOLERANCE = 1e-5;

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Gpu, Tensor } from "../kernels/gpu.ts";
-import type { GPT2Config } from "./config.ts";
+import type { GPT2Config } from "../model/config.ts";
 
 /** What a forward pass returns besides the cache update. */
 export interface ForwardOptions {

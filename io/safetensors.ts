@@ -51,7 +51,7 @@ const METADATA_KEY = "__metadata__";
 
 // Typed-array views below read and write host byte order; the format is little-endian.
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
-  throw new Error("model/safetensors.ts needs a little-endian host");
+  throw new Error("io/safetensors.ts needs a little-endian host");
 }
 
 /** Error for a malformed safetensors file or a bad request; names the file. */

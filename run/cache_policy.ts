@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { KVCacheOptions } from "./kv_cache.ts";
+import type { KVCacheOptions } from "../model/kv_cache.ts";
 
 /** The policies by name; `window:S,R` takes its sinks and recent sizes. */
 export const CACHE_POLICIES = ["preallocated", "grow", "f16", "int8", "window:S,R"] as const;

@@ -18,8 +18,8 @@
  * @module
  */
 import type { Tensor } from "../kernels/gpu.ts";
-import type { GPT2 } from "./gpt2.ts";
-import type { KVCache } from "./kv_cache.ts";
+import type { GPT2 } from "../model/gpt2.ts";
+import type { KVCache } from "../model/kv_cache.ts";
 import { SafetensorsFile, type TensorData, writeSafetensors } from "./safetensors.ts";
 
 /** The `format` metadata of a snapshot file. */

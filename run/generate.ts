@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { GPT2 } from "./gpt2.ts";
-import type { KVCache } from "./kv_cache.ts";
+import type { GPT2 } from "../model/gpt2.ts";
+import type { KVCache } from "../model/kv_cache.ts";
 import { Rng, sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
 
 /** How to generate. */

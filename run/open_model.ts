@@ -6,10 +6,10 @@
  * @module
  */
 import type { Gpu } from "../kernels/gpu.ts";
-import { GPT2_SIZES, parameterCount } from "./config.ts";
-import { downloadCheckpoint, findInHfCache, resolveRepo } from "./download.ts";
-import { GPT2, type ModelOptions } from "./gpt2.ts";
-import { loadCheckpoint, randomWeights } from "./weights.ts";
+import { GPT2_SIZES, parameterCount } from "../model/config.ts";
+import { downloadCheckpoint, findInHfCache, resolveRepo } from "../io/download.ts";
+import { GPT2, type ModelOptions } from "../model/gpt2.ts";
+import { loadCheckpoint, randomWeights } from "../model/weights.ts";
 
 /** The name that selects the embedded random-weight model. */
 export const EMBEDDED = "embedded";
