@@ -179,7 +179,7 @@ export function matmul(
  * x: [*, K], w: [V, K] in row chunks, logits: [M, ldy] with ldy >= V (row stride).
  * Returns one dispatch per weight chunk and per block of logits rows that fits a binding.
  */
-export function matmulTransposed(
+export function lmHead(
   gpu: Gpu,
   x: Tensor,
   xRow0: number,

@@ -1,20 +1,21 @@
 /**
  * GPT-2, top to bottom as in the diagram: token + position embeddings, n_layer blocks of
- * (LayerNorm → causal self-attention → residual, LayerNorm → MLP → residual), a final
- * LayerNorm and the lm_head tied to the token embedding. Every number comes from a WGSL
- * kernel; each module's `forward` records its kernels into a plan that runs on the GPU.
+ * x = x + attn(ln_1(x)) and x = x + mlp(ln_2(x)), a final LayerNorm and the lm_head tied to
+ * the token embedding. Every number comes from a WGSL kernel: each module's `forward`
+ * returns the kernels it runs as a {@link Plan}. Where the activations live, which rows
+ * belong to which sequence and how the plan is submitted is the runner's business
+ * (`run/runner.ts`); the model only says what is computed from what.
  *
  * @module
  */
-import { argmax } from "../kernels/argmax.ts";
 import { attend, type QueryRows, storeKv } from "../kernels/attention.ts";
 import { embedding } from "../kernels/embedding.ts";
-import type { Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts";
+import type { Copy, Gpu, Plan, Tensor } from "../kernels/gpu.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
 import {
   type Epilogue,
+  lmHead,
   matmul,
-  matmulTransposed,
   type RowChunks,
   transpose,
   uploadRowChunks,
@@ -31,42 +32,64 @@ import {
   type Linear as LinearWeights,
   loadCheckpoint,
 } from "./weights.ts";
-import { type ForwardOptions, type ShapeOptions, Workspace } from "../run/workspace.ts";
+import {
+  type ForwardOptions,
+  type ForwardOutput,
+  type ModelOptions,
+  Runner,
+} from "../run/runner.ts";
 
-export type { ForwardOptions } from "../run/workspace.ts";
+export type { ForwardOptions, ForwardOutput, ModelOptions } from "../run/runner.ts";
 
-/** What one forward pass returns. */
-export interface ForwardOutput {
-  /** Logits [rows, vocabSize]: rows = T with `logits: "all"`, else 1 (the last position). */
-  logits: Float32Array;
-  /** With `hidden`: [nLayer + 2, T, C]: embeddings, each block's output, ln_f's output. */
-  hidden?: Float32Array;
-  /** With `attention`: per layer [nHead, T, nPositions] softmax rows (keys past pos0+t are 0). */
-  attention?: Float32Array[];
-  /** With `profile`: the GPU time of every kernel, in plan order. */
-  profile?: KernelTime[];
+/**
+ * One sequence's share of a layer's attention: its rows of the activations, the cache its
+ * keys and values go to, the [pos0] its rows start at, and where its softmax rows land.
+ */
+export interface SequenceRows {
+  readonly rows: QueryRows;
+  readonly cache: LayerCache; //  K, V: [seqs · nHead, capacity, words]
+  readonly start: Tensor; //      [pos0] u32
+  readonly probs: Tensor; //      [seqs · nHead, T, capacity]
+  /** Zero each softmax row past its causal limit (when the rows are returned). */
+  readonly zeroTail: boolean;
 }
 
-/** How a model is put on the GPU. */
-export interface ModelOptions {
-  /**
-   * Storage of the matrices (every Linear, wte and lm_head): "f32" (default, HF parity) or
-   * "f16", half the bytes per decode step with each weight rounded to f16. LayerNorms,
-   * biases and wpe stay f32.
-   */
-  weights?: WeightFormat;
+/** What one block reads and writes, for T rows. */
+export interface BlockActivations {
+  readonly ln1: Tensor; //   [T, C]  ln_1(x)
+  readonly qkv: Tensor; //   [T, 3C] q | k | v
+  readonly att: Tensor; //   [T, C]  attention output, heads side by side
+  readonly mid: Tensor; //   [T, C]  x + attn(ln_1(x)); x itself when the block runs in place
+  readonly ln2: Tensor; //   [T, C]  ln_2(mid)
+  readonly fcPre: Tensor | null; // [T, nInner] c_fc before GELU, kept for backward; null: fused
+  readonly fc: Tensor; //    [T, nInner] gelu(c_fc(ln2))
+  readonly out: Tensor; //   [T, C]  mid + mlp(ln_2(mid)); x itself in place
 }
 
-/** A plan recorded against one version of a cache's buffers. */
-interface RecordedPlan {
-  version: number;
-  plan: Plan;
+/**
+ * The activations of one pass over T rows, laid out by the runner: the input ids, where each
+ * layer reads and writes, which rows are which sequence, and the logits.
+ */
+export interface Pass {
+  readonly ids: Tensor; //       [T] u32 token ids
+  readonly start: Tensor; //     [pos0] u32: row t is at position pos0 + t ...
+  readonly positions?: Tensor; // [T] u32: ... unless each row has its own position
+  readonly x: Tensor; //         [T, C] embeddings, block 0's input
+  /** Block i's activations. */
+  layer(i: number): BlockActivations;
+  /** The sequences whose rows block i's attention covers. */
+  sequences(i: number): readonly SequenceRows[];
+  readonly lnF: Tensor; //       [T, C] ln_f(last block's out)
+  readonly logits: Tensor; //    [rows, ldy]: the logits of rows logitsRow0 ..
+  readonly logitsRow0: number;
+  /** Copies hidden state i (0: embeddings, i: block i-1's output, L+1: ln_f) if kept. */
+  keep(i: number, t: Tensor): Copy[];
 }
 
 /** torch.nn.LayerNorm over n_embd. */
 class LayerNorm {
-  readonly weight: Tensor;
-  readonly bias: Tensor;
+  readonly weight: Tensor; // [C]
+  readonly bias: Tensor; //   [C]
   constructor(readonly gpu: Gpu, w: LayerNormWeights, readonly eps: number, name: string) {
     this.weight = gpu.upload(w.weight, [w.weight.length], `${name}.weight`);
     this.bias = gpu.upload(w.bias, [w.bias.length], `${name}.bias`);
@@ -80,8 +103,8 @@ class LayerNorm {
 
 /** HF Conv1D: y = x @ W + b; W arrives [in, out] and is kept transposed, [out, in]. */
 class Linear {
-  readonly weight: Weight;
-  readonly bias: Tensor;
+  readonly weight: Weight; // [out, in]
+  readonly bias: Tensor; //   [out]
   constructor(readonly gpu: Gpu, w: LinearWeights, name: string, format: WeightFormat) {
     const { inFeatures: n, outFeatures: m } = w;
     this.weight = uploadWeight(gpu, transpose(w.weight, n, m), m, n, `${name}.weight`, format);
@@ -94,18 +117,6 @@ class Linear {
   }
 }
 
-/**
- * The rows of the workspace one sequence's tokens take in a layer, with that sequence's
- * layer cache, its [pos0] buffer and a [nHead, T, capacity] buffer for its softmax rows.
- * A forward is one sequence of T rows; a batched decode step is B sequences of one row.
- */
-interface SequenceRows {
-  cache: LayerCache;
-  step: Tensor;
-  probs: Tensor;
-  rows: QueryRows;
-}
-
 /** Multi-head causal self-attention that appends to and reads from the KV cache. */
 class CausalSelfAttention {
   readonly cAttn: Linear;
@@ -115,16 +126,16 @@ class CausalSelfAttention {
     this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f);
   }
 
-  // x: [T, C] -> out += attn(x): [T, C]; each sequence's K/V go to its cache rows pos0 ..
-  forward(x: Tensor, out: Tensor, s: Workspace, seqs: SequenceRows[]): Plan {
+  // x: [T, C] -> residual += attn(x): [T, C]; each sequence's K/V go to its cache at pos0 ..
+  forward(x: Tensor, a: BlockActivations, seqs: readonly SequenceRows[], residual: Tensor): Plan {
     const { gpu } = this;
     return [
-      ...this.cAttn.forward(x, s.qkv), // qkv: [T, 3C]
-      ...seqs.flatMap(({ cache: c, step, probs, rows }) => [
-        storeKv(gpu, step, s.qkv, c.k, c.v, c.scales, rows), // cache: [nHead, P, words]
-        ...attend(gpu, step, s.qkv, c.k, c.v, s.att, probs, s.options.attention, c.scales, rows),
-      ]), // att: [T, C]
-      ...this.cProj.forward(s.att, out, "add"),
+      ...this.cAttn.forward(x, a.qkv), // qkv: [T, 3C]
+      ...seqs.flatMap(({ rows, cache: c, start, probs, zeroTail }) => [
+        storeKv(gpu, start, a.qkv, c.k, c.v, c.scales, rows), // cache: [nHead, P, words]
+        ...attend(gpu, start, a.qkv, c.k, c.v, a.att, probs, zeroTail, c.scales, rows), // [T, C]
+      ]),
+      ...this.cProj.forward(a.att, residual, "add"),
     ];
   }
 }
@@ -138,9 +149,9 @@ class MLP {
     this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f);
   }
 
-  // x: [T, C] -> out += mlp(x): [T, C], through fc = gelu(x @ W_fc + b): [T, nInner]
-  forward(x: Tensor, out: Tensor, s: Workspace): Plan {
-    return [...this.cFc.forward(x, s.fc, "gelu"), ...this.cProj.forward(s.fc, out, "add")];
+  // x: [T, C] -> residual += mlp(x): [T, C], through fc = gelu(x @ W_fc + b): [T, nInner]
+  forward(x: Tensor, a: BlockActivations, residual: Tensor): Plan {
+    return [...this.cFc.forward(x, a.fc, "gelu"), ...this.cProj.forward(a.fc, residual, "add")];
   }
 }
 
@@ -157,15 +168,24 @@ class Block {
     this.mlp = new MLP(gpu, w.mlp, `${name}.mlp`, f);
   }
 
-  // s.x: [T, C] -> s.x: [T, C], in place
-  forward(s: Workspace, seqs: SequenceRows[]): Plan {
+  // x: [T, C] -> a.out: [T, C]
+  forward(x: Tensor, a: BlockActivations, seqs: readonly SequenceRows[]): Plan {
+    const { ln1, attn, ln2, mlp } = this;
     return [
-      ...this.ln1.forward(s.x, s.ln),
-      ...this.attn.forward(s.ln, s.x, s, seqs), // x = x + attn(ln_1(x))
-      ...this.ln2.forward(s.x, s.ln),
-      ...this.mlp.forward(s.ln, s.x, s), // x = x + mlp(ln_2(x))
+      ...ln1.forward(x, a.ln1),
+      ...residual(x, a.mid, attn.forward(a.ln1, a, seqs, a.mid)), // mid = x + attn(ln_1(x))
+      ...ln2.forward(a.mid, a.ln2),
+      ...residual(a.mid, a.out, mlp.forward(a.ln2, a, a.out)), //    out = mid + mlp(ln_2(mid))
     ];
   }
+}
+
+/**
+ * to = from + f, where `added` adds f into `to`: `to` starts as a copy of `from` unless the
+ * two are one tensor (the residual stream updated in place).
+ */
+function residual(from: Tensor, to: Tensor, added: Plan): Plan {
+  return from === to ? added : [{ label: "residual copy", from, to }, ...added];
 }
 
 /** GPT-2 language model whose every kernel runs on the GPU. */
@@ -175,18 +195,10 @@ export class GPT2 {
   readonly blocks: Block[];
   readonly lnF: LayerNorm;
   readonly lmHead: RowChunks; // wte itself unless the checkpoint has its own lm_head
-  /** Token ids of the current forward, [nPositions] u32. */
-  readonly ids: Tensor;
-  /** Where this step starts in the cache, and tokens chosen on the GPU: [pos0, n] u32. */
-  readonly step: Tensor;
-  /** Tokens chosen by greedy decoding on the GPU, [nPositions] u32. */
-  readonly tokens: Tensor;
-  /** Each row's position in a batched decode step, [nPositions] u32. */
-  readonly positions: Tensor;
-  #workspaces = new Map<string, { ws: Workspace; plans: WeakMap<KVCache, RecordedPlan> }>();
-
   /** How the matrices are stored on the GPU. */
   readonly weightFormat: WeightFormat;
+  /** Records, submits and reads back this model's passes (forward, decoding, batches). */
+  readonly runner: Runner;
 
   constructor(
     readonly gpu: Gpu,
@@ -203,10 +215,7 @@ export class GPT2 {
     this.lmHead = w.lmHead
       ? uploadRowChunks(gpu, w.lmHead, V, C, "lm_head", gpu.maxBinding, f)
       : this.wte;
-    this.ids = gpu.tensor([P], "ids");
-    this.step = gpu.tensor([4], "step");
-    this.tokens = gpu.tensor([P], "tokens");
-    this.positions = gpu.tensor([P], "positions");
+    this.runner = new Runner(this);
   }
 
   /** Loads a HuggingFace checkpoint folder (config.json + *.safetensors) onto the GPU. */
@@ -215,83 +224,21 @@ export class GPT2 {
     return new GPT2(gpu, config, weights, options);
   }
 
-  /**
-   * Finishes the weight upload and compiles every pipeline (prefill and decode shapes), so
-   * that timings taken afterwards measure the model, not one-time start-up.
-   */
-  async warmup(): Promise<void> {
-    const cache = this.newCache();
-    try {
-      await this.forward(
-        Array.from({ length: Math.min(8, this.config.nPositions - 1) }, () => 0),
-        cache,
-      );
-      await this.forward([0], cache);
-    } finally {
-      cache.destroy();
-    }
-  }
-
-  /** Frees the model's GPU buffers: weights and scratch (caches are freed on their own). */
-  destroy(): void {
-    const linears = this.blocks.flatMap((
-      b,
-    ) => [b.attn.cAttn, b.attn.cProj, b.mlp.cFc, b.mlp.cProj]);
-    const norms = [...this.blocks.flatMap((b) => [b.ln1, b.ln2]), this.lnF];
-    const tensors = [
-      this.wpe,
-      this.ids,
-      this.step,
-      this.tokens,
-      this.positions,
-      ...this.wte.parts.map((p) => p.tensor),
-      ...(this.lmHead === this.wte ? [] : this.lmHead.parts.map((p) => p.tensor)),
-      ...linears.flatMap((m) => [m.weight.tensor, m.bias]),
-      ...norms.flatMap((m) => [m.weight, m.bias]),
-    ];
-    for (const t of tensors) this.gpu.destroy(t);
-    for (const { ws } of this.#workspaces.values()) ws.destroy();
-    this.#workspaces.clear();
-  }
-
-  /** A new, empty KV cache for this model (preallocated unless `options` say "grow"). */
-  newCache(options?: KVCacheOptions): KVCache {
-    return new KVCache(this.gpu, this.config, options);
-  }
-
-  /**
-   * Records the whole forward pass for one workspace: one sequence (`caches` of one, its T
-   * tokens at pos0 from `step`), or B sequences of one token each, row b at the position
-   * `positions[b]` in `caches[b]`.
-   */
-  #record(s: Workspace, caches: KVCache[], steps: Tensor[], positions?: Tensor): Plan {
+  /** The whole forward pass over the rows of `p`, as the kernels to run. */
+  record(p: Pass): Plan {
     const { gpu } = this;
-    const { nHead } = this.config;
-    const seqs = (i: number): SequenceRows[] =>
-      caches.map((cache, b) => ({
-        cache: cache.layers[i],
-        step: steps[b],
-        rows: caches.length === 1 ? { row0: 0, T: s.T } : { row0: b, T: 1 },
-        // One sequence: its own rows; a batch: one row each, in a scratch used in turn.
-        probs: caches.length === 1 ? s.probsFor(i, cache.capacity) : {
-          ...s.probs[0],
-          shape: [nHead, 1, cache.capacity],
-        },
-      }));
-    const save = (i: number, t: Tensor): Plan =>
-      s.hidden ? [{ label: `hidden ${i}`, from: t, to: s.hiddenAt(i) }] : [];
     const L = this.blocks.length;
-    const lastRow = s.options.logits === "all" ? 0 : s.T - 1;
+    const input = (i: number) => i === 0 ? p.x : p.layer(i - 1).out;
     return [
-      ...embedding(gpu, this.ids, this.step, this.wte, this.wpe, s.x, positions), // x: [T, C]
-      ...save(0, s.x),
+      ...embedding(gpu, p.ids, p.start, this.wte, this.wpe, p.x, p.positions), // x: [T, C]
+      ...p.keep(0, p.x),
       ...this.blocks.flatMap((block, i) => [
-        ...block.forward(s, seqs(i)),
-        ...save(i + 1, s.x),
+        ...block.forward(input(i), p.layer(i), p.sequences(i)),
+        ...p.keep(i + 1, p.layer(i).out),
       ]),
-      ...this.lnF.forward(s.x, s.ln),
-      ...save(L + 1, s.ln),
-      ...matmulTransposed(gpu, s.ln, lastRow, this.lmHead, s.logits), // logits: [rows, V]
+      ...this.lnF.forward(input(L), p.lnF),
+      ...p.keep(L + 1, p.lnF),
+      ...lmHead(gpu, p.lnF, p.logitsRow0, this.lmHead, p.logits), // logits: [rows, V]
     ];
   }
 
@@ -300,167 +247,58 @@ export class GPT2 {
    * their K/V to the cache: a prefill when T > 1, a decode step when T = 1. An empty cache
    * makes this the plain (no-cache) forward over `ids`.
    */
-  async forward(
+  forward(
     ids: readonly number[],
     cache: KVCache,
     options: ForwardOptions = {},
   ): Promise<ForwardOutput> {
-    const s = this.#submit(ids, cache, options);
-    const capacity = cache.capacity; // rows of the softmax rows just written
-    const { vocabSize: V, nPositions } = this.config;
-    const want = [s.logits, ...(s.hidden ? [s.hidden] : [])];
-    if (s.options.attention) want.push(...s.probs);
-    const [logits, ...rest] = await this.gpu.read(want);
-    const rows = logits.length / s.logits.shape[1];
-    const out: ForwardOutput = { logits: stripColumns(logits, rows, s.logits.shape[1], V) };
-    if (s.hidden) out.hidden = rest.shift();
-    if (s.options.attention) out.attention = rest.map((p) => widenRows(p, capacity, nPositions));
-    if (options.profile) out.profile = await this.gpu.readProfile();
-    return out;
+    return this.runner.forward(ids, cache, options);
   }
 
   /**
    * Greedy decoding with the argmax on the GPU: feeds `first` at position cache.length, then
-   * each token it chooses, `n` decode steps in all, with no CPU wait between steps. Returns
-   * the n chosen tokens, read back once; the cache grows by n (`first` and every chosen
-   * token but the last).
+   * each token it chooses, `n` steps with no CPU wait between them. Returns the n tokens.
    */
-  async decodeGreedy(first: number, cache: KVCache, n: number): Promise<number[]> {
-    checkIds([first], this.config.vocabSize);
-    const { ws, plan } = this.#prepare(1, cache, n, { logits: "last" });
-    const pick = argmax(
-      this.gpu,
-      ws.logits,
-      this.config.vocabSize,
-      this.ids,
-      this.step,
-      this.tokens,
-    );
-    this.gpu.write(this.ids, new Uint32Array([first]));
-    this.gpu.write(this.step, new Uint32Array([cache.length, 0]));
-    this.gpu.run(Array.from({ length: n }, () => [...plan, pick]).flat());
-    cache.length += n;
-    const view: Tensor = { buffer: this.tokens.buffer, offset: 0, shape: [n] };
-    return [...(await this.gpu.readU32(view))];
+  decodeGreedy(first: number, cache: KVCache, n: number): Promise<number[]> {
+    return this.runner.decodeGreedy(first, cache, n);
   }
 
   /**
-   * One decode step for B sequences at once: `ids[b]` is fed to `caches[b]` at its own
-   * position cache.length, and every matrix product reads its weights once for all B rows.
-   * Sequences may have any lengths (each attends over its own cache: nothing is padded).
-   * Returns each sequence's next-token logits, [vocabSize] each.
+   * One decode step for B sequences at once, `ids[b]` fed to `caches[b]` at its own position;
+   * returns each sequence's next-token logits.
    */
-  async forwardBatch(ids: readonly number[], caches: readonly KVCache[]): Promise<Float32Array[]> {
-    const B = ids.length;
-    const { nPositions, vocabSize } = this.config;
-    if (B < 1 || caches.length !== B || new Set(caches).size !== B || B > nPositions) {
-      throw new Error(`forwardBatch: ${B} ids need as many distinct caches, not ${caches.length}`);
-    }
-    checkIds(ids, vocabSize);
-    caches.forEach((c, b) => {
-      if (c.config !== this.config) throw new Error(`forwardBatch: cache ${b} is another model's`);
-      if (c.length + 1 > nPositions) throw new Error(`forwardBatch: cache ${b} is full`);
-      c.reserve(c.length + 1);
-    });
-    const steps = caches.map((c) => {
-      this.gpu.write(c.position, new Uint32Array([c.length]));
-      return c.position;
-    });
-    const opts: ShapeOptions = { logits: "all", hidden: false, attention: false };
-    const { ws } = this.#workspace(B, opts);
-    this.gpu.write(this.ids, new Uint32Array(ids));
-    this.gpu.write(this.positions, new Uint32Array(caches.map((c) => c.length)));
-    this.gpu.run(this.#record(ws, [...caches], steps, this.positions));
-    for (const c of caches) c.length++;
-    const logits = await this.gpu.read1(ws.logits);
-    const ld = ws.logits.shape[1];
-    return caches.map((_, b) => logits.slice(b * ld, b * ld + vocabSize));
+  forwardBatch(ids: readonly number[], caches: readonly KVCache[]): Promise<Float32Array[]> {
+    return this.runner.forwardBatch(ids, caches);
   }
 
-  /** Writes ids and pos0 and submits the plan for T = ids.length tokens. */
-  #submit(ids: readonly number[], cache: KVCache, options: ForwardOptions): Workspace {
-    checkIds(ids, this.config.vocabSize);
-    const { ws, plan } = this.#prepare(ids.length, cache, ids.length, options);
-    this.gpu.write(this.ids, new Uint32Array(ids));
-    this.gpu.write(this.step, new Uint32Array([cache.length]));
-    this.gpu.run(plan, { profile: options.profile });
-    cache.length += ids.length;
-    return ws;
+  /** Compiles every pipeline and finishes the upload, so later timings measure the model. */
+  warmup(): Promise<void> {
+    return this.runner.warmup();
   }
 
-  /**
-   * Checks that `steps` tokens fit after the cache's, grows the cache if it lacks room, and
-   * records (or reuses) the plan of a T-token forward for this cache's buffers.
-   */
-  #prepare(T: number, cache: KVCache, steps: number, options: ForwardOptions) {
-    const { nPositions } = this.config;
-    if (T < 1) throw new Error("forward: no tokens given");
-    if (cache.length + steps > nPositions) {
-      throw new Error(
-        `forward: ${cache.length} cached + ${steps} new tokens exceed the context (n_positions ` +
-          `${nPositions})`,
-      );
-    }
-    const opts: ShapeOptions = {
-      logits: options.logits ?? "last",
-      hidden: options.hidden ?? false,
-      attention: options.attention ?? false,
-    };
-    cache.reserve(cache.length + steps);
-    const entry = this.#workspace(T, opts);
-    let recorded = entry.plans.get(cache);
-    if (recorded?.version !== cache.version) {
-      recorded = { version: cache.version, plan: this.#record(entry.ws, [cache], [this.step]) };
-      entry.plans.set(cache, recorded);
-    }
-    return { ws: entry.ws, plan: recorded.plan };
+  /** A new, empty KV cache for this model (preallocated unless `options` say "grow"). */
+  newCache(options?: KVCacheOptions): KVCache {
+    return new KVCache(this.gpu, this.config, options);
   }
 
-  // Keeps the workspaces of the last few shapes; older ones are freed.
-  #workspace(T: number, opts: ShapeOptions) {
-    const key = `${T}|${opts.logits}|${opts.hidden}|${opts.attention}`;
-    let entry = this.#workspaces.get(key);
-    if (entry) {
-      this.#workspaces.delete(key); // re-insert as the most recent
-    } else {
-      entry = {
-        ws: new Workspace(this.gpu, this.config, T, opts, this.step),
-        plans: new WeakMap(),
-      };
-      while (this.#workspaces.size >= 4) {
-        const [oldest, old] = this.#workspaces.entries().next().value!;
-        old.ws.destroy();
-        this.#workspaces.delete(oldest);
-      }
-    }
-    this.#workspaces.set(key, entry);
-    return entry;
+  /** Every parameter tensor the model owns on the GPU (a tied lm_head once). */
+  parameterTensors(): Tensor[] {
+    const linears = this.blocks.flatMap((
+      b,
+    ) => [b.attn.cAttn, b.attn.cProj, b.mlp.cFc, b.mlp.cProj]);
+    const norms = [...this.blocks.flatMap((b) => [b.ln1, b.ln2]), this.lnF];
+    return [
+      this.wpe,
+      ...this.wte.parts.map((p) => p.tensor),
+      ...(this.lmHead === this.wte ? [] : this.lmHead.parts.map((p) => p.tensor)),
+      ...linears.flatMap((m) => [m.weight.tensor, m.bias]),
+      ...norms.flatMap((m) => [m.weight, m.bias]),
+    ];
   }
-}
 
-// The first rows·ld values as [rows, ld] -> [rows, n] with zeros after column ld, where
-// rows = a.length / n: softmax rows of a cache smaller than the context, padded to it.
-function widenRows(a: Float32Array, ld: number, n: number): Float32Array {
-  if (ld === n) return a;
-  const rows = a.length / n;
-  const out = new Float32Array(rows * n);
-  for (let r = 0; r < rows; r++) out.set(a.subarray(r * ld, r * ld + ld), r * n);
-  return out;
-}
-
-/** Throws unless every id is a token of the vocabulary. */
-function checkIds(ids: readonly number[], vocabSize: number): void {
-  ids.forEach((id, i) => {
-    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
-      throw new Error(`forward: token id ${id} at position ${i} is outside 0..${vocabSize - 1}`);
-    }
-  });
-}
-
-// [rows, ld] -> [rows, n]
-function stripColumns(a: Float32Array, rows: number, ld: number, n: number): Float32Array {
-  if (ld === n) return a;
-  const out = new Float32Array(rows * n);
-  for (let r = 0; r < rows; r++) out.set(a.subarray(r * ld, r * ld + n), r * n);
-  return out;
+  /** Frees the model's GPU buffers: weights and scratch (caches are freed on their own). */
+  destroy(): void {
+    this.runner.destroy();
+    for (const t of this.parameterTensors()) this.gpu.destroy(t);
+  }
 }

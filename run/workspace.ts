@@ -1,11 +1,15 @@
 /**
- * Scratch activations of one forward shape (T tokens and the outputs asked for), allocated
- * once and reused by every call of that shape, so a decode loop allocates nothing.
+ * Scratch activations of one inference shape (T rows and the outputs asked for), allocated
+ * once and reused by every call of that shape, so a decode loop allocates nothing; and the
+ * {@link Pass} that lays a forward over them: one sequence of T tokens, or B sequences of
+ * one token each (a batched decode step).
  *
  * @module
  */
-import type { Gpu, Tensor } from "../kernels/gpu.ts";
+import type { Copy, Gpu, Tensor } from "../kernels/gpu.ts";
 import type { GPT2Config } from "../model/config.ts";
+import type { BlockActivations, Pass, SequenceRows } from "../model/gpt2.ts";
+import type { KVCache } from "../model/kv_cache.ts";
 
 /** What a forward pass returns besides the cache update. */
 export interface ForwardOptions {
@@ -25,6 +29,12 @@ export interface ForwardOptions {
 /** The options that decide a workspace's buffers (all but `profile`). */
 export type ShapeOptions = Required<Omit<ForwardOptions, "profile">>;
 
+/** Where a pass's token ids and positions come from: buffers the runner writes. */
+export interface PassInputs {
+  readonly ids: Tensor; //        [T] u32
+  readonly positions: Tensor; //  [T] u32, each row's position in a batched step
+}
+
 /** The activations of a forward over T tokens; shapes in the field comments. */
 export class Workspace {
   readonly x: Tensor; //      [T, C]  the residual stream
@@ -42,8 +52,6 @@ export class Workspace {
     readonly config: GPT2Config,
     readonly T: number,
     readonly options: ShapeOptions,
-    /** The model's [pos0] buffer that the kernels read. */
-    readonly step: Tensor,
   ) {
     const { nEmbd: C, nInner, nLayer, nHead, nPositions, vocabSize } = config;
     const make = (shape: number[], name: string) => {
@@ -80,6 +88,51 @@ export class Workspace {
     const t = this.probs[this.options.attention ? i : 0];
     const [nHead, T] = t.shape;
     return { buffer: t.buffer, offset: t.offset, shape: [nHead, T, capacity] };
+  }
+
+  /**
+   * The pass of one sequence (`caches` of one, its T rows from `starts[0]`'s pos0) or of B
+   * sequences of one row each (row b at `starts[b]`'s pos0 in `caches[b]`). Every block
+   * updates the residual stream x in place and shares the other scratch.
+   */
+  pass(inputs: PassInputs, caches: readonly KVCache[], starts: readonly Tensor[]): Pass {
+    const one = caches.length === 1;
+    const block: BlockActivations = {
+      ln1: this.ln,
+      qkv: this.qkv,
+      att: this.att,
+      mid: this.x,
+      ln2: this.ln,
+      fcPre: null,
+      fc: this.fc,
+      out: this.x,
+    };
+    const zeroTail = this.options.attention;
+    const sequences = (i: number): SequenceRows[] =>
+      caches.map((cache, b) => ({
+        rows: one ? { row0: 0, T: this.T } : { row0: b, T: 1 },
+        cache: cache.layers[i],
+        start: starts[b],
+        // A batch's sequences use one scratch in turn, a row each.
+        probs: one
+          ? this.probsFor(i, cache.capacity)
+          : { ...this.probs[0], shape: [this.config.nHead, 1, cache.capacity] },
+        zeroTail,
+      }));
+    const keep = (i: number, t: Tensor): Copy[] =>
+      this.hidden ? [{ label: `hidden ${i}`, from: t, to: this.hiddenAt(i) }] : [];
+    return {
+      ids: inputs.ids,
+      start: starts[0],
+      positions: one ? undefined : inputs.positions,
+      x: this.x,
+      layer: () => block,
+      sequences,
+      lnF: this.ln,
+      logits: this.logits,
+      logitsRow0: this.options.logits === "all" ? 0 : this.T - 1,
+      keep,
+    };
   }
 
   /** Frees every buffer. */

@@ -29,7 +29,7 @@ export function matmulRef(x: Vec, w: Vec, b: Vec, M: number, K: number, N: numbe
 }
 
 /** y[M, V] = x[M, K] @ w[V, K]^T  (the lm_head over wte). */
-export function matmulTransposedRef(x: Vec, w: Vec, M: number, K: number, V: number): Float64Array {
+export function lmHeadRef(x: Vec, w: Vec, M: number, K: number, V: number): Float64Array {
   const y = new Float64Array(M * V);
   for (let m = 0; m < M; m++) {
     for (let v = 0; v < V; v++) {
@@ -218,6 +218,6 @@ export function gpt2Ref(config: GPT2Config, w: GPT2Weights, ids: readonly number
   }
   const lnF = layerNormRef(x, w.lnF.weight, w.lnF.bias, T, C, eps);
   hidden.set(lnF, (L + 1) * T * C);
-  const logits = matmulTransposedRef(lnF, w.lmHead ?? w.wte, T, C, V); // [T, V]
+  const logits = lmHeadRef(lnF, w.lmHead ?? w.wte, T, C, V); // [T, V]
   return { hidden, logits, cache, probs };
 }

@@ -139,7 +139,7 @@ for (const { config: c, model } of MODELS) {
   Deno.test(`gpt2 (${name}): workspace tensors for T tokens`, () => {
     for (const T of [1, 7]) {
       for (const logits of ["all", "last"] as const) {
-        const ws = new Workspace(gpu, c, T, { logits, hidden: true, attention: true }, model.step);
+        const ws = new Workspace(gpu, c, T, { logits, hidden: true, attention: true });
         assert.deepEqual(ws.x.shape, [T, C]); // embeddings, then the residual stream
         assert.deepEqual(ws.ln.shape, [T, C]);
         assert.deepEqual(ws.qkv.shape, [T, 3 * C]);

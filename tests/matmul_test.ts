@@ -1,13 +1,13 @@
 /**
- * matmul (Conv1D, x @ w + b, with the GELU and residual-add epilogues) and matmulTransposed
+ * matmul (Conv1D, x @ w + b, with the GELU and residual-add epilogues) and lmHead
  * (lm_head, x @ w^T over row chunks) against the float64 CPU reference, on shapes that are
  * not multiples of any tile, in both kernel designs and both weight formats.
  */
 import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
 import {
+  lmHead,
   matmul,
-  matmulTransposed,
   packHalves,
   type RowChunks,
   transpose,
@@ -16,7 +16,7 @@ import {
   type Weight,
   type WeightFormat,
 } from "../kernels/matmul.ts";
-import { geluNewRef, matmulRef, matmulTransposedRef, residualRef } from "./cpu_reference.ts";
+import { geluNewRef, lmHeadRef, matmulRef, residualRef } from "./cpu_reference.ts";
 import { Arena, assertClose, Rng } from "./helpers.ts";
 
 const cpuDesign = await Gpu.open({ design: "cpu" });
@@ -131,7 +131,7 @@ Deno.test("matmul: rejects shapes that do not fit", () => {
 });
 
 for (const gpu of [cpuDesign, gpuDesign]) {
-  Deno.test(`matmulTransposed: lm_head over V = 50257 in one chunk and in many, ${gpu.design} design`, async () => {
+  Deno.test(`lmHead: lm_head over V = 50257 in one chunk and in many, ${gpu.design} design`, async () => {
     const rng = new Rng(2);
     const arena = new Arena(gpu);
     const wte = rng.normals(V * C, 1 / Math.sqrt(C));
@@ -153,8 +153,8 @@ for (const gpu of [cpuDesign, gpuDesign]) {
     const xs = new Map<number, { x: Float32Array; ref: Record<WeightFormat, Float64Array> }>();
     for (const M of [1, 7, 129]) {
       const x = rng.normals(M * C);
-      const f32 = matmulTransposedRef(x, wte, M, C, V);
-      xs.set(M, { x, ref: { f32, f16: M > 7 ? f32 : matmulTransposedRef(x, wte16, M, C, V) } });
+      const f32 = lmHeadRef(x, wte, M, C, V);
+      xs.set(M, { x, ref: { f32, f16: M > 7 ? f32 : lmHeadRef(x, wte16, M, C, V) } });
     }
     for (const [name, w] of chunkings) {
       for (const [M, { x, ref: refs }] of xs) {
@@ -162,7 +162,7 @@ for (const gpu of [cpuDesign, gpuDesign]) {
         const ref = refs[w.format];
         const xT = arena.upload(x, [M, C], "x");
         const logits = arena.poisoned([M, ld], "logits");
-        gpu.run(matmulTransposed(gpu, xT, 0, w, logits));
+        gpu.run(lmHead(gpu, xT, 0, w, logits));
         const got = await gpu.read1(logits);
         assertPaddingUntouched(got, M, ld, V, `lm_head ${name} M=${M}`);
         assertClose(columns(got, M, ld, V), ref, TOL_LM_HEAD, `lm_head ${name} ${M}x${C}x${V}`);
@@ -172,7 +172,7 @@ for (const gpu of [cpuDesign, gpuDesign]) {
   });
 }
 
-Deno.test("matmulTransposed: one row of x (xRow0 > 0), the 'last' logits", async () => {
+Deno.test("lmHead: one row of x (xRow0 > 0), the 'last' logits", async () => {
   const rng = new Rng(3);
   const arena = new Arena(gpu);
   const wte = rng.normals(V * C, 1 / Math.sqrt(C));
@@ -182,16 +182,16 @@ Deno.test("matmulTransposed: one row of x (xRow0 > 0), the 'last' logits", async
   const xT = arena.upload(x, [T, C], "x");
   const ld = stride(V);
   const logits = arena.poisoned([1, ld], "logits");
-  gpu.run(matmulTransposed(gpu, xT, T - 1, w, logits));
+  gpu.run(lmHead(gpu, xT, T - 1, w, logits));
   const got = (await gpu.read1(logits)).subarray(0, V);
-  const ref = matmulTransposedRef(x.subarray((T - 1) * C), wte, 1, C, V);
+  const ref = lmHeadRef(x.subarray((T - 1) * C), wte, 1, C, V);
   assertClose(got, ref, TOL_LM_HEAD, `lm_head row ${T - 1} of ${T}`);
-  assert.throws(() => matmulTransposed(gpu, xT, T, w, logits), /do not fit/);
+  assert.throws(() => lmHead(gpu, xT, T, w, logits), /do not fit/);
   arena.destroy();
 });
 
 for (const gpu of [cpuDesign, gpuDesign]) {
-  Deno.test(`matmulTransposed: logits larger than one binding go in row blocks, ${gpu.design} design`, async () => {
+  Deno.test(`lmHead: logits larger than one binding go in row blocks, ${gpu.design} design`, async () => {
     // 129 rows x 270016 floats = 139 MB of logits: more than a 128 MiB binding on llvmpipe,
     // so the rows are split into blocks (each a dispatch per weight chunk).
     const v = 270_001;
@@ -209,13 +209,13 @@ for (const gpu of [cpuDesign, gpuDesign]) {
     const x = rng.normals(M * k);
     const xT = arena.upload(x, [M, k], "x");
     const logits = arena.poisoned([M, ld], "logits");
-    const plan = matmulTransposed(gpu, xT, 0, w, logits);
+    const plan = lmHead(gpu, xT, 0, w, logits);
     assert.ok(plan.length >= 2, `${plan.length} dispatches`);
     gpu.run(plan);
     const got = await gpu.read1(logits);
     assertClose(
       columns(got, M, ld, v),
-      matmulTransposedRef(x, wte, M, k, v),
+      lmHeadRef(x, wte, M, k, v),
       TOL_LM_HEAD,
       "lm_head blocks",
     );
@@ -223,7 +223,7 @@ for (const gpu of [cpuDesign, gpuDesign]) {
   });
 }
 
-Deno.test("matmulTransposed: gpu design, one row over more than 65535 outputs", async () => {
+Deno.test("lmHead: gpu design, one row over more than 65535 outputs", async () => {
   // matmul_gemv runs a workgroup per output: past 65535 they go on the grid's z axis.
   const gpu = gpuDesign;
   const v = 70_001;
@@ -236,9 +236,9 @@ Deno.test("matmulTransposed: gpu design, one row over more than 65535 outputs", 
   const x = rng.normals(k);
   const ld = Math.ceil(v / 64) * 64;
   const logits = arena.poisoned([1, ld], "logits");
-  gpu.run(matmulTransposed(gpu, arena.upload(x, [1, k], "x"), 0, w, logits));
+  gpu.run(lmHead(gpu, arena.upload(x, [1, k], "x"), 0, w, logits));
   const got = (await gpu.read1(logits)).subarray(0, v);
-  assertClose(got, matmulTransposedRef(x, wte, 1, k, v), TOL_LM_HEAD, "gemv 1x8x70001");
+  assertClose(got, lmHeadRef(x, wte, 1, k, v), TOL_LM_HEAD, "gemv 1x8x70001");
   arena.destroy();
 });
 
