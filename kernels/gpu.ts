@@ -36,8 +36,14 @@ export interface Copy {
   readonly to: Tensor;
 }
 
+/** Zeroes a tensor between dispatches (e.g. a gradient that kernels then add into). */
+export interface Clear {
+  readonly label: string;
+  readonly clear: Tensor;
+}
+
 /** A recorded sequence of GPU work, run as one submission. */
-export type Plan = (Dispatch | Copy)[];
+export type Plan = (Dispatch | Copy | Clear)[];
 
 /** What a binding of a kernel receives: a tensor, or a whole buffer. */
 export type Binding = Tensor | GPUBuffer;
@@ -452,7 +458,12 @@ export class Gpu {
   }
 }
 
-function copy(enc: GPUCommandEncoder, step: Copy): void {
+// Encodes a copy or a clear (between compute passes).
+function copy(enc: GPUCommandEncoder, step: Copy | Clear): void {
+  if ("clear" in step) {
+    const t = step.clear;
+    return enc.clearBuffer(t.buffer, t.offset, numel(t) * 4);
+  }
   const bytes = numel(step.from) * 4;
   enc.copyBufferToBuffer(step.from.buffer, step.from.offset, step.to.buffer, step.to.offset, bytes);
 }

@@ -8,14 +8,18 @@
  *
  * @module
  */
-import { attend, type QueryRows, storeKv } from "../kernels/attention.ts";
-import { embedding } from "../kernels/embedding.ts";
+import { attend, attendBackward, type QueryRows, storeKv } from "../kernels/attention.ts";
+import { embedding, embeddingBackward } from "../kernels/embedding.ts";
+import { gelu, geluBackward } from "../kernels/gelu.ts";
 import type { Copy, Gpu, Plan, Tensor } from "../kernels/gpu.ts";
-import { layerNorm } from "../kernels/layernorm.ts";
+import { layerNorm, layerNormBackward } from "../kernels/layernorm.ts";
 import {
   type Epilogue,
   lmHead,
+  lmHeadBackward,
   matmul,
+  matmulBackwardInput,
+  matmulBackwardWeight,
   type RowChunks,
   transpose,
   uploadRowChunks,
@@ -86,6 +90,38 @@ export interface Pass {
   keep(i: number, t: Tensor): Copy[];
 }
 
+/**
+ * Gradient scratch of a training pass over N rows, reused by every layer. The residual
+ * gradient `x` carries d(block output) into a block's backward and d(block input) out of it.
+ */
+export interface ActivationGrads {
+  readonly x: Tensor; //     [N, C] the residual stream's gradient
+  readonly ln: Tensor; //    [N, C] d(LayerNorm output)
+  readonly qkv: Tensor; //   [N, 3C]
+  readonly att: Tensor; //   [N, C]
+  readonly fc: Tensor; //    [N, nInner] d gelu output
+  readonly fcPre: Tensor; // [N, nInner] d c_fc output
+  readonly probs: Tensor; // [B · nHead, T, T] scratch of the attention backward
+}
+
+/** Where each parameter's gradient goes: a tensor shaped like it, or chunks like its. */
+export interface Gradients {
+  of(parameter: Tensor): Tensor;
+  chunks(parameter: RowChunks): RowChunks;
+}
+
+/** A parameter as HF names and shapes it, and where it lives on the GPU. */
+export interface Parameter {
+  /** HF's name, e.g. `transformer.h.0.attn.c_attn.weight`. */
+  readonly name: string;
+  /** HF's shape: Conv1D weights are [in, out]. */
+  readonly shape: readonly number[];
+  /** The tensors holding it: one, or wte's row chunks. */
+  readonly parts: readonly Tensor[];
+  /** Stored [out, in], the transpose of HF's Conv1D layout. */
+  readonly transposed: boolean;
+}
+
 /** torch.nn.LayerNorm over n_embd. */
 class LayerNorm {
   readonly weight: Tensor; // [C]
@@ -98,6 +134,19 @@ class LayerNorm {
   // x: [T, C] -> y: [T, C]
   forward(x: Tensor, y: Tensor): Plan {
     return [layerNorm(this.gpu, x, this.weight, this.bias, y, this.eps)];
+  }
+
+  // dy: [T, C] -> dx += d x: [T, C]; d weight, d bias: [C]
+  backward(x: Tensor, dy: Tensor, dx: Tensor, g: Gradients): Plan {
+    const { gpu, weight, bias, eps } = this;
+    return layerNormBackward(gpu, x, weight, dy, dx, g.of(weight), g.of(bias), eps);
+  }
+
+  parameters(name: string): Parameter[] {
+    return [
+      { name: `${name}.weight`, shape: this.weight.shape, parts: [this.weight], transposed: false },
+      { name: `${name}.bias`, shape: this.bias.shape, parts: [this.bias], transposed: false },
+    ];
   }
 }
 
@@ -114,6 +163,23 @@ class Linear {
   // x: [T, in] -> y: [T, out]; `then` gelu: y = gelu(x @ W + b); add: y += x @ W + b
   forward(x: Tensor, y: Tensor, then: Epilogue = "none"): Plan {
     return [matmul(this.gpu, x, this.weight, this.bias, y, then)];
+  }
+
+  // dy: [T, out] -> dx: [T, in]; d W: [out, in], d b: [out]
+  backward(x: Tensor, dy: Tensor, dx: Tensor, g: Gradients): Plan {
+    const { gpu, weight, bias } = this;
+    return [
+      ...matmulBackwardWeight(gpu, dy, x, g.of(weight.tensor), g.of(bias)),
+      matmulBackwardInput(gpu, dy, weight, dx),
+    ];
+  }
+
+  parameters(name: string): Parameter[] {
+    const { rows, cols, tensor } = this.weight;
+    return [
+      { name: `${name}.weight`, shape: [cols, rows], parts: [tensor], transposed: true },
+      { name: `${name}.bias`, shape: this.bias.shape, parts: [this.bias], transposed: false },
+    ];
   }
 }
 
@@ -138,6 +204,26 @@ class CausalSelfAttention {
       ...this.cProj.forward(a.att, residual, "add"),
     ];
   }
+
+  // d residual: [T, C] -> dx: [T, C] (d of x, the LayerNorm output attention read)
+  backward(
+    x: Tensor,
+    a: BlockActivations,
+    seqs: readonly SequenceRows[],
+    dResidual: Tensor,
+    dx: Tensor,
+    d: ActivationGrads,
+    g: Gradients,
+  ): Plan {
+    const { gpu } = this;
+    return [
+      ...this.cProj.backward(a.att, dResidual, d.att, g), // d att: [T, C]
+      ...seqs.flatMap(({ rows, cache: c, probs }) =>
+        attendBackward(gpu, a.qkv, c.k, c.v, probs, d.att, d.qkv, d.probs, rows)
+      ), // d qkv: [T, 3C]
+      ...this.cAttn.backward(x, d.qkv, dx, g),
+    ];
+  }
 }
 
 /** The feed-forward network: c_fc → gelu_new → c_proj. */
@@ -150,8 +236,28 @@ class MLP {
   }
 
   // x: [T, C] -> residual += mlp(x): [T, C], through fc = gelu(x @ W_fc + b): [T, nInner]
+  // (training keeps c_fc's output before the GELU, fcPre, for the backward)
   forward(x: Tensor, a: BlockActivations, residual: Tensor): Plan {
-    return [...this.cFc.forward(x, a.fc, "gelu"), ...this.cProj.forward(a.fc, residual, "add")];
+    const fc = a.fcPre
+      ? [...this.cFc.forward(x, a.fcPre), gelu(this.gpu, a.fcPre, a.fc)]
+      : this.cFc.forward(x, a.fc, "gelu");
+    return [...fc, ...this.cProj.forward(a.fc, residual, "add")];
+  }
+
+  // d residual: [T, C] -> dx: [T, C] (d of x, the LayerNorm output the MLP read)
+  backward(
+    x: Tensor,
+    a: BlockActivations,
+    dResidual: Tensor,
+    dx: Tensor,
+    d: ActivationGrads,
+    g: Gradients,
+  ): Plan {
+    return [
+      ...this.cProj.backward(a.fc, dResidual, d.fc, g), // d fc: [T, nInner]
+      geluBackward(this.gpu, a.fcPre!, d.fc, d.fcPre), //   d fcPre: [T, nInner]
+      ...this.cFc.backward(x, d.fcPre, dx, g),
+    ];
   }
 }
 
@@ -176,6 +282,35 @@ class Block {
       ...residual(x, a.mid, attn.forward(a.ln1, a, seqs, a.mid)), // mid = x + attn(ln_1(x))
       ...ln2.forward(a.mid, a.ln2),
       ...residual(a.mid, a.out, mlp.forward(a.ln2, a, a.out)), //    out = mid + mlp(ln_2(mid))
+    ];
+  }
+
+  // d.x: d out [T, C] -> d.x: d x [T, C]; each residual add passes d.x through unchanged
+  backward(
+    x: Tensor,
+    a: BlockActivations,
+    seqs: readonly SequenceRows[],
+    d: ActivationGrads,
+    g: Gradients,
+  ): Plan {
+    const { ln1, attn, ln2, mlp } = this;
+    return [
+      ...mlp.backward(a.ln2, a, d.x, d.ln, d, g), //    d ln2 = d out · ∂mlp
+      ...ln2.backward(a.mid, d.ln, d.x, g), //           d mid = d out + d ln2 · ∂ln_2
+      ...attn.backward(a.ln1, a, seqs, d.x, d.ln, d, g), // d ln1 = d mid · ∂attn
+      ...ln1.backward(x, d.ln, d.x, g), //               d x = d mid + d ln1 · ∂ln_1
+    ];
+  }
+
+  parameters(name: string): Parameter[] {
+    const { ln1, attn, ln2, mlp } = this;
+    return [
+      ...ln1.parameters(`${name}.ln_1`),
+      ...attn.cAttn.parameters(`${name}.attn.c_attn`),
+      ...attn.cProj.parameters(`${name}.attn.c_proj`),
+      ...ln2.parameters(`${name}.ln_2`),
+      ...mlp.cFc.parameters(`${name}.mlp.c_fc`),
+      ...mlp.cProj.parameters(`${name}.mlp.c_proj`),
     ];
   }
 }
@@ -243,6 +378,49 @@ export class GPT2 {
   }
 
   /**
+   * The backward of {@link GPT2.record} over a training pass of B sequences of T rows each
+   * (N = B·T), from d logits (in `p.logits`, [N, ldy]) to every parameter's gradient in `g`.
+   * The activations are the forward's; `d` is scratch.
+   */
+  backward(p: Pass, T: number, d: ActivationGrads, g: Gradients): Plan {
+    const { gpu } = this;
+    const L = this.blocks.length;
+    const input = (i: number) => i === 0 ? p.x : p.layer(i - 1).out;
+    const tied = this.lmHead === this.wte;
+    return [
+      ...lmHeadBackward(gpu, p.logits, p.lnF, this.lmHead, d.ln, g.chunks(this.lmHead)), // d lnF
+      { label: "clear d x", clear: d.x },
+      ...this.lnF.backward(input(L), d.ln, d.x, g), // d x: d(last block's out), [N, C]
+      ...this.blocks.toReversed().flatMap((block, r) => {
+        const i = L - 1 - r;
+        return block.backward(input(i), p.layer(i), p.sequences(i), d, g);
+      }), // d x: d embeddings
+      ...(tied
+        ? []
+        : g.chunks(this.wte).parts.map((c) => ({ label: "clear d wte", clear: c.tensor }))),
+      ...embeddingBackward(gpu, p.ids, d.x, T, g.chunks(this.wte), g.of(this.wpe)), // d wte += ..
+    ];
+  }
+
+  /** Every parameter, named and shaped as HF's `named_parameters()` gives them. */
+  parameters(): Parameter[] {
+    const prefix = "transformer.";
+    const chunks = (name: string, w: RowChunks): Parameter => ({
+      name,
+      shape: [w.rows, w.cols],
+      parts: w.parts.map((c) => c.tensor),
+      transposed: false,
+    });
+    return [
+      chunks(`${prefix}wte.weight`, this.wte),
+      { name: `${prefix}wpe.weight`, shape: this.wpe.shape, parts: [this.wpe], transposed: false },
+      ...this.blocks.flatMap((b, i) => b.parameters(`${prefix}h.${i}`)),
+      ...this.lnF.parameters(`${prefix}ln_f`),
+      ...(this.lmHead === this.wte ? [] : [chunks("lm_head.weight", this.lmHead)]),
+    ];
+  }
+
+  /**
    * Runs T tokens through the model at positions cache.length .. cache.length+T-1, appending
    * their K/V to the cache: a prefill when T > 1, a decode step when T = 1. An empty cache
    * makes this the plain (no-cache) forward over `ids`.
@@ -281,24 +459,9 @@ export class GPT2 {
     return new KVCache(this.gpu, this.config, options);
   }
 
-  /** Every parameter tensor the model owns on the GPU (a tied lm_head once). */
-  parameterTensors(): Tensor[] {
-    const linears = this.blocks.flatMap((
-      b,
-    ) => [b.attn.cAttn, b.attn.cProj, b.mlp.cFc, b.mlp.cProj]);
-    const norms = [...this.blocks.flatMap((b) => [b.ln1, b.ln2]), this.lnF];
-    return [
-      this.wpe,
-      ...this.wte.parts.map((p) => p.tensor),
-      ...(this.lmHead === this.wte ? [] : this.lmHead.parts.map((p) => p.tensor)),
-      ...linears.flatMap((m) => [m.weight.tensor, m.bias]),
-      ...norms.flatMap((m) => [m.weight, m.bias]),
-    ];
-  }
-
   /** Frees the model's GPU buffers: weights and scratch (caches are freed on their own). */
   destroy(): void {
     this.runner.destroy();
-    for (const t of this.parameterTensors()) this.gpu.destroy(t);
+    for (const t of this.parameters().flatMap((p) => p.parts)) this.gpu.destroy(t);
   }
 }

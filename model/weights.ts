@@ -329,3 +329,36 @@ export function randomWeights(config: GPT2Config, seed: number): GPT2Weights {
     : fillNormal(new Float32Array(V * C), 1 / Math.sqrt(C), rng);
   return { wte, wpe, blocks, lnF, lmHead };
 }
+
+/**
+ * GPT-2's own initialization, for training from scratch (as nanoGPT's `_init_weights`):
+ * every Linear weight and both embeddings ~ N(0, 0.02²), each residual projection
+ * (attn.c_proj, mlp.c_proj) ~ N(0, (0.02/√(2·n_layer))²), biases 0, LayerNorms 1 and 0.
+ * Deterministic for a given config and seed.
+ */
+export function gpt2Init(config: GPT2Config, seed: number): GPT2Weights {
+  const rng = new Rng(seed);
+  const { nEmbd: C, vocabSize: V, nInner: I } = config;
+  const normal = (n: number, std: number) => fillNormal(new Float32Array(n), std, rng);
+  const projStd = 0.02 / Math.sqrt(2 * config.nLayer);
+  const linear = (inF: number, outF: number, std = 0.02): Linear => ({
+    weight: normal(inF * outF, std),
+    bias: new Float32Array(outF),
+    inFeatures: inF,
+    outFeatures: outF,
+  });
+  const layerNorm = (): LayerNormWeights => ({
+    weight: new Float32Array(C).fill(1),
+    bias: new Float32Array(C),
+  });
+  const wte = normal(V * C, 0.02);
+  const wpe = normal(config.nPositions * C, 0.02);
+  const blocks = Array.from({ length: config.nLayer }, (): BlockWeights => ({
+    ln1: layerNorm(),
+    attn: { cAttn: linear(C, 3 * C), cProj: linear(C, C, projStd) },
+    ln2: layerNorm(),
+    mlp: { cFc: linear(C, I), cProj: linear(I, C, projStd) },
+  }));
+  const lmHead = config.tieWordEmbeddings ? null : normal(V * C, 0.02);
+  return { wte, wpe, blocks, lnF: layerNorm(), lmHead };
+}
