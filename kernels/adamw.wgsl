@@ -49,10 +49,20 @@ struct AdamParams {
 
 var<workgroup> lanes: array<f32, WG>;
 
+// Each invocation reads every WG-th element (coalesced) and sums them in blocks of 64 before
+// adding each block to its total, so that no f32 sum runs over more than a few hundred terms.
 @compute @workgroup_size(WG)
 fn grad_sumsq(@builtin(local_invocation_index) li: u32) {
   var sum = 0.0;
-  for (var i = li; i < sq.n; i += WG) { sum = fma(grad[i], grad[i], sum); }
+  var i = li;
+  while (i < sq.n) {
+    var block = 0.0;
+    for (var k = 0u; k < 64u && i < sq.n; k++) {
+      block = fma(grad[i], grad[i], block);
+      i += WG;
+    }
+    sum += block;
+  }
   lanes[li] = sum;
   workgroupBarrier();
   for (var half = WG / 2u; half > 0u; half /= 2u) {

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { adamw, type AdamWOptions, gradNorm } from "../kernels/adamw.ts";
 import { Gpu } from "../kernels/gpu.ts";
+import { SafetensorsFile } from "../io/safetensors.ts";
 import { adamwStepRef, gradNormRef } from "./cpu_reference.ts";
 import { Arena, assertClose, Rng } from "./helpers.ts";
 
@@ -142,4 +143,47 @@ Deno.test("gradNorm and adamw: reject shapes that do not fit", () => {
   );
   assert.throws(() => adamw(gpu, p, p, p, p, one, one, OPTIONS, true), /stepInfo\[1\]/);
   arena.destroy();
+});
+
+/** torch's training reference (tiny-gpt2): in the repository's data, or the shared fixtures. */
+async function trainReference(): Promise<string | undefined> {
+  for (const dir of ["data/tiny-gpt2", "../shared/parity/tiny-gpt2"]) {
+    const path = `${dir}/train_reference.safetensors`;
+    try {
+      await Deno.stat(path);
+      return path;
+    } catch {
+      // not there: try the next
+    }
+  }
+}
+
+const torchReference = await trainReference();
+Deno.test({
+  name:
+    "gradNorm: torch's 28 training-reference gradients: their float64 norm, torch's to its noise",
+  ignore: torchReference === undefined,
+  async fn() {
+    const file = await SafetensorsFile.open(torchReference!);
+    const names = [...file.tensors.keys()].filter((n) => n.startsWith("grad."));
+    assert.equal(names.length, 28);
+    const arena = new Arena(gpu);
+    const grads = names.map((n) => arena.upload(file.f32(n), file.info(n).shape, n));
+    const norm = arena.poisoned([1], "norm");
+    gpu.run(gradNorm(gpu, grads, arena.poisoned([names.length], "partials"), norm));
+    const got = (await gpu.read1(norm))[0];
+    arena.destroy();
+    const exact = gradNormRef(names.map((n) => file.f32(n)));
+    const rel = Math.abs(got - exact) / exact;
+    console.log(`  global norm ${got} vs float64 ${exact}: relative diff ${rel.toExponential(2)}`);
+    assert.ok(rel <= TOL_NORM, `global norm ${got}, float64 ${exact}`);
+    // torch's own f32 norm is itself ~4e-5 off here (its f32-vs-f64 noise: up to 1.1e-4).
+    const torch = file.f32("step_grad_norms")[0];
+    console.log(
+      `  torch's f32 norm ${torch}: relative diff ${
+        (Math.abs(got - torch) / torch).toExponential(2)
+      }`,
+    );
+    assert.ok(Math.abs(got - torch) <= 2e-4, `global norm ${got}, torch ${torch}`);
+  },
 });
