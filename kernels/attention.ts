@@ -100,6 +100,11 @@ function params(gpu: Gpu, s: Shapes, zeroTail = false): GPUBuffer {
   return gpu.uniform([s.T, s.C, s.P, scale, s.row0, zeroTail ? 1 : 0]);
 }
 
+/** What dispatch labels add for a batch of sequences: nothing for one. */
+function seqsLabel(s: Shapes): string {
+  return s.seqs > 1 ? ` (${s.seqs} seqs)` : "";
+}
+
 /** Most cache rows attend_one keeps in workgroup memory (its ONE_MAX_KEYS). */
 const ONE_MAX_KEYS = 2048;
 
@@ -129,7 +134,7 @@ export function storeKv(
   const bindings = { p: params(gpu, s), step, qkv, kCache, vCache, kScale: sc.k, vScale: sc.v };
   const words = s.T * s.C / [1, 2, 4][s.KV];
   const [x, y] = workgrid(words, 64);
-  return gpu.dispatch(`store_kv ${s.seqs}x${s.T}x${s.C}`, kernel, bindings, [x, y, s.seqs]);
+  return gpu.dispatch(`store_kv ${s.T}x${s.C}${seqsLabel(s)}`, kernel, bindings, [x, y, s.seqs]);
 }
 
 /**
@@ -168,7 +173,7 @@ export function attend(
   if (s.T === 1 && s.headDim <= 256 && s.P <= ONE_MAX_KEYS) {
     const kernel = gpu.kernel(code, "attend_one", { HD: s.headDim, KV: s.KV });
     const bindings = { p: params(gpu, s, zeroTail), step, ...keys, ...values, probs };
-    return [gpu.dispatch(`attend.one ${s.seqs}x${s.C}`, kernel, bindings, [slabs])];
+    return [gpu.dispatch(`attend.one ${s.C}${seqsLabel(s)}`, kernel, bindings, [slabs])];
   }
   const TM = queryTile(s.T);
   const consts = { HD: s.headDim, TM, KV: s.KV };
@@ -176,14 +181,14 @@ export function attend(
   const rowTiles = Math.ceil(s.T / TM);
   return [
     gpu.dispatch(
-      `attend.scores ${s.seqs}x${s.T}x${s.C}`,
+      `attend.scores ${s.T}x${s.C}${seqsLabel(s)}`,
       gpu.kernel(code, "scores", consts),
       { p: u, step, ...keys, probs },
       [groups(s.P / 4, 64), rowTiles, slabs],
     ),
     causalSoftmax(gpu, step, probs, zeroTail),
     gpu.dispatch(
-      `attend.values ${s.seqs}x${s.T}x${s.C}`,
+      `attend.values ${s.T}x${s.C}${seqsLabel(s)}`,
       gpu.kernel(code, "values", consts),
       { p: u, step, ...values, probs },
       [1, rowTiles, slabs],
@@ -230,7 +235,7 @@ export function attendBackward(
   const consts = { HD: s.headDim, TM, KV: 0 };
   const u = params(gpu, s);
   const rowTiles = Math.ceil(s.T / TM);
-  const label = `${s.seqs}x${s.T}x${s.C}`;
+  const label = `${s.T}x${s.C}${seqsLabel(s)}`;
   return [
     gpu.dispatch(
       `attend_back.dscores ${label}`,
