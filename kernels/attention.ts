@@ -1,6 +1,7 @@
 /**
- * Typed wrappers for `attention.wgsl`: writing this step's K/V into the cache, and causal
- * attention of this step's queries over everything cached (scores, softmax, values).
+ * Typed wrappers for `attention.wgsl`: writing this step's K/V into the cache, causal
+ * attention of this step's queries over everything cached (scores, softmax, values), and
+ * its backward for training.
  *
  * @module
  */
@@ -17,7 +18,7 @@ export function cacheWords(dtype: CacheDType, headDim: number): number {
   return headDim / { f32: 1, f16: 2, int8: 4 }[dtype];
 }
 
-/** int8 caches: the scale of every [head, position] row of K and of V, [nHead, P] each. */
+/** int8 caches: the scale of every [head, position] row of K and of V, [seqs*nHead, P] each. */
 export interface CacheScales {
   readonly k: Tensor;
   readonly v: Tensor;
@@ -32,26 +33,40 @@ interface Shapes {
   P: number;
   KV: number; // 0 f32, 1 f16, 2 int8
   row0: number;
+  seqs: number;
 }
 
-/** Rows of qkv (and out) a dispatch takes: `T` queries from row `row0` (default: all). */
+/**
+ * Rows of qkv (and out) a dispatch takes: `seqs` sequences (default 1) of `T` queries each,
+ * sequence b at rows row0 + b*T .. row0 + b*T + T-1 (default: one sequence of all rows).
+ */
 export interface QueryRows {
   row0: number;
   T: number;
+  seqs?: number;
 }
 
-// Caches are [nHead, P, words]; the words per row tell how values are stored.
+// Caches are [seqs*nHead, P, words] (slab b*nHead + h); the words per row tell how values
+// are stored.
 function shapes(qkv: Tensor, kCache: Tensor, vCache: Tensor, rows?: QueryRows): Shapes {
   const C3 = qkv.shape[1];
   const T = rows?.T ?? qkv.shape[0];
   const row0 = rows?.row0 ?? 0;
-  if (row0 + T > qkv.shape[0] || T < 1) {
-    throw new Error(`attention: rows ${row0}..${row0 + T - 1} are not in qkv[${qkv.shape}]`);
+  const seqs = rows?.seqs ?? 1;
+  if (!Number.isInteger(seqs) || seqs < 1) throw new Error(`attention: seqs ${seqs} is not >= 1`);
+  if (row0 + seqs * T > qkv.shape[0] || T < 1) {
+    throw new Error(
+      `attention: rows ${row0}..${row0 + seqs * T - 1} are not in qkv[${qkv.shape}]`,
+    );
   }
-  const [nHead, P, words] = kCache.shape;
+  const [slabs, P, words] = kCache.shape;
+  const nHead = slabs / seqs;
   const C = C3 / 3;
   const headDim = C / nHead;
-  if (C3 % 3 || !Number.isInteger(headDim) || vCache.shape.join() !== kCache.shape.join()) {
+  if (
+    C3 % 3 || !Number.isInteger(nHead) || !Number.isInteger(headDim) ||
+    vCache.shape.join() !== kCache.shape.join()
+  ) {
     throw new Error(`attention: qkv[${qkv.shape}] and cache[${kCache.shape}] do not fit`);
   }
   if (headDim % 4) throw new Error(`attention: head_dim ${headDim} is not a multiple of 4`);
@@ -59,15 +74,16 @@ function shapes(qkv: Tensor, kCache: Tensor, vCache: Tensor, rows?: QueryRows): 
   if (KV < 0) {
     throw new Error(`attention: qkv[${qkv.shape}] and cache[${kCache.shape}] do not fit`);
   }
-  return { T, C, nHead, headDim, P, KV, row0 };
+  return { T, C, nHead, headDim, P, KV, row0, seqs };
 }
 
 // Scale bindings: an int8 cache's own, else placeholders the kernels never read.
 const placeholders = new WeakMap<Gpu, CacheScales>();
 function scaleBindings(gpu: Gpu, s: Shapes, scales: CacheScales | undefined): CacheScales {
   if (s.KV === 2) {
-    if (!scales || scales.k.shape.join() !== [s.nHead, s.P].join()) {
-      throw new Error(`attention: an int8 cache needs scales [${s.nHead}, ${s.P}]`);
+    const shape = [s.seqs * s.nHead, s.P];
+    if (!scales || scales.k.shape.join() !== shape.join()) {
+      throw new Error(`attention: an int8 cache needs scales [${shape}]`);
     }
     return scales;
   }
@@ -84,6 +100,11 @@ function params(gpu: Gpu, s: Shapes, zeroTail = false): GPUBuffer {
   return gpu.uniform([s.T, s.C, s.P, scale, s.row0, zeroTail ? 1 : 0]);
 }
 
+/** What dispatch labels add for a batch of sequences: nothing for one. */
+function seqsLabel(s: Shapes): string {
+  return s.seqs > 1 ? ` (${s.seqs} seqs)` : "";
+}
+
 /** Most cache rows attend_one keeps in workgroup memory (its ONE_MAX_KEYS). */
 const ONE_MAX_KEYS = 2048;
 
@@ -94,8 +115,9 @@ function queryTile(T: number): number {
 
 /**
  * Writes K and V of this step into the cache at rows pos0 .. pos0+T-1, as f32, f16 or int8
- * with a scale per row (the cache's words per row say which).
- * step: [1+] u32 holding pos0; qkv: [T, 3C]; kCache, vCache: [nHead, P, words].
+ * with a scale per row (the cache's words per row say which); with `rows.seqs`, sequence b's
+ * into cache slabs b*nHead .. b*nHead + nHead-1.
+ * step: [1+] u32 holding pos0; qkv: [N, 3C]; kCache, vCache: [seqs*nHead, P, words].
  */
 export function storeKv(
   gpu: Gpu,
@@ -111,14 +133,17 @@ export function storeKv(
   const kernel = gpu.kernel(code, "store_kv", { HD: s.headDim, KV: s.KV });
   const bindings = { p: params(gpu, s), step, qkv, kCache, vCache, kScale: sc.k, vScale: sc.v };
   const words = s.T * s.C / [1, 2, 4][s.KV];
-  return gpu.dispatch(`store_kv ${s.T}x${s.C}`, kernel, bindings, workgrid(words, 64));
+  const [x, y] = workgrid(words, 64);
+  return gpu.dispatch(`store_kv ${s.T}x${s.C}${seqsLabel(s)}`, kernel, bindings, [x, y, s.seqs]);
 }
 
 /**
  * out[t] = softmax(q_t . K[0..pos0+t] * headDim^-0.5) @ V, per head: three dispatches
- * (scores, softmax, values), or for one query (decode) a single one, attend_one.
- * qkv: [T, 3C]; caches: [nHead, P, words] (f32, f16 or int8 with `scales`); out: [T, C]; probs: [nHead, T, P] scratch that
- * ends up holding the softmax rows (with `zeroTail`, zeros past each row's causal limit).
+ * (scores, softmax, values), or for one query per sequence (decode) a single one,
+ * attend_one. With `rows.seqs`, each sequence attends over its own cache slabs.
+ * qkv: [N, 3C]; caches: [seqs*nHead, P, words] (f32, f16 or int8 with `scales`); out: [N, C];
+ * probs: [seqs*nHead, T, P] scratch that ends up holding the softmax rows (with `zeroTail`,
+ * zeros past each row's causal limit).
  */
 export function attend(
   gpu: Gpu,
@@ -137,8 +162,9 @@ export function attend(
   if (out.shape[0] !== qkv.shape[0] || out.shape[1] !== s.C) {
     throw new Error(`attention: out[${out.shape}] is not [${qkv.shape[0]}, ${s.C}]`);
   }
-  if (probs.shape.join() !== [s.nHead, s.T, s.P].join()) {
-    throw new Error(`attention: probs[${probs.shape}] is not [${s.nHead}, ${s.T}, ${s.P}]`);
+  const slabs = s.seqs * s.nHead;
+  if (probs.shape.join() !== [slabs, s.T, s.P].join()) {
+    throw new Error(`attention: probs[${probs.shape}] is not [${slabs}, ${s.T}, ${s.P}]`);
   }
   // Queries are read as vec4s (q4); the cache as vec4s (k4, v4) when f32, else as words
   // (kw, vw) decoded with their scales. Each kernel names both views; KV picks one.
@@ -147,7 +173,7 @@ export function attend(
   if (s.T === 1 && s.headDim <= 256 && s.P <= ONE_MAX_KEYS) {
     const kernel = gpu.kernel(code, "attend_one", { HD: s.headDim, KV: s.KV });
     const bindings = { p: params(gpu, s, zeroTail), step, ...keys, ...values, probs };
-    return [gpu.dispatch(`attend.one ${s.C}`, kernel, bindings, [s.nHead])];
+    return [gpu.dispatch(`attend.one ${s.C}${seqsLabel(s)}`, kernel, bindings, [slabs])];
   }
   const TM = queryTile(s.T);
   const consts = { HD: s.headDim, TM, KV: s.KV };
@@ -155,17 +181,79 @@ export function attend(
   const rowTiles = Math.ceil(s.T / TM);
   return [
     gpu.dispatch(
-      `attend.scores ${s.T}x${s.C}`,
+      `attend.scores ${s.T}x${s.C}${seqsLabel(s)}`,
       gpu.kernel(code, "scores", consts),
       { p: u, step, ...keys, probs },
-      [groups(s.P / 4, 64), rowTiles, s.nHead],
+      [groups(s.P / 4, 64), rowTiles, slabs],
     ),
     causalSoftmax(gpu, step, probs, zeroTail),
     gpu.dispatch(
-      `attend.values ${s.T}x${s.C}`,
+      `attend.values ${s.T}x${s.C}${seqsLabel(s)}`,
       gpu.kernel(code, "values", consts),
       { p: u, step, ...values, probs },
-      [1, rowTiles, s.nHead],
+      [1, rowTiles, slabs],
+    ),
+  ];
+}
+
+/**
+ * Backward of out = softmax(q k^T * headDim^-0.5, causal) @ v for `rows.seqs` sequences of
+ * `rows.T` rows, from position 0 (training: f32 caches, pos0 = 0, P >= T), in three
+ * dispatches: dscores (dS = P * (dout v^T - rowsum) * scale into dprobs), dq, then dk and dv.
+ * qkv: [N, 3C] (forward input), kCache/vCache: [seqs*nHead, P, headDim] f32 as storeKv wrote
+ * them, probs: [seqs*nHead, T, P] softmax rows from the forward, dout: [N, C],
+ * dqkv: [N, 3C] (written: dq | dk | dv in qkv's layout, rows of `rows` only),
+ * dprobs: [seqs*nHead, T, P] scratch.
+ */
+export function attendBackward(
+  gpu: Gpu,
+  qkv: Tensor,
+  kCache: Tensor,
+  vCache: Tensor,
+  probs: Tensor,
+  dout: Tensor,
+  dqkv: Tensor,
+  dprobs: Tensor,
+  rows: QueryRows,
+): Dispatch[] {
+  const s = shapes(qkv, kCache, vCache, rows);
+  if (s.KV !== 0) throw new Error(`attendBackward: cache[${kCache.shape}] is not f32`);
+  if (s.P < s.T) throw new Error(`attendBackward: cache rows ${s.P} < T ${s.T}`);
+  const slabs = s.seqs * s.nHead;
+  for (const [name, t] of [["probs", probs], ["dprobs", dprobs]] as const) {
+    if (t.shape.join() !== [slabs, s.T, s.P].join()) {
+      throw new Error(`attendBackward: ${name}[${t.shape}] is not [${slabs}, ${s.T}, ${s.P}]`);
+    }
+  }
+  if (dout.shape.join() !== [qkv.shape[0], s.C].join()) {
+    throw new Error(`attendBackward: dout[${dout.shape}] is not [${qkv.shape[0]}, ${s.C}]`);
+  }
+  if (dqkv.shape.join() !== qkv.shape.join()) {
+    throw new Error(`attendBackward: dqkv[${dqkv.shape}] is not [${qkv.shape}]`);
+  }
+  const TM = queryTile(s.T);
+  const consts = { HD: s.headDim, TM, KV: 0 };
+  const u = params(gpu, s);
+  const rowTiles = Math.ceil(s.T / TM);
+  const label = `${s.T}x${s.C}${seqsLabel(s)}`;
+  return [
+    gpu.dispatch(
+      `attend_back.dscores ${label}`,
+      gpu.kernel(code, "back_dscores", consts),
+      { p: u, dout4: dout, v4: vCache, probs, dprobs },
+      [groups(s.T, 64), 1, slabs],
+    ),
+    gpu.dispatch(
+      `attend_back.dq ${label}`,
+      gpu.kernel(code, "back_dq", consts),
+      { p: u, k4: kCache, dprobs, dqkv4: dqkv },
+      [1, rowTiles, slabs],
+    ),
+    gpu.dispatch(
+      `attend_back.dkv ${label}`,
+      gpu.kernel(code, "back_dkv", consts),
+      { p: u, q4: qkv, dout4: dout, probs, dprobs, dqkv4: dqkv },
+      [1, rowTiles, slabs],
     ),
   ];
 }

@@ -1,9 +1,10 @@
 /**
- * Typed wrapper for `softmax.wgsl`.
+ * Typed wrappers for `softmax.wgsl`: the causal softmax of attention, and the vocabulary
+ * softmax fused with cross-entropy and its gradient for training.
  *
  * @module
  */
-import { type Dispatch, type Gpu, type Tensor, workgrid } from "./gpu.ts";
+import { type Dispatch, f32bits, type Gpu, numel, type Tensor, workgrid } from "./gpu.ts";
 
 import code from "./softmax.wgsl" with { type: "text" };
 
@@ -17,4 +18,41 @@ export function causalSoftmax(gpu: Gpu, step: Tensor, x: Tensor, zeroTail: boole
   const params = gpu.uniform([rows, T, ld, zeroTail ? 1 : 0]);
   const kernel = gpu.kernel(code, "softmax");
   return gpu.dispatch(`softmax ${rows}x${ld}`, kernel, { p: params, step, x }, workgrid(rows, 64));
+}
+
+/** Most workgroups one dispatch of cross_entropy runs (a row each): WebGPU's default limit. */
+const MAX_ROWS_PER_DISPATCH = 65535;
+
+/**
+ * For each row n < N of logits [N, ldy] (first V columns): losses[n] = logsumexp(row) -
+ * row[targets[n]], and the row is overwritten in place with dlogits =
+ * (softmax(row) - onehot(targets[n])) * scale (columns >= V untouched). A workgroup per row,
+ * reducing in workgroup memory; a dispatch per 65535 rows. A target >= V gives a NaN loss.
+ * targets: [N] u32, losses: [N] f32.
+ */
+export function crossEntropy(
+  gpu: Gpu,
+  logits: Tensor,
+  V: number,
+  targets: Tensor,
+  losses: Tensor,
+  scale: number,
+): Dispatch[] {
+  const [N, ldy] = logits.shape;
+  if (logits.shape.length !== 2 || !(V >= 1 && V <= ldy)) {
+    throw new Error(`crossEntropy: V ${V} does not fit logits[${logits.shape}]`);
+  }
+  if (numel(targets) !== N) {
+    throw new Error(`crossEntropy: targets[${targets.shape}] is not [${N}]`);
+  }
+  if (numel(losses) !== N) throw new Error(`crossEntropy: losses[${losses.shape}] is not [${N}]`);
+  const kernel = gpu.kernel(code, "cross_entropy");
+  const dispatches = [];
+  for (let row0 = 0; row0 < N; row0 += MAX_ROWS_PER_DISPATCH) {
+    const rows = Math.min(MAX_ROWS_PER_DISPATCH, N - row0);
+    const ce = gpu.uniform([row0, ldy, V, f32bits(scale)]);
+    const bindings = { ce, logits, targets, losses };
+    dispatches.push(gpu.dispatch(`cross_entropy ${rows}x${V}`, kernel, bindings, [rows]));
+  }
+  return dispatches;
 }

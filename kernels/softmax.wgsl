@@ -33,3 +33,66 @@ fn softmax(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var j = n; j < p.ld; j++) { x[row + j] = 0.0; }
   }
 }
+
+// Softmax cross-entropy over the vocabulary, fused with its gradient, one workgroup per row:
+//   loss[n] = log(sum exp(x - max)) - (x[target] - max)
+//   x[j] <- (exp(x[j] - max) / sum - onehot(target)[j]) * scale     for j < V, in place.
+// The row's max and sum are reduced in workgroup memory in a fixed order (deterministic).
+// Each invocation reads and writes only its own columns j = li, li + CE_WG, ..., so the
+// invocation that owns the target column reads x[target] before overwriting it.
+// A target >= V gives a NaN loss. Grid: (rows in this dispatch).
+
+const CE_WG = 256u;
+
+struct CrossEntropyParams {
+  row0: u32,    // first row of this dispatch
+  ld: u32,      // row stride of logits
+  V: u32,       // columns in the softmax
+  scale: f32,   // gradient scale (1 / rows for a mean loss)
+}
+
+@group(0) @binding(3) var<uniform> ce: CrossEntropyParams;
+@group(0) @binding(4) var<storage, read_write> logits: array<f32>; // [N, ld]
+@group(0) @binding(5) var<storage, read> targets: array<u32>;      // [N]
+@group(0) @binding(6) var<storage, read_write> losses: array<f32>; // [N]
+
+var<workgroup> ceShared: array<f32, CE_WG>;
+
+// Reduces every invocation's v to one value: op 0 max, 1 sum. Every invocation calls it.
+fn ceReduce(li: u32, v: f32, op: u32) -> f32 {
+  ceShared[li] = v;
+  workgroupBarrier();
+  for (var half = CE_WG / 2u; half > 0u; half /= 2u) {
+    if (li < half) {
+      let o = ceShared[li + half];
+      ceShared[li] = select(ceShared[li] + o, max(ceShared[li], o), op == 0u);
+    }
+    workgroupBarrier();
+  }
+  let r = ceShared[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(CE_WG)
+fn cross_entropy(
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let n = ce.row0 + wg.x;
+  let row = n * ce.ld;
+  let wanted = targets[n]; // the target token
+  var m = -3.0e38;
+  for (var j = li; j < ce.V; j += CE_WG) { m = max(m, logits[row + j]); }
+  m = ceReduce(li, m, 0u);
+  var sum = 0.0;
+  for (var j = li; j < ce.V; j += CE_WG) { sum += exp(logits[row + j] - m); }
+  sum = ceReduce(li, sum, 1u);
+  let logSum = log(sum);
+  for (var j = li; j < ce.V; j += CE_WG) {
+    let x = logits[row + j] - m;
+    if (j == wanted) { losses[n] = logSum - x; }
+    logits[row + j] = (exp(x) / sum - select(0.0, 1.0, j == wanted)) * ce.scale;
+  }
+  if (li == 0u && wanted >= ce.V) { losses[n] = bitcast<f32>(0x7fc00000u); }
+}

@@ -1,11 +1,19 @@
 /**
- * storeKv (this step's K/V into the [nHead, P, headDim] cache) and attend (causal softmax
- * attention over the cache) against the float64 CPU reference.
+ * storeKv (this step's K/V into the [nHead, P, headDim] cache), attend (causal softmax
+ * attention over the cache), both also over several sequences with a cache slab each, and
+ * attendBackward, against the float64 CPU reference (and finite differences).
  */
 import assert from "node:assert/strict";
-import { attend, storeKv } from "../kernels/attention.ts";
-import { Gpu } from "../kernels/gpu.ts";
-import { attentionRef, storeKvRef } from "./cpu_reference.ts";
+import {
+  attend,
+  attendBackward,
+  type CacheDType,
+  type CacheScales,
+  cacheWords,
+  storeKv,
+} from "../kernels/attention.ts";
+import { Gpu, type Tensor } from "../kernels/gpu.ts";
+import { attentionBackwardRef, attentionRef, storeKvRef } from "./cpu_reference.ts";
 import { Arena, assertClose, Rng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
@@ -195,5 +203,321 @@ Deno.test("attention: rejects shapes that do not fit", () => {
     /out\[3,48\]/,
   );
   assert.throws(() => attend(gpu, step, qkv, k, k, arena.poisoned([2, 48]), k, true), /probs/);
+  arena.destroy();
+});
+
+/** Rows [from, to) of a [rows, width] array. */
+function rowsOf<A extends Float32Array | Float64Array>(
+  a: A,
+  width: number,
+  from: number,
+  to: number,
+): A {
+  return a.subarray(from * width, to * width) as A;
+}
+
+/** Every value of rows [from, to) of a [rows, width] array is NaN (never written). */
+function assertUnwritten(a: Float32Array, width: number, from: number, to: number, label: string) {
+  assert.ok(
+    rowsOf(a, width, from, to).every(Number.isNaN),
+    `${label}: rows ${from}..${to - 1} written`,
+  );
+}
+
+Deno.test("attention: 3 sequences in one dispatch, each over its own cache slabs", async () => {
+  const rng = new Rng(70);
+  const [S, D, row0, extra] = [3, 16, 2, 1]; // qkv rows: row0 unused, 3 sequences, extra unused
+  const C = H * D;
+  const P = 24;
+  for (const [pos0, T] of [[0, 5], [4, 5], [0, 1], [6, 1], [0, 9]]) {
+    const label = `seqs=${S} pos0=${pos0} T=${T}`;
+    const N = row0 + S * T + extra;
+    const arena = new Arena(gpu);
+    const qkv = rng.normals(N * 3 * C, 1.5);
+    const past = () => {
+      const a = new Float32Array(S * H * P * D).fill(NaN);
+      for (let z = 0; z < S * H; z++) a.set(rng.normals(pos0 * D), z * P * D);
+      return a;
+    };
+    const [k0, v0] = [past(), past()];
+    const qkvT = arena.upload(qkv, [N, 3 * C], "qkv");
+    const kT = arena.upload(k0, [S * H, P, D], "k");
+    const vT = arena.upload(v0, [S * H, P, D], "v");
+    const out = arena.poisoned([N, C], "out");
+    const probs = arena.poisoned([S * H, T, P], "probs");
+    const step = arena.step(pos0);
+    const rows = { row0, T, seqs: S };
+    const plan = [
+      storeKv(gpu, step, qkvT, kT, vT, undefined, rows),
+      ...attend(gpu, step, qkvT, kT, vT, out, probs, true, undefined, rows),
+    ];
+    assert.equal(plan.length, T === 1 ? 2 : 4, `${label}: dispatches for any number of sequences`);
+    gpu.run(plan);
+    const [k, v, o, p] = await gpu.read([kT, vT, out, probs]);
+    arena.destroy();
+    assertUnwritten(o, C, 0, row0, label);
+    assertUnwritten(o, C, row0 + S * T, N, label);
+    for (let b = 0; b < S; b++) {
+      const slab = H * P * D; // one sequence's cache: [H, P, D]
+      const seqQkv = rowsOf(qkv, 3 * C, row0 + b * T, row0 + (b + 1) * T);
+      const kWant = k0.slice(b * slab, (b + 1) * slab);
+      const vWant = v0.slice(b * slab, (b + 1) * slab);
+      storeKvRef(seqQkv, kWant, vWant, T, H, D, P, pos0);
+      assertSame(k.subarray(b * slab, (b + 1) * slab), kWant, `K ${label} b=${b}`);
+      assertSame(v.subarray(b * slab, (b + 1) * slab), vWant, `V ${label} b=${b}`);
+      const ref = attentionRef(seqQkv, kWant, vWant, T, H, D, P, pos0);
+      const got = rowsOf(o, C, row0 + b * T, row0 + (b + 1) * T);
+      assertClose(got, ref.out, TOL, `out ${label} b=${b}`);
+      const pb = p.subarray(b * H * T * P, (b + 1) * H * T * P);
+      assertClose(pb, ref.probs, TOL_PROBS, `probs ${label} b=${b}`);
+    }
+  }
+});
+
+/** A cache of `dtype` for `slabs` heads: K, V [slabs, P, words] and int8 scales. */
+function cacheOf(arena: Arena, dtype: CacheDType, slabs: number, P: number, D: number) {
+  const words = cacheWords(dtype, D);
+  const k = arena.poisoned([slabs, P, words], "k");
+  const v = arena.poisoned([slabs, P, words], "v");
+  const scales: CacheScales | undefined = dtype === "int8"
+    ? { k: arena.poisoned([slabs, P], "k scales"), v: arena.poisoned([slabs, P], "v scales") }
+    : undefined;
+  const tensors: Tensor[] = scales ? [k, v, scales.k, scales.v] : [k, v];
+  return { k, v, scales, tensors };
+}
+
+Deno.test("attention: seqs = 3 equals 3 dispatches of one sequence, bit for bit, f32/f16/int8", async () => {
+  const rng = new Rng(71);
+  const [S, D, P] = [3, 16, 20];
+  const C = H * D;
+  for (const dtype of ["f32", "f16", "int8"] as const) {
+    for (const [pos0, T] of [[0, 6], [3, 1]]) {
+      const label = `${dtype} pos0=${pos0} T=${T}`;
+      const arena = new Arena(gpu);
+      const N = S * (pos0 + T); // rows: S prefills of pos0, then S steps of T
+      const qkvT = arena.upload(rng.normals(N * 3 * C, 1.5), [N, 3 * C], "qkv");
+      const step0 = arena.step(0);
+      const step = arena.step(pos0);
+      const rows = { row0: S * pos0, T, seqs: S };
+      // Fill positions 0..pos0-1 first (as earlier steps), then this step's T.
+      const prefill = { row0: 0, T: pos0, seqs: S };
+      const all = cacheOf(arena, dtype, S * H, P, D);
+      const outAll = arena.poisoned([N, C], "out");
+      const probsAll = arena.poisoned([S * H, T, P], "probs");
+      const plan = pos0 > 0 ? [storeKv(gpu, step0, qkvT, all.k, all.v, all.scales, prefill)] : [];
+      plan.push(
+        storeKv(gpu, step, qkvT, all.k, all.v, all.scales, rows),
+        ...attend(gpu, step, qkvT, all.k, all.v, outAll, probsAll, true, all.scales, rows),
+      );
+      const outOne = arena.poisoned([N, C], "out one");
+      const singles = [];
+      for (let b = 0; b < S; b++) {
+        const c = cacheOf(arena, dtype, H, P, D);
+        const probs = arena.poisoned([H, T, P], "probs one");
+        if (pos0 > 0) {
+          plan.push(storeKv(gpu, step0, qkvT, c.k, c.v, c.scales, { row0: b * pos0, T: pos0 }));
+        }
+        const one = { row0: S * pos0 + b * T, T };
+        plan.push(
+          storeKv(gpu, step, qkvT, c.k, c.v, c.scales, one),
+          ...attend(gpu, step, qkvT, c.k, c.v, outOne, probs, true, c.scales, one),
+        );
+        singles.push([...c.tensors, probs]);
+      }
+      gpu.run(plan);
+      const [got, ...gotSlabs] = await gpu.read([outAll, ...all.tensors, probsAll]);
+      const [want] = await gpu.read([outOne]);
+      assert.ok(!rowsOf(got, C, S * pos0, N).some(Number.isNaN), `${label}: out not written`);
+      assertSame(got, want, `out ${label}`);
+      for (let b = 0; b < S; b++) {
+        const wantSlabs = await gpu.read(singles[b]);
+        wantSlabs.forEach((w, i) => {
+          assertSame(
+            gotSlabs[i].subarray(b * w.length, (b + 1) * w.length),
+            w,
+            `${label} b=${b} #${i}`,
+          );
+        });
+      }
+      arena.destroy();
+    }
+  }
+});
+
+Deno.test("attention: rejects a sequence batch that does not fit", () => {
+  const arena = new Arena(gpu);
+  const qkv = arena.poisoned([10, 3 * 48]);
+  const k = arena.poisoned([6, P, 16]);
+  const step = arena.step(0);
+  assert.throws(
+    () => storeKv(gpu, step, qkv, k, k, undefined, { row0: 0, T: 4, seqs: 3 }),
+    /rows 0..11/,
+  );
+  assert.throws(
+    () => storeKv(gpu, step, qkv, k, k, undefined, { row0: 0, T: 2, seqs: 4 }),
+    /do not fit/,
+  );
+  assert.throws(
+    () => storeKv(gpu, step, qkv, k, k, undefined, { row0: 0, T: 2, seqs: 0 }),
+    /seqs 0/,
+  );
+  const rows = { row0: 0, T: 5, seqs: 2 };
+  const out = arena.poisoned([10, 48]);
+  assert.throws(
+    () => attend(gpu, step, qkv, k, k, out, arena.poisoned([3, 5, P]), true, undefined, rows),
+    /probs\[3,5,256\] is not \[6, 5, 256\]/,
+  );
+  arena.destroy();
+});
+
+/** Attention backward tolerance: diff <= TOL_BACK · max(1, |ref|) (seen: 1.1e-6). */
+const TOL_BACK = 1e-5;
+
+interface BackwardCase {
+  T: number;
+  nHead: number;
+  D: number;
+  seqs: number;
+  P: number;
+  zeroTail: boolean;
+}
+
+/**
+ * Forward (storeKv + attend) then attendBackward on the GPU for `seqs` sequences from row 1
+ * of qkv (row 0 and the last row belong to none); returns what the test compares.
+ */
+async function runBackward(rng: Rng, c: BackwardCase) {
+  const C = c.nHead * c.D;
+  const N = c.seqs * c.T + 2;
+  const qkv = rng.normals(N * 3 * C, 1.5);
+  const dout = rng.normals(N * C);
+  const arena = new Arena(gpu);
+  const qkvT = arena.upload(qkv, [N, 3 * C], "qkv");
+  const doutT = arena.upload(dout, [N, C], "dout");
+  const slabs = c.seqs * c.nHead;
+  const k = arena.poisoned([slabs, c.P, c.D], "k");
+  const v = arena.poisoned([slabs, c.P, c.D], "v");
+  const probs = arena.poisoned([slabs, c.T, c.P], "probs");
+  const dprobs = arena.poisoned([slabs, c.T, c.P], "dprobs");
+  const out = arena.poisoned([N, C], "out");
+  const dqkv = arena.poisoned([N, 3 * C], "dqkv");
+  const step = arena.step(0);
+  const rows = { row0: 1, T: c.T, seqs: c.seqs };
+  const backward = attendBackward(gpu, qkvT, k, v, probs, doutT, dqkv, dprobs, rows);
+  assert.equal(backward.length, 3);
+  gpu.run([
+    storeKv(gpu, step, qkvT, k, v, undefined, rows),
+    ...attend(gpu, step, qkvT, k, v, out, probs, c.zeroTail, undefined, rows),
+    ...backward,
+  ]);
+  const [got] = await gpu.read([dqkv]);
+  arena.destroy();
+  return { qkv, dout, got, N, C };
+}
+
+for (
+  const c of [
+    { T: 7, nHead: 2, D: 8, seqs: 2, P: 7, zeroTail: true },
+    { T: 7, nHead: 2, D: 8, seqs: 2, P: 9, zeroTail: false },
+    { T: 20, nHead: 2, D: 16, seqs: 3, P: 20, zeroTail: false },
+    { T: 1, nHead: 3, D: 8, seqs: 2, P: 4, zeroTail: true },
+  ]
+) {
+  const label = `T=${c.T} nHead=${c.nHead} D=${c.D} seqs=${c.seqs} P=${c.P}`;
+  Deno.test(`attention backward: ${label} vs float64`, async () => {
+    const { qkv, dout, got, N, C } = await runBackward(new Rng(80 + c.T + c.P), c);
+    assertUnwritten(got, 3 * C, 0, 1, label);
+    assertUnwritten(got, 3 * C, N - 1, N, label);
+    for (let b = 0; b < c.seqs; b++) {
+      const [from, to] = [1 + b * c.T, 1 + (b + 1) * c.T];
+      const want = attentionBackwardRef(
+        rowsOf(qkv, 3 * C, from, to),
+        rowsOf(dout, C, from, to),
+        c.T,
+        c.nHead,
+        c.D,
+      );
+      assertClose(rowsOf(got, 3 * C, from, to), want, TOL_BACK, `dqkv ${label} b=${b}`);
+    }
+  });
+}
+
+Deno.test("attention backward: dqkv matches finite differences of the float64 forward", async () => {
+  const c = { T: 7, nHead: 2, D: 8, seqs: 2, P: 7, zeroTail: true };
+  const rng = new Rng(90);
+  const { qkv, dout, got, C } = await runBackward(rng, c);
+  // loss(qkv) = Σ out · dout over sequence b = 1 (rows 8..14), forward in float64.
+  const [from, to] = [1 + c.T, 1 + 2 * c.T];
+  const seqDout = rowsOf(dout, C, from, to);
+  const loss = (x: Float64Array) => {
+    const k = new Float64Array(c.nHead * c.P * c.D);
+    const v = new Float64Array(c.nHead * c.P * c.D);
+    storeKvRef(x, k, v, c.T, c.nHead, c.D, c.P, 0);
+    const { out } = attentionRef(x, k, v, c.T, c.nHead, c.D, c.P, 0);
+    return out.reduce((s, o, i) => s + o * seqDout[i], 0);
+  };
+  const x = Float64Array.from(rowsOf(qkv, 3 * C, from, to));
+  const h = 1e-4;
+  let worst = 0;
+  for (let i = 0; i < 24; i++) {
+    const at = rng.int(x.length); // any of q, k, v of any row and head
+    const saved = x[at];
+    x[at] = saved + h;
+    const up = loss(x);
+    x[at] = saved - h;
+    const down = loss(x);
+    x[at] = saved;
+    const fd = (up - down) / (2 * h);
+    const diff = Math.abs(got[from * 3 * C + at] - fd) / Math.max(1, Math.abs(fd));
+    worst = Math.max(worst, diff);
+    assert.ok(
+      diff < 1e-4,
+      `element ${at}: dqkv ${got[from * 3 * C + at]}, finite difference ${fd}`,
+    );
+  }
+  console.log(
+    `  finite differences: max diff/max(1,|fd|) ${worst.toExponential(2)} over 24 elements`,
+  );
+});
+
+Deno.test("attention backward: refuses other caches and shapes", () => {
+  const arena = new Arena(gpu);
+  const qkv = arena.poisoned([14, 3 * 16]);
+  const dout = arena.poisoned([14, 16]);
+  const rows = { row0: 0, T: 7, seqs: 2 };
+  const k = arena.poisoned([4, 7, 8]);
+  const probs = arena.poisoned([4, 7, 7]);
+  assert.throws(
+    () =>
+      attendBackward(
+        gpu,
+        qkv,
+        arena.poisoned([4, 7, 4]),
+        arena.poisoned([4, 7, 4]),
+        probs,
+        dout,
+        qkv,
+        probs,
+        rows,
+      ),
+    /is not f32/,
+  );
+  const short = arena.poisoned([4, 6, 8]);
+  assert.throws(
+    () => attendBackward(gpu, qkv, short, short, probs, dout, qkv, probs, rows),
+    /cache rows 6 < T 7/,
+  );
+  assert.throws(
+    () => attendBackward(gpu, qkv, k, k, probs, qkv, qkv, probs, rows),
+    /dout\[14,48\]/,
+  );
+  assert.throws(
+    () => attendBackward(gpu, qkv, k, k, probs, dout, dout, probs, rows),
+    /dqkv\[14,16\]/,
+  );
+  assert.throws(
+    () => attendBackward(gpu, qkv, k, k, probs, dout, qkv, short, rows),
+    /dprobs\[4,6,8\]/,
+  );
   arena.destroy();
 });

@@ -221,3 +221,133 @@ export function gpt2Ref(config: GPT2Config, w: GPT2Weights, ids: readonly number
   const logits = lmHeadRef(lnF, w.lmHead ?? w.wte, T, C, V); // [T, V]
   return { hidden, logits, cache, probs };
 }
+
+/**
+ * Backward of causal attention over one sequence from position 0, in float64:
+ * out = softmax(q k^T · D^-0.5, causal) @ v per head. Recomputes the softmax from qkv.
+ * qkv: [T, 3C]; dout: [T, C]; returns dqkv [T, 3C] (dq | dk | dv in qkv's layout).
+ */
+export function attentionBackwardRef(
+  qkv: Vec,
+  dout: Vec,
+  T: number,
+  H: number,
+  D: number,
+): Float64Array {
+  const C = H * D;
+  const scale = 1 / Math.sqrt(D);
+  const dqkv = new Float64Array(T * 3 * C);
+  const q = (t: number, h: number, d: number) => t * 3 * C + h * D + d; // k: +C, v: +2C
+  for (let h = 0; h < H; h++) {
+    for (let t = 0; t < T; t++) {
+      // Forward row: probabilities over keys 0..t.
+      const probs = new Float64Array(t + 1);
+      for (let j = 0; j <= t; j++) {
+        let dot = 0;
+        for (let d = 0; d < D; d++) dot += qkv[q(t, h, d)] * qkv[q(j, h, d) + C];
+        probs[j] = dot * scale;
+      }
+      const max = Math.max(...probs);
+      let sum = 0;
+      for (let j = 0; j <= t; j++) sum += probs[j] = Math.exp(probs[j] - max);
+      for (let j = 0; j <= t; j++) probs[j] /= sum;
+      // dP = dout v^T, dS = P (dP - Σ P dP), then dq, dk, dv.
+      const dp = new Float64Array(t + 1);
+      let pdp = 0;
+      for (let j = 0; j <= t; j++) {
+        for (let d = 0; d < D; d++) dp[j] += dout[t * C + h * D + d] * qkv[q(j, h, d) + 2 * C];
+        pdp += probs[j] * dp[j];
+      }
+      for (let j = 0; j <= t; j++) {
+        const ds = probs[j] * (dp[j] - pdp) * scale;
+        for (let d = 0; d < D; d++) {
+          dqkv[q(t, h, d)] += ds * qkv[q(j, h, d) + C];
+          dqkv[q(j, h, d) + C] += ds * qkv[q(t, h, d)];
+          dqkv[q(j, h, d) + 2 * C] += probs[j] * dout[t * C + h * D + d];
+        }
+      }
+    }
+  }
+  return dqkv;
+}
+
+/** Output of {@link crossEntropyRef}. */
+export interface CrossEntropyRef {
+  /** [N]: logsumexp(row) - row[target]. */
+  losses: Float64Array;
+  /** [N, V]: (softmax(row) - onehot(target)) · scale. */
+  dlogits: Float64Array;
+}
+
+/**
+ * Softmax cross-entropy of each row of logits [N, ld] over its first V columns, and its
+ * gradient scaled by `scale`, in float64. targets: [N].
+ */
+export function crossEntropyRef(
+  logits: Vec,
+  ld: number,
+  V: number,
+  targets: ArrayLike<number>,
+  scale: number,
+): CrossEntropyRef {
+  const N = targets.length;
+  const losses = new Float64Array(N);
+  const dlogits = new Float64Array(N * V);
+  for (let n = 0; n < N; n++) {
+    let max = -Infinity;
+    for (let j = 0; j < V; j++) max = Math.max(max, logits[n * ld + j]);
+    let sum = 0;
+    for (let j = 0; j < V; j++) sum += Math.exp(logits[n * ld + j] - max);
+    losses[n] = Math.log(sum) + max - logits[n * ld + targets[n]];
+    for (let j = 0; j < V; j++) {
+      const p = Math.exp(logits[n * ld + j] - max) / sum;
+      dlogits[n * V + j] = (p - (j === targets[n] ? 1 : 0)) * scale;
+    }
+  }
+  return { losses, dlogits };
+}
+
+/** The global L2 norm of every gradient together: sqrt(Σ over tensors Σ g²), in float64. */
+export function gradNormRef(grads: readonly Vec[]): number {
+  let sum = 0;
+  for (const g of grads) for (let i = 0; i < g.length; i++) sum += g[i] * g[i];
+  return Math.sqrt(sum);
+}
+
+/** One AdamW step's settings for {@link adamwStepRef}. */
+export interface AdamWStepRef {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Step number, from 1. */
+  t: number;
+  /** Whether weight decay applies to this tensor. */
+  decay: boolean;
+  /** The gradient's factor from global-norm clipping (1 when not clipped). */
+  clipCoef: number;
+}
+
+/**
+ * One torch.optim.AdamW step in place, in float64: g = grad · clipCoef,
+ * p *= 1 - lr·wd (when decay), m = β1 m + (1-β1) g, v = β2 v + (1-β2) g²,
+ * p -= lr / (1-β1^t) · m / (sqrt(v) / sqrt(1-β2^t) + eps). param, m, v: same length as grad.
+ */
+export function adamwStepRef(
+  param: Float64Array,
+  m: Float64Array,
+  v: Float64Array,
+  grad: Vec,
+  s: AdamWStepRef,
+): void {
+  const bc1 = 1 - s.beta1 ** s.t;
+  const bc2 = 1 - s.beta2 ** s.t;
+  for (let i = 0; i < param.length; i++) {
+    const g = grad[i] * s.clipCoef;
+    if (s.decay) param[i] *= 1 - s.lr * s.weightDecay;
+    m[i] = s.beta1 * m[i] + (1 - s.beta1) * g;
+    v[i] = s.beta2 * v[i] + (1 - s.beta2) * g * g;
+    param[i] -= (s.lr / bc1) * m[i] / (Math.sqrt(v[i]) / Math.sqrt(bc2) + s.eps);
+  }
+}

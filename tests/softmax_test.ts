@@ -1,7 +1,11 @@
-/** The causal softmax kernel against a float64 CPU softmax. */
+/**
+ * The causal softmax kernel against a float64 CPU softmax, and the fused softmax +
+ * cross-entropy (loss and gradient) against a float64 reference.
+ */
 import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
-import { causalSoftmax } from "../kernels/softmax.ts";
+import { causalSoftmax, crossEntropy } from "../kernels/softmax.ts";
+import { crossEntropyRef } from "./cpu_reference.ts";
 import { Arena, assertClose, Rng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
@@ -48,3 +52,76 @@ for (
     }
   });
 }
+
+/** Losses: diff <= TOL_LOSS · max(1, |ref|) (seen: 2.2e-7). */
+const TOL_LOSS = 2e-6;
+/** Gradients (softmax - onehot) · scale, all below scale: diff <= TOL_GRAD · scale (seen: 1.6e-7). */
+const TOL_GRAD = 1e-6;
+
+/**
+ * Runs crossEntropy over N rows of random logits [N, ld] (columns >= V poisoned with NaN,
+ * which must stay) and checks losses and gradients against the float64 reference.
+ */
+async function checkCrossEntropy(rng: Rng, N: number, V: number, ld: number, std: number) {
+  const label = `N=${N} V=${V} ld=${ld}`;
+  const logits = new Float32Array(N * ld).fill(NaN);
+  for (let n = 0; n < N; n++) logits.set(rng.normals(V, std), n * ld);
+  const targets = Uint32Array.from({ length: N }, () => rng.int(V));
+  const scale = 1 / N;
+  const arena = new Arena(gpu);
+  const logitsT = arena.upload(logits, [N, ld], "logits");
+  const losses = arena.poisoned([N], "losses");
+  const plan = crossEntropy(gpu, logitsT, V, arena.upload(targets, [N], "targets"), losses, scale);
+  assert.equal(plan.length, Math.ceil(N / 65535), `${label}: a dispatch per 65535 rows`);
+  gpu.run(plan);
+  const [grad, loss] = await gpu.read([logitsT, losses]);
+  arena.destroy();
+  const want = crossEntropyRef(logits, ld, V, targets, scale);
+  assertClose(loss, want.losses, TOL_LOSS, `losses ${label}`);
+  const got = new Float32Array(N * V);
+  for (let n = 0; n < N; n++) {
+    got.set(grad.subarray(n * ld, n * ld + V), n * V);
+    assert.ok(
+      grad.subarray(n * ld + V, (n + 1) * ld).every(Number.isNaN),
+      `${label}: padding written`,
+    );
+  }
+  assertClose(got, want.dlogits, TOL_GRAD * scale, `dlogits ${label}`);
+}
+
+Deno.test("crossEntropy: V = 37 in rows padded to 40, and unpadded", async () => {
+  const rng = new Rng(37);
+  await checkCrossEntropy(rng, 5, 37, 40, 3);
+  await checkCrossEntropy(rng, 3, 37, 37, 1);
+  await checkCrossEntropy(rng, 2, 1, 4, 1); // one class: loss 0, gradient 0
+});
+
+Deno.test("crossEntropy: GPT-2's vocabulary (V = 50257) in rows of 50260", async () => {
+  await checkCrossEntropy(new Rng(50257), 3, 50257, 50260, 2);
+});
+
+Deno.test("crossEntropy: more rows than one dispatch's grid (65537)", async () => {
+  await checkCrossEntropy(new Rng(65537), 65537, 3, 3, 2);
+});
+
+Deno.test("crossEntropy: a target outside the vocabulary gives a NaN loss", async () => {
+  const arena = new Arena(gpu);
+  const logits = arena.upload(new Rng(1).normals(2 * 5), [2, 5], "logits");
+  const losses = arena.poisoned([2], "losses");
+  const targets = arena.upload(new Uint32Array([4, 5]), [2], "targets");
+  gpu.run(crossEntropy(gpu, logits, 5, targets, losses, 1));
+  const loss = await gpu.read1(losses);
+  arena.destroy();
+  assert.ok(loss[0] > 0, `valid target: loss ${loss[0]}`);
+  assert.ok(Number.isNaN(loss[1]), `target 5 of V = 5: loss ${loss[1]}`);
+});
+
+Deno.test("crossEntropy: rejects shapes that do not fit", () => {
+  const arena = new Arena(gpu);
+  const logits = arena.poisoned([4, 10]);
+  const four = arena.poisoned([4]);
+  assert.throws(() => crossEntropy(gpu, logits, 11, four, four, 1), /V 11 does not fit/);
+  assert.throws(() => crossEntropy(gpu, logits, 10, arena.poisoned([3]), four, 1), /targets\[3\]/);
+  assert.throws(() => crossEntropy(gpu, logits, 10, four, arena.poisoned([5]), 1), /losses\[5\]/);
+  arena.destroy();
+});
