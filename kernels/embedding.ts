@@ -1,5 +1,5 @@
 /**
- * Typed wrapper for `embedding.wgsl`.
+ * Typed wrappers for `embedding.wgsl`: the forward and, for training, the backward.
  *
  * @module
  */

@@ -1,5 +1,5 @@
 /**
- * Typed wrapper for `layernorm.wgsl`.
+ * Typed wrappers for `layernorm.wgsl`: the forward and, for training, the backward.
  *
  * @module
  */

@@ -1,6 +1,6 @@
 /**
  * Typed wrappers for `matmul.wgsl`: the Conv1D projections and the lm_head, both as
- * y = x @ w^T (+ b) with w stored [out, in].
+ * y = x @ w^T (+ b) with w stored [out, in], and, for training, their backward passes.
  *
  * @module
  */
@@ -267,7 +267,7 @@ function inputGradient(
     return gpu.dispatch(label, kernel, all, [Math.ceil(K / 64), Math.ceil(M / 64)]);
   }
   const kernel = gpu.kernel(code, "matmul_backward_input_rows16", { WG: 8, DY_VEC4 });
-  return gpu.dispatch(label, kernel, all, [groups(Math.ceil(K / 16), 8), Math.ceil(M / 16)]);
+  return gpu.dispatch(label, kernel, all, [groups(Math.ceil(M / 16), 8), Math.ceil(K / 16)]);
 }
 
 /**
