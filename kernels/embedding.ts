@@ -1,9 +1,9 @@
 /**
- * Typed wrapper for `embedding.wgsl`.
+ * Typed wrappers for `embedding.wgsl`: the forward and, for training, the backward.
  *
  * @module
  */
-import { type Dispatch, type Gpu, type Tensor, workgrid } from "./gpu.ts";
+import { type Dispatch, type Gpu, groups, type Tensor, workgrid } from "./gpu.ts";
 import type { RowChunks } from "./matmul.ts";
 
 import code from "./embedding.wgsl" with { type: "text" };
@@ -44,5 +44,47 @@ export function embedding(
       positions: positions ?? ids,
     };
     return gpu.dispatch(`embedding ${T}x${C}`, kernel, bindings, workgrid((T * C) / 4, 64));
+  });
+}
+
+/**
+ * Backward of x = wte[ids] + wpe[t] for B sequences of T tokens (row n = b*T + t, position t):
+ * dwte += scatter of dx rows by token id (accumulates: the lm_head's gradient is already
+ * there); dwpe[t] = sum_b dx[b*T + t] for t < T, and 0 for rows t >= T (written).
+ * ids: [B*T] u32 (or longer: the first B*T are read), dx: [B*T, C], dwte: [V, C] RowChunks f32
+ * (same chunking as wte), dwpe: [P, C]. Deterministic: each token's rows are summed in order
+ * by one invocation. One dispatch per chunk of dwte.
+ */
+export function embeddingBackward(
+  gpu: Gpu,
+  ids: Tensor,
+  dx: Tensor,
+  T: number,
+  dwte: RowChunks,
+  dwpe: Tensor,
+): Dispatch[] {
+  if (dwte.format !== "f32") {
+    throw new Error(`embeddingBackward: dwte is stored ${dwte.format}; gradients need f32`);
+  }
+  const [N, C] = dx.shape;
+  const P = dwpe.shape[0];
+  if (
+    C % 4 || dwte.cols !== C || dwpe.shape[1] !== C || ids.shape[0] < N || T < 1 || N % T ||
+    T > P
+  ) {
+    throw new Error(
+      `embeddingBackward: ids[${ids.shape}] dx[${dx.shape}] T=${T} ` +
+        `dwte[${dwte.rows},${dwte.cols}] dwpe[${dwpe.shape}] do not fit`,
+    );
+  }
+  // Small workgroups on a CPU adapter, so that a few hundred rows spread over every core.
+  const WG = gpu.design === "cpu" ? 8 : 64;
+  const kernel = gpu.kernel(code, "embedding_backward", { WG });
+  return dwte.parts.map((part, i) => {
+    const positions = i === 0 ? 1 : 0;
+    const params = gpu.uniform([N, T, P, C / 4, part.row0, part.tensor.shape[0], positions]);
+    const bindings = { gp: params, ids, dx, dwte: part.tensor, dwpe };
+    const rows = positions ? Math.max(N, P) : N;
+    return gpu.dispatch(`embedding backward ${N}x${C}`, kernel, bindings, [groups(rows, WG)]);
   });
 }

@@ -5,6 +5,7 @@
 // With F16, wte is stored as f16 pairs (as matmul.wgsl's weights) and read through wteh.
 
 override F16: bool = false;
+override WG: u32 = 64u; // invocations per workgroup of embedding_backward
 
 struct Params {
   T: u32,     // tokens
@@ -41,4 +42,52 @@ fn embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (v >= p.rows) { return; }
   let pos = select(step[0] + t, positions[t], p.perRow == 1u);
   x[i] = token4(v, c) + wpe[pos * p.C4 + c];
+}
+
+// ---- Backward, for training: B sequences of T tokens, row n = b·T + t at position t.
+//   dwte[v] += Σ dx[n] over the rows n whose token is v,   dwpe[t] = Σ_b dx[b·T + t].
+// WGSL has no float atomics, so every sum is one invocation's, in row order: the invocation
+// of the first row holding a token adds the rows holding it into that token's dwte row (the
+// other rows' invocations return); with `positions`, invocation t also writes dwpe row t (0
+// from row T on). A dispatch per wte chunk, as in the forward; the first writes dwpe.
+
+struct GradParams {
+  N: u32,         // rows of dx: B·T
+  T: u32,         // tokens per sequence
+  P: u32,         // rows of dwpe
+  C4: u32,        // n_embd / 4
+  row0: u32,      // first vocab row of this dwte chunk
+  rows: u32,      // vocab rows in this chunk
+  positions: u32, // 1: this dispatch also writes dwpe
+}
+
+@group(0) @binding(8) var<uniform> gp: GradParams;
+@group(0) @binding(9) var<storage, read> dx: array<vec4<f32>>;          // [N, C]
+@group(0) @binding(10) var<storage, read_write> dwte: array<vec4<f32>>; // [rows, C] chunk
+@group(0) @binding(11) var<storage, read_write> dwpe: array<vec4<f32>>; // [P, C]
+
+// Grid: (max(N, P) / WG).
+@compute @workgroup_size(WG)
+fn embedding_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let r = gid.x;
+  if (gp.positions == 1u && r < gp.P) {
+    for (var c = 0u; c < gp.C4; c++) {
+      var s = vec4(0.0);
+      if (r < gp.T) {
+        for (var n = r; n < gp.N; n += gp.T) { s += dx[n * gp.C4 + c]; }
+      }
+      dwpe[r * gp.C4 + c] = s;
+    }
+  }
+  if (r >= gp.N) { return; }
+  let v = ids[r];
+  if (v - gp.row0 >= gp.rows) { return; } // another chunk's token (wraps below row0)
+  for (var n = 0u; n < r; n++) {
+    if (ids[n] == v) { return; } // an earlier row holds this token and sums it
+  }
+  let o = (v - gp.row0) * gp.C4;
+  for (var n = r; n < gp.N; n++) {
+    if (ids[n] != v) { continue; }
+    for (var c = 0u; c < gp.C4; c++) { dwte[o + c] += dx[n * gp.C4 + c]; }
+  }
 }

@@ -1,5 +1,5 @@
 /**
- * Typed wrapper for `layernorm.wgsl`.
+ * Typed wrappers for `layernorm.wgsl`: the forward and, for training, the backward.
  *
  * @module
  */
@@ -25,4 +25,52 @@ export function layerNorm(
   return gpu.dispatch(`layernorm ${T}x${C}`, kernel, { p: params, x, weight, bias, y }, [
     groups(T, 64),
   ]);
+}
+
+/**
+ * dx += LayerNorm backward (recomputes mean/rstd from x); dweight = sum_t dy*xhat, dbias =
+ * sum_t dy (written). x, dy, dx: [T, C]; weight, dweight, dbias: [C]. Deterministic (no
+ * atomics): a dispatch over rows (dx, and each row's mean and rstd into a [T, 2] tensor this
+ * call allocates), then one over columns (dweight, dbias).
+ */
+export function layerNormBackward(
+  gpu: Gpu,
+  x: Tensor,
+  weight: Tensor,
+  dy: Tensor,
+  dx: Tensor,
+  dweight: Tensor,
+  dbias: Tensor,
+  eps: number,
+): Dispatch[] {
+  const [T, C] = x.shape;
+  const same = (t: Tensor, shape: readonly number[]) => `${t.shape}` === `${shape}`;
+  if (
+    C % 4 || !same(dy, [T, C]) || !same(dx, [T, C]) || !same(weight, [C]) ||
+    !same(dweight, [C]) || !same(dbias, [C])
+  ) {
+    throw new Error(
+      `layerNormBackward: x[${x.shape}] weight[${weight.shape}] dy[${dy.shape}] ` +
+        `dx[${dx.shape}] dweight[${dweight.shape}] dbias[${dbias.shape}] do not fit`,
+    );
+  }
+  const stats = gpu.tensor([T, 2], "layernorm backward stats"); // [T] (mean, rstd)
+  const p = gpu.uniform([T, C, f32bits(eps)]);
+  // Small workgroups on a CPU adapter, so that a few hundred rows spread over every core.
+  const WG = gpu.design === "cpu" ? 8 : 64;
+  const rows = gpu.kernel(code, "layernorm_backward_rows", { WG });
+  const params = gpu.kernel(code, "layernorm_backward_params", { WG });
+  return [
+    gpu.dispatch(`layernorm backward ${T}x${C} dx`, rows, { p, x, weight, dy, dx, stats }, [
+      groups(T, WG),
+    ]),
+    gpu.dispatch(`layernorm backward ${T}x${C} dweight`, params, {
+      p,
+      x,
+      dy,
+      stats,
+      dweight,
+      dbias,
+    }, [groups(C / 4, WG)]),
+  ];
 }

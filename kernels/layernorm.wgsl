@@ -1,6 +1,7 @@
 // LayerNorm over the last dimension, as torch.nn.LayerNorm:
 // y = (x - mean) / sqrt(var + eps) * weight + bias, var the biased variance.
-// One invocation per row; rows are read as vec4 (C must be a multiple of 4).
+// One invocation per row; rows are read as vec4 (C must be a multiple of 4). The backward
+// kernels follow the forward.
 
 struct Params {
   T: u32,    // rows
@@ -14,12 +15,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;   // [C]
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>; // [T, C]
 
-@compute @workgroup_size(64)
-fn layernorm(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = gid.x;
-  if (t >= p.T) { return; }
-  let C4 = p.C / 4u;
-  let row = t * C4;
+// (mean, 1 / sqrt(var + eps)) of the row of x starting at vec4 `row`.
+fn row_stats(row: u32, C4: u32) -> vec2<f32> {
   var sum = vec4(0.0);
   for (var i = 0u; i < C4; i++) { sum += x[row + i]; }
   let mean = (sum.x + sum.y + sum.z + sum.w) / f32(p.C);
@@ -28,8 +25,72 @@ fn layernorm(@builtin(global_invocation_id) gid: vec3<u32>) {
     let d = x[row + i] - mean;
     sq = fma(d, d, sq);
   }
-  let rstd = 1.0 / sqrt((sq.x + sq.y + sq.z + sq.w) / f32(p.C) + p.eps);
+  return vec2(mean, 1.0 / sqrt((sq.x + sq.y + sq.z + sq.w) / f32(p.C) + p.eps));
+}
+
+@compute @workgroup_size(64)
+fn layernorm(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = gid.x;
+  if (t >= p.T) { return; }
+  let C4 = p.C / 4u;
+  let row = t * C4;
+  let s = row_stats(row, C4);
   for (var i = 0u; i < C4; i++) {
-    y[row + i] = (x[row + i] - mean) * rstd * weight[i] + bias[i];
+    y[row + i] = (x[row + i] - s.x) * s.y * weight[i] + bias[i];
   }
+}
+
+// ---- Backward, for training. With xhat = (x - mean)·rstd and g = dy·weight, per row
+//   dx += rstd·(g - mean(g) - xhat·mean(g·xhat)),
+// and over the rows dweight = Σ dy·xhat, dbias = Σ dy. layernorm_backward_rows recomputes
+// each row's mean and rstd as the forward does, adds the row's dx and keeps (mean, rstd) in
+// stats; layernorm_backward_params then sums each column over the rows in order (no atomics,
+// so every run gives the same sums). One invocation per row, then per 4 columns.
+
+override WG: u32 = 64u; // invocations per workgroup of the backward kernels
+
+@group(0) @binding(5) var<storage, read> dy: array<vec4<f32>>;            // [T, C]
+@group(0) @binding(6) var<storage, read_write> dx: array<vec4<f32>>;      // [T, C]
+@group(0) @binding(7) var<storage, read_write> stats: array<vec2<f32>>;   // [T] (mean, rstd)
+@group(0) @binding(8) var<storage, read_write> dweight: array<vec4<f32>>; // [C]
+@group(0) @binding(9) var<storage, read_write> dbias: array<vec4<f32>>;   // [C]
+
+@compute @workgroup_size(WG)
+fn layernorm_backward_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = gid.x;
+  if (t >= p.T) { return; }
+  let C4 = p.C / 4u;
+  let row = t * C4;
+  let s = row_stats(row, C4);
+  stats[t] = s;
+  var g_sum = vec4(0.0);
+  var gx_sum = vec4(0.0);
+  for (var i = 0u; i < C4; i++) {
+    let g = dy[row + i] * weight[i];
+    g_sum += g;
+    gx_sum = fma(g, (x[row + i] - s.x) * s.y, gx_sum);
+  }
+  let g_mean = (g_sum.x + g_sum.y + g_sum.z + g_sum.w) / f32(p.C);
+  let gx_mean = (gx_sum.x + gx_sum.y + gx_sum.z + gx_sum.w) / f32(p.C);
+  for (var i = 0u; i < C4; i++) {
+    let xhat = (x[row + i] - s.x) * s.y;
+    dx[row + i] += s.y * (dy[row + i] * weight[i] - g_mean - xhat * gx_mean);
+  }
+}
+
+@compute @workgroup_size(WG)
+fn layernorm_backward_params(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let c = gid.x;
+  let C4 = p.C / 4u;
+  if (c >= C4) { return; }
+  var dw = vec4(0.0);
+  var db = vec4(0.0);
+  for (var t = 0u; t < p.T; t++) {
+    let s = stats[t];
+    let d = dy[t * C4 + c];
+    dw = fma(d, (x[t * C4 + c] - s.x) * s.y, dw);
+    db += d;
+  }
+  dweight[c] = dw;
+  dbias[c] = db;
 }

@@ -1,12 +1,16 @@
 /**
  * Typed wrappers for `matmul.wgsl`: the Conv1D projections and the lm_head, both as
- * y = x @ w^T (+ b) with w stored [out, in].
+ * y = x @ w^T (+ b) with w stored [out, in], and, for training, their backward passes.
  *
  * @module
  */
 import { type Dispatch, type Gpu, groups, type Tensor } from "./gpu.ts";
 
-import code from "./matmul.wgsl" with { type: "text" };
+import formula from "./gelu_formula.wgsl" with { type: "text" };
+import kernels from "./matmul.wgsl" with { type: "text" };
+
+/** matmul.wgsl behind the GELU its epilogue calls. */
+const code = `${formula}\n${kernels}`;
 
 /**
  * How a weight matrix is stored on the GPU: `f32` exactly as the checkpoint has it, or `f16`
@@ -211,6 +215,200 @@ export function lmHead(
       const label = `lm_head ${rows}x${K}x${part.rows}`;
       out.push(product(gpu, label, x, xRow0 + r0, part, null, block, row0));
     }
+  }
+  return out;
+}
+
+// ---- Backward, for training ----
+
+/** Throws unless a weight the backward pass multiplies by or writes is stored f32. */
+function requireF32(what: string, format: WeightFormat): void {
+  if (format !== "f32") {
+    throw new Error(`${what} is stored ${format}; the backward pass needs f32 weights`);
+  }
+}
+
+/**
+ * The parameters and dy bindings of a backward kernel: dy [M, ldy] read from column col0 for
+ * N weight rows, read as vec4s when col0 and ldy allow.
+ */
+function gradInputs(
+  gpu: Gpu,
+  dy: Tensor,
+  col0: number,
+  N: number,
+  K: number,
+  accumulate: boolean,
+  hasBias: boolean,
+) {
+  const [M, ldy] = dy.shape;
+  // The kernels name dy as vec4s too, and a binding holds at least one.
+  if (M * ldy < 4) throw new Error(`matmul backward: dy[${dy.shape}] has fewer than 4 values`);
+  const params = [M, N, K, ldy, col0, accumulate ? 1 : 0, hasBias ? 1 : 0];
+  const DY_VEC4 = ldy % 4 === 0 && col0 % 4 === 0 ? 1 : 0;
+  return { M, DY_VEC4, bindings: { gp: gpu.uniform(params), dy, dy4: dy } };
+}
+
+/** One dispatch of dx (+)= dy[:, col0 .. col0+N] @ w; w: [N, K] f32, dx: [M, K]. */
+function inputGradient(
+  gpu: Gpu,
+  label: string,
+  dy: Tensor,
+  col0: number,
+  w: Tensor,
+  dx: Tensor,
+  accumulate: boolean,
+): Dispatch {
+  const [N, K] = w.shape;
+  const { M, DY_VEC4, bindings } = gradInputs(gpu, dy, col0, N, K, accumulate, false);
+  const all = { ...bindings, w, dx };
+  if (gpu.design === "gpu") {
+    const kernel = gpu.kernel(code, "matmul_backward_input_tiled", { DY_VEC4 });
+    return gpu.dispatch(label, kernel, all, [Math.ceil(K / 64), Math.ceil(M / 64)]);
+  }
+  const kernel = gpu.kernel(code, "matmul_backward_input_rows16", { WG: 8, DY_VEC4 });
+  return gpu.dispatch(label, kernel, all, [groups(Math.ceil(M / 16), 8), Math.ceil(K / 16)]);
+}
+
+/**
+ * One dispatch of dw (+)= dy[:, col0 .. col0+N]^T @ x and, with db, db = the column sums of
+ * the same columns of dy. x: [M, K], dw: [N, K], db: [N].
+ */
+function weightGradient(
+  gpu: Gpu,
+  label: string,
+  dy: Tensor,
+  col0: number,
+  x: Tensor,
+  dw: Tensor,
+  db: Tensor | null,
+  accumulate: boolean,
+): Dispatch {
+  const [N, K] = dw.shape;
+  const { DY_VEC4, bindings } = gradInputs(gpu, dy, col0, N, K, accumulate, db !== null);
+  // Without a bias the kernel never writes db, but names it: a small tensor stands in (not
+  // dw, since two writable bindings of one buffer are invalid on some WebGPU implementations).
+  const all = { ...bindings, x, dw, db: db ?? gpu.tensor([4], "no bias gradient") };
+  if (gpu.design === "gpu") {
+    const kernel = gpu.kernel(code, "matmul_backward_weight_tiled", { DY_VEC4 });
+    return gpu.dispatch(label, kernel, all, [Math.ceil(K / 64), Math.ceil(N / 64)]);
+  }
+  const kernel = gpu.kernel(code, "matmul_backward_weight_rows16", { WG: 8, DY_VEC4 });
+  return gpu.dispatch(label, kernel, all, [groups(Math.ceil(K / 16), 8), Math.ceil(N / 16)]);
+}
+
+/**
+ * dx = dy @ w, or dx += dy @ w with `accumulate`: the input gradient of y = x @ w^T + b.
+ * dy: [M, N] (row stride may exceed N: dy.shape = [M, ldy], only the first w.rows columns
+ * are read), w: [N, K] f32 Weight, dx: [M, K]. K a multiple of 4.
+ */
+export function matmulBackwardInput(
+  gpu: Gpu,
+  dy: Tensor,
+  w: Weight,
+  dx: Tensor,
+  accumulate = false,
+): Dispatch {
+  requireF32("matmulBackwardInput: w", w.format);
+  const [M, ldy] = dy.shape;
+  const { rows: N, cols: K } = w;
+  if (ldy < N || dx.shape[0] !== M || dx.shape[1] !== K) {
+    throw new Error(
+      `matmulBackwardInput: shapes dy[${dy.shape}] w[${N},${K}] dx[${dx.shape}] do not fit`,
+    );
+  }
+  if (K % 4) throw new Error(`matmulBackwardInput: K=${K} must be a multiple of 4`);
+  const label = `matmul backward input ${M}x${N}x${K}${accumulate ? " +=" : ""}`;
+  return inputGradient(gpu, label, dy, 0, w.tensor, dx, accumulate);
+}
+
+/**
+ * dw = dy^T @ x ([N, K], written, not accumulated) and, when db is given, db = sum over rows
+ * of dy ([N]): the weight and bias gradients of y = x @ w^T + b.
+ * dy: [M, N] (row stride may exceed N: dy.shape = [M, ldy]; then N comes from dw.shape[0] and
+ * `col0` picks the first column of dy that belongs to dw's row 0), x: [M, K], dw: [N, K] f32,
+ * db: [N] or null. K a multiple of 4. One dispatch: db is summed by the same kernel.
+ */
+export function matmulBackwardWeight(
+  gpu: Gpu,
+  dy: Tensor,
+  x: Tensor,
+  dw: Tensor,
+  db: Tensor | null,
+  col0 = 0,
+): Dispatch[] {
+  const [M, ldy] = dy.shape;
+  const [N, K] = dw.shape;
+  if (
+    x.shape[0] !== M || x.shape[1] !== K || col0 < 0 || col0 + N > ldy ||
+    (db && db.shape[0] !== N)
+  ) {
+    throw new Error(
+      `matmulBackwardWeight: shapes dy[${dy.shape}] col0 ${col0} x[${x.shape}] dw[${dw.shape}]` +
+        `${db ? ` db[${db.shape}]` : ""} do not fit`,
+    );
+  }
+  if (K % 4) throw new Error(`matmulBackwardWeight: K=${K} must be a multiple of 4`);
+  const label = `matmul backward weight ${M}x${N}x${K}${db ? " +bias" : ""}`;
+  return [weightGradient(gpu, label, dy, col0, x, dw, db, false)];
+}
+
+/**
+ * The lm_head's backward over a weight stored in row chunks (GPT-2's 50257-row wte does not
+ * fit one binding): dx = dlogits[:, :V] @ w (summed over every chunk), and each chunk's rows of
+ * dw = dlogits[:, rows]^T @ x. dlogits: [M, ldy] (ldy >= V), x: [M, K], w: [V, K] RowChunks
+ * f32, dx: [M, K] (written), dw: [V, K] RowChunks f32 of the same chunking as w (written).
+ * Two dispatches per chunk (and per block of dlogits rows, when they exceed one binding).
+ */
+export function lmHeadBackward(
+  gpu: Gpu,
+  dlogits: Tensor,
+  x: Tensor,
+  w: RowChunks,
+  dx: Tensor,
+  dw: RowChunks,
+): Dispatch[] {
+  requireF32("lmHeadBackward: w", w.format);
+  requireF32("lmHeadBackward: dw", dw.format);
+  const [M, ldy] = dlogits.shape;
+  const { rows: V, cols: K } = w;
+  const sameChunks = dw.rows === V && dw.cols === K && dw.parts.length === w.parts.length &&
+    dw.parts.every((p, i) =>
+      p.row0 === w.parts[i].row0 && p.tensor.shape[0] === w.parts[i].tensor.shape[0]
+    );
+  if (!sameChunks) throw new Error("lmHeadBackward: dw must be chunked as w is");
+  if (ldy < V || x.shape[0] !== M || x.shape[1] !== K || dx.shape[0] !== M || dx.shape[1] !== K) {
+    throw new Error(
+      `lmHeadBackward: shapes dlogits[${dlogits.shape}] x[${x.shape}] w[${V},${K}] ` +
+        `dx[${dx.shape}] do not fit`,
+    );
+  }
+  if (K % 4) throw new Error(`lmHeadBackward: K=${K} must be a multiple of 4`);
+  // Rows of dlogits in blocks that each fit a binding (x and dx are cut the same way).
+  const blockRows = Math.min(M, Math.max(1, Math.floor(gpu.maxBinding / (ldy * 4))));
+  const aligned = (ldy * 4) % gpu.bindingAlignment === 0 && (K * 4) % gpu.bindingAlignment === 0;
+  if (blockRows < M && !aligned) {
+    throw new Error(
+      `lmHeadBackward: dlogits[${dlogits.shape}] needs row blocks, and rows of ${ldy} and ` +
+        `${K} floats are not aligned to ${gpu.bindingAlignment} bytes`,
+    );
+  }
+  const rowsOf = (t: Tensor, r0: number, rows: number): Tensor => ({
+    buffer: t.buffer,
+    offset: t.offset + r0 * t.shape[1] * 4,
+    shape: [rows, t.shape[1]],
+  });
+  const out: Dispatch[] = [];
+  for (let r0 = 0; r0 < M; r0 += blockRows) {
+    const rows = Math.min(blockRows, M - r0);
+    const [dyBlock, xBlock, dxBlock] = [dlogits, x, dx].map((t) => rowsOf(t, r0, rows));
+    w.parts.forEach(({ row0, tensor }, i) => {
+      const n = tensor.shape[0];
+      const label = `lm_head backward ${rows}x${n}x${K}`;
+      out.push(inputGradient(gpu, `${label} dx`, dyBlock, row0, tensor, dxBlock, i > 0));
+      const dwPart = dw.parts[i].tensor;
+      out.push(weightGradient(gpu, `${label} dw`, dyBlock, row0, xBlock, dwPart, null, r0 > 0));
+    });
   }
   return out;
 }

@@ -351,3 +351,141 @@ export function adamwStepRef(
     param[i] -= (s.lr / bc1) * m[i] / (Math.sqrt(v[i]) / Math.sqrt(bc2) + s.eps);
   }
 }
+
+// ---- Backward passes (training), in float64 ----
+
+/** dx[M, K] = dy[M, N] @ w[N, K]: the input gradient of y = x @ w^T (w stored [out, in]). */
+export function matmulBackwardInputRef(
+  dy: Vec,
+  w: Vec,
+  M: number,
+  N: number,
+  K: number,
+): Float64Array {
+  const dx = new Float64Array(M * K);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      const d = dy[m * N + n];
+      for (let k = 0; k < K; k++) dx[m * K + k] += d * w[n * K + k];
+    }
+  }
+  return dx;
+}
+
+/** dw[N, K] = dy[M, N]^T @ x[M, K]: the weight gradient of y = x @ w^T. */
+export function matmulBackwardWeightRef(
+  dy: Vec,
+  x: Vec,
+  M: number,
+  N: number,
+  K: number,
+): Float64Array {
+  const dw = new Float64Array(N * K);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      const d = dy[m * N + n];
+      for (let k = 0; k < K; k++) dw[n * K + k] += d * x[m * K + k];
+    }
+  }
+  return dw;
+}
+
+/** db[N] = Σ_m dy[m, n]: the bias gradient. */
+export function biasBackwardRef(dy: Vec, M: number, N: number): Float64Array {
+  const db = new Float64Array(N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) db[n] += dy[m * N + n];
+  }
+  return db;
+}
+
+/** Gradients of {@link layerNormRef}: dx [T, C], dweight [C], dbias [C]. */
+export interface LayerNormGradRef {
+  dx: Float64Array;
+  dweight: Float64Array;
+  dbias: Float64Array;
+}
+
+/**
+ * The gradients of y = (x - mean) / sqrt(var + eps) * weight + bias given dy, from the chain
+ * rule written out: with xhat = (x - mean)·rstd and g = dy·weight,
+ * dx = rstd·(g - mean(g) - xhat·mean(g·xhat)), dweight = Σ_t dy·xhat, dbias = Σ_t dy.
+ */
+export function layerNormBackwardRef(
+  x: Vec,
+  weight: Vec,
+  dy: Vec,
+  T: number,
+  C: number,
+  eps: number,
+): LayerNormGradRef {
+  const dx = new Float64Array(T * C);
+  const dweight = new Float64Array(C);
+  const dbias = new Float64Array(C);
+  const xhat = new Float64Array(C);
+  for (let t = 0; t < T; t++) {
+    let mean = 0;
+    for (let c = 0; c < C; c++) mean += x[t * C + c];
+    mean /= C;
+    let variance = 0;
+    for (let c = 0; c < C; c++) variance += (x[t * C + c] - mean) ** 2;
+    const rstd = 1 / Math.sqrt(variance / C + eps);
+    let gMean = 0;
+    let gxMean = 0;
+    for (let c = 0; c < C; c++) {
+      xhat[c] = (x[t * C + c] - mean) * rstd;
+      const g = dy[t * C + c] * weight[c];
+      gMean += g / C;
+      gxMean += (g * xhat[c]) / C;
+      dweight[c] += dy[t * C + c] * xhat[c];
+      dbias[c] += dy[t * C + c];
+    }
+    for (let c = 0; c < C; c++) {
+      const g = dy[t * C + c] * weight[c];
+      dx[t * C + c] = rstd * (g - gMean - xhat[c] * gxMean);
+    }
+  }
+  return { dx, dweight, dbias };
+}
+
+/** dx = dy · gelu_new'(x), element-wise, with gelu_new as in {@link geluNewRef}. */
+export function geluNewBackwardRef(x: Vec, dy: Vec): Float64Array {
+  const dx = new Float64Array(x.length);
+  const k = Math.sqrt(2 / Math.PI);
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    const t = Math.tanh(k * (v + 0.044715 * v * v * v));
+    const du = k * (1 + 3 * 0.044715 * v * v);
+    dx[i] = dy[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du);
+  }
+  return dx;
+}
+
+/** Gradients of x = wte[ids] + wpe[t]: dwte [V, C] and dwpe [P, C]. */
+export interface EmbeddingGradRef {
+  dwte: Float64Array;
+  dwpe: Float64Array;
+}
+
+/**
+ * Backward of x[b·T + t] = wte[ids[b·T + t]] + wpe[t]: dwte = dwte0 + each row of dx added at
+ * its token's row, dwpe[t] = Σ_b dx[b·T + t] (0 from row T on). dx: [ids.length, C].
+ */
+export function embeddingBackwardRef(
+  ids: ArrayLike<number>,
+  dx: Vec,
+  T: number,
+  dwte0: Vec,
+  P: number,
+  C: number,
+): EmbeddingGradRef {
+  const dwte = Float64Array.from(dwte0);
+  const dwpe = new Float64Array(P * C);
+  for (let n = 0; n < ids.length; n++) {
+    for (let c = 0; c < C; c++) {
+      dwte[ids[n] * C + c] += dx[n * C + c];
+      dwpe[(n % T) * C + c] += dx[n * C + c];
+    }
+  }
+  return { dwte, dwpe };
+}

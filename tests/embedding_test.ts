@@ -1,9 +1,12 @@
-/** embedding (wte[ids] + wpe[pos0 + t]) over a chunked wte, against the CPU reference. */
+/**
+ * embedding (wte[ids] + wpe[pos0 + t]) over a chunked wte and its backward (the scatter into
+ * dwte, the sums into dwpe), against the CPU reference.
+ */
 import assert from "node:assert/strict";
-import { embedding } from "../kernels/embedding.ts";
+import { embedding, embeddingBackward } from "../kernels/embedding.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { type RowChunks, uploadRowChunks } from "../kernels/matmul.ts";
-import { embeddingRef } from "./cpu_reference.ts";
+import { embeddingBackwardRef, embeddingRef } from "./cpu_reference.ts";
 import { Arena, assertClose, Rng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
@@ -101,6 +104,87 @@ Deno.test("embedding: rejects shapes that do not fit", () => {
   );
   assert.throws(
     () => embedding(gpu, ids, step, w, arena.poisoned([4, 12]), arena.poisoned([2, 8])),
+    /do not fit/,
+  );
+  arena.destroy();
+});
+
+// ---- Backward ----
+
+/** Sums of a few f32 values of size ~1 against f64 (seen: 1.2e-7). */
+const TOL_BACKWARD = 1e-6;
+
+for (const design of ["cpu", "gpu"] as const) {
+  Deno.test(`embeddingBackward: B = 3 sequences of T = 5, a vocabulary of 37 in chunks, ${design} design`, async () => {
+    const gpu = await Gpu.open({ design });
+    const rng = new Rng(42);
+    const arena = new Arena(gpu);
+    const [B, T, v, c, p] = [3, 5, 37, 12, 8];
+    const N = B * T;
+    // Repeated tokens (7 three times, 36 twice in one sequence) so the scatter must add up
+    // rows, ids at every chunk edge (0, 7, 8, 15, 16, 31, 32, 36), the rest random.
+    const tokens = Uint32Array.from([
+      7,
+      0,
+      7,
+      8,
+      36,
+      15,
+      16,
+      36,
+      31,
+      32,
+      7,
+      rng.int(v),
+      rng.int(v),
+      3,
+      3,
+    ]);
+    const dx = rng.uniforms(N * c, -1, 1);
+    // dwte holds the lm_head's gradient already: the scatter adds onto it.
+    const dwte0 = rng.uniforms(v * c, -1, 1);
+    const chunkings: [string, RowChunks][] = [
+      ["one chunk", arena.addChunks(uploadRowChunks(gpu, dwte0, v, c, "dwte"))],
+      // 384-byte chunks: 8 rows of 12 floats each, the last one 5 rows.
+      ["5 chunks", arena.addChunks(uploadRowChunks(gpu, dwte0, v, c, "dwte", 384))],
+    ];
+    assert.equal(chunkings[1][1].parts.length, 5);
+    const ref = embeddingBackwardRef(tokens, dx, T, dwte0, p, c);
+    const idsT = arena.upload(tokens, [N], "ids");
+    const dxT = arena.upload(dx, [N, c], "dx");
+    for (const [name, dwte] of chunkings) {
+      const dwpe = arena.poisoned([p, c], "dwpe"); // rows T .. P must be written too, with 0
+      gpu.run(embeddingBackward(gpu, idsT, dxT, T, dwte, dwpe));
+      const parts = await gpu.read(dwte.parts.map((part) => part.tensor));
+      const got = new Float32Array(v * c);
+      dwte.parts.forEach((part, i) => got.set(parts[i], part.row0 * c));
+      assertClose(got, ref.dwte, TOL_BACKWARD, `embedding backward dwte += , ${name}`);
+      assertClose(
+        await gpu.read1(dwpe),
+        ref.dwpe,
+        TOL_BACKWARD,
+        `embedding backward dwpe, ${name}`,
+      );
+    }
+    arena.destroy();
+  });
+}
+
+Deno.test("embeddingBackward: refuses f16 and shapes that do not fit", () => {
+  const arena = new Arena(gpu);
+  const ids = arena.upload(new Uint32Array(6), [6]);
+  const dx = arena.poisoned([6, 8]);
+  const part = { row0: 0, tensor: arena.poisoned([10, 8]) };
+  const dwte: RowChunks = { rows: 10, cols: 8, format: "f32", parts: [part] };
+  const dwpe = arena.poisoned([4, 8]);
+  assert.throws(
+    () => embeddingBackward(gpu, ids, dx, 3, { ...dwte, format: "f16" }, dwpe),
+    /dwte is stored f16/,
+  );
+  assert.throws(() => embeddingBackward(gpu, ids, dx, 4, dwte, dwpe), /do not fit/); // 6 % 4
+  assert.throws(() => embeddingBackward(gpu, ids, dx, 6, dwte, dwpe), /do not fit/); // T > P
+  assert.throws(
+    () => embeddingBackward(gpu, ids, dx, 3, dwte, arena.poisoned([4, 4])),
     /do not fit/,
   );
   arena.destroy();

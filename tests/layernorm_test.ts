@@ -1,8 +1,11 @@
-/** layerNorm against the float64 CPU reference (torch semantics: biased variance, eps). */
+/**
+ * layerNorm and layerNormBackward against the float64 CPU reference (torch semantics: biased
+ * variance, eps), and the backward against finite differences of the forward kernel.
+ */
 import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
-import { layerNorm } from "../kernels/layernorm.ts";
-import { layerNormRef } from "./cpu_reference.ts";
+import { layerNorm, layerNormBackward } from "../kernels/layernorm.ts";
+import { layerNormBackwardRef, layerNormRef } from "./cpu_reference.ts";
 import { Arena, assertClose, Rng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
@@ -92,5 +95,120 @@ Deno.test("layerNorm: rejects rows that are not a multiple of 4", () => {
   const x = arena.poisoned([2, 6]);
   const w = arena.poisoned([6]);
   assert.throws(() => layerNorm(gpu, x, w, w, x, 1e-5), /do not fit/);
+  arena.destroy();
+});
+
+// ---- Backward ----
+
+/** Backward against f64, diff <= TOL_BACKWARD · max(1, |ref|), rows as in TOL (seen: 7.6e-7). */
+const TOL_BACKWARD = 5e-6;
+
+for (const design of ["cpu", "gpu"] as const) {
+  Deno.test(`layerNormBackward: [5, 12], [33, 100] and [5, 768], ${design} design`, async () => {
+    const gpu = await Gpu.open({ design });
+    const rng = new Rng(13);
+    const arena = new Arena(gpu);
+    for (const [T, C] of [[5, 12], [33, 100], [5, 768]]) {
+      const x = rows(rng, T, C, 1, [0.3, 3]);
+      const weight = rng.uniforms(C, 0.5, 1.5);
+      const dy = rng.uniforms(T * C, -1, 1);
+      const dx0 = rng.uniforms(T * C, -1, 1); // dx accumulates onto what is there
+      const dx = arena.upload(dx0, [T, C], "dx");
+      const dweight = arena.poisoned([C], "dweight");
+      const dbias = arena.poisoned([C], "dbias");
+      const eps = 1e-5;
+      gpu.run(layerNormBackward(
+        gpu,
+        arena.upload(x, [T, C], "x"),
+        arena.upload(weight, [C], "weight"),
+        arena.upload(dy, [T, C], "dy"),
+        dx,
+        dweight,
+        dbias,
+        eps,
+      ));
+      const [gotDx, gotDweight, gotDbias] = await gpu.read([dx, dweight, dbias]);
+      const ref = layerNormBackwardRef(x, weight, dy, T, C, eps);
+      const what = `layernorm backward ${T}x${C}`;
+      assertClose(gotDx, ref.dx.map((v, i) => v + dx0[i]), TOL_BACKWARD, `${what} dx += `);
+      assertClose(gotDweight, ref.dweight, TOL_BACKWARD, `${what} dweight`);
+      assertClose(gotDbias, ref.dbias, TOL_BACKWARD, `${what} dbias`);
+    }
+    arena.destroy();
+  });
+}
+
+Deno.test("layerNormBackward: dx matches finite differences of the layerNorm kernel", async () => {
+  // L = Σ dy·y. Moving x[t, c] by ±h changes only row t of y, so every perturbed row is a row
+  // of one batch: row 2·(t·C + c) holds x[t] with x[t, c] + h, the row after it x[t, c] - h.
+  const rng = new Rng(14);
+  const arena = new Arena(gpu);
+  const [T, C, eps, h] = [3, 8, 1e-5, 1e-2];
+  const x = rows(rng, T, C, 1, [0.5, 2]);
+  const weight = rng.uniforms(C, 0.5, 1.5);
+  const bias = rng.uniforms(C, -0.5, 0.5);
+  const dy = rng.uniforms(T * C, -1, 1);
+  const n = 2 * T * C;
+  const shifted = new Float32Array(n * C);
+  for (let t = 0; t < T; t++) {
+    for (let c = 0; c < C; c++) {
+      for (const [k, sign] of [[0, 1], [1, -1]]) {
+        const row = 2 * (t * C + c) + k;
+        shifted.set(x.subarray(t * C, (t + 1) * C), row * C);
+        shifted[row * C + c] += sign * h;
+      }
+    }
+  }
+  const y = arena.poisoned([n, C], "y");
+  const weightT = arena.upload(weight, [C], "weight");
+  const dx = arena.upload(new Float32Array(T * C), [T, C], "dx");
+  gpu.run([
+    layerNorm(
+      gpu,
+      arena.upload(shifted, [n, C], "x ± h"),
+      weightT,
+      arena.upload(bias, [C]),
+      y,
+      eps,
+    ),
+    ...layerNormBackward(
+      gpu,
+      arena.upload(x, [T, C], "x"),
+      weightT,
+      arena.upload(dy, [T, C], "dy"),
+      dx,
+      arena.poisoned([C], "dweight"),
+      arena.poisoned([C], "dbias"),
+      eps,
+    ),
+  ]);
+  const [ys, got] = await gpu.read([y, dx]);
+  const numeric = new Float64Array(T * C);
+  for (let t = 0; t < T; t++) {
+    for (let c = 0; c < C; c++) {
+      const plus = 2 * (t * C + c) * C;
+      let dL = 0;
+      for (let j = 0; j < C; j++) dL += dy[t * C + j] * (ys[plus + j] - ys[plus + C + j]);
+      numeric[t * C + c] = dL / (2 * h);
+    }
+  }
+  // f32 outputs over 2h = 0.02 give ~1e-5 of rounding, plus the O(h²) truncation (seen:
+  // 1.3e-5 in all): a wrong term of the backward would be off by ~0.1.
+  assertClose(got, numeric, 1e-4, `layernorm backward ${T}x${C} dx vs (L(x+h) - L(x-h)) / 2h`);
+  arena.destroy();
+});
+
+Deno.test("layerNormBackward: rejects tensors that do not fit", () => {
+  const arena = new Arena(gpu);
+  const x = arena.poisoned([2, 8]);
+  const c = arena.poisoned([8]);
+  assert.throws(
+    () => layerNormBackward(gpu, x, c, x, arena.poisoned([2, 4]), c, c, 1e-5),
+    /do not fit/,
+  );
+  assert.throws(
+    () => layerNormBackward(gpu, x, c, x, x, arena.poisoned([4]), c, 1e-5),
+    /do not fit/,
+  );
   arena.destroy();
 });

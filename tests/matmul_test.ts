@@ -1,13 +1,17 @@
 /**
  * matmul (Conv1D, x @ w + b, with the GELU and residual-add epilogues) and lmHead
  * (lm_head, x @ w^T over row chunks) against the float64 CPU reference, on shapes that are
- * not multiples of any tile, in both kernel designs and both weight formats.
+ * not multiples of any tile, in both kernel designs and both weight formats; then their
+ * backward passes (matmulBackwardInput, matmulBackwardWeight, lmHeadBackward) the same way.
  */
 import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
 import {
   lmHead,
+  lmHeadBackward,
   matmul,
+  matmulBackwardInput,
+  matmulBackwardWeight,
   packHalves,
   type RowChunks,
   transpose,
@@ -16,7 +20,15 @@ import {
   type Weight,
   type WeightFormat,
 } from "../kernels/matmul.ts";
-import { geluNewRef, lmHeadRef, matmulRef, residualRef } from "./cpu_reference.ts";
+import {
+  biasBackwardRef,
+  geluNewRef,
+  lmHeadRef,
+  matmulBackwardInputRef,
+  matmulBackwardWeightRef,
+  matmulRef,
+  residualRef,
+} from "./cpu_reference.ts";
 import { Arena, assertClose, Rng } from "./helpers.ts";
 
 const cpuDesign = await Gpu.open({ design: "cpu" });
@@ -268,3 +280,215 @@ for (const gpu of [cpuDesign, gpuDesign]) {
     arena.destroy();
   });
 }
+
+// ---- Backward ----
+
+/** Backward products with sums of up to ~100 terms of size ~1 against f64 (seen: 2.2e-6). */
+const TOL_BACKWARD = 5e-6;
+
+/**
+ * A random dy of [M, N] (dense, for the reference) inside rows of `ld` floats from column
+ * `col0` (for the kernel), every other column NaN: a kernel that reads them shows it.
+ */
+function gradientRows(rng: Rng, M: number, N: number, ld: number, col0 = 0) {
+  const dense = rng.uniforms(M * N, -1, 1);
+  const strided = new Float32Array(M * ld).fill(NaN);
+  for (let m = 0; m < M; m++) strided.set(dense.subarray(m * N, (m + 1) * N), m * ld + col0);
+  return { dense, strided };
+}
+
+/** The rows of a chunked matrix, read back and put together. */
+async function readChunks(gpu: Gpu, c: RowChunks): Promise<Float32Array> {
+  const parts = await gpu.read(c.parts.map((p) => p.tensor));
+  const out = new Float32Array(c.rows * c.cols);
+  c.parts.forEach((p, i) => out.set(parts[i], p.row0 * c.cols));
+  return out;
+}
+
+/** A [rows, cols] matrix of NaN chunked as `like`. */
+function poisonedChunks(arena: Arena, like: RowChunks): RowChunks {
+  const parts = like.parts.map((p) => ({ row0: p.row0, tensor: arena.poisoned(p.tensor.shape) }));
+  return { ...like, parts };
+}
+
+/** `gpu` with a smaller largest binding, to reach the paths for data that does not fit one. */
+function withMaxBinding(gpu: Gpu, maxBinding: number): Gpu {
+  return new Proxy(gpu, {
+    get(target, key) {
+      if (key === "maxBinding") return maxBinding;
+      const value = Reflect.get(target, key);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+for (const gpu of [cpuDesign, gpuDesign]) {
+  Deno.test(`matmulBackwardInput: dx = dy @ w and dx += dy @ w, ${gpu.design} design`, async () => {
+    const rng = new Rng(20);
+    const arena = new Arena(gpu);
+    // [M, K, N, row stride of dy]: one row of one output, padded rows (N = 37 in 40), unaligned
+    // ones (37 in 37, read as scalars), and one past the gpu design's 64 x 64 tiles.
+    for (
+      const [M, K, N, ld] of [[1, 4, 1, 4], [7, 12, 20, 20], [7, 12, 37, 40], [17, 40, 37, 37], [
+        70,
+        68,
+        75,
+        76,
+      ]]
+    ) {
+      const w = rng.normals(N * K, 1 / Math.sqrt(N)); // [N, K], stored [out, in]
+      const wT = uploadWeight(gpu, w, N, K, "w");
+      arena.add(wT.tensor);
+      const dy = gradientRows(rng, M, N, ld);
+      const dyT = arena.upload(dy.strided, [M, ld], "dy");
+      const ref = matmulBackwardInputRef(dy.dense, w, M, N, K);
+      const dx = arena.poisoned([M, K], "dx");
+      gpu.run([matmulBackwardInput(gpu, dyT, wT, dx)]);
+      assertClose(await gpu.read1(dx), ref, TOL_BACKWARD, `dx = dy @ w ${M}x${N}(${ld})x${K}`);
+      const dx0 = rng.uniforms(M * K, -3, 3);
+      const dxAcc = arena.upload(dx0, [M, K], "dx");
+      gpu.run([matmulBackwardInput(gpu, dyT, wT, dxAcc, true)]);
+      const refAcc = ref.map((v, i) => v + dx0[i]);
+      assertClose(await gpu.read1(dxAcc), refAcc, TOL_BACKWARD, `dx += dy @ w ${M}x${N}x${K}`);
+    }
+    arena.destroy();
+  });
+
+  Deno.test(`matmulBackwardWeight: dw = dy^T @ x, db = Σ dy, from column col0, ${gpu.design} design`, async () => {
+    const rng = new Rng(21);
+    const arena = new Arena(gpu);
+    // [M, K, N, row stride of dy, col0, with db]: dw's columns of dy at an offset, aligned or
+    // not (then read as scalars), and one past the gpu design's tiles.
+    const shapes = [
+      [7, 12, 20, 20, 0, true],
+      [7, 12, 20, 27, 3, true],
+      [7, 12, 20, 32, 8, false],
+      [70, 68, 75, 80, 4, true],
+    ] as const;
+    for (const [M, K, N, ld, col0, bias] of shapes) {
+      const x = rng.uniforms(M * K, -2, 2);
+      const dy = gradientRows(rng, M, N, ld, col0);
+      const dw = arena.poisoned([N, K], "dw");
+      const db = bias ? arena.poisoned([N], "db") : null;
+      const dyT = arena.upload(dy.strided, [M, ld], "dy");
+      gpu.run(matmulBackwardWeight(gpu, dyT, arena.upload(x, [M, K], "x"), dw, db, col0));
+      const what = `${M}x${N}x${K}, dy[${M}, ${ld}] from column ${col0}`;
+      const ref = matmulBackwardWeightRef(dy.dense, x, M, N, K);
+      assertClose(await gpu.read1(dw), ref, TOL_BACKWARD, `dw = dy^T @ x ${what}`);
+      if (db) {
+        assertClose(
+          await gpu.read1(db),
+          biasBackwardRef(dy.dense, M, N),
+          TOL_BACKWARD,
+          `db ${what}`,
+        );
+      }
+    }
+    arena.destroy();
+  });
+
+  Deno.test(`lmHeadBackward: a vocabulary of 37 in one chunk and in several, ${gpu.design} design`, async () => {
+    const rng = new Rng(22);
+    const arena = new Arena(gpu);
+    const [M, K, v, ld] = [7, 12, 37, 40];
+    const wte = rng.normals(v * K, 0.5);
+    const chunkings: [string, RowChunks][] = [
+      ["one chunk", arena.addChunks(uploadRowChunks(gpu, wte, v, K, "wte"))],
+      // 384-byte chunks: 8 rows of 12 floats each, the last one 5 rows.
+      ["5 chunks", arena.addChunks(uploadRowChunks(gpu, wte, v, K, "wte", 384))],
+      // Chunks starting at rows 9 and 30: their columns of dlogits are read as scalars.
+      ["odd chunks", chunksAt(arena, wte, K, [0, 9, 30, v])],
+    ];
+    assert.equal(chunkings[1][1].parts.length, 5);
+    const x = rng.uniforms(M * K, -2, 2);
+    const xT = arena.upload(x, [M, K], "x");
+    const dlogits = gradientRows(rng, M, v, ld); // padding columns 37 .. 39 NaN
+    const dlogitsT = arena.upload(dlogits.strided, [M, ld], "dlogits");
+    const dxRef = matmulBackwardInputRef(dlogits.dense, wte, M, v, K);
+    const dwRef = matmulBackwardWeightRef(dlogits.dense, x, M, v, K);
+    for (const [name, w] of chunkings) {
+      const dx = arena.poisoned([M, K], "dx");
+      const dw = poisonedChunks(arena, w);
+      gpu.run(lmHeadBackward(gpu, dlogitsT, xT, w, dx, dw));
+      assertClose(await gpu.read1(dx), dxRef, TOL_BACKWARD, `lm_head dx, ${name}`);
+      assertClose(await readChunks(gpu, dw), dwRef, TOL_BACKWARD, `lm_head dw, ${name}`);
+    }
+    arena.destroy();
+  });
+
+  Deno.test(`lmHeadBackward: dlogits larger than one binding go in row blocks, ${gpu.design} design`, async () => {
+    // A largest binding of 512 bytes holds 2 rows of 64 logits: 4 blocks of 7 rows, each
+    // adding its rows' share of dw to the blocks before.
+    const rng = new Rng(23);
+    const arena = new Arena(gpu);
+    const [M, K, v, ld] = [7, 64, 37, 64];
+    const small = withMaxBinding(gpu, 512);
+    const wte = rng.normals(v * K, 0.5);
+    const w = arena.addChunks(uploadRowChunks(gpu, wte, v, K, "wte", 16 * K * 4));
+    const x = rng.uniforms(M * K, -2, 2);
+    const dlogits = gradientRows(rng, M, v, ld);
+    const dx = arena.poisoned([M, K], "dx");
+    const dw = poisonedChunks(arena, w);
+    const dlogitsT = arena.upload(dlogits.strided, [M, ld], "dlogits");
+    const plan = lmHeadBackward(small, dlogitsT, arena.upload(x, [M, K], "x"), w, dx, dw);
+    assert.equal(plan.length, 4 * 3 * 2); // blocks x chunks x (dx, dw)
+    gpu.run(plan);
+    const dxRef = matmulBackwardInputRef(dlogits.dense, wte, M, v, K);
+    const dwRef = matmulBackwardWeightRef(dlogits.dense, x, M, v, K);
+    assertClose(await gpu.read1(dx), dxRef, TOL_BACKWARD, "lm_head dx, row blocks");
+    assertClose(await readChunks(gpu, dw), dwRef, TOL_BACKWARD, "lm_head dw, row blocks");
+    arena.destroy();
+  });
+}
+
+Deno.test("lmHeadBackward: GPT-2's vocabulary of 50257 in 512 KiB chunks, cpu design", async () => {
+  // dx sums 50257 products per element, in f32: its error is the one to watch.
+  const gpu = cpuDesign;
+  const rng = new Rng(24);
+  const arena = new Arena(gpu);
+  const M = 4;
+  const ld = stride(V);
+  const wte = rng.normals(V * C, 1 / Math.sqrt(C));
+  const w = arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 19));
+  const x = rng.normals(M * C);
+  // Softmax minus one-hot, over M rows: the size of a real lm_head gradient.
+  const dlogits = gradientRows(rng, M, V, ld);
+  dlogits.dense.forEach((_, i) => (dlogits.dense[i] = rng.next() / V));
+  for (let m = 0; m < M; m++) {
+    dlogits.dense[m * V + rng.int(V)] -= 1;
+    dlogits.strided.set(dlogits.dense.subarray(m * V, (m + 1) * V), m * ld);
+  }
+  const dx = arena.poisoned([M, C], "dx");
+  const dw = poisonedChunks(arena, w);
+  const dlogitsT = arena.upload(dlogits.strided, [M, ld], "dlogits");
+  gpu.run(lmHeadBackward(gpu, dlogitsT, arena.upload(x, [M, C], "x"), w, dx, dw));
+  const dxRef = matmulBackwardInputRef(dlogits.dense, wte, M, V, C);
+  const dwRef = matmulBackwardWeightRef(dlogits.dense, x, M, V, C);
+  assertClose(await gpu.read1(dx), dxRef, TOL_BACKWARD, `lm_head dx ${M}x${V}x${C}`);
+  assertClose(await readChunks(gpu, dw), dwRef, TOL_BACKWARD, `lm_head dw ${M}x${V}x${C}`);
+  arena.destroy();
+});
+
+Deno.test("matmul backward: refuses f16 weights and shapes that do not fit", () => {
+  const arena = new Arena(gpu);
+  const w16 = uploadWeight(gpu, new Float32Array(8 * 4), 8, 4, "h.0.attn.c_attn.weight", "f16");
+  arena.add(w16.tensor);
+  const dy = arena.poisoned([3, 8]);
+  const dx = arena.poisoned([3, 4]);
+  assert.throws(
+    () => matmulBackwardInput(gpu, dy, w16, dx),
+    /w is stored f16; the backward pass needs f32/,
+  );
+  const w: Weight = { ...w16, tensor: arena.poisoned([8, 4]), format: "f32" };
+  assert.throws(() => matmulBackwardInput(gpu, arena.poisoned([3, 7]), w, dx), /do not fit/);
+  assert.throws(() => matmulBackwardInput(gpu, dy, w, arena.poisoned([2, 4])), /do not fit/);
+  const dw = arena.poisoned([8, 4]);
+  assert.throws(() => matmulBackwardWeight(gpu, dy, dx, dw, null, 1), /col0 1 .* do not fit/);
+  assert.throws(() => matmulBackwardWeight(gpu, dy, dx, dw, arena.poisoned([7])), /do not fit/);
+  const chunks: RowChunks = { rows: 8, cols: 4, format: "f32", parts: [{ row0: 0, tensor: dw }] };
+  const halves: RowChunks = { ...chunks, format: "f16" };
+  assert.throws(() => lmHeadBackward(gpu, dy, dx, halves, dx, chunks), /w is stored f16/);
+  const split = { ...chunks, parts: [{ row0: 0, tensor: dw }, { row0: 4, tensor: dw }] };
+  assert.throws(() => lmHeadBackward(gpu, dy, dx, chunks, dx, split), /chunked as w is/);
+  arena.destroy();
+});
