@@ -78,7 +78,6 @@ function shapes(qkv: Tensor, kCache: Tensor, vCache: Tensor, rows?: QueryRows): 
 }
 
 // Scale bindings: an int8 cache's own, else placeholders the kernels never read.
-const placeholders = new WeakMap<Gpu, CacheScales>();
 function scaleBindings(gpu: Gpu, s: Shapes, scales: CacheScales | undefined): CacheScales {
   if (s.KV === 2) {
     const shape = [s.seqs * s.nHead, s.P];
@@ -87,12 +86,7 @@ function scaleBindings(gpu: Gpu, s: Shapes, scales: CacheScales | undefined): Ca
     }
     return scales;
   }
-  let p = placeholders.get(gpu);
-  if (!p) {
-    p = { k: gpu.tensor([4], "no k scales"), v: gpu.tensor([4], "no v scales") };
-    placeholders.set(gpu, p);
-  }
-  return p;
+  return { k: gpu.unused("no k scales"), v: gpu.unused("no v scales") };
 }
 
 function params(gpu: Gpu, s: Shapes, zeroTail = false): GPUBuffer {

@@ -153,6 +153,7 @@ export class Gpu {
   #kernels = new Map<string, Kernel>();
   #modules = new Map<string, GPUShaderModule>();
   #uniforms = new Map<string, GPUBuffer>();
+  #unused = new Map<string, Tensor>();
   #errors: string[] = [];
   #profiles: PendingProfile[] = [];
 
@@ -216,6 +217,16 @@ export class Gpu {
     });
     this.bytesAllocated += buffer.size;
     return { buffer, offset: 0, shape };
+  }
+
+  /**
+   * A small tensor, one per `label` and device, that stands in for a binding a kernel names
+   * but does not use in this dispatch (never read, or written only where unused).
+   */
+  unused(label: string): Tensor {
+    let t = this.#unused.get(label);
+    if (!t) this.#unused.set(label, t = this.tensor([4], label));
+    return t;
   }
 
   /** Allocates a tensor holding `data`. */

@@ -29,9 +29,9 @@ export function layerNorm(
 
 /**
  * dx += LayerNorm backward (recomputes mean/rstd from x); dweight = sum_t dy*xhat, dbias =
- * sum_t dy (written). x, dy, dx: [T, C]; weight, dweight, dbias: [C]. Deterministic (no
- * atomics): a dispatch over rows (dx, and each row's mean and rstd into a [T, 2] tensor this
- * call allocates), then one over columns (dweight, dbias).
+ * sum_t dy (written). x, dy, dx: [T, C]; weight, dweight, dbias: [C]; stats: [>= T, 2]
+ * scratch. Deterministic (no atomics): a dispatch over rows (dx, and each row's mean and rstd
+ * into stats), then one over columns (dweight, dbias).
  */
 export function layerNormBackward(
   gpu: Gpu,
@@ -42,19 +42,19 @@ export function layerNormBackward(
   dweight: Tensor,
   dbias: Tensor,
   eps: number,
+  stats: Tensor,
 ): Dispatch[] {
   const [T, C] = x.shape;
   const same = (t: Tensor, shape: readonly number[]) => `${t.shape}` === `${shape}`;
   if (
     C % 4 || !same(dy, [T, C]) || !same(dx, [T, C]) || !same(weight, [C]) ||
-    !same(dweight, [C]) || !same(dbias, [C])
+    !same(dweight, [C]) || !same(dbias, [C]) || stats.shape[0] < T
   ) {
     throw new Error(
       `layerNormBackward: x[${x.shape}] weight[${weight.shape}] dy[${dy.shape}] ` +
         `dx[${dx.shape}] dweight[${dweight.shape}] dbias[${dbias.shape}] do not fit`,
     );
   }
-  const stats = gpu.tensor([T, 2], "layernorm backward stats"); // [T] (mean, rstd)
   const p = gpu.uniform([T, C, f32bits(eps)]);
   // Small workgroups on a CPU adapter, so that a few hundred rows spread over every core.
   const WG = gpu.design === "cpu" ? 8 : 64;

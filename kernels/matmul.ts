@@ -288,7 +288,7 @@ function weightGradient(
   const { DY_VEC4, bindings } = gradInputs(gpu, dy, col0, N, K, accumulate, db !== null);
   // Without a bias the kernel never writes db, but names it: a small tensor stands in (not
   // dw, since two writable bindings of one buffer are invalid on some WebGPU implementations).
-  const all = { ...bindings, x, dw, db: db ?? gpu.tensor([4], "no bias gradient") };
+  const all = { ...bindings, x, dw, db: db ?? gpu.unused("no bias gradient") };
   if (gpu.design === "gpu") {
     const kernel = gpu.kernel(code, "matmul_backward_weight_tiled", { DY_VEC4 });
     return gpu.dispatch(label, kernel, all, [Math.ceil(K / 64), Math.ceil(N / 64)]);

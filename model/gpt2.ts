@@ -102,6 +102,7 @@ export interface ActivationGrads {
   readonly fc: Tensor; //    [N, nInner] d gelu output
   readonly fcPre: Tensor; // [N, nInner] d c_fc output
   readonly probs: Tensor; // [B · nHead, T, T] scratch of the attention backward
+  readonly lnStats: Tensor; // [N, 2] scratch of the LayerNorm backward: mean, 1/std per row
 }
 
 /** Where each parameter's gradient goes: a tensor shaped like it, or chunks like its. */
@@ -136,10 +137,10 @@ class LayerNorm {
     return [layerNorm(this.gpu, x, this.weight, this.bias, y, this.eps)];
   }
 
-  // dy: [T, C] -> dx += d x: [T, C]; d weight, d bias: [C]
-  backward(x: Tensor, dy: Tensor, dx: Tensor, g: Gradients): Plan {
+  // dy: [T, C] -> dx += d x: [T, C]; d weight, d bias: [C]; stats: [T, 2] scratch
+  backward(x: Tensor, dy: Tensor, dx: Tensor, stats: Tensor, g: Gradients): Plan {
     const { gpu, weight, bias, eps } = this;
-    return layerNormBackward(gpu, x, weight, dy, dx, g.of(weight), g.of(bias), eps);
+    return layerNormBackward(gpu, x, weight, dy, dx, g.of(weight), g.of(bias), eps, stats);
   }
 
   parameters(name: string): Parameter[] {
@@ -296,9 +297,9 @@ class Block {
     const { ln1, attn, ln2, mlp } = this;
     return [
       ...mlp.backward(a.ln2, a, d.x, d.ln, d, g), //    d ln2 = d out · ∂mlp
-      ...ln2.backward(a.mid, d.ln, d.x, g), //           d mid = d out + d ln2 · ∂ln_2
+      ...ln2.backward(a.mid, d.ln, d.x, d.lnStats, g), //           d mid = d out + d ln2 · ∂ln_2
       ...attn.backward(a.ln1, a, seqs, d.x, d.ln, d, g), // d ln1 = d mid · ∂attn
-      ...ln1.backward(x, d.ln, d.x, g), //               d x = d mid + d ln1 · ∂ln_1
+      ...ln1.backward(x, d.ln, d.x, d.lnStats, g), //               d x = d mid + d ln1 · ∂ln_1
     ];
   }
 
@@ -390,7 +391,7 @@ export class GPT2 {
     return [
       ...lmHeadBackward(gpu, p.logits, p.lnF, this.lmHead, d.ln, g.chunks(this.lmHead)), // d lnF
       { label: "clear d x", clear: d.x },
-      ...this.lnF.backward(input(L), d.ln, d.x, g), // d x: d(last block's out), [N, C]
+      ...this.lnF.backward(input(L), d.ln, d.x, d.lnStats, g), // d x: d(last block's out), [N, C]
       ...this.blocks.toReversed().flatMap((block, r) => {
         const i = L - 1 - r;
         return block.backward(input(i), p.layer(i), p.sequences(i), d, g);

@@ -126,6 +126,7 @@ for (const design of ["cpu", "gpu"] as const) {
         dweight,
         dbias,
         eps,
+        arena.poisoned([T, 2], "stats"),
       ));
       const [gotDx, gotDweight, gotDbias] = await gpu.read([dx, dweight, dbias]);
       const ref = layerNormBackwardRef(x, weight, dy, T, C, eps);
@@ -180,6 +181,7 @@ Deno.test("layerNormBackward: dx matches finite differences of the layerNorm ker
       arena.poisoned([C], "dweight"),
       arena.poisoned([C], "dbias"),
       eps,
+      arena.poisoned([T, 2], "stats"),
     ),
   ]);
   const [ys, got] = await gpu.read([y, dx]);
@@ -203,11 +205,12 @@ Deno.test("layerNormBackward: rejects tensors that do not fit", () => {
   const x = arena.poisoned([2, 8]);
   const c = arena.poisoned([8]);
   assert.throws(
-    () => layerNormBackward(gpu, x, c, x, arena.poisoned([2, 4]), c, c, 1e-5),
+    () =>
+      layerNormBackward(gpu, x, c, x, arena.poisoned([2, 4]), c, c, 1e-5, arena.poisoned([2, 2])),
     /do not fit/,
   );
   assert.throws(
-    () => layerNormBackward(gpu, x, c, x, x, arena.poisoned([4]), c, 1e-5),
+    () => layerNormBackward(gpu, x, c, x, x, arena.poisoned([4]), c, 1e-5, arena.poisoned([2, 2])),
     /do not fit/,
   );
   arena.destroy();

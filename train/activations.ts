@@ -88,6 +88,7 @@ export class TrainingActivations {
       fc: make([N, I], "d fc"),
       fcPre: make([N, I], "d fc_pre"),
       probs: make([B * H, T, T], "d probs"),
+      lnStats: make([N, 2], "layernorm stats"),
     };
   }
 
