@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type Dispatch, f32bits, type Gpu, numel, type Tensor, workgrid } from "./gpu.ts";
+import { type Dispatch, f32bits, type Gpu, groups, numel, type Tensor, workgrid } from "./gpu.ts";
 
 import code from "./softmax.wgsl" with { type: "text" };
 
@@ -23,11 +23,15 @@ export function causalSoftmax(gpu: Gpu, step: Tensor, x: Tensor, zeroTail: boole
 /** Most workgroups one dispatch of cross_entropy runs (a row each): WebGPU's default limit. */
 const MAX_ROWS_PER_DISPATCH = 65535;
 
+/** Columns up to which one invocation computes a whole row (a char model's vocabulary). */
+const SMALL_VOCAB = 1024;
+
 /**
  * For each row n < N of logits [N, ldy] (first V columns): losses[n] = logsumexp(row) -
  * row[targets[n]], and the row is overwritten in place with dlogits =
  * (softmax(row) - onehot(targets[n])) * scale (columns >= V untouched). A workgroup per row,
- * reducing in workgroup memory; a dispatch per 65535 rows. A target >= V gives a NaN loss.
+ * reducing in workgroup memory, or up to SMALL_VOCAB columns an invocation per row; a
+ * dispatch per 65535 rows. A target >= V gives a NaN loss.
  * targets: [N] u32, losses: [N] f32.
  */
 export function crossEntropy(
@@ -46,13 +50,16 @@ export function crossEntropy(
     throw new Error(`crossEntropy: targets[${targets.shape}] is not [${N}]`);
   }
   if (numel(losses) !== N) throw new Error(`crossEntropy: losses[${losses.shape}] is not [${N}]`);
-  const kernel = gpu.kernel(code, "cross_entropy");
+  // A workgroup per row reduces a wide row; up to SMALL_VOCAB columns one invocation does.
+  const small = V <= SMALL_VOCAB;
+  const kernel = gpu.kernel(code, small ? "cross_entropy_rows" : "cross_entropy");
   const dispatches = [];
   for (let row0 = 0; row0 < N; row0 += MAX_ROWS_PER_DISPATCH) {
     const rows = Math.min(MAX_ROWS_PER_DISPATCH, N - row0);
-    const ce = gpu.uniform([row0, ldy, V, f32bits(scale)]);
+    const ce = gpu.uniform([row0, ldy, V, f32bits(scale), rows]);
     const bindings = { ce, logits, targets, losses };
-    dispatches.push(gpu.dispatch(`cross_entropy ${rows}x${V}`, kernel, bindings, [rows]));
+    const grid = [small ? groups(rows, 64) : rows];
+    dispatches.push(gpu.dispatch(`cross_entropy ${rows}x${V}`, kernel, bindings, grid));
   }
   return dispatches;
 }

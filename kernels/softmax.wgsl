@@ -49,6 +49,7 @@ struct CrossEntropyParams {
   ld: u32,      // row stride of logits
   V: u32,       // columns in the softmax
   scale: f32,   // gradient scale (1 / rows for a mean loss)
+  rows: u32,    // rows in this dispatch
 }
 
 @group(0) @binding(3) var<uniform> ce: CrossEntropyParams;
@@ -95,4 +96,25 @@ fn cross_entropy(
     logits[row + j] = (exp(x) / sum - select(0.0, 1.0, j == wanted)) * ce.scale;
   }
   if (li == 0u && wanted >= ce.V) { losses[n] = bitcast<f32>(0x7fc00000u); }
+}
+
+// The same for a small vocabulary (a char model's 65 columns): one invocation per row, its
+// columns in order, no workgroup memory and no barriers. Grid: rows / 64.
+@compute @workgroup_size(64)
+fn cross_entropy_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let n = ce.row0 + gid.x;
+  if (gid.x >= ce.rows) { return; }
+  let row = n * ce.ld;
+  let wanted = targets[n];
+  var m = -3.0e38;
+  for (var j = 0u; j < ce.V; j++) { m = max(m, logits[row + j]); }
+  var sum = 0.0;
+  for (var j = 0u; j < ce.V; j++) { sum += exp(logits[row + j] - m); }
+  let logSum = log(sum);
+  losses[n] = select(bitcast<f32>(0x7fc00000u), logSum - (logits[row + min(wanted, ce.V - 1u)] - m),
+    wanted < ce.V);
+  for (var j = 0u; j < ce.V; j++) {
+    let x = logits[row + j] - m;
+    logits[row + j] = (exp(x) / sum - select(0.0, 1.0, j == wanted)) * ce.scale;
+  }
 }
