@@ -10,7 +10,7 @@
  */
 import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
-import { type GPT2Config, parseConfig } from "../model/config.ts";
+import { type GPT2Config, loadConfig, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { gpt2Init, loadCheckpoint } from "../model/weights.ts";
 import { CharTokenizer } from "../run/char_tokenizer.ts";
@@ -168,11 +168,6 @@ async function openModel(gpu: Gpu, s: Settings, from: string | null, tokenizer: 
         `${from}: vocabulary of ${config.vocabSize}, the tokenizer has ${tokenizer.vocabSize}`,
       );
     }
-    if (s.blockSize > config.nPositions) {
-      throw new UsageError(
-        `--block-size ${s.blockSize} is larger than the model's context (n_positions ${config.nPositions})`,
-      );
-    }
     return new GPT2(gpu, config, weights);
   }
   let config: GPT2Config;
@@ -215,8 +210,16 @@ async function main(): Promise<number> {
   }
 
   // Tokenizer: the checkpoint's own (char when it has vocab.json), else the option's.
-  const text = await readText(settings.data);
   const from = cl.resume ? cl.out : settings.init;
+  if (from) {
+    const { nPositions } = await loadConfig(`${from}/config.json`);
+    if (settings.blockSize > nPositions) {
+      throw new UsageError(
+        `--block-size ${settings.blockSize} is larger than the model's context (n_positions ${nPositions})`,
+      );
+    }
+  }
+  const text = await readText(settings.data);
   const saved = from ? await CharTokenizer.load(from) : null;
   const tokenizer: Tokenizer = saved ??
     (from || settings.tokenizer === "gpt2" ? gpt2Tokenizer() : CharTokenizer.fromText(text));
