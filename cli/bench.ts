@@ -2,22 +2,26 @@
  * `deno task bench [--json] [--reps N] [--quick]`: prefill and decode speed of GPT-2 small's
  * shape (124M, seeded random weights: speed does not depend on the values) and of the tiny
  * fixture, on the adapter found. Medians of several runs after a warm-up. `--json` prints
- * one line with the field names of ../shared/tools/hf-peer-bench.
+ * one line whose field names match the HF transformers peer benchmark of BENCHMARKS.md.
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
-import { parseWeightFormat, type WeightFormat } from "../kernels/matmul.ts";
+import type { WeightFormat } from "../kernels/matmul.ts";
 import { generate, greedyOptions } from "../run/generate.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import { EMBEDDED, openModel } from "../run/open_model.ts";
+import { integer, main, parseOptions, UsageError } from "./usage.ts";
 
-const USAGE = [
-  "usage: deno task bench [--json] [--reps N] [--quick] [--weights f32|f16|both]",
-  "  --weights W   which weight storage to measure (default both: f32, the parity path, and",
-  "                f16; f16 fields end in _f16w)",
-].join("\n");
+const USAGE =
+  `usage: deno task bench [--json] [--reps N] [--quick] [--weights f32|f16|both] [--train]
+  --json        print one JSON line of every result instead of the table
+  --reps N      timed runs per measurement, after one warm-up (default 3)
+  --quick       the tiny fixture only (seconds), not GPT-2 small's shape
+  --weights W   which weight storage to measure (default both: f32, the parity path, and
+                f16; f16 fields end in _f16w)
+  --train       training steps per second (not available yet)
+  -h, --help    this text`;
 
 function median(xs: number[]): number {
   return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -73,36 +77,22 @@ async function decodeTokS(
   return median(rates);
 }
 
-async function main(): Promise<number> {
-  let values;
-  try {
-    values = parseArgs({
-      args: Deno.args,
-      options: {
-        json: { type: "boolean", default: false },
-        quick: { type: "boolean", default: false },
-        reps: { type: "string", default: "3" },
-        weights: { type: "string", default: "both" },
-      },
-    }).values;
-  } catch (e) {
-    console.error(`bench: ${(e as Error).message}\n${USAGE}`);
-    return 2;
+main("bench", async () => {
+  const { values } = parseOptions(USAGE, Deno.args, {
+    json: { type: "boolean", default: false },
+    quick: { type: "boolean", default: false },
+    reps: { type: "string", default: "3" },
+    weights: { type: "string", default: "both" },
+    train: { type: "boolean", default: false },
+  });
+  const reps = integer("--reps", values.reps, 1, Infinity);
+  if (!["f32", "f16", "both"].includes(values.weights)) {
+    throw new UsageError(`--weights: expected f32, f16 or both, got "${values.weights}"`);
   }
-  const reps = Number(values.reps);
-  if (!Number.isInteger(reps) || reps < 1) {
-    console.error(`bench: --reps: expected an integer >= 1, got "${values.reps}"\n${USAGE}`);
-    return 2;
-  }
-  let formats: WeightFormat[];
-  try {
-    formats = values.weights === "both"
-      ? ["f32", "f16"]
-      : [parseWeightFormat(values.weights, "--weights")];
-  } catch (e) {
-    console.error(`bench: ${(e as Error).message} (or both)\n${USAGE}`);
-    return 2;
-  }
+  const formats: WeightFormat[] = values.weights === "both"
+    ? ["f32", "f16"]
+    : [values.weights as WeightFormat];
+  if (values.train) throw new UsageError("--train: not available yet (no training step exists)");
   const log = values.json ? () => {} : (s: string) => console.log(s);
   const gpu = await Gpu.open();
   log(`adapter: ${gpu.description}`);
@@ -137,7 +127,4 @@ async function main(): Promise<number> {
     model.destroy();
   }
   if (values.json) console.log(JSON.stringify(out));
-  return 0;
-}
-
-Deno.exit(await main());
+});

@@ -10,12 +10,12 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { downloadCheckpoint, resolveRepo } from "../io/download.ts";
 import { CHECKPOINT_ALIASES, type Env } from "../io/hf_hub.ts";
+import { main, parseOptions, UsageError } from "./usage.ts";
 
 /** The help text. */
-export const USAGE = `Usage: deno task download [name] [--dest DIR] [--revision REV]
+export const USAGE = `usage: deno task download [name] [--dest DIR] [--revision REV]
 
 Fetches config.json and model.safetensors of a GPT-2 checkpoint into DIR
 (default data/<name>), or finds them in the local Hugging Face cache.
@@ -24,81 +24,52 @@ Fetches config.json and model.safetensors of a GPT-2 checkpoint into DIR
                   or a hub repo id such as openai-community/gpt2
   --dest DIR      where to put the files
   --revision REV  branch, tag or commit (default main)
-  -h, --help      show this help
+  -h, --help      this text
 
 Environment: HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_CACHE as in huggingface_hub.`;
 
-/** Where {@linkcode main} reads its environment and writes its messages. */
+/** Where {@linkcode download} reads its environment and writes its messages. */
 export interface CliIo {
   /** Environment variables; default `Deno.env.toObject()`. */
   env?: Env;
   /** Prints a line of normal output; default `console.log`. */
   log?: (line: string) => void;
-  /** Prints a line of error output; default `console.error`. */
+  /** Prints a progress line; default `console.error`. */
   error?: (line: string) => void;
 }
 
-/** Runs the command with `args`; returns the exit code. */
-export async function main(args: string[], io: CliIo = {}): Promise<number> {
+/**
+ * Downloads the checkpoint that `args` name. Bad arguments throw a {@linkcode UsageError};
+ * a failed download throws its error.
+ */
+export async function download(args: string[], io: CliIo = {}): Promise<void> {
   const log = io.log ?? console.log;
-  const error = io.error ?? console.error;
-  const parsed = parse(args);
-  if (typeof parsed === "string") {
-    error(`error: ${parsed}\n\n${USAGE}`);
-    return 2;
+  const { values, positionals } = parseOptions(USAGE, args, {
+    dest: { type: "string" },
+    revision: { type: "string" },
+  }, true);
+  if (positionals.length > 1) {
+    throw new UsageError(`expected one checkpoint name, got "${positionals.join(" ")}"`);
   }
-  if (parsed.help) {
-    log(USAGE);
-    return 0;
-  }
-  const { name, dest, revision } = parsed;
-  try {
-    const { dir, fromCache, downloaded } = await downloadCheckpoint(name, {
-      dest,
-      revision,
-      env: io.env,
-      progress: Deno.stderr.isTerminal() ? undefined : tenPercentSteps(error),
-    });
-    const repo = resolveRepo(name);
-    if (fromCache) log(`Using ${repo} from the Hugging Face cache (not copied): ${dir}`);
-    else if (downloaded.length === 0) log(`${repo} is already in ${dir}`);
-    else log(`Downloaded ${downloaded.join(" and ")} of ${repo} into ${dir}`);
-    return 0;
-  } catch (e) {
-    error(`error: ${e instanceof Error ? e.message : e}`);
-    return 1;
-  }
-}
-
-/** Parsed arguments, or the usage error as a string. */
-function parse(
-  args: string[],
-): { name: string; dest?: string; revision?: string; help: boolean } | string {
-  let values, positionals;
-  try {
-    ({ values, positionals } = parseArgs({
-      args,
-      options: {
-        dest: { type: "string" },
-        revision: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-      allowPositionals: true,
-      strict: true,
-    }));
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e);
-  }
-  if (positionals.length > 1) return `expected one checkpoint name, got ${positionals.join(" ")}`;
   const name = positionals[0] ?? "gpt2";
   try {
     resolveRepo(name);
   } catch (e) {
-    return e instanceof Error ? e.message : String(e);
+    throw new UsageError((e as Error).message);
   }
-  if (values.dest === "") return "--dest must not be empty";
-  if (values.revision === "") return "--revision must not be empty";
-  return { name, dest: values.dest, revision: values.revision, help: values.help ?? false };
+  for (const flag of ["dest", "revision"] as const) {
+    if (values[flag] === "") throw new UsageError(`--${flag}: must not be empty, got ""`);
+  }
+  const { dir, fromCache, downloaded } = await downloadCheckpoint(name, {
+    dest: values.dest,
+    revision: values.revision,
+    env: io.env,
+    progress: Deno.stderr.isTerminal() ? undefined : tenPercentSteps(io.error ?? console.error),
+  });
+  const repo = resolveRepo(name);
+  if (fromCache) log(`Using ${repo} from the Hugging Face cache (not copied): ${dir}`);
+  else if (downloaded.length === 0) log(`${repo} is already in ${dir}`);
+  else log(`Downloaded ${downloaded.join(" and ")} of ${repo} into ${dir}`);
 }
 
 /**
@@ -116,4 +87,4 @@ function tenPercentSteps(print: (line: string) => void) {
   };
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) main("download", () => download(Deno.args));

@@ -4,13 +4,13 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
+import { GPT2_SIZES, loadConfig } from "../model/config.ts";
 import { checkWindow, generate, type GenerateOptions, validateGenerate } from "../run/generate.ts";
 import { type CachePolicy, parseCachePolicy } from "../run/cache_policy.ts";
-import { openModel } from "../run/open_model.ts";
-import { parseWeightFormat, type WeightFormat } from "../kernels/matmul.ts";
+import { EMBEDDED, findLocalGpt2, openModel } from "../run/open_model.ts";
 import { gpt2Tokenizer, TextStream } from "../run/tokenizer.ts";
+import { integer, main, number, parseOptions, UsageError, weightFormat } from "./usage.ts";
 
 const USAGE = `usage: deno task generate [options]
   --prompt TEXT        text to continue (default "The KV cache")
@@ -29,61 +29,35 @@ const USAGE = `usage: deno task generate [options]
                        context: when full, keep the first S tokens and the last R)
   --weights F          f32 (default, HuggingFace parity) or f16 (half the bytes read per
                        token; every weight rounded to f16)
-  --json               print one JSON object instead of streaming text`;
-
-/** A command-line mistake: message and exit code 2. */
-class UsageError extends Error {}
-
-function number(name: string, value: string, check: (v: number) => boolean, want: string) {
-  const v = Number(value);
-  if (value.trim() === "" || !Number.isFinite(v) || !check(v)) {
-    throw new UsageError(`--${name}: expected ${want}, got "${value}"`);
-  }
-  return v;
-}
+  --json               print one JSON object instead of streaming text
+  -h, --help           this text`;
 
 function parse(args: string[]) {
-  let values;
-  try {
-    values = parseArgs({
-      args,
-      strict: true,
-      options: {
-        prompt: { type: "string", default: "The KV cache" },
-        "max-tokens": { type: "string", default: "32" },
-        temperature: { type: "string", default: "0.8" },
-        "top-k": { type: "string", default: "40" },
-        "top-p": { type: "string", default: "1" },
-        seed: { type: "string", default: "0" },
-        "no-cache": { type: "boolean", default: false },
-        model: { type: "string" },
-        system: { type: "string" },
-        "stop-at-eos": { type: "boolean", default: false },
-        cache: { type: "string", default: "preallocated" },
-        weights: { type: "string", default: "f32" },
-        json: { type: "boolean", default: false },
-        help: { type: "boolean", default: false },
-      },
-    }).values;
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  const int = (v: number) => Number.isInteger(v);
+  const { values } = parseOptions(USAGE, args, {
+    prompt: { type: "string", default: "The KV cache" },
+    "max-tokens": { type: "string", default: "32" },
+    temperature: { type: "string", default: "0.8" },
+    "top-k": { type: "string", default: "40" },
+    "top-p": { type: "string", default: "1" },
+    seed: { type: "string", default: "0" },
+    "no-cache": { type: "boolean", default: false },
+    model: { type: "string" },
+    system: { type: "string" },
+    "stop-at-eos": { type: "boolean", default: false },
+    cache: { type: "string", default: "preallocated" },
+    weights: { type: "string", default: "f32" },
+    json: { type: "boolean", default: false },
+  });
   const opts: GenerateOptions = {
-    maxTokens: number(
-      "max-tokens",
-      values["max-tokens"],
-      (v) => int(v) && v >= 1,
-      "an integer >= 1",
-    ),
-    temperature: number("temperature", values.temperature, (v) => v >= 0, "a number >= 0"),
-    topK: number("top-k", values["top-k"], (v) => int(v) && v >= 0, "an integer >= 0"),
-    topP: number("top-p", values["top-p"], (v) => v > 0 && v <= 1, "a number in (0, 1]"),
-    seed: number("seed", values.seed, Number.isSafeInteger, "an integer"),
+    maxTokens: integer("--max-tokens", values["max-tokens"], 1, Infinity),
+    temperature: number("--temperature", values.temperature, "a number >= 0", (v) => v >= 0),
+    topK: integer("--top-k", values["top-k"], 0, Infinity),
+    topP: number("--top-p", values["top-p"], "a number in (0, 1]", (v) => v > 0 && v <= 1),
+    seed: number("--seed", values.seed, "an integer", Number.isSafeInteger),
     useCache: !values["no-cache"],
     stopAtEos: values["stop-at-eos"],
   };
-  if (values.prompt === "") throw new UsageError("--prompt: must not be empty");
+  if (values.prompt === "") throw new UsageError(`--prompt: must not be empty, got ""`);
   let policy: CachePolicy;
   try {
     policy = parseCachePolicy(values.cache);
@@ -91,49 +65,64 @@ function parse(args: string[]) {
     throw new UsageError(`--cache: ${(e as Error).message}`);
   }
   opts.window = policy.window;
-  let weights: WeightFormat;
-  try {
-    weights = parseWeightFormat(values.weights, "--weights");
-    validateGenerate(opts);
-  } catch (e) {
-    throw new UsageError((e as Error).message);
+  if (opts.window && !opts.useCache) {
+    throw new UsageError(`--cache ${values.cache}: a window needs the cache; drop --no-cache`);
   }
-  return { values, opts, policy, weights };
+  validateGenerate(opts); // every field was checked above: a failure here is a bug
+  return { values, opts, policy, weights: weightFormat(values.weights) };
 }
 
-async function main(): Promise<number> {
-  let parsed;
+/**
+ * The context of the model `spec` names, read without loading its weights: the folder's
+ * config.json, or the known GPT-2 sizes (the embedded model is GPT-2 small). Null when only
+ * opening the model tells; `generate()` then checks the prompt.
+ */
+async function contextLength(spec: string | undefined): Promise<number | null> {
+  const name = spec ?? (await findLocalGpt2()) ?? EMBEDDED;
+  if (name === EMBEDDED) return GPT2_SIZES.gpt2.nPositions;
+  if (name in GPT2_SIZES) return GPT2_SIZES[name as keyof typeof GPT2_SIZES].nPositions;
   try {
-    parsed = parse(Deno.args);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    console.error(`generate: ${e.message}\n${USAGE}`);
-    return 2;
+    return (await loadConfig(`${name}/config.json`)).nPositions;
+  } catch {
+    return null;
   }
-  const { values, opts, policy, weights } = parsed;
-  if (values.help) {
-    console.log(USAGE);
-    return 0;
-  }
-  const log = values.json ? () => {} : (s: string) => console.error(s);
-  const gpu = await Gpu.open();
-  log(`adapter: ${gpu.description}`);
-  const t0 = performance.now();
-  const opened = await openModel(gpu, values.model, { weights });
-  await opened.model.warmup();
-  log(`model:   ${opened.description}`);
-  log(`loaded and warmed up in ${Math.round(performance.now() - t0)} ms`);
+}
+
+/** Rejects a prompt (after the system prompt, if any) longer than a context of `limit`. */
+function checkPromptFits(promptTokens: number, systemTokens: number, limit: number) {
+  if (systemTokens + promptTokens <= limit) return;
+  const what = systemTokens
+    ? `${promptTokens} tokens after the ${systemTokens} of --system`
+    : `${promptTokens} tokens`;
+  throw new UsageError(
+    `--prompt: ${what}, longer than the context (n_positions ${limit}); --cache window:S,R ` +
+      `generates past the context, but the prompt itself must fit in it`,
+  );
+}
+
+main("generate", async () => {
+  const { values, opts, policy, weights } = parse(Deno.args);
   const tok = gpt2Tokenizer();
   const promptIds = tok.encode(values.prompt);
   const systemIds = values.system ? tok.encode(values.system) : [];
-  const { model } = opened;
-  try {
-    if (policy.window) checkWindow(policy.window, model.config.nPositions);
-  } catch (e) {
-    // Only now is the context known: a window too large for it is still a usage error.
-    console.error(`generate: --cache: ${(e as Error).message}\n${USAGE}`);
-    return 2;
+  const limit = await contextLength(values.model);
+  if (limit !== null) {
+    checkPromptFits(promptIds.length, systemIds.length, limit);
+    if (policy.window) checkWindowOption(policy.window, limit);
   }
+
+  const log = values.json ? () => {} : (s: string) => console.error(s);
+  const t0 = performance.now();
+  const gpu = await Gpu.open();
+  const opened = await openModel(gpu, values.model, { weights });
+  const { model } = opened;
+  log(`adapter: ${gpu.description}`);
+  log(`model:   ${opened.description}`);
+  checkPromptFits(promptIds.length, systemIds.length, model.config.nPositions);
+  if (policy.window) checkWindowOption(policy.window, model.config.nPositions);
+  await model.warmup();
+  log(`loaded and warmed up in ${Math.round(performance.now() - t0)} ms`);
+
   const cache = model.newCache(policy.cache);
   const out = new TextStream(tok);
   const write = (s: string) => Deno.stdout.writeSync(new TextEncoder().encode(s));
@@ -143,6 +132,7 @@ async function main(): Promise<number> {
     systemIds,
     onToken: values.json ? undefined : (id) => write(out.push(id)),
   });
+  cache.destroy();
   const decodeTokS = result.decodeSteps / (result.decodeMs / 1000);
   const summary = {
     model: opened.name,
@@ -150,7 +140,7 @@ async function main(): Promise<number> {
     weights: weights,
     adapter: gpu.description,
     cache: opts.useCache,
-    cache_policy: policy.name,
+    cache_policy: opts.useCache ? policy.name : null,
     system_tokens: result.systemTokens,
     system_prefill_ms: round(result.systemPrefillMs),
     prompt_tokens: result.promptTokens,
@@ -161,39 +151,41 @@ async function main(): Promise<number> {
     decode_tok_s: result.decodeSteps ? round(decodeTokS) : null,
     stop: result.stop,
     evicted_tokens: result.evictedTokens,
-    cache_bytes_used: result.cacheBytesUsed,
-    cache_bytes_allocated: result.cacheBytesAllocated,
+    // Without the cache every step starts from nothing: no tokens are kept between steps.
+    cache_bytes_used: opts.useCache ? result.cacheBytesUsed : null,
+    cache_bytes_allocated: opts.useCache ? result.cacheBytesAllocated : null,
     ids: result.ids,
     text: tok.decode(result.ids),
   };
   if (values.json) {
     console.log(JSON.stringify(summary));
-  } else {
-    write(out.flush() + "\n");
-    const mb = (b: number) => `${(b / 2 ** 20).toFixed(2)} MiB`;
-    const system = result.systemTokens
-      ? `system ${result.systemTokens} tok in ${summary.system_prefill_ms} ms · `
-      : "";
-    log(
-      `── ${opened.name} · ${system}prompt ${result.promptTokens} tok · prefill ` +
-        `${summary.prefill_ms} ms · decode ${result.decodeSteps} tok at ` +
-        `${summary.decode_tok_s ?? "-"} tok/s (${opts.useCache ? "KV cache" : "no cache"}) · ` +
-        `cache ${mb(result.cacheBytesUsed)} used of ${mb(result.cacheBytesAllocated)} · ` +
-        `stop: ${result.stop}` +
-        (opts.window ? ` · window evicted ${result.evictedTokens} tokens` : ""),
-    );
+    return;
   }
-  cache.destroy();
-  return 0;
+  write(out.flush() + "\n");
+  const mb = (b: number) => `${(b / 2 ** 20).toFixed(2)} MiB`;
+  const system = result.systemTokens
+    ? `system ${result.systemTokens} tok in ${summary.system_prefill_ms} ms · `
+    : "";
+  const cacheNote = opts.useCache
+    ? `(KV cache) · cache ${mb(result.cacheBytesUsed)} used of ${mb(result.cacheBytesAllocated)}`
+    : "(no cache: every step recomputed the whole sequence)";
+  log(
+    `── ${opened.name} · ${system}prompt ${result.promptTokens} tok · prefill ` +
+      `${summary.prefill_ms} ms · decode ${result.decodeSteps} tok at ` +
+      `${summary.decode_tok_s ?? "-"} tok/s ${cacheNote} · stop: ${result.stop}` +
+      (opts.window ? ` · window evicted ${result.evictedTokens} tokens` : ""),
+  );
+});
+
+/** checkWindow, as a usage error naming `--cache`. */
+function checkWindowOption(window: { sinks: number; recent: number }, limit: number) {
+  try {
+    checkWindow(window, limit);
+  } catch (e) {
+    throw new UsageError(`--cache: ${(e as Error).message}`);
+  }
 }
 
 function round(v: number): number {
   return Math.round(v * 10) / 10;
-}
-
-try {
-  Deno.exit(await main());
-} catch (e) {
-  console.error(`generate: ${(e as Error).message}`);
-  Deno.exit(1);
 }

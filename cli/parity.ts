@@ -4,10 +4,9 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
-import { parseWeightFormat, type WeightFormat } from "../kernels/matmul.ts";
-import { type ParityRow, runParity, TOLERANCE } from "../run/parity.ts";
+import { type ParityReport, type ParityRow, runParity, TOLERANCE } from "../run/parity.ts";
+import { main, parseOptions, weightFormat } from "./usage.ts";
 
 const USAGE = [
   "usage: deno task parity [--model DIR] [--weights f32|f16]",
@@ -15,34 +14,27 @@ const USAGE = [
   "                  (default data/tiny-gpt2)",
   "  --weights F     f32 (default): the 1e-5 parity check; f16: the same diffs, reported only",
   "                  (every weight is rounded to f16 first)",
+  "  -h, --help      this text",
 ].join("\n");
 
-async function main(): Promise<number> {
-  let dir: string;
-  let weights: WeightFormat;
-  try {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        model: { type: "string", default: "data/tiny-gpt2" },
-        weights: { type: "string", default: "f32" },
-        help: { type: "boolean" },
-      },
-    });
-    if (values.help) {
-      console.log(USAGE);
-      return 0;
-    }
-    dir = values.model;
-    weights = parseWeightFormat(values.weights, "--weights");
-  } catch (e) {
-    console.error(`parity: ${(e as Error).message}\n${USAGE}`);
-    return 2;
-  }
+main("parity", async () => {
+  const { values } = parseOptions(USAGE, Deno.args, {
+    model: { type: "string", default: "data/tiny-gpt2" },
+    weights: { type: "string", default: "f32" },
+  });
+  const dir = values.model;
+  const weights = weightFormat(values.weights);
   const gpu = await Gpu.open();
+  let report: ParityReport;
+  try {
+    report = await runParity(gpu, dir, { weights });
+  } catch (e) {
+    // Scripts read the last line of standard output: it says FAIL, the error says why.
+    console.log("parity: FAIL max_abs_diff=NaN tensors=0");
+    throw e;
+  }
   console.log(`adapter: ${gpu.description}`);
   console.log(`model:   ${dir} (${weights} weights)`);
-  const report = await runParity(gpu, dir, { weights });
   const width = Math.max(...report.rows.map((r) => r.tensor.length));
   console.log(
     `${"tensor".padEnd(width)}  ${"shape".padEnd(14)}  max_abs_diff  max|ref|  rel_diff  result`,
@@ -76,12 +68,4 @@ async function main(): Promise<number> {
   console.log(`tolerance: ${TOLERANCE} (ids exact)`);
   console.log(`parity: ${report.pass ? "PASS" : "FAIL"} ${summary}`);
   return report.pass ? 0 : 1;
-}
-
-try {
-  Deno.exit(await main());
-} catch (e) {
-  console.error(`parity: ${(e as Error).message}`);
-  console.log("parity: FAIL max_abs_diff=NaN tensors=0");
-  Deno.exit(1);
-}
+});

@@ -17,8 +17,10 @@
  * @module
  */
 import { gpt2Tokenizer } from "../mod.ts";
-import { intList, printTable, startExperiment, UsageError, writeResults } from "./lib.ts";
+import { integerList, UsageError } from "../cli/usage.ts";
+import { fitContext, printTable, startExperiment, writeResults } from "./lib.ts";
 
+const tokenizer = gpt2Tokenizer();
 const ex = await startExperiment({
   name: "attention_maps",
   about: "heatmaps of attention weights per layer and head, from the kernel's softmax",
@@ -30,12 +32,22 @@ const ex = await startExperiment({
   settings: (v) => {
     const prompt = v.prompt ??
       "The KV cache keeps the keys and values of every token, so each new token attends to them.";
-    if (!prompt.trim()) throw new UsageError("--prompt: must not be empty");
+    if (!prompt.trim()) throw new UsageError(`--prompt: must not be empty, got "${prompt}"`);
     return {
       prompt,
-      layers: v.layers === undefined ? null : intList("layers", v.layers, 0, 1000),
-      heads: v.heads === undefined ? null : intList("heads", v.heads, 0, 1000),
+      ids: tokenizer.encode(prompt),
+      layers: v.layers === undefined ? null : integerList("--layers", v.layers, 0, 1000),
+      heads: v.heads === undefined ? null : integerList("--heads", v.heads, 0, 1000),
     };
+  },
+  check: ({ ids, layers, heads }, config) => {
+    fitContext(`--prompt (${ids.length} tokens)`, ids.length, config);
+    if (layers && layers.at(-1)! >= config.nLayer) {
+      throw new UsageError(`--layers ${layers}: the model has layers 0..${config.nLayer - 1}`);
+    }
+    if (heads && heads.at(-1)! >= config.nHead) {
+      throw new UsageError(`--heads ${heads}: the model has heads 0..${config.nHead - 1}`);
+    }
   },
 });
 const { model } = ex.opened;
@@ -43,16 +55,7 @@ const { nLayer, nHead, nPositions } = model.config;
 const every = (n: number) => Array.from({ length: n }, (_, i) => i);
 const layers = ex.settings.layers ?? every(nLayer);
 const heads = ex.settings.heads ?? every(nHead);
-if (layers.at(-1)! >= nLayer || heads.at(-1)! >= nHead) {
-  console.error(`attention_maps: the model has layers 0..${nLayer - 1} and heads 0..${nHead - 1}`);
-  Deno.exit(2);
-}
-const tokenizer = gpt2Tokenizer();
-const ids = tokenizer.encode(ex.settings.prompt);
-if (ids.length > nPositions) {
-  console.error(`attention_maps: the prompt has ${ids.length} tokens, the context ${nPositions}`);
-  Deno.exit(2);
-}
+const { ids } = ex.settings;
 const T = ids.length;
 /** Axis labels: position and token text, unique even when a token repeats. */
 const labels = ids.map((id, i) => `${i} ${tokenizer.decode([id]).trim() || "␣"}`);

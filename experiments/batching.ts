@@ -13,7 +13,18 @@
  * @module
  */
 import { generate, generateBatch, greedyOptions } from "../mod.ts";
-import { int, intList, printTable, startExperiment, textTokens, writeResults } from "./lib.ts";
+import { integer, integerList } from "../cli/usage.ts";
+import {
+  fitContext,
+  lineChart,
+  printTable,
+  startExperiment,
+  textTokens,
+  writeResults,
+} from "./lib.ts";
+
+/** The longest of B prompts (4, 7, 10, … tokens: different lengths, nothing padded). */
+const longestPrompt = (B: number) => 4 + 3 * (B - 1);
 
 const ex = await startExperiment({
   name: "batching",
@@ -23,19 +34,21 @@ const ex = await startExperiment({
     tokens: { help: "N    tokens per sequence (default 32; --quick 16)" },
   },
   settings: (v, quick) => ({
-    batches: intList("batches", v.batches ?? (quick ? "1,2,4" : "1,2,4,8"), 1, 256),
-    tokens: int("tokens", v.tokens ?? (quick ? "16" : "32"), 2, 10_000),
+    batches: integerList("--batches", v.batches ?? (quick ? "1,2,4" : "1,2,4,8"), 1, 256),
+    tokens: integer("--tokens", v.tokens ?? (quick ? "16" : "32"), 2, 10_000),
   }),
+  check: ({ batches, tokens }, config) =>
+    fitContext(
+      `--batches ${batches} --tokens ${tokens}`,
+      longestPrompt(batches.at(-1)!) + tokens,
+      config,
+    ),
 });
 const { model } = ex.opened;
 const { batches, tokens } = ex.settings;
 const text = textTokens(64);
-// Prompts of different lengths: 4, 7, 10, … tokens.
-const promptsOf = (B: number) => Array.from({ length: B }, (_, b) => text.slice(b, b + 4 + 3 * b));
-if (4 + 3 * (batches.at(-1)! - 1) + tokens > model.config.nPositions) {
-  console.error("batching: the longest prompt and its tokens do not fit the context");
-  Deno.exit(2);
-}
+const promptsOf = (B: number) =>
+  Array.from({ length: B }, (_, b) => text.slice(b, b + longestPrompt(b + 1)));
 const opts = greedyOptions(tokens);
 
 await generateBatch(model, promptsOf(batches.at(-1)!), { ...opts, maxTokens: 2 }); // warm-up
@@ -87,14 +100,9 @@ await writeResults(
   ex,
   { tokens, rows },
   "Batched decoding: aggregate tokens per second by batch size",
-  {
-    width: 420,
-    height: 240,
-    data: { values: rows },
-    mark: { type: "line", point: true },
-    encoding: {
-      x: { field: "batch", type: "quantitative", title: "sequences decoded together (B)" },
-      y: { field: "aggregateTokensPerSecond", type: "quantitative", title: "aggregate tok/s" },
-    },
-  },
+  lineChart(
+    rows,
+    { field: "batch", type: "quantitative", title: "sequences decoded together (B)" },
+    { field: "aggregateTokensPerSecond", type: "quantitative", title: "aggregate tok/s" },
+  ),
 );

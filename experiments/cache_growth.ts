@@ -19,29 +19,29 @@
  * @module
  */
 import { argmax, gpt2Tokenizer, type KVCache, type KVCacheOptions } from "../mod.ts";
-import { int, median, mib, printTable, startExperiment, writeResults } from "./lib.ts";
+import { integer } from "../cli/usage.ts";
+import { fitContext, median, mib, printTable, startExperiment, writeResults } from "./lib.ts";
 
+const prompt = gpt2Tokenizer().encode("The KV cache grows by one row for every token");
 const ex = await startExperiment({
   name: "cache_growth",
   about: "cache length and bytes per step: preallocated vs grown on demand",
   options: {
     tokens: { help: "N   decode steps after the prefill (default 32; --quick 20)" },
-    reps: { help: "R     measured runs per policy, after one warm-up (default 3)" },
   },
+  reps: 3,
   settings: (v, quick) => ({
-    tokens: int("tokens", v.tokens ?? (quick ? "20" : "32"), 1, 1000),
-    reps: int("reps", v.reps ?? "3", 1, 100),
+    tokens: integer("--tokens", v.tokens ?? (quick ? "20" : "32"), 1, 1000),
   }),
+  check: ({ tokens }, config) =>
+    fitContext(
+      `--tokens ${tokens} after a ${prompt.length}-token prompt`,
+      prompt.length + tokens,
+      config,
+    ),
 });
 const { model } = ex.opened;
-const { nLayer, nEmbd, nPositions } = model.config;
-const prompt = gpt2Tokenizer().encode("The KV cache grows by one row for every token");
-if (prompt.length + ex.settings.tokens > nPositions) {
-  console.error(
-    `cache_growth: ${prompt.length} + ${ex.settings.tokens} tokens exceed ${nPositions}`,
-  );
-  Deno.exit(2);
-}
+const { nLayer, nEmbd } = model.config;
 
 const POLICIES: Record<string, KVCacheOptions> = {
   "preallocated": { policy: "preallocate" },
@@ -118,7 +118,7 @@ for (const options of Object.values(POLICIES)) await run(options);
 const gpuBytesBefore = ex.gpu.bytesAllocated;
 // The policies take turns within each repetition, so a slow spell hits all of them alike.
 const runs = Object.values(POLICIES).map(() => [] as Awaited<ReturnType<typeof run>>[]);
-for (let r = 0; r < ex.settings.reps; r++) {
+for (let r = 0; r < ex.reps; r++) {
   for (const [p, options] of Object.values(POLICIES).entries()) runs[p].push(await run(options));
 }
 const results = Object.entries(POLICIES).map(([name, options], p) => {
@@ -178,7 +178,7 @@ printTable(
     exact.steps[i].stepMs,
   ]),
 );
-console.log(`\nper policy (medians of ${ex.settings.reps} runs; decode steps only)`);
+console.log(`\nper policy (medians of ${ex.reps} runs; decode steps only)`);
 printTable(
   ["policy", "ms/step", "ms/growth step", "growths", "bytes copied", "final MiB alloc", "formula"],
   results.map((r) => [
@@ -226,7 +226,7 @@ await writeResults(
     formula: "bytes = 2 * n_layer * rows * n_embd * 4 (used: rows = length; allocated: capacity)",
     prompt,
     newTokens: ex.settings.tokens,
-    reps: ex.settings.reps,
+    reps: ex.reps,
     gpuBytesBefore,
     gpuBytesAfter,
     sameTokens,

@@ -16,7 +16,18 @@
  * @module
  */
 import { generate, greedyOptions, parseCachePolicy } from "../mod.ts";
-import { int, mib, printTable, startExperiment, textTokens, writeResults } from "./lib.ts";
+import { checkWindow } from "../run/generate.ts";
+import { integer, UsageError } from "../cli/usage.ts";
+import { mib, printTable, startExperiment, textTokens, writeResults } from "./lib.ts";
+
+/** Parses `--window S,R` into the window policy, or says what is wrong with it. */
+function windowPolicy(value: string) {
+  try {
+    return parseCachePolicy(`window:${value}`);
+  } catch (e) {
+    throw new UsageError(`--window: expected S,R (two integers), got "${value}"`, { cause: e });
+  }
+}
 
 const ex = await startExperiment({
   name: "cache_policies",
@@ -26,22 +37,25 @@ const ex = await startExperiment({
     window: { help: "S,R  the window policy's sinks and recent tokens (default 4,60)" },
   },
   settings: (v, quick) => ({
-    tokens: int("tokens", v.tokens ?? (quick ? "200" : "128"), 1, 100_000),
-    window: v.window ?? "4,60",
+    tokens: integer("--tokens", v.tokens ?? (quick ? "200" : "128"), 1, 100_000),
+    window: windowPolicy(v.window ?? "4,60"),
   }),
+  check: ({ window }, config) => {
+    try {
+      checkWindow(window.window!, config.nPositions);
+    } catch (e) {
+      throw new UsageError(`--window: ${(e as Error).message}`);
+    }
+  },
 });
 const { model } = ex.opened;
 const { tokens } = ex.settings;
 const { nPositions } = model.config;
 const prompt = textTokens(16);
-const policies = ["preallocated", "grow", "f16", "int8", `window:${ex.settings.window}`].map(
-  parseCachePolicy,
-);
-const window = policies[4].window!;
-if (window.sinks + window.recent >= nPositions - 1) {
-  console.error(`cache_policies: the window must leave room in the ${nPositions} positions`);
-  Deno.exit(2);
-}
+const policies = [
+  ...["preallocated", "grow", "f16", "int8"].map(parseCachePolicy),
+  ex.settings.window,
+];
 
 /** Logits of the prefill and of every step fed `feed`, evicting as generate does. */
 async function logitsOf(i: number, feed: number[]): Promise<Float32Array[]> {

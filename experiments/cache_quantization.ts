@@ -14,7 +14,10 @@
  * @module
  */
 import { type CacheDType, generate, greedyOptions } from "../mod.ts";
-import { int, mib, printTable, startExperiment, textTokens, writeResults } from "./lib.ts";
+import { integer } from "../cli/usage.ts";
+import { fitContext, mib, printTable, startExperiment, textTokens, writeResults } from "./lib.ts";
+
+const prompt = textTokens(16);
 
 const ex = await startExperiment({
   name: "cache_quantization",
@@ -24,17 +27,18 @@ const ex = await startExperiment({
     budget: { help: "MiB memory budget for the cache (default 64)" },
   },
   settings: (v, quick) => ({
-    steps: int("steps", v.steps ?? (quick ? "100" : "128"), 1, 100_000),
-    budget: int("budget", v.budget ?? "64", 1, 1_000_000),
+    steps: integer("--steps", v.steps ?? (quick ? "100" : "128"), 1, 100_000),
+    budget: integer("--budget", v.budget ?? "64", 1, 1_000_000),
   }),
+  check: ({ steps }, config) =>
+    fitContext(
+      `--steps ${steps} after a ${prompt.length}-token prompt`,
+      prompt.length + steps + 1,
+      config,
+    ),
 });
 const { model } = ex.opened;
 const { steps, budget } = ex.settings;
-const prompt = textTokens(16);
-if (prompt.length + steps + 1 > model.config.nPositions) {
-  console.error(`cache_quantization: ${prompt.length} + ${steps} tokens exceed the context`);
-  Deno.exit(2);
-}
 const DTYPES: CacheDType[] = ["f32", "f16", "int8"];
 
 /** Logits of the prefill and of each step fed `feed`, through a cache of `dtype`. */

@@ -19,9 +19,10 @@
  * @module
  */
 import { argmax, gpt2Tokenizer, type KVCache, loadSnapshot, saveSnapshot } from "../mod.ts";
+import { integer, integerList } from "../cli/usage.ts";
 import {
-  int,
-  intList,
+  fitContext,
+  lineChart,
   measure,
   printTable,
   startExperiment,
@@ -30,33 +31,32 @@ import {
 } from "./lib.ts";
 
 const BUDGET_MS = 20_000;
+/** What the conversation goes on with after the snapshot. */
+const followUp = gpt2Tokenizer().encode(" And then it went on");
 
 const ex = await startExperiment({
   name: "cache_snapshot",
   about: "restoring a saved KV cache vs prefilling the prompt, by length; exact continuation",
   options: {
     lengths: { help: "L,…  prompt lengths (default 16,64,256,512; --quick 8,32,100)" },
-    reps: { help: "R       timed runs per measurement, after a warm-up (default 3)" },
     tokens: { help: "N     greedy tokens after the follow-up, compared both ways (default 8)" },
   },
+  reps: 3,
   settings: (v, quick) => ({
-    lengths: intList("lengths", v.lengths ?? (quick ? "8,32,100" : "16,64,256,512"), 1, 1e6),
-    reps: int("reps", v.reps ?? "3", 1, 100),
-    tokens: int("tokens", v.tokens ?? "8", 1, 1000),
+    lengths: integerList("--lengths", v.lengths ?? (quick ? "8,32,100" : "16,64,256,512"), 1, 1e6),
+    tokens: integer("--tokens", v.tokens ?? "8", 1, 1000),
   }),
+  check: ({ lengths, tokens }, config) =>
+    fitContext(
+      `--lengths ${lengths} --tokens ${tokens} (and ${followUp.length} follow-up tokens)`,
+      lengths.at(-1)! + followUp.length + tokens,
+      config,
+    ),
 });
 const { model } = ex.opened;
-const { lengths, reps, tokens } = ex.settings;
-const { nLayer, nEmbd, nPositions } = model.config;
-/** What the conversation goes on with after the snapshot. */
-const followUp = gpt2Tokenizer().encode(" And then it went on");
-if (lengths.at(-1)! + followUp.length + tokens > nPositions) {
-  console.error(
-    `cache_snapshot: ${lengths.at(-1)} + ${followUp.length} follow-up + ${tokens} tokens ` +
-      `exceed the context (${nPositions})`,
-  );
-  Deno.exit(2);
-}
+const { lengths, tokens } = ex.settings;
+const { reps } = ex;
+const { nLayer, nEmbd } = model.config;
 
 /** 2 · n_layer · L · n_embd · 4 bytes of K/V. */
 const kvFormula = (L: number) => 2 * nLayer * L * nEmbd * 4;
@@ -201,41 +201,26 @@ await writeResults(
   {
     hconcat: [
       {
-        width: 320,
-        height: 220,
-        data: { values: points },
-        mark: { type: "line", point: true },
-        encoding: {
+        ...lineChart(
+          points,
           x,
-          y: {
-            field: "ms",
-            type: "quantitative",
-            title: "ms (median, log)",
-            scale: { type: "log" },
-          },
-          color: {
-            field: "what",
-            type: "nominal",
-            sort: null,
-            title: null,
-            legend: { orient: "top-left", labelLimit: 300 },
-          },
-        },
+          { field: "ms", type: "quantitative", title: "ms (median, log)", scale: { type: "log" } },
+          "what",
+        ),
+        width: 320,
       },
       {
-        width: 220,
-        height: 220,
-        data: { values: rows.map((r) => ({ length: r.length, fileMiB: r.fileBytes / 2 ** 20 })) },
-        mark: { type: "line", point: { color: "black" }, color: "black" },
-        encoding: {
+        ...lineChart(
+          rows.map((r) => ({ length: r.length, fileMiB: r.fileBytes / 2 ** 20 })),
           x,
-          y: {
+          {
             field: "fileMiB",
             type: "quantitative",
             title: "snapshot file (MiB)",
             scale: { type: "log" },
           },
-        },
+        ),
+        width: 220,
       },
     ],
   },

@@ -20,9 +20,10 @@
  * @module
  */
 import { generate, greedyOptions } from "../mod.ts";
+import { integer, integerList } from "../cli/usage.ts";
 import {
-  int,
-  intList,
+  fitContext,
+  lineChart,
   measure,
   printTable,
   startExperiment,
@@ -39,26 +40,23 @@ const ex = await startExperiment({
     lengths: {
       help: "L,…  sequence lengths (default 1,16,64,256,1024; --quick 1,16,32,64,96,128)",
     },
-    reps: { help: "R       timed runs per measurement, after a warm-up (default 3)" },
     tokens: { help: "N     tokens generated both ways to compare (default 8; --quick 24)" },
   },
+  reps: 3,
   settings: (v, quick) => ({
-    lengths: intList(
-      "lengths",
+    lengths: integerList(
+      "--lengths",
       v.lengths ?? (quick ? "1,16,32,64,96,128" : "1,16,64,256,1024"),
       1,
       1e6,
     ),
-    reps: int("reps", v.reps ?? "3", 1, 100),
-    tokens: int("tokens", v.tokens ?? (quick ? "24" : "8"), 1, 1000),
+    tokens: integer("--tokens", v.tokens ?? (quick ? "24" : "8"), 1, 1000),
   }),
+  check: ({ lengths }, config) => fitContext(`--lengths ${lengths}`, lengths.at(-1)!, config),
 });
 const { model } = ex.opened;
-const { lengths, reps, tokens } = ex.settings;
-if (lengths.at(-1)! > model.config.nPositions) {
-  console.error(`cache_vs_no_cache: --lengths go past the context (${model.config.nPositions})`);
-  Deno.exit(2);
-}
+const { lengths, tokens } = ex.settings;
+const { reps } = ex;
 
 const sequence = textTokens(lengths.at(-1)!);
 const cache = model.newCache();
@@ -159,46 +157,35 @@ await writeResults(
   {
     hconcat: [
       {
-        width: 300,
-        height: 220,
-        data: { values: points },
-        mark: { type: "line", point: true },
-        encoding: {
+        ...lineChart(
+          points,
           x,
-          y: { field: "ms", type: "quantitative", title: "ms per step (median)" },
-          color: {
-            field: "how",
-            type: "nominal",
-            title: null,
-            legend: { orient: "top-left", labelLimit: 300 },
-          },
-        },
+          { field: "ms", type: "quantitative", title: "ms per step (median)" },
+          "how",
+        ),
+        width: 300,
       },
       {
-        width: 300,
-        height: 220,
-        data: { values: points },
-        mark: { type: "line", point: true },
-        encoding: {
+        ...lineChart(
+          points,
           x,
-          y: {
+          {
             field: "tps",
             type: "quantitative",
             title: "tokens per second",
             scale: { type: "log" },
           },
-          color: { field: "how", type: "nominal", title: null },
-        },
+          "how",
+        ),
+        width: 300,
       },
       {
+        ...lineChart(rows, x, {
+          field: "speedup",
+          type: "quantitative",
+          title: "speedup of the cache (×)",
+        }),
         width: 220,
-        height: 220,
-        data: { values: rows },
-        mark: { type: "line", point: { color: "black" }, color: "black" },
-        encoding: {
-          x,
-          y: { field: "speedup", type: "quantitative", title: "speedup of the cache (×)" },
-        },
       },
     ],
   },

@@ -1,22 +1,29 @@
 /**
- * What every experiment shares: its command line (`--model`, `--quick`, `--out`, `--weights`
- * and its own options), the model it runs, timing (medians of repetitions after a warm-up), a table on
- * the terminal, and its results under `--out`: the raw numbers as JSON and a chart as SVG,
- * drawn by Vega-Lite.
+ * What every experiment shares: its command line (`--model`, `--quick`, `--out`, `--weights`,
+ * `--reps` where it times things, and its own options) and error path (cli/usage.ts), the model
+ * it runs, timing (medians of repetitions after a warm-up), a table on the terminal, and its
+ * results under `--out`: the raw numbers as JSON and a chart as SVG, drawn by Vega-Lite.
+ *
+ * A plain `deno run experiments/NAME.ts` works too: with no flags it runs the embedded model,
+ * reads no file and no environment variable, and writes its results only if allowed (asked
+ * once, up front, in a terminal).
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
-import { gpt2Tokenizer, Gpu, type OpenedModel, openModel, type WeightFormat } from "../mod.ts";
-import { parseWeightFormat } from "../kernels/matmul.ts";
+import {
+  type GPT2Config,
+  gpt2Tokenizer,
+  Gpu,
+  type OpenedModel,
+  openModel,
+  type WeightFormat,
+} from "../mod.ts";
+import { fail, integer, parseOptions, UsageError, weightFormat } from "../cli/usage.ts";
 
 /** The fixture `--quick` runs: GPT-2's code with 2 layers, n_embd 64, 128 positions. */
 export const QUICK_MODEL = "data/tiny-gpt2";
-
-/** A command-line mistake: printed with the usage, exit code 2. */
-export class UsageError extends Error {}
 
 /** An option an experiment adds to the common ones; every value is parsed from a string. */
 export interface ExtraOption {
@@ -26,7 +33,7 @@ export interface ExtraOption {
 
 /** How an experiment describes itself and turns its options into settings. */
 export interface ExperimentSpec<Settings> {
-  /** File name without `.ts`; also the name of its results. */
+  /** File name without `.ts`; also the name of its task and of its results. */
   name: string;
   /** One line: what it measures. */
   about: string;
@@ -34,6 +41,13 @@ export interface ExperimentSpec<Settings> {
   options?: Record<string, ExtraOption>;
   /** Checks the option values (undefined when not given) before any model is opened. */
   settings: (values: Record<string, string | undefined>, quick: boolean) => Settings;
+  /** Takes `--reps R` (timed runs per measurement), with this default. */
+  reps?: number;
+  /**
+   * Checks the settings against the model's config once it is known (before the warm-up),
+   * throwing a {@linkcode UsageError}; {@linkcode fitContext} checks a length.
+   */
+  check?: (settings: Settings, config: GPT2Config) => void;
   /** False when only the model's config is needed (no warm-up). Default true. */
   warmup?: boolean;
 }
@@ -44,109 +58,118 @@ export interface Experiment<Settings> {
   readonly quick: boolean;
   /** Folder for the JSON and the SVG. */
   readonly out: string;
+  /** Whether the results may be written to `out` (asked up front when not granted). */
+  readonly save: boolean;
+  /** `--reps`: timed runs per measurement (1 for an experiment that takes no `--reps`). */
+  readonly reps: number;
   readonly gpu: Gpu;
   readonly opened: OpenedModel;
   readonly settings: Settings;
 }
 
 /**
- * Parses the command line, opens the GPU and the model (`--quick`: the tiny fixture;
- * `--model`: a folder or hub name; default: real GPT-2 if present, else the embedded 124M
- * random model), warms it up and prints what runs on what. Bad arguments print the usage
- * and exit with code 2.
+ * Parses the command line, asks up front whether results may be written (when not granted,
+ * in a terminal), opens the GPU and the model (`--quick`: the tiny fixture; `--model`: a
+ * folder or hub name; default: real GPT-2 if present and readable, else the embedded 124M
+ * random model), checks the settings against it, warms it up and prints what runs on what.
+ * From here on, any error ends the experiment through cli/usage.ts: one line, exit code 2
+ * for bad arguments, 1 otherwise.
  */
 export async function startExperiment<Settings>(
   spec: ExperimentSpec<Settings>,
 ): Promise<Experiment<Settings>> {
-  const { values, settings } = parseCommandLine(spec);
+  // Experiments run at the top level of their module: an error there is an unhandled rejection.
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    fail(spec.name, e.reason);
+  });
+  const { values, settings, reps } = parseCommandLine(spec);
+  const save = mayWrite(spec.name, values.out);
   const gpu = await Gpu.open();
   const opened = await openModel(gpu, values.quick ? QUICK_MODEL : values.model, {
     weights: values.weights,
   });
+  spec.check?.(settings, opened.model.config);
   console.log(`${spec.name}: ${spec.about}`);
   console.log(`adapter: ${gpu.description}`);
   console.log(`model:   ${opened.description}`);
   if (spec.warmup ?? true) await opened.model.warmup();
-  return { name: spec.name, quick: values.quick, out: values.out, gpu, opened, settings };
+  const { quick, out } = values;
+  return { name: spec.name, quick, out, save, reps, gpu, opened, settings };
+}
+
+/**
+ * Throws a {@linkcode UsageError} when a run needs more than the model's context:
+ * `option` names the option and its value, `positions` what it needs.
+ */
+export function fitContext(option: string, positions: number, config: GPT2Config): void {
+  if (positions > config.nPositions) {
+    throw new UsageError(
+      `${option}: needs ${positions} positions, the model's context has ${config.nPositions}`,
+    );
+  }
 }
 
 function parseCommandLine<Settings>(spec: ExperimentSpec<Settings>) {
-  const extra = spec.options ?? {};
+  const extra = { ...spec.options };
+  if (spec.reps !== undefined) {
+    extra.reps = {
+      help: `R       timed runs per measurement, after a warm-up (default ${spec.reps})`,
+    };
+  }
   const usage = [
-    `usage: deno run -A experiments/${spec.name}.ts [--model DIR] [--quick] [--out DIR] ` +
-    "[--weights f32|f16]",
+    `usage: deno task ${spec.name} [options]`,
+    `       deno run experiments/${spec.name}.ts [options]`,
     `  ${spec.about}`,
     "  --model M   checkpoint folder or hub name (default: real GPT-2 if present, else embedded)",
     `  --quick     the tiny fixture (${QUICK_MODEL}) and small sizes: finishes in seconds`,
     "  --out DIR   where the JSON and the SVG go (default results)",
     "  --weights W f32 (default, HF parity) or f16 (each weight rounded to f16, half the bytes)",
     ...Object.entries(extra).map(([name, o]) => `  --${name} ${o.help}`),
+    "  -h, --help  this text",
+    "Plain `deno run` needs no flags: it asks before writing the results (in a terminal) or",
+    "prints how to save them; the task (`deno run -A`) writes them without asking.",
   ].join("\n");
-  try {
-    const { values } = parseArgs({
-      args: Deno.args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        model: { type: "string" },
-        quick: { type: "boolean", default: false },
-        out: { type: "string", default: "results" },
-        weights: { type: "string", default: "f32" },
-        help: { type: "boolean", default: false },
-        ...Object.fromEntries(Object.keys(extra).map((name) => [name, { type: "string" }])),
-      },
-    });
-    if (values.help) {
-      console.log(usage);
-      Deno.exit(0);
-    }
-    if (values.quick && values.model !== undefined) {
-      throw new UsageError("--quick runs the tiny fixture: drop --model");
-    }
-    const raw: Record<string, unknown> = values;
-    const own = Object.fromEntries(
-      Object.keys(extra).map((name) => [name, raw[name] as string | undefined]),
-    );
-    const settings = spec.settings(own, values.quick!);
-    let weights: WeightFormat;
-    try {
-      weights = parseWeightFormat(values.weights!, "--weights");
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
-    return {
-      values: {
-        model: values.model as string | undefined,
-        quick: values.quick!,
-        out: values.out!,
-        weights,
-      },
-      settings,
-    };
-  } catch (e) {
-    const parseError = String((e as { code?: string }).code).startsWith("ERR_PARSE_ARGS");
-    if (!(e instanceof UsageError) && !parseError) throw e;
-    console.error(`${spec.name}: ${(e as Error).message}\n${usage}`);
-    Deno.exit(2);
+  const { values } = parseOptions(usage, Deno.args, {
+    model: { type: "string" },
+    quick: { type: "boolean", default: false },
+    out: { type: "string", default: "results" },
+    weights: { type: "string", default: "f32" },
+    ...Object.fromEntries(Object.keys(extra).map((name) => [name, { type: "string" as const }])),
+  });
+  if (values.quick && values.model !== undefined) {
+    throw new UsageError(`--model ${values.model}: --quick runs the tiny fixture, drop one`);
   }
+  const raw: Record<string, unknown> = values;
+  const own = Object.fromEntries(
+    Object.keys(spec.options ?? {}).map((name) => [name, raw[name] as string | undefined]),
+  );
+  const reps = spec.reps === undefined
+    ? 1
+    : integer("--reps", (raw.reps as string | undefined) ?? String(spec.reps), 1, 100);
+  return {
+    values: {
+      model: values.model as string | undefined,
+      quick: values.quick as boolean,
+      out: values.out as string,
+      weights: weightFormat(values.weights as string) as WeightFormat,
+    },
+    settings: spec.settings(own, values.quick as boolean),
+    reps,
+  };
 }
 
-/** Parses `--name n` as an integer in [min, max]. */
-export function int(name: string, value: string, min: number, max: number): number {
-  const n = Number(value.trim());
-  if (!value.trim() || !Number.isInteger(n) || n < min || n > max) {
-    throw new UsageError(`--${name}: expected an integer in ${min}..${max}, got "${value}"`);
-  }
-  return n;
-}
-
-/** Parses `--name a,b,c` as increasing integers in [min, max]. */
-export function intList(name: string, value: string, min: number, max: number): number[] {
-  const list = value.split(",").map((v) => int(name, v, min, max));
-  if (list.some((n, i) => i > 0 && n <= list[i - 1])) {
-    throw new UsageError(`--${name}: expected increasing integers, got "${value}"`);
-  }
-  return list;
+/**
+ * Whether the results may be written to `out`: granted already, or, in a terminal, granted
+ * now (asked before the work, never after it). A plain `confirm` comes first: it reads "no"
+ * on a closed input, where Deno's own prompt would wait for ever.
+ */
+function mayWrite(name: string, out: string): boolean {
+  const write = { name: "write", path: out } as const;
+  const state = Deno.permissions.querySync(write).state;
+  if (state !== "prompt" || !Deno.stdin.isTerminal()) return state === "granted";
+  if (!confirm(`${name}: save the results as ${out}/${name}.json and .svg?`)) return false;
+  return Deno.permissions.requestSync(write).state === "granted";
 }
 
 /** `n` token ids of English text (one sentence about the cache, repeated). */
@@ -238,6 +261,13 @@ export async function writeResults<S>(
   title: string,
   chart: TopLevelSpec,
 ): Promise<void> {
+  if (!ex.save) {
+    console.log(
+      `\nnot saved: writing ${ex.out}/ is not allowed; \`deno task ${ex.name}\` (or deno run -A ` +
+        `experiments/${ex.name}.ts) writes ${ex.out}/${ex.name}.json and .svg`,
+    );
+    return;
+  }
   await Deno.mkdir(ex.out, { recursive: true });
   const json = `${ex.out}/${ex.name}.json`;
   const svg = `${ex.out}/${ex.name}.svg`;
@@ -255,6 +285,38 @@ export async function writeResults<S>(
     ex.gpu.description.split(";")[0];
   await Deno.writeTextFile(svg, await renderSvg({ ...chart, title: { text: title, subtitle } }));
   console.log(`\nwrote ${json}\nwrote ${svg}`);
+}
+
+/** A quantitative axis of a {@linkcode lineChart}: a field, its title, maybe a log scale. */
+export interface Axis {
+  field: string;
+  type: "quantitative";
+  title: string;
+  scale?: { type: "log"; domain?: number[]; nice?: boolean };
+}
+
+/**
+ * A Vega-Lite line chart with a point at every value, 420 × 220: `y` against `x`, one coloured
+ * line per value of the `series` field (legend at the top left), or one black line without.
+ * Spread it to change what differs: `{ ...lineChart(points, x, y), width: 300 }`.
+ */
+export function lineChart(values: readonly object[], x: Axis, y: Axis, series?: string) {
+  const color = {
+    field: series ?? "",
+    type: "nominal",
+    sort: null,
+    title: null,
+    legend: { orient: "top-left", labelLimit: 300 },
+  } as const;
+  return {
+    width: 420,
+    height: 220,
+    data: { values: [...values] },
+    mark: series
+      ? { type: "line", point: true } as const
+      : { type: "line", point: { color: "black" }, color: "black" } as const,
+    encoding: series ? { x, y, color } : { x, y },
+  };
 }
 
 /** Renders a Vega-Lite spec to an SVG string, headless (no browser, no canvas). */

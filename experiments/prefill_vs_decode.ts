@@ -22,9 +22,10 @@
  * @module
  */
 import type { KernelTime } from "../mod.ts";
+import { integerList } from "../cli/usage.ts";
 import {
-  int,
-  intList,
+  fitContext,
+  lineChart,
   measure,
   printTable,
   startExperiment,
@@ -39,19 +40,21 @@ const ex = await startExperiment({
   about: "prefill and decode time per token, and GPU time per kernel group, by length",
   options: {
     lengths: { help: "L,…  prompt lengths (default 1,8,64,256,1024; --quick 1,8,32,128)" },
-    reps: { help: "R       timed runs per measurement, after a warm-up (default 3)" },
   },
+  reps: 3,
   settings: (v, quick) => ({
-    lengths: intList("lengths", v.lengths ?? (quick ? "1,8,32,128" : "1,8,64,256,1024"), 1, 1e6),
-    reps: int("reps", v.reps ?? "3", 1, 100),
+    lengths: integerList(
+      "--lengths",
+      v.lengths ?? (quick ? "1,8,32,128" : "1,8,64,256,1024"),
+      1,
+      1e6,
+    ),
   }),
+  check: ({ lengths }, config) => fitContext(`--lengths ${lengths}`, lengths.at(-1)!, config),
 });
 const { model } = ex.opened;
-const { lengths, reps } = ex.settings;
-if (lengths.at(-1)! > model.config.nPositions) {
-  console.error(`prefill_vs_decode: --lengths go past the context (${model.config.nPositions})`);
-  Deno.exit(2);
-}
+const { lengths } = ex.settings;
+const { reps } = ex;
 if (!ex.gpu.hasTimestamps) console.log("no timestamp-query on this adapter: no kernel times");
 
 /** Which group a dispatch label belongs to (labels look like `matmul 1x768x2304`). */
@@ -170,25 +173,23 @@ await writeResults(
     resolve: { scale: { color: "independent" } },
     vconcat: [
       {
-        width: 520,
-        height: 220,
-        data: { values: perToken },
-        mark: { type: "line", point: true },
-        encoding: {
-          x: {
+        ...lineChart(
+          perToken,
+          {
             field: "length",
             type: "quantitative",
             title: "length L (tokens)",
             scale: { type: "log", domain: [lengths[0], lengths.at(-1)!], nice: false },
           },
-          y: {
+          {
             field: "ms",
             type: "quantitative",
             title: "ms per token (wall, median)",
             scale: { type: "log" },
           },
-          color: { field: "phase", type: "nominal", title: null, legend: { labelLimit: 300 } },
-        },
+          "phase",
+        ),
+        width: 520,
       },
       {
         data: { values: kernels },

@@ -15,9 +15,10 @@
  * @module
  */
 import { generate, greedyOptions, prefillPrefix } from "../mod.ts";
+import { integer, integerList } from "../cli/usage.ts";
 import {
-  int,
-  intList,
+  fitContext,
+  lineChart,
   measure,
   printTable,
   startExperiment,
@@ -27,28 +28,32 @@ import {
 
 const BUDGET_MS = 15_000;
 const USER_TOKENS = 8;
+/** Tokens generated per request. */
+const TOKENS = 8;
 
 const ex = await startExperiment({
   name: "prefix_cache",
   about: "time to first token with and without reusing a prefilled prefix",
   options: {
     lengths: { help: "S,…  prefix lengths (default 16,64,256,512; --quick 8,32,96)" },
-    reps: { help: "R       timed runs per measurement, after a warm-up (default 3)" },
     requests: { help: "N   requests sharing the prefix, for the totals (default 10)" },
   },
+  reps: 3,
   settings: (v, quick) => ({
-    lengths: intList("lengths", v.lengths ?? (quick ? "8,32,96" : "16,64,256,512"), 1, 1e6),
-    reps: int("reps", v.reps ?? "3", 1, 100),
-    requests: int("requests", v.requests ?? "10", 1, 10_000),
+    lengths: integerList("--lengths", v.lengths ?? (quick ? "8,32,96" : "16,64,256,512"), 1, 1e6),
+    requests: integer("--requests", v.requests ?? "10", 1, 10_000),
   }),
+  check: ({ lengths }, config) =>
+    fitContext(
+      `--lengths ${lengths} (and a ${USER_TOKENS}-token request, ${TOKENS} tokens generated)`,
+      lengths.at(-1)! + USER_TOKENS + TOKENS,
+      config,
+    ),
 });
 const { model } = ex.opened;
-const { lengths, reps, requests } = ex.settings;
-const tokens = 8;
-if (lengths.at(-1)! + USER_TOKENS + tokens > model.config.nPositions) {
-  console.error(`prefix_cache: --lengths leave no room for the request in the context`);
-  Deno.exit(2);
-}
+const { lengths, requests } = ex.settings;
+const { reps } = ex;
+const tokens = TOKENS;
 
 const text = textTokens(lengths.at(-1)! + USER_TOKENS);
 const user = text.slice(text.length - USER_TOKENS);
@@ -136,20 +141,10 @@ await writeResults(
   ex,
   { lengths, reps, requests, userTokens: USER_TOKENS, tokens, budgetMs: BUDGET_MS, rows },
   "Prefix cache: time to first token with and without reusing the prefix",
-  {
-    width: 420,
-    height: 240,
-    data: { values: points },
-    mark: { type: "line", point: true },
-    encoding: {
-      x: { field: "prefix", type: "quantitative", title: "shared prefix length S (tokens)" },
-      y: { field: "ms", type: "quantitative", title: "time to first token (ms, median)" },
-      color: {
-        field: "how",
-        type: "nominal",
-        title: null,
-        legend: { orient: "top-left", labelLimit: 300 },
-      },
-    },
-  },
+  lineChart(
+    points,
+    { field: "prefix", type: "quantitative", title: "shared prefix length S (tokens)" },
+    { field: "ms", type: "quantitative", title: "time to first token (ms, median)" },
+    "how",
+  ),
 );

@@ -14,7 +14,13 @@
  * @module
  */
 import { generate, greedyOptions } from "../mod.ts";
-import { int, median, mib, printTable, startExperiment, textTokens, writeResults } from "./lib.ts";
+import { integer, UsageError } from "../cli/usage.ts";
+import { checkWindow } from "../run/generate.ts";
+import { median, mib, printTable, startExperiment, textTokens, writeResults } from "./lib.ts";
+
+/** The recent tokens kept: `--recent`, or by default a quarter of the context dropped at a time (copies stay rare). */
+const recentOf = (s: { sinks: number; recent: number | null }, nPositions: number) =>
+  s.recent ?? Math.floor((3 * nPositions) / 4) - s.sinks;
 
 const ex = await startExperiment({
   name: "sliding_window",
@@ -25,20 +31,23 @@ const ex = await startExperiment({
     contexts: { help: "N how many context lengths of tokens to generate (default 4)" },
   },
   settings: (v) => ({
-    sinks: int("sinks", v.sinks ?? "4", 0, 1e6),
-    recent: v.recent === undefined ? null : int("recent", v.recent, 1, 1e6),
-    contexts: int("contexts", v.contexts ?? "4", 1, 64),
+    sinks: integer("--sinks", v.sinks ?? "4", 0, 1e6),
+    recent: v.recent === undefined ? null : integer("--recent", v.recent, 1, 1e6),
+    contexts: integer("--contexts", v.contexts ?? "4", 1, 64),
   }),
+  check: (s, config) => {
+    const recent = recentOf(s, config.nPositions);
+    try {
+      checkWindow({ sinks: s.sinks, recent }, config.nPositions);
+    } catch (e) {
+      throw new UsageError(`--sinks ${s.sinks} --recent ${recent}: ${(e as Error).message}`);
+    }
+  },
 });
 const { model } = ex.opened;
 const { nPositions, nLayer, nEmbd } = model.config;
 const { sinks, contexts } = ex.settings;
-// Dropping a quarter of the context at a time keeps the copies rare.
-const recent = ex.settings.recent ?? Math.floor((3 * nPositions) / 4) - sinks;
-if (sinks + recent >= nPositions - 1) {
-  console.error(`sliding_window: sinks + recent must be below ${nPositions - 1}`);
-  Deno.exit(2);
-}
+const recent = recentOf(ex.settings, nPositions);
 const total = contexts * nPositions;
 
 const cache = model.newCache();

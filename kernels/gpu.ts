@@ -118,10 +118,17 @@ export function designFor(info: GPUAdapterInfo): KernelDesign {
   return info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|warp/i.test(name) ? "cpu" : "gpu";
 }
 
-/** Reads a design named on a command line or in KVGPT_KERNELS; `what` names the source. */
-export function parseDesign(s: string, what: string): KernelDesign {
-  if (s === "cpu" || s === "gpu") return s;
-  throw new Error(`${what}: expected cpu or gpu, got "${s}"`);
+/**
+ * The design named by KVGPT_KERNELS, read only when the environment may be read already (a
+ * plain `deno run` asks no question); null when unset or not readable.
+ */
+function designFromEnv(): KernelDesign | null {
+  const variable = "KVGPT_KERNELS";
+  if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return null;
+  const value = Deno.env.get(variable);
+  if (!value) return null;
+  if (value === "cpu" || value === "gpu") return value;
+  throw new Error(`${variable}: expected cpu or gpu, got "${value}"`);
 }
 
 const HELP_NO_ADAPTER = [
@@ -185,9 +192,7 @@ export class Gpu {
       powerPreference: options.powerPreference ?? "high-performance",
     });
     if (!adapter) throw new Error(HELP_NO_ADAPTER);
-    const fromEnv = Deno.env.get("KVGPT_KERNELS");
-    const design = options.design ??
-      (fromEnv ? parseDesign(fromEnv, "KVGPT_KERNELS") : designFor(adapter.info));
+    const design = options.design ?? designFromEnv() ?? designFor(adapter.info);
     const wanted: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
     const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
     const l = adapter.limits;

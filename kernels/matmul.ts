@@ -19,12 +19,6 @@ const code = `${formula}\n${kernels}`;
  */
 export type WeightFormat = "f32" | "f16";
 
-/** Checks a weight format given on a command line; `what` names the option. */
-export function parseWeightFormat(s: string, what: string): WeightFormat {
-  if (s === "f32" || s === "f16") return s;
-  throw new Error(`${what}: expected f32 or f16, got "${s}"`);
-}
-
 /** A [rows, cols] weight matrix on the GPU, stored [out, in] in a {@link WeightFormat}. */
 export interface Weight {
   readonly tensor: Tensor; // [rows, cols] f32, or [rows, cols / 2] u32 words of f16 pairs

@@ -28,10 +28,21 @@ export interface OpenedModel {
   random: boolean;
 }
 
-/** Where real GPT-2 small would be found without downloading: data/gpt2 or the HF cache. */
+/**
+ * Where real GPT-2 small would be found without downloading: data/gpt2 or the HF cache. Only
+ * looks where it may already read (and, for the HF cache, read the environment), so that a
+ * plain `deno run` asks no question and falls back to the embedded model.
+ */
 export async function findLocalGpt2(): Promise<string | null> {
-  if (await isCheckpoint("data/gpt2")) return "data/gpt2";
+  if (granted({ name: "read", path: "data/gpt2" }) && (await isCheckpoint("data/gpt2"))) {
+    return "data/gpt2";
+  }
+  if (!granted({ name: "read" }) || !granted({ name: "env" })) return null;
   return findInHfCache(resolveRepo("gpt2"));
+}
+
+function granted(permission: Deno.PermissionDescriptor): boolean {
+  return Deno.permissions.querySync(permission).state === "granted";
 }
 
 /**

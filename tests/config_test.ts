@@ -7,6 +7,7 @@ import {
   parameterCount,
   parseConfig,
 } from "../model/config.ts";
+import { needs } from "./helpers.ts";
 
 const FIXTURE = new URL("../data/tiny-gpt2/config.json", import.meta.url).pathname;
 
@@ -26,34 +27,42 @@ function assertRejects(json: Record<string, unknown>, field: string, extra?: Reg
   });
 }
 
-Deno.test("loadConfig reads the tiny-gpt2 fixture (values from its README)", async () => {
-  const config = await loadConfig(FIXTURE);
-  const expected: GPT2Config = {
-    vocabSize: 50257,
-    nPositions: 128,
-    nEmbd: 64,
-    nLayer: 2,
-    nHead: 4,
-    nInner: 256,
-    headDim: 16,
-    layerNormEpsilon: 1e-5,
-    activation: "gelu_new",
-    tieWordEmbeddings: true,
-    bosTokenId: 50256,
-    eosTokenId: 50256,
-  };
-  assert.deepEqual(config, expected);
-});
+Deno.test(
+  "loadConfig reads the tiny-gpt2 fixture (values from its README)",
+  needs("read"),
+  async () => {
+    const config = await loadConfig(FIXTURE);
+    const expected: GPT2Config = {
+      vocabSize: 50257,
+      nPositions: 128,
+      nEmbd: 64,
+      nLayer: 2,
+      nHead: 4,
+      nInner: 256,
+      headDim: 16,
+      layerNormEpsilon: 1e-5,
+      activation: "gelu_new",
+      tieWordEmbeddings: true,
+      bosTokenId: 50256,
+      eosTokenId: 50256,
+    };
+    assert.deepEqual(config, expected);
+  },
+);
 
-Deno.test("parseConfig accepts dtype or torch_dtype, with or without n_ctx", async () => {
-  const json = await fixtureJson();
-  const reference = parseConfig(json, "a");
-  assert.equal("n_ctx" in json, false);
-  const legacy: Record<string, unknown> = { ...json, torch_dtype: "float16", n_ctx: 1024 };
-  delete legacy.dtype;
-  assert.deepEqual(parseConfig(legacy, "b"), reference); // n_positions wins over n_ctx
-  assert.deepEqual(parseConfig({ ...json, dtype: "bfloat16" }, "c"), reference);
-});
+Deno.test(
+  "parseConfig accepts dtype or torch_dtype, with or without n_ctx",
+  needs("read"),
+  async () => {
+    const json = await fixtureJson();
+    const reference = parseConfig(json, "a");
+    assert.equal("n_ctx" in json, false);
+    const legacy: Record<string, unknown> = { ...json, torch_dtype: "float16", n_ctx: 1024 };
+    delete legacy.dtype;
+    assert.deepEqual(parseConfig(legacy, "b"), reference); // n_positions wins over n_ctx
+    assert.deepEqual(parseConfig({ ...json, dtype: "bfloat16" }, "c"), reference);
+  },
+);
 
 Deno.test("parseConfig applies defaults for optional fields", () => {
   const minimal = { vocab_size: 100, n_positions: 16, n_embd: 8, n_layer: 1, n_head: 2 };
@@ -85,52 +94,64 @@ Deno.test("parseConfig applies defaults for optional fields", () => {
   assert.equal(custom.eosTokenId, 2);
 });
 
-Deno.test("parseConfig rejects missing or non-positive sizes, naming the field", async () => {
-  const json = await fixtureJson();
-  for (const field of ["n_embd", "n_layer", "n_head", "n_positions", "vocab_size"]) {
-    const missing = { ...json };
-    delete missing[field];
-    assertRejects(missing, field, /missing/);
-    for (const bad of [0, -4, 2.5, "64", null]) assertRejects({ ...json, [field]: bad }, field);
-  }
-  assertRejects({ ...json, n_inner: 0 }, "n_inner");
-});
+Deno.test(
+  "parseConfig rejects missing or non-positive sizes, naming the field",
+  needs("read"),
+  async () => {
+    const json = await fixtureJson();
+    for (const field of ["n_embd", "n_layer", "n_head", "n_positions", "vocab_size"]) {
+      const missing = { ...json };
+      delete missing[field];
+      assertRejects(missing, field, /missing/);
+      for (const bad of [0, -4, 2.5, "64", null]) assertRejects({ ...json, [field]: bad }, field);
+    }
+    assertRejects({ ...json, n_inner: 0 }, "n_inner");
+  },
+);
 
-Deno.test("parseConfig rejects unsupported architectures, naming the field", async () => {
-  const json = await fixtureJson();
-  assertRejects({ ...json, n_head: 3 }, "n_head", /divisible/);
-  assertRejects({ ...json, n_embd: 18, n_head: 3 }, "n_embd", /vec4/);
-  assertRejects({ ...json, model_type: "gpt_neo" }, "model_type");
-  assertRejects({ ...json, scale_attn_weights: false }, "scale_attn_weights");
-  assertRejects(
-    { ...json, scale_attn_by_inverse_layer_idx: true },
-    "scale_attn_by_inverse_layer_idx",
-  );
-  assertRejects({ ...json, activation_function: "gelu" }, "activation_function");
-  assertRejects({ ...json, activation_function: "relu" }, "activation_function");
-  for (const bad of [0, -1e-5, "1e-5", Infinity]) {
-    assertRejects({ ...json, layer_norm_epsilon: bad }, "layer_norm_epsilon");
-  }
-  assertRejects({ ...json, tie_word_embeddings: "yes" }, "tie_word_embeddings");
-  assert.throws(() => parseConfig([1, 2], "x.json"), /^Error: x\.json: /);
-});
+Deno.test(
+  "parseConfig rejects unsupported architectures, naming the field",
+  needs("read"),
+  async () => {
+    const json = await fixtureJson();
+    assertRejects({ ...json, n_head: 3 }, "n_head", /divisible/);
+    assertRejects({ ...json, n_embd: 18, n_head: 3 }, "n_embd", /vec4/);
+    assertRejects({ ...json, model_type: "gpt_neo" }, "model_type");
+    assertRejects({ ...json, scale_attn_weights: false }, "scale_attn_weights");
+    assertRejects(
+      { ...json, scale_attn_by_inverse_layer_idx: true },
+      "scale_attn_by_inverse_layer_idx",
+    );
+    assertRejects({ ...json, activation_function: "gelu" }, "activation_function");
+    assertRejects({ ...json, activation_function: "relu" }, "activation_function");
+    for (const bad of [0, -1e-5, "1e-5", Infinity]) {
+      assertRejects({ ...json, layer_norm_epsilon: bad }, "layer_norm_epsilon");
+    }
+    assertRejects({ ...json, tie_word_embeddings: "yes" }, "tie_word_embeddings");
+    assert.throws(() => parseConfig([1, 2], "x.json"), /^Error: x\.json: /);
+  },
+);
 
-Deno.test("loadConfig names the path for a missing file or bad JSON", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const missing = join(dir, "nope.json");
-    await assert.rejects(loadConfig(missing), (err: Error) => err.message.startsWith(missing));
-    const broken = join(dir, "broken.json");
-    await Deno.writeTextFile(broken, "{ not json");
-    await assert.rejects(loadConfig(broken), (err: Error) => {
-      assert.ok(err.message.startsWith(broken), err.message);
-      assert.match(err.message, /JSON/);
-      return true;
-    });
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+Deno.test(
+  "loadConfig names the path for a missing file or bad JSON",
+  needs("read", "write"),
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const missing = join(dir, "nope.json");
+      await assert.rejects(loadConfig(missing), (err: Error) => err.message.startsWith(missing));
+      const broken = join(dir, "broken.json");
+      await Deno.writeTextFile(broken, "{ not json");
+      await assert.rejects(loadConfig(broken), (err: Error) => {
+        assert.ok(err.message.startsWith(broken), err.message);
+        assert.match(err.message, /JSON/);
+        return true;
+      });
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
 
 Deno.test("GPT2_SIZES match the hub configs and parameterCount matches known totals", () => {
   const shapes = Object.fromEntries(
@@ -159,9 +180,13 @@ Deno.test("GPT2_SIZES match the hub configs and parameterCount matches known tot
   assert.equal(parameterCount(untied), 124_439_808 + 50257 * 768);
 });
 
-Deno.test("parameterCount of the fixture matches the sum of its tensor sizes", async () => {
-  const config = await loadConfig(FIXTURE);
-  // From the README's table: 28 tensors of model.safetensors.
-  const perBlock = 192 + 64 * 192 + 64 + 64 * 64 + 4 * 64 + 256 + 64 * 256 + 64 + 256 * 64;
-  assert.equal(parameterCount(config), 50257 * 64 + 128 * 64 + 2 * perBlock + 2 * 64);
-});
+Deno.test(
+  "parameterCount of the fixture matches the sum of its tensor sizes",
+  needs("read"),
+  async () => {
+    const config = await loadConfig(FIXTURE);
+    // From the README's table: 28 tensors of model.safetensors.
+    const perBlock = 192 + 64 * 192 + 64 + 64 * 64 + 4 * 64 + 256 + 64 * 256 + 64 + 256 * 64;
+    assert.equal(parameterCount(config), 50257 * 64 + 128 * 64 + 2 * perBlock + 2 * 64);
+  },
+);

@@ -5,12 +5,30 @@
  * rows sum to 1, a snapshot file is as big as its formula and restores exactly.
  */
 import assert from "node:assert/strict";
-import { runScript } from "./helpers.ts";
+import { assertUsageError, needs, runDeno, runScript } from "./helpers.ts";
 
 /** Runs `experiments/<name>.ts` with `args`; returns its exit code and output. */
 function runExperiment(name: string, ...args: string[]) {
   return runScript(`experiments/${name}.ts`, ...args);
 }
+
+/** Every experiment spawns `deno run -A`, reads the fixture and writes its results. */
+const io = needs("run", "read", "write");
+
+/** Every experiment script. */
+const EXPERIMENTS = [
+  "attention_maps",
+  "batching",
+  "cache_growth",
+  "cache_memory",
+  "cache_policies",
+  "cache_quantization",
+  "cache_snapshot",
+  "cache_vs_no_cache",
+  "prefill_vs_decode",
+  "prefix_cache",
+  "sliding_window",
+];
 
 /** Runs an experiment with `--quick`, checks its files and returns its JSON. */
 // deno-lint-ignore no-explicit-any
@@ -35,72 +53,84 @@ const TINY = { nLayer: 2, nEmbd: 64, nPositions: 128 };
 /** 2 · n_layer · rows · n_embd · 4 bytes of the tiny fixture. */
 const tinyBytes = (rows: number) => 2 * TINY.nLayer * rows * TINY.nEmbd * 4;
 
-Deno.test("cache_memory: the table is the formula, and equals what a KVCache allocates", async () => {
-  const r = await quick("cache_memory");
-  const names = r.sizes.map((s: { name: string }) => s.name);
-  for (const name of ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"]) {
-    assert.ok(names.includes(name), name);
-  }
-  for (const s of r.sizes) {
-    assert.equal(s.bytesPerTokenF32, 2 * s.nLayer * s.nEmbd * 4, s.name);
-    assert.equal(s.bytesPerTokenF16, 2 * s.nLayer * s.nEmbd * 2, s.name);
-    assert.equal(s.fullContextF32, s.bytesPerTokenF32 * s.nPositions, s.name);
-    assert.equal(s.measuredFullContextF32, s.fullContextF32, s.name);
-  }
-  const gpt2 = r.sizes.find((s: { name: string }) => s.name === "gpt2");
-  assert.equal(gpt2.bytesPerTokenF32, 73_728); // 2 · 12 · 768 · 4
-  assert.equal(gpt2.fullContextF32, 75_497_472); // · 1024 = 72 MiB
-  assert.equal(r.gpuBytesAfter, r.gpuBytesBefore);
-});
-
-Deno.test("cache_growth: bytes follow the formula every step, no leak, same tokens", async () => {
-  const r = await quick("cache_growth");
-  assert.equal(r.gpuBytesAfter, r.gpuBytesBefore, "GPU bytes leaked");
-  assert.equal(r.sameTokens, true);
-  const [pre, double, exact] = r.policies;
-  assert.deepEqual(r.policies.map((p: { policy: string }) => p.policy), [
-    "preallocated",
-    "grow ×2",
-    "grow exact",
-  ]);
-  for (const p of r.policies) {
-    assert.equal(p.steps.length, r.newTokens + 1, "the prefill, then each new token");
-    for (const s of p.steps) {
-      assert.ok(s.matchesFormula, `${p.policy} at length ${s.length}`);
-      assert.equal(s.bytesUsed, tinyBytes(s.length));
-      assert.equal(s.bytesAllocated, tinyBytes(s.capacity));
-      assert.equal(s.bytesPerLayer * TINY.nLayer, s.bytesAllocated);
-      assert.ok(s.capacity >= s.length);
-      assert.ok(s.forwardMs > 0);
+Deno.test(
+  "cache_memory: the table is the formula, and equals what a KVCache allocates",
+  io,
+  async () => {
+    const r = await quick("cache_memory");
+    const names = r.sizes.map((s: { name: string }) => s.name);
+    for (const name of ["gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2"]) {
+      assert.ok(names.includes(name), name);
     }
-  }
-  assert.ok(pre.steps.every((s: { capacity: number }) => s.capacity === TINY.nPositions));
-  assert.equal(pre.growths, 0);
-  assert.ok(double.growths >= 1);
-  assert.ok(
-    exact.steps.every((s: { capacity: number; length: number }) => s.capacity === s.length),
-  );
-  assert.equal(exact.growths, r.newTokens + 1, "grows at every step");
-});
+    for (const s of r.sizes) {
+      assert.equal(s.bytesPerTokenF32, 2 * s.nLayer * s.nEmbd * 4, s.name);
+      assert.equal(s.bytesPerTokenF16, 2 * s.nLayer * s.nEmbd * 2, s.name);
+      assert.equal(s.fullContextF32, s.bytesPerTokenF32 * s.nPositions, s.name);
+      assert.equal(s.measuredFullContextF32, s.fullContextF32, s.name);
+    }
+    const gpt2 = r.sizes.find((s: { name: string }) => s.name === "gpt2");
+    assert.equal(gpt2.bytesPerTokenF32, 73_728); // 2 · 12 · 768 · 4
+    assert.equal(gpt2.fullContextF32, 75_497_472); // · 1024 = 72 MiB
+    assert.equal(r.gpuBytesAfter, r.gpuBytesBefore);
+  },
+);
 
-Deno.test("prefill_vs_decode: a row per length, with kernel times when timestamps exist", async () => {
-  const r = await quick("prefill_vs_decode", "--weights", "f16");
-  assert.equal(r.weights, "f16");
-  assert.deepEqual(r.rows.map((row: { length: number }) => row.length), [1, 8, 32, 128]);
-  for (const row of r.rows) {
-    assert.ok(row.prefill.medianMs > 0 && row.decode.medianMs > 0);
-    assert.ok(
-      Math.abs(row.prefill.tokensPerSecond - 1000 * row.length / row.prefill.medianMs) < 1e-6,
-    );
-    if (r.timestamps) {
-      for (const g of [row.prefillGpuMs, row.decodeGpuMs]) {
-        assert.ok(g.matmul > 0 && g.attention > 0 && g.rest > 0, JSON.stringify(g));
+Deno.test(
+  "cache_growth: bytes follow the formula every step, no leak, same tokens",
+  io,
+  async () => {
+    const r = await quick("cache_growth");
+    assert.equal(r.gpuBytesAfter, r.gpuBytesBefore, "GPU bytes leaked");
+    assert.equal(r.sameTokens, true);
+    const [pre, double, exact] = r.policies;
+    assert.deepEqual(r.policies.map((p: { policy: string }) => p.policy), [
+      "preallocated",
+      "grow ×2",
+      "grow exact",
+    ]);
+    for (const p of r.policies) {
+      assert.equal(p.steps.length, r.newTokens + 1, "the prefill, then each new token");
+      for (const s of p.steps) {
+        assert.ok(s.matchesFormula, `${p.policy} at length ${s.length}`);
+        assert.equal(s.bytesUsed, tinyBytes(s.length));
+        assert.equal(s.bytesAllocated, tinyBytes(s.capacity));
+        assert.equal(s.bytesPerLayer * TINY.nLayer, s.bytesAllocated);
+        assert.ok(s.capacity >= s.length);
+        assert.ok(s.forwardMs > 0);
       }
     }
-  }
-});
+    assert.ok(pre.steps.every((s: { capacity: number }) => s.capacity === TINY.nPositions));
+    assert.equal(pre.growths, 0);
+    assert.ok(double.growths >= 1);
+    assert.ok(
+      exact.steps.every((s: { capacity: number; length: number }) => s.capacity === s.length),
+    );
+    assert.equal(exact.growths, r.newTokens + 1, "grows at every step");
+  },
+);
 
-Deno.test("cache_vs_no_cache: cached and uncached give the same tokens", async () => {
+Deno.test(
+  "prefill_vs_decode: a row per length, with kernel times when timestamps exist",
+  io,
+  async () => {
+    const r = await quick("prefill_vs_decode", "--weights", "f16");
+    assert.equal(r.weights, "f16");
+    assert.deepEqual(r.rows.map((row: { length: number }) => row.length), [1, 8, 32, 128]);
+    for (const row of r.rows) {
+      assert.ok(row.prefill.medianMs > 0 && row.decode.medianMs > 0);
+      assert.ok(
+        Math.abs(row.prefill.tokensPerSecond - 1000 * row.length / row.prefill.medianMs) < 1e-6,
+      );
+      if (r.timestamps) {
+        for (const g of [row.prefillGpuMs, row.decodeGpuMs]) {
+          assert.ok(g.matmul > 0 && g.attention > 0 && g.rest > 0, JSON.stringify(g));
+        }
+      }
+    }
+  },
+);
+
+Deno.test("cache_vs_no_cache: cached and uncached give the same tokens", io, async () => {
   const r = await quick("cache_vs_no_cache");
   assert.equal(r.sameTokens, true);
   assert.deepEqual(r.generation.cachedIds, r.generation.uncachedIds);
@@ -111,7 +141,7 @@ Deno.test("cache_vs_no_cache: cached and uncached give the same tokens", async (
   }
 });
 
-Deno.test("prefix_cache: reusing the prefix gives the ids of a full prefill", async () => {
+Deno.test("prefix_cache: reusing the prefix gives the ids of a full prefill", io, async () => {
   const r = await quick("prefix_cache");
   assert.equal(r.rows.length, 3);
   for (const row of r.rows) {
@@ -124,7 +154,7 @@ Deno.test("prefix_cache: reusing the prefix gives the ids of a full prefill", as
   }
 });
 
-Deno.test("sliding_window: 4 contexts of tokens with the cache bytes flat", async () => {
+Deno.test("sliding_window: 4 contexts of tokens with the cache bytes flat", io, async () => {
   const r = await quick("sliding_window");
   assert.equal(r.tokens, 4 * r.nPositions);
   assert.equal(r.flatBytes, true);
@@ -133,21 +163,25 @@ Deno.test("sliding_window: 4 contexts of tokens with the cache bytes flat", asyn
   assert.equal(r.steps.length, r.tokens);
 });
 
-Deno.test("cache_quantization: bytes per token by dtype; f32 is its own reference", async () => {
-  const r = await quick("cache_quantization");
-  const [f32, f16, int8] = r.rows;
-  assert.deepEqual(r.rows.map((x: { dtype: string }) => x.dtype), ["f32", "f16", "int8"]);
-  const C = 64, L = 2, H = 4; // the tiny fixture
-  assert.equal(f32.bytesPerToken, 2 * L * C * 4);
-  assert.equal(f16.bytesPerToken, 2 * L * C * 2);
-  assert.equal(int8.bytesPerToken, 2 * L * (C + H * 4));
-  assert.equal(f32.maxLogitDiff, 0);
-  assert.equal(f32.greedyAgreement, 1);
-  assert.ok(f16.maxLogitDiff > 0 && f16.maxLogitDiff < 0.05, `f16 ${f16.maxLogitDiff}`);
-  assert.ok(int8.maxLogitDiff > f16.maxLogitDiff);
-});
+Deno.test(
+  "cache_quantization: bytes per token by dtype; f32 is its own reference",
+  io,
+  async () => {
+    const r = await quick("cache_quantization");
+    const [f32, f16, int8] = r.rows;
+    assert.deepEqual(r.rows.map((x: { dtype: string }) => x.dtype), ["f32", "f16", "int8"]);
+    const C = 64, L = 2, H = 4; // the tiny fixture
+    assert.equal(f32.bytesPerToken, 2 * L * C * 4);
+    assert.equal(f16.bytesPerToken, 2 * L * C * 2);
+    assert.equal(int8.bytesPerToken, 2 * L * (C + H * 4));
+    assert.equal(f32.maxLogitDiff, 0);
+    assert.equal(f32.greedyAgreement, 1);
+    assert.ok(f16.maxLogitDiff > 0 && f16.maxLogitDiff < 0.05, `f16 ${f16.maxLogitDiff}`);
+    assert.ok(int8.maxLogitDiff > f16.maxLogitDiff);
+  },
+);
 
-Deno.test("batching: every sequence's tokens equal decoding it alone", async () => {
+Deno.test("batching: every sequence's tokens equal decoding it alone", io, async () => {
   const r = await quick("batching");
   assert.deepEqual(r.rows.map((x: { batch: number }) => x.batch), [1, 2, 4]);
   for (const row of r.rows) {
@@ -159,7 +193,7 @@ Deno.test("batching: every sequence's tokens equal decoding it alone", async () 
   }
 });
 
-Deno.test("cache_policies: all policies side by side, exact where they should be", async () => {
+Deno.test("cache_policies: all policies side by side, exact where they should be", io, async () => {
   const r = await quick("cache_policies");
   const by = Object.fromEntries(r.rows.map((x: { policy: string }) => [x.policy, x]));
   assert.deepEqual(Object.keys(by), ["preallocated", "grow", "f16", "int8", "window:4,60"]);
@@ -172,7 +206,7 @@ Deno.test("cache_policies: all policies side by side, exact where they should be
   assert.equal(by["window:4,60"].ids.length, r.tokens);
 });
 
-Deno.test("attention_maps: every row sums to 1 and nothing past the causal limit", async () => {
+Deno.test("attention_maps: every row sums to 1 and nothing past the causal limit", io, async () => {
   const r = await quick("attention_maps", "--heads", "0,3");
   assert.ok(r.maxRowSumError < 1e-5, `row sum off by ${r.maxRowSumError}`);
   assert.equal(r.maskedNonZero, 0);
@@ -191,37 +225,89 @@ Deno.test("attention_maps: every row sums to 1 and nothing past the causal limit
   }
 });
 
-Deno.test("cache_snapshot: file bytes are the formula, the restore continues identically", async () => {
-  const r = await quick("cache_snapshot");
-  assert.deepEqual(r.lengths, [8, 32, 100]);
-  assert.deepEqual(r.rows.map((row: { length: number }) => row.length), [8, 32, 100]);
-  assert.equal(r.identical, true);
-  assert.equal(r.formulaHolds, true);
-  for (const row of r.rows) {
-    assert.equal(row.kvBytes, tinyBytes(row.length));
-    assert.equal(row.idsBytes, 4 * row.length);
-    assert.equal(row.fileBytes, row.kvBytes + row.idsBytes + row.headerBytes);
-    assert.ok(row.headerBytes > 8 && row.headerBytes < 2048 && row.headerBytes % 8 === 0);
-    assert.ok(row.identicalKv && row.identicalLogits && row.identicalTokens, `L=${row.length}`);
-    assert.equal(row.continuation.length, r.tokens);
-    assert.ok(row.prefillMs > 0 && row.saveMs > 0 && row.restoreMs > 0);
-    assert.ok(Math.abs(row.restoreSpeedup - row.prefillMs / row.restoreMs) < 1e-9);
+Deno.test(
+  "cache_snapshot: file bytes are the formula, the restore continues identically",
+  io,
+  async () => {
+    const r = await quick("cache_snapshot");
+    assert.deepEqual(r.lengths, [8, 32, 100]);
+    assert.deepEqual(r.rows.map((row: { length: number }) => row.length), [8, 32, 100]);
+    assert.equal(r.identical, true);
+    assert.equal(r.formulaHolds, true);
+    for (const row of r.rows) {
+      assert.equal(row.kvBytes, tinyBytes(row.length));
+      assert.equal(row.idsBytes, 4 * row.length);
+      assert.equal(row.fileBytes, row.kvBytes + row.idsBytes + row.headerBytes);
+      assert.ok(row.headerBytes > 8 && row.headerBytes < 2048 && row.headerBytes % 8 === 0);
+      assert.ok(row.identicalKv && row.identicalLogits && row.identicalTokens, `L=${row.length}`);
+      assert.equal(row.continuation.length, r.tokens);
+      assert.ok(row.prefillMs > 0 && row.saveMs > 0 && row.restoreMs > 0);
+      assert.ok(Math.abs(row.restoreSpeedup - row.prefillMs / row.restoreMs) < 1e-9);
+    }
+  },
+);
+
+Deno.test("experiments: bad arguments exit 2 with one line naming them", io, async () => {
+  const cases: [string, string[], RegExp][] = [
+    ["cache_memory", ["--bogus"], /--bogus: unknown option/],
+    ["prefill_vs_decode", ["--quick", "--lengths", "8,1"], /--lengths: expected increasing/],
+    ["cache_growth", ["--quick", "--tokens", "x"], /--tokens: expected an integer in 1..1000/],
+    [
+      "cache_growth",
+      ["--quick", "--reps", "-1"],
+      /--reps: expected an integer in 1..100, got "-1"/,
+    ],
+    ["attention_maps", ["--quick", "--model", "data/tiny-gpt2"], /--quick runs the tiny fixture/],
+    ["cache_snapshot", ["--quick", "--reps", "0"], /--reps: expected an integer in 1..100/],
+    ["batching", ["--quick", "--weights", "bf16"], /--weights: expected f32 or f16/],
+    ["cache_policies", ["--quick", "--window", "4"], /--window: expected S,R/],
+    // Checked against the model's context once its config is known, the same way.
+    [
+      "prefill_vs_decode",
+      ["--quick", "--lengths", "8,200"],
+      /--lengths 8,200: needs 200 positions, the model's context has 128/,
+    ],
+    ["cache_growth", ["--quick", "--tokens", "200"], /--tokens 200 after a \d+-token prompt/],
+    ["attention_maps", ["--quick", "--layers", "5"], /--layers 5: the model has layers 0..1/],
+    ["cache_policies", ["--quick", "--window", "4,124"], /--window: window: sinks \+ recent/],
+    ["sliding_window", ["--quick", "--recent", "124"], /--sinks 4 --recent 124: window:/],
+  ];
+  for (const [name, args, message] of cases) {
+    assertUsageError(await runExperiment(name, ...args), name, message);
   }
 });
 
-Deno.test("experiments: bad arguments exit 2 with a message", async () => {
-  const cases: [string, string[], RegExp][] = [
-    ["cache_memory", ["--bogus"], /bogus/],
-    ["prefill_vs_decode", ["--quick", "--lengths", "8,1"], /--lengths: expected increasing/],
-    ["cache_growth", ["--quick", "--tokens", "x"], /--tokens: expected an integer/],
-    ["attention_maps", ["--quick", "--model", "data/tiny-gpt2"], /drop --model/],
-    ["cache_snapshot", ["--quick", "--reps", "0"], /--reps: expected an integer in 1..100/],
-    ["batching", ["--quick", "--weights", "bf16"], /--weights: expected f32 or f16/],
-  ];
-  for (const [name, args, message] of cases) {
-    const r = await runExperiment(name, ...args);
-    assert.equal(r.code, 2, `${name} ${args.join(" ")}: ${r.stderr}`);
-    assert.match(r.stderr, message);
-    assert.match(r.stderr, /usage: /);
+Deno.test("experiments: --help shows the task and the plain deno run", io, async () => {
+  for (const name of EXPERIMENTS) {
+    const r = await runExperiment(name, "--help");
+    assert.equal(r.code, 0, `${name}: ${r.stderr}`);
+    assert.match(r.stdout, new RegExp(`^usage: deno task ${name} `), name);
+    assert.match(r.stdout, new RegExp(`deno run experiments/${name}\\.ts`), name);
   }
 });
+
+Deno.test(
+  "experiments: a run without write access prints its table and how to save it",
+  needs("run", "read"),
+  async () => {
+    // Reading the fixture is allowed, nothing else: no question (input closed), no trace.
+    const r = await runDeno({ flags: ["--allow-read"] }, "experiments/cache_memory.ts", "--quick");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /B\/token f32/);
+    assert.match(r.stdout, /not saved: writing results\/ is not allowed; `deno task cache_memory`/);
+    assert.doesNotMatch(r.stderr, /Requires|NotCapable|^\s+at /m);
+  },
+);
+
+Deno.test(
+  "experiments: plain `deno run experiments/cache_memory.ts` needs no flag",
+  needs("run", "read"),
+  async () => {
+    // The embedded 124M model: no file read, no environment variable, nothing written.
+    const r = await runDeno({}, "experiments/cache_memory.ts");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /model: +embedded GPT-2 small/);
+    assert.match(r.stdout, /not saved: /);
+    assert.doesNotMatch(r.stderr, /Requires|NotCapable|^\s+at /m);
+  },
+);

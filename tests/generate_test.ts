@@ -4,12 +4,17 @@ import { generate, generateBatch, type GenerateOptions, prefillPrefix } from "..
 import { GPT2 } from "../model/gpt2.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { loadCheckpoint } from "../model/weights.ts";
+import { granted, needs } from "./helpers.ts";
 
 const gpu = await Gpu.open();
-const model = await GPT2.load(gpu, "data/tiny-gpt2");
-const ref = await SafetensorsFile.open("data/tiny-gpt2/reference.safetensors");
-const prompt = [...ref.i32("p1.input_ids")]; // 10 tokens
-const hfGreedy = [...ref.i32("p1.generated_ids")].slice(prompt.length); // 20 tokens
+// Every test here needs the fixture: without read access (plain `deno test`) they are ignored.
+const readable = granted("read");
+const model = readable ? await GPT2.load(gpu, "data/tiny-gpt2") : undefined!;
+const ref = readable
+  ? await SafetensorsFile.open("data/tiny-gpt2/reference.safetensors")
+  : undefined!;
+const prompt = readable ? [...ref.i32("p1.input_ids")] : []; // 10 tokens
+const hfGreedy = readable ? [...ref.i32("p1.generated_ids")].slice(prompt.length) : []; // 20 tokens
 
 const greedy: GenerateOptions = {
   maxTokens: 20,
@@ -31,70 +36,90 @@ async function run(ids: number[], opts: GenerateOptions) {
   }
 }
 
-Deno.test("greedy generation equals HF generate(), with and without the cache", async () => {
-  assert.deepEqual((await run(prompt, greedy)).ids, hfGreedy);
-  assert.deepEqual((await run(prompt, { ...greedy, useCache: false })).ids, hfGreedy);
-});
+Deno.test(
+  "greedy generation equals HF generate(), with and without the cache",
+  needs("read"),
+  async () => {
+    assert.deepEqual((await run(prompt, greedy)).ids, hfGreedy);
+    assert.deepEqual((await run(prompt, { ...greedy, useCache: false })).ids, hfGreedy);
+  },
+);
 
-Deno.test("greedy with the argmax on the GPU equals the CPU argmax, over long runs", async () => {
-  const long = { ...greedy, maxTokens: 100 };
-  const gpuPicked = await run(prompt, long);
-  const cpuPicked = await run(prompt, { ...long, argmaxOnGpu: false });
-  assert.deepEqual(gpuPicked.ids, cpuPicked.ids);
-  assert.equal(gpuPicked.decodeSteps, 99);
-  assert.equal(gpuPicked.cacheBytesUsed, cpuPicked.cacheBytesUsed);
-});
+Deno.test(
+  "greedy with the argmax on the GPU equals the CPU argmax, over long runs",
+  needs("read"),
+  async () => {
+    const long = { ...greedy, maxTokens: 100 };
+    const gpuPicked = await run(prompt, long);
+    const cpuPicked = await run(prompt, { ...long, argmaxOnGpu: false });
+    assert.deepEqual(gpuPicked.ids, cpuPicked.ids);
+    assert.equal(gpuPicked.decodeSteps, 99);
+    assert.equal(gpuPicked.cacheBytesUsed, cpuPicked.cacheBytesUsed);
+  },
+);
 
-Deno.test("the same seed gives the same tokens; another seed other tokens", async () => {
-  const a = await run(prompt, sampled);
-  const b = await run(prompt, sampled);
-  const c = await run(prompt, { ...sampled, seed: 8 });
-  assert.deepEqual(a.ids, b.ids);
-  assert.notDeepEqual(a.ids, c.ids);
-  assert.deepEqual((await run(prompt, { ...sampled, useCache: false })).ids, a.ids);
-});
+Deno.test(
+  "the same seed gives the same tokens; another seed other tokens",
+  needs("read"),
+  async () => {
+    const a = await run(prompt, sampled);
+    const b = await run(prompt, sampled);
+    const c = await run(prompt, { ...sampled, seed: 8 });
+    assert.deepEqual(a.ids, b.ids);
+    assert.notDeepEqual(a.ids, c.ids);
+    assert.deepEqual((await run(prompt, { ...sampled, useCache: false })).ids, a.ids);
+  },
+);
 
-Deno.test("a system prompt is prefilled first and kept at the front of the cache", async () => {
-  const system = prompt.slice(0, 6);
-  const rest = prompt.slice(6);
-  const r = await run(rest, { ...greedy, systemIds: system });
-  assert.deepEqual(r.ids, hfGreedy);
-  assert.equal(r.systemTokens, 6);
-  assert.equal(r.promptTokens, 4);
-  const nc = await run(rest, { ...greedy, systemIds: system, useCache: false });
-  assert.deepEqual(nc.ids, hfGreedy);
-});
+Deno.test(
+  "a system prompt is prefilled first and kept at the front of the cache",
+  needs("read"),
+  async () => {
+    const system = prompt.slice(0, 6);
+    const rest = prompt.slice(6);
+    const r = await run(rest, { ...greedy, systemIds: system });
+    assert.deepEqual(r.ids, hfGreedy);
+    assert.equal(r.systemTokens, 6);
+    assert.equal(r.promptTokens, 4);
+    const nc = await run(rest, { ...greedy, systemIds: system, useCache: false });
+    assert.deepEqual(nc.ids, hfGreedy);
+  },
+);
 
-Deno.test("a prefilled prefix is copied, not recomputed: same tokens as a full prefill", async () => {
-  const system = prompt.slice(0, 6);
-  const rest = prompt.slice(6);
-  const prefix = await prefillPrefix(model, system);
-  assert.equal(prefix.length, 6);
-  for (const argmaxOnGpu of [true, false]) {
-    // Several requests share the prefix; each one matches HF's greedy ids for the whole prompt.
-    for (let request = 0; request < 2; request++) {
-      const r = await run(rest, { ...greedy, systemIds: system, prefix, argmaxOnGpu });
-      assert.deepEqual(r.ids, hfGreedy);
+Deno.test(
+  "a prefilled prefix is copied, not recomputed: same tokens as a full prefill",
+  needs("read"),
+  async () => {
+    const system = prompt.slice(0, 6);
+    const rest = prompt.slice(6);
+    const prefix = await prefillPrefix(model, system);
+    assert.equal(prefix.length, 6);
+    for (const argmaxOnGpu of [true, false]) {
+      // Several requests share the prefix; each one matches HF's greedy ids for the whole prompt.
+      for (let request = 0; request < 2; request++) {
+        const r = await run(rest, { ...greedy, systemIds: system, prefix, argmaxOnGpu });
+        assert.deepEqual(r.ids, hfGreedy);
+      }
     }
-  }
-  // The copied K/V rows are bit-identical to prefilling the prefix in place.
-  const copied = model.newCache();
-  const computed = model.newCache({ policy: "grow", initialCapacity: 2 });
-  copied.copyPrefix(prefix);
-  await model.forward(system, computed);
-  const [a, b] = [await copied.read(), await computed.read()];
-  a.forEach((layer, i) => {
-    assert.deepEqual(layer.k, b[i].k);
-    assert.deepEqual(layer.v, b[i].v);
-  });
-  await assert.rejects(
-    run(rest, { ...greedy, systemIds: system.slice(1), prefix }),
-    /prefix cache holds 6 tokens, the system prompt has 5/,
-  );
-  for (const c of [copied, computed, prefix]) c.destroy();
-});
+    // The copied K/V rows are bit-identical to prefilling the prefix in place.
+    const copied = model.newCache();
+    const computed = model.newCache({ policy: "grow", initialCapacity: 2 });
+    copied.copyPrefix(prefix);
+    await model.forward(system, computed);
+    const [a, b] = [await copied.read(), await computed.read()];
+    a.forEach((layer, i) => {
+      assert.deepEqual(layer.k, b[i].k);
+      assert.deepEqual(layer.v, b[i].v);
+    });
+    await assert.rejects(
+      run(rest, { ...greedy, systemIds: system.slice(1), prefix }),
+      /prefix cache holds 6 tokens, the system prompt has 5/,
+    );
+    for (const c of [copied, computed, prefix]) c.destroy();
+  },
+);
 
-Deno.test("generation reports what it did and what the cache holds", async () => {
+Deno.test("generation reports what it did and what the cache holds", needs("read"), async () => {
   const onToken: number[] = [];
   const r = await run(prompt, { ...greedy, maxTokens: 5, onToken: (id) => onToken.push(id) });
   assert.deepEqual(onToken, r.ids);
@@ -106,7 +131,7 @@ Deno.test("generation reports what it did and what the cache holds", async () =>
   assert.equal(r.cacheBytesAllocated, 2 * nLayer * nPositions * nEmbd * 4);
 });
 
-Deno.test("generation stops at the context and at end-of-text", async () => {
+Deno.test("generation stops at the context and at end-of-text", needs("read"), async () => {
   const { nPositions, eosTokenId } = model.config;
   const long = Array.from({ length: nPositions - 3 }, (_, i) => (i * 31) % 50000);
   const r = await run(long, { ...greedy, maxTokens: 50 });
@@ -132,75 +157,87 @@ Deno.test("generation stops at the context and at end-of-text", async () => {
   assert.notEqual(hfGreedy[k], eosTokenId);
 });
 
-Deno.test("a sliding window with sinks generates past the context with a flat cache", async () => {
-  const { nPositions, nLayer, nEmbd } = model.config;
-  const window = { sinks: 4, recent: 60 };
-  for (const argmaxOnGpu of [true, false]) {
-    const lengths: number[] = [];
-    const cache = model.newCache();
-    const r = await generate(model, cache, prompt, {
-      ...greedy,
-      maxTokens: 4 * nPositions,
-      window,
-      argmaxOnGpu,
-      onToken: () => lengths.push(cache.length),
-    });
-    // Until the cache is first full, it is plain greedy decoding (HF's ids).
-    assert.deepEqual(r.ids.slice(0, hfGreedy.length), hfGreedy);
-    assert.equal(r.ids.length, 4 * nPositions);
-    assert.equal(r.stop, "max-tokens");
-    assert.ok(Math.max(...lengths) <= nPositions - 1, "never past the context");
-    assert.ok(r.evictedTokens > 3 * nPositions, `${r.evictedTokens} tokens evicted`);
-    assert.ok(r.cacheBytesUsed <= 2 * nLayer * (nPositions - 1) * nEmbd * 4);
-    cache.destroy();
-  }
-});
+Deno.test(
+  "a sliding window with sinks generates past the context with a flat cache",
+  needs("read"),
+  async () => {
+    const { nPositions, nLayer, nEmbd } = model.config;
+    const window = { sinks: 4, recent: 60 };
+    for (const argmaxOnGpu of [true, false]) {
+      const lengths: number[] = [];
+      const cache = model.newCache();
+      const r = await generate(model, cache, prompt, {
+        ...greedy,
+        maxTokens: 4 * nPositions,
+        window,
+        argmaxOnGpu,
+        onToken: () => lengths.push(cache.length),
+      });
+      // Until the cache is first full, it is plain greedy decoding (HF's ids).
+      assert.deepEqual(r.ids.slice(0, hfGreedy.length), hfGreedy);
+      assert.equal(r.ids.length, 4 * nPositions);
+      assert.equal(r.stop, "max-tokens");
+      assert.ok(Math.max(...lengths) <= nPositions - 1, "never past the context");
+      assert.ok(r.evictedTokens > 3 * nPositions, `${r.evictedTokens} tokens evicted`);
+      assert.ok(r.cacheBytesUsed <= 2 * nLayer * (nPositions - 1) * nEmbd * 4);
+      cache.destroy();
+    }
+  },
+);
 
-Deno.test("evict keeps the sink rows and moves the recent rows after them", async () => {
-  const cache = model.newCache({ policy: "grow", initialCapacity: 20 });
-  const ids = Array.from({ length: 20 }, (_, i) => 100 + i);
-  await model.forward(ids, cache);
-  const before = await cache.read();
-  assert.equal(cache.evict(3, 5), 12);
-  assert.equal(cache.length, 8);
-  const after = await cache.read();
-  const { nHead, headDim } = model.config;
-  const rowsOf = (a: Float32Array, n: number, h: number, from: number, to: number) =>
-    a.slice((h * n + from) * headDim, (h * n + to) * headDim);
-  after.forEach((layer, i) => {
-    for (const key of ["k", "v"] as const) {
-      for (let h = 0; h < nHead; h++) {
-        assert.deepEqual(rowsOf(layer[key], 8, h, 0, 3), rowsOf(before[i][key], 20, h, 0, 3));
-        assert.deepEqual(rowsOf(layer[key], 8, h, 3, 8), rowsOf(before[i][key], 20, h, 15, 20));
+Deno.test(
+  "evict keeps the sink rows and moves the recent rows after them",
+  needs("read"),
+  async () => {
+    const cache = model.newCache({ policy: "grow", initialCapacity: 20 });
+    const ids = Array.from({ length: 20 }, (_, i) => 100 + i);
+    await model.forward(ids, cache);
+    const before = await cache.read();
+    assert.equal(cache.evict(3, 5), 12);
+    assert.equal(cache.length, 8);
+    const after = await cache.read();
+    const { nHead, headDim } = model.config;
+    const rowsOf = (a: Float32Array, n: number, h: number, from: number, to: number) =>
+      a.slice((h * n + from) * headDim, (h * n + to) * headDim);
+    after.forEach((layer, i) => {
+      for (const key of ["k", "v"] as const) {
+        for (let h = 0; h < nHead; h++) {
+          assert.deepEqual(rowsOf(layer[key], 8, h, 0, 3), rowsOf(before[i][key], 20, h, 0, 3));
+          assert.deepEqual(rowsOf(layer[key], 8, h, 3, 8), rowsOf(before[i][key], 20, h, 15, 20));
+        }
       }
-    }
-  });
-  assert.equal(cache.evict(3, 5), 0, "nothing to drop");
-  cache.destroy();
-});
+    });
+    assert.equal(cache.evict(3, 5), 0, "nothing to drop");
+    cache.destroy();
+  },
+);
 
-Deno.test("batched generation: each sequence gets the tokens it gets alone", async () => {
-  const prompts = [prompt, prompt.slice(0, 1), [...prompt, ...prompt, ...prompt], [5, 6, 7]];
-  for (const opts of [{ ...greedy, maxTokens: 12 }, { ...sampled, maxTokens: 12 }]) {
-    const batch = await generateBatch(model, prompts, opts);
-    for (const [b, p] of prompts.entries()) {
-      assert.deepEqual(batch.ids[b], (await run(p, opts)).ids, `sequence ${b}`);
+Deno.test(
+  "batched generation: each sequence gets the tokens it gets alone",
+  needs("read"),
+  async () => {
+    const prompts = [prompt, prompt.slice(0, 1), [...prompt, ...prompt, ...prompt], [5, 6, 7]];
+    for (const opts of [{ ...greedy, maxTokens: 12 }, { ...sampled, maxTokens: 12 }]) {
+      const batch = await generateBatch(model, prompts, opts);
+      for (const [b, p] of prompts.entries()) {
+        assert.deepEqual(batch.ids[b], (await run(p, opts)).ids, `sequence ${b}`);
+      }
+      assert.equal(batch.decodeTokens, 4 * 11);
     }
-    assert.equal(batch.decodeTokens, 4 * 11);
-  }
-  // Sequences finish at different times: a short budget near the context stops one early.
-  const long = Array.from({ length: model.config.nPositions - 3 }, (_, i) => (i * 31) % 50000);
-  const mixed = await generateBatch(model, [long, prompt], { ...greedy, maxTokens: 6 });
-  assert.deepEqual(mixed.stops, ["context", "max-tokens"]);
-  assert.equal(mixed.ids[0].length, 3);
-  assert.deepEqual(mixed.ids[1], hfGreedy.slice(0, 6));
-  await assert.rejects(
-    generateBatch(model, [prompt], { ...greedy, useCache: false }),
-    /needs the cache/,
-  );
-});
+    // Sequences finish at different times: a short budget near the context stops one early.
+    const long = Array.from({ length: model.config.nPositions - 3 }, (_, i) => (i * 31) % 50000);
+    const mixed = await generateBatch(model, [long, prompt], { ...greedy, maxTokens: 6 });
+    assert.deepEqual(mixed.stops, ["context", "max-tokens"]);
+    assert.equal(mixed.ids[0].length, 3);
+    assert.deepEqual(mixed.ids[1], hfGreedy.slice(0, 6));
+    await assert.rejects(
+      generateBatch(model, [prompt], { ...greedy, useCache: false }),
+      /needs the cache/,
+    );
+  },
+);
 
-Deno.test("bad generation input is a clear error", async () => {
+Deno.test("bad generation input is a clear error", needs("read"), async () => {
   await assert.rejects(run([], greedy), /no tokens/);
   const tooLong = Array.from({ length: model.config.nPositions + 1 }, () => 1);
   await assert.rejects(run(tooLong, greedy), /longer than the context \(n_positions 128\)/);

@@ -164,12 +164,97 @@ export interface ScriptRun {
 }
 
 /** Runs `deno run -A <script> <args>` (a path from the repository root), as a task would. */
-export async function runScript(script: string, ...args: string[]): Promise<ScriptRun> {
+export function runScript(script: string, ...args: string[]): Promise<ScriptRun> {
+  return runDeno({ flags: ["-A"] }, script, ...args);
+}
+
+/** How {@link runDeno} runs a script. */
+export interface DenoRun {
+  /** Flags before the script, such as `-A` or `--allow-read`; none: no permissions. */
+  flags?: string[];
+  /** Environment variables added to this process's. */
+  env?: Record<string, string>;
+}
+
+/** Runs `deno run <flags> <script> <args>` with standard input closed. */
+export async function runDeno(run: DenoRun, script: string, ...args: string[]): Promise<ScriptRun> {
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script, ...args],
+    args: ["run", ...(run.flags ?? []), script, ...args],
+    env: run.env,
+    stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).output();
   const dec = new TextDecoder();
   return { code, stdout: dec.decode(stdout), stderr: dec.decode(stderr) };
 }
+
+/**
+ * Asserts that a command rejected its arguments as cli/usage.ts makes it: exit code 2 and one
+ * line `<name>: <message matching pattern> (see --help)`, no usage text, no stack trace.
+ */
+export function assertUsageError(r: ScriptRun, name: string, pattern: RegExp): void {
+  const line = ourLine(r, name, 2);
+  assert.ok(line.endsWith(" (see --help)"), line);
+  assert.match(line, pattern);
+}
+
+/** Asserts that a command failed as cli/usage.ts makes it: exit code 1, its one line. */
+export function assertFailure(r: ScriptRun, name: string, pattern: RegExp): void {
+  assert.match(ourLine(r, name, 1), pattern);
+}
+
+/**
+ * The one line a command printed on standard error after exiting with `code`: every line
+ * that is not the GPU driver's (Mesa may warn about XDG_RUNTIME_DIR when the GPU opens).
+ */
+function ourLine(r: ScriptRun, name: string, code: number): string {
+  const context = `stdout: ${r.stdout}\nstderr: ${r.stderr}`;
+  assert.equal(r.code, code, context);
+  const lines = r.stderr.trimEnd().split("\n").filter((l) => !/^error: XDG_RUNTIME_DIR/.test(l));
+  assert.equal(lines.length, 1, `one line on standard error: ${context}`);
+  assert.ok(lines[0].startsWith(`${name}: `), context);
+  return lines[0];
+}
+
+/** A permission some tests need beyond the GPU (which needs none). */
+export type Need = "read" | "write" | "run" | "net" | "env";
+
+/** Whether every permission named is granted already (asks nothing). */
+export function granted(...names: Need[]): boolean {
+  return names.every((name) => Deno.permissions.querySync({ name }).state === "granted");
+}
+
+/**
+ * `Deno.test` options that ignore a test unless every permission it needs is granted:
+ * `Deno.test("…", needs("read", "run"), async () => {…})`. Plain `deno test` grants none, so
+ * it runs only the tests on in-memory data; `deno task test` (`deno test -A`) runs them all.
+ * The first ignored test of a run prints one line saying so.
+ */
+export function needs(...names: Need[]): { ignore: boolean } {
+  const ignore = !granted(...names);
+  if (ignore) announceIgnored();
+  return { ignore };
+}
+
+/**
+ * Prints, once per `deno test` run, why tests are ignored. Each test file runs in an isolate
+ * of its own; they share `localStorage`, which remembers the process that printed it.
+ */
+function announceIgnored() {
+  const key = "kvgpt-tests-ignored-announced-by";
+  try {
+    if (localStorage.getItem(key) === String(Deno.pid)) return;
+    localStorage.setItem(key, String(Deno.pid));
+  } catch {
+    // No localStorage: print it once per file instead.
+    if (announcedHere) return;
+  }
+  announcedHere = true;
+  console.log(
+    "ignored: tests that need file, subprocess, network or environment access, which this " +
+      'run does not grant (counted as "ignored" on the last line); `deno task test` ' +
+      "(or `deno test -A`) runs them all",
+  );
+}
+let announcedHere = false;

@@ -9,10 +9,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { SafetensorsFile } from "../io/safetensors.ts";
+import { granted, needs } from "./helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const TINY = join(ROOT, "data/tiny-gpt2");
-const VENV = Deno.env.get("HF_VENV") ?? join(Deno.env.get("HOME") ?? "", ".cache/hf-venv");
+// Plain `deno test` grants no environment, file or subprocess access: the test is ignored.
+const allowed = granted("env", "read", "write", "run");
+const VENV = allowed
+  ? Deno.env.get("HF_VENV") ?? join(Deno.env.get("HOME") ?? "", ".cache/hf-venv")
+  : "";
 const PYTHON = join(VENV, "bin/python");
 const TOLERANCE = 1e-6;
 
@@ -30,8 +35,8 @@ async function unavailable(): Promise<string | null> {
   }
 }
 
-const reason = await unavailable();
-if (reason !== null) console.log(`hf_reference_test skipped: ${reason}`);
+const reason = allowed ? await unavailable() : "needs env, read, write and run access";
+if (allowed && reason !== null) console.log(`hf_reference_test skipped: ${reason}`);
 
 /** Largest |a - b| over two equally long arrays (Infinity if either holds a NaN). */
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -45,7 +50,7 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 Deno.test({
   name: "hf_reference.py reproduces data/tiny-gpt2/reference.safetensors",
-  ignore: reason !== null,
+  ignore: needs("env", "read", "write", "run").ignore || reason !== null,
   async fn() {
     const out = await Deno.makeTempDir({ prefix: "hf_reference_test_" });
     try {

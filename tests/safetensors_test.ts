@@ -7,6 +7,7 @@ import {
   SafetensorsFile,
   writeSafetensors,
 } from "../io/safetensors.ts";
+import { needs } from "./helpers.ts";
 
 const FIXTURE = new URL("../data/tiny-gpt2/model.safetensors", import.meta.url).pathname;
 
@@ -45,7 +46,7 @@ function twoTensors(): Record<string, unknown> {
   };
 }
 
-Deno.test("SafetensorsFile reads the tiny-gpt2 fixture", async () => {
+Deno.test("SafetensorsFile reads the tiny-gpt2 fixture", needs("read"), async () => {
   const file = await SafetensorsFile.open(FIXTURE);
   assert.equal(file.source, FIXTURE);
   assert.deepEqual(file.metadata, { format: "pt" });
@@ -192,32 +193,36 @@ Deno.test("i32 rejects I64 values outside int32, naming the tensor", () => {
   );
 });
 
-Deno.test("writeSafetensors writes atomically and leaves no temporary file", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const path = join(dir, "w.safetensors");
-    await Deno.writeTextFile(path, "old contents");
-    const tensors = { w: { dtype: "F32" as const, shape: [2], data: new Float32Array([3, 4]) } };
-    await writeSafetensors(path, tensors, { format: "pt" });
-    const names = [];
-    for await (const entry of Deno.readDir(dir)) names.push(entry.name);
-    assert.deepEqual(names, ["w.safetensors"]);
-    const file = await SafetensorsFile.open(path);
-    assert.deepEqual(file.f32("w"), new Float32Array([3, 4]));
-    assert.deepEqual(await Deno.readFile(path), encodeSafetensors(tensors, { format: "pt" }));
-    // A rename onto a non-empty directory fails: the temporary file must be cleaned up.
-    const blocked = join(dir, "blocked");
-    await Deno.mkdir(join(blocked, "inside"), { recursive: true });
-    await assert.rejects(writeSafetensors(blocked, tensors));
-    const after = [];
-    for await (const entry of Deno.readDir(dir)) after.push(entry.name);
-    assert.deepEqual(after.sort(), ["blocked", "w.safetensors"]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+Deno.test(
+  "writeSafetensors writes atomically and leaves no temporary file",
+  needs("read", "write"),
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const path = join(dir, "w.safetensors");
+      await Deno.writeTextFile(path, "old contents");
+      const tensors = { w: { dtype: "F32" as const, shape: [2], data: new Float32Array([3, 4]) } };
+      await writeSafetensors(path, tensors, { format: "pt" });
+      const names = [];
+      for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+      assert.deepEqual(names, ["w.safetensors"]);
+      const file = await SafetensorsFile.open(path);
+      assert.deepEqual(file.f32("w"), new Float32Array([3, 4]));
+      assert.deepEqual(await Deno.readFile(path), encodeSafetensors(tensors, { format: "pt" }));
+      // A rename onto a non-empty directory fails: the temporary file must be cleaned up.
+      const blocked = join(dir, "blocked");
+      await Deno.mkdir(join(blocked, "inside"), { recursive: true });
+      await assert.rejects(writeSafetensors(blocked, tensors));
+      const after = [];
+      for await (const entry of Deno.readDir(dir)) after.push(entry.name);
+      assert.deepEqual(after.sort(), ["blocked", "w.safetensors"]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
 
-Deno.test("open names the path of a missing file", async () => {
+Deno.test("open names the path of a missing file", needs("read"), async () => {
   await assert.rejects(
     SafetensorsFile.open("/nonexistent/x.safetensors"),
     /^SafetensorsError: \/nonexistent\/x\.safetensors: cannot read/,

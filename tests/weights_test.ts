@@ -13,6 +13,7 @@ import {
   randomWeights,
   weightsFromSafetensors,
 } from "../model/weights.ts";
+import { needs } from "./helpers.ts";
 
 const FIXTURE_DIR = new URL("../data/tiny-gpt2", import.meta.url).pathname;
 const FIXTURE = join(FIXTURE_DIR, "model.safetensors");
@@ -102,7 +103,7 @@ async function withTempDir(body: (dir: string) => Promise<void>): Promise<void> 
   }
 }
 
-Deno.test("loadCheckpoint loads the tiny-gpt2 fixture", async () => {
+Deno.test("loadCheckpoint loads the tiny-gpt2 fixture", needs("read"), async () => {
   const { config, weights, source } = await loadCheckpoint(FIXTURE_DIR);
   assert.equal(source, FIXTURE);
   assert.equal(weights.blocks.length, 2);
@@ -120,56 +121,68 @@ Deno.test("loadCheckpoint loads the tiny-gpt2 fixture", async () => {
   assert.ok(b1.ln2.weight.every((x) => Math.abs(x - 1) <= 0.3));
 });
 
-Deno.test("the hub's bare key layout with attention buffers loads identically", async () => {
-  const file = await SafetensorsFile.open(FIXTURE);
-  const config = await loadConfig(join(FIXTURE_DIR, "config.json"));
-  const reference = weightsFromSafetensors(file, config);
-  const tensors = copyTensors(file, (name) => name.replace(/^transformer\./, ""));
-  const P = config.nPositions;
-  for (const i of [0, 1]) {
-    tensors[`h.${i}.attn.bias`] = { dtype: "U8", shape: [1, 1, P, P], data: new Uint8Array(P * P) };
-    tensors[`h.${i}.attn.masked_bias`] = {
-      dtype: "F32",
-      shape: [],
-      data: new Float32Array([-1e4]),
-    };
-  }
-  assert.ok("h.0.mlp.c_fc.weight" in tensors && "wte.weight" in tensors);
-  await withTempDir(async (dir) => {
-    await writeCheckpoint(dir, tensors, "pytorch_model.safetensors");
-    const loaded = await loadCheckpoint(dir);
-    assert.equal(loaded.source, join(dir, "pytorch_model.safetensors"));
-    assert.deepEqual(flatten(loaded.weights), flatten(reference));
-  });
-});
-
-Deno.test("a missing or misshapen tensor is an error naming the file and the key", async () => {
-  const file = await SafetensorsFile.open(FIXTURE);
-  const config = await loadConfig(join(FIXTURE_DIR, "config.json"));
-  const missingKey = "transformer.h.1.mlp.c_fc.bias";
-  const missing = SafetensorsFile.parse(
-    encodeSafetensors(copyTensors(file, (name) => name === missingKey ? null : name)),
-    "missing.safetensors",
-  );
-  assert.throws(
-    () => weightsFromSafetensors(missing, config),
-    /^Error: missing\.safetensors: missing tensor "transformer\.h\.1\.mlp\.c_fc\.bias".*\[256\]/,
-  );
-  await withTempDir(async (dir) => {
-    const tensors = copyTensors(file);
-    const key = "transformer.h.0.attn.c_attn.weight";
-    tensors[key] = { dtype: "F32", shape: [192, 64], data: tensors[key].data }; // transposed
-    const path = await writeCheckpoint(dir, tensors);
-    await assert.rejects(loadCheckpoint(dir), (err: Error) => {
-      assert.ok(err.message.startsWith(path), err.message);
-      assert.match(err.message, /"transformer\.h\.0\.attn\.c_attn\.weight"/);
-      assert.match(err.message, /\[192,64\].*expected \[64,192\]/);
-      return true;
+Deno.test(
+  "the hub's bare key layout with attention buffers loads identically",
+  needs("read"),
+  async () => {
+    const file = await SafetensorsFile.open(FIXTURE);
+    const config = await loadConfig(join(FIXTURE_DIR, "config.json"));
+    const reference = weightsFromSafetensors(file, config);
+    const tensors = copyTensors(file, (name) => name.replace(/^transformer\./, ""));
+    const P = config.nPositions;
+    for (const i of [0, 1]) {
+      tensors[`h.${i}.attn.bias`] = {
+        dtype: "U8",
+        shape: [1, 1, P, P],
+        data: new Uint8Array(P * P),
+      };
+      tensors[`h.${i}.attn.masked_bias`] = {
+        dtype: "F32",
+        shape: [],
+        data: new Float32Array([-1e4]),
+      };
+    }
+    assert.ok("h.0.mlp.c_fc.weight" in tensors && "wte.weight" in tensors);
+    await withTempDir(async (dir) => {
+      await writeCheckpoint(dir, tensors, "pytorch_model.safetensors");
+      const loaded = await loadCheckpoint(dir);
+      assert.equal(loaded.source, join(dir, "pytorch_model.safetensors"));
+      assert.deepEqual(flatten(loaded.weights), flatten(reference));
     });
-  });
-});
+  },
+);
 
-Deno.test("unknown tensors are rejected by name", async () => {
+Deno.test(
+  "a missing or misshapen tensor is an error naming the file and the key",
+  needs("read"),
+  async () => {
+    const file = await SafetensorsFile.open(FIXTURE);
+    const config = await loadConfig(join(FIXTURE_DIR, "config.json"));
+    const missingKey = "transformer.h.1.mlp.c_fc.bias";
+    const missing = SafetensorsFile.parse(
+      encodeSafetensors(copyTensors(file, (name) => name === missingKey ? null : name)),
+      "missing.safetensors",
+    );
+    assert.throws(
+      () => weightsFromSafetensors(missing, config),
+      /^Error: missing\.safetensors: missing tensor "transformer\.h\.1\.mlp\.c_fc\.bias".*\[256\]/,
+    );
+    await withTempDir(async (dir) => {
+      const tensors = copyTensors(file);
+      const key = "transformer.h.0.attn.c_attn.weight";
+      tensors[key] = { dtype: "F32", shape: [192, 64], data: tensors[key].data }; // transposed
+      const path = await writeCheckpoint(dir, tensors);
+      await assert.rejects(loadCheckpoint(dir), (err: Error) => {
+        assert.ok(err.message.startsWith(path), err.message);
+        assert.match(err.message, /"transformer\.h\.0\.attn\.c_attn\.weight"/);
+        assert.match(err.message, /\[192,64\].*expected \[64,192\]/);
+        return true;
+      });
+    });
+  },
+);
+
+Deno.test("unknown tensors are rejected by name", needs("read"), async () => {
   const file = await SafetensorsFile.open(FIXTURE);
   const config = await loadConfig(join(FIXTURE_DIR, "config.json"));
   const tensors = copyTensors(file);
@@ -186,38 +199,42 @@ Deno.test("unknown tensors are rejected by name", async () => {
   );
 });
 
-Deno.test("lm_head.weight is used only when the config unties it, as in HF", async () => {
-  const file = await SafetensorsFile.open(FIXTURE);
-  const config = await loadConfig(join(FIXTURE_DIR, "config.json"));
-  const wte = file.f32("transformer.wte.weight");
-  const withHead = (head: Float32Array) => {
+Deno.test(
+  "lm_head.weight is used only when the config unties it, as in HF",
+  needs("read"),
+  async () => {
+    const file = await SafetensorsFile.open(FIXTURE);
+    const config = await loadConfig(join(FIXTURE_DIR, "config.json"));
+    const wte = file.f32("transformer.wte.weight");
+    const withHead = (head: Float32Array) => {
+      const tensors = copyTensors(file);
+      tensors["lm_head.weight"] = { dtype: "F32", shape: [50257, 64], data: head };
+      return SafetensorsFile.parse(encodeSafetensors(tensors), "head.safetensors");
+    };
+    // Tied config: the head is wte, whatever lm_head.weight holds (HF ties after loading).
+    const different = wte.map((x) => -x);
+    assert.equal(weightsFromSafetensors(withHead(wte.slice()), config).lmHead, null);
+    assert.equal(weightsFromSafetensors(withHead(different), config).lmHead, null);
+    // Untied config: the stored head is used, even when it equals wte.
+    const untied = { ...config, tieWordEmbeddings: false };
+    const kept = weightsFromSafetensors(withHead(wte.slice()), untied).lmHead;
+    assert.ok(kept !== null && sameValues(kept, wte));
+    const own = weightsFromSafetensors(withHead(different), untied).lmHead;
+    assert.ok(own !== null && sameValues(own, different));
+    // Untied without a head is an error naming the tensor.
+    assert.throws(
+      () => weightsFromSafetensors(file, untied),
+      /tie_word_embeddings is false.*lm_head/,
+    );
+    // A misshapen head is an error naming it.
     const tensors = copyTensors(file);
-    tensors["lm_head.weight"] = { dtype: "F32", shape: [50257, 64], data: head };
-    return SafetensorsFile.parse(encodeSafetensors(tensors), "head.safetensors");
-  };
-  // Tied config: the head is wte, whatever lm_head.weight holds (HF ties after loading).
-  const different = wte.map((x) => -x);
-  assert.equal(weightsFromSafetensors(withHead(wte.slice()), config).lmHead, null);
-  assert.equal(weightsFromSafetensors(withHead(different), config).lmHead, null);
-  // Untied config: the stored head is used, even when it equals wte.
-  const untied = { ...config, tieWordEmbeddings: false };
-  const kept = weightsFromSafetensors(withHead(wte.slice()), untied).lmHead;
-  assert.ok(kept !== null && sameValues(kept, wte));
-  const own = weightsFromSafetensors(withHead(different), untied).lmHead;
-  assert.ok(own !== null && sameValues(own, different));
-  // Untied without a head is an error naming the tensor.
-  assert.throws(
-    () => weightsFromSafetensors(file, untied),
-    /tie_word_embeddings is false.*lm_head/,
-  );
-  // A misshapen head is an error naming it.
-  const tensors = copyTensors(file);
-  tensors["lm_head.weight"] = { dtype: "F32", shape: [64, 50257], data: wte };
-  const bad = SafetensorsFile.parse(encodeSafetensors(tensors), "bad-head.safetensors");
-  assert.throws(() => weightsFromSafetensors(bad, config), /"lm_head\.weight" has shape/);
-});
+    tensors["lm_head.weight"] = { dtype: "F32", shape: [64, 50257], data: wte };
+    const bad = SafetensorsFile.parse(encodeSafetensors(tensors), "bad-head.safetensors");
+    assert.throws(() => weightsFromSafetensors(bad, config), /"lm_head\.weight" has shape/);
+  },
+);
 
-Deno.test("F16 checkpoints are converted to float32", async () => {
+Deno.test("F16 checkpoints are converted to float32", needs("read"), async () => {
   const file = await SafetensorsFile.open(FIXTURE);
   const config = await loadConfig(join(FIXTURE_DIR, "config.json"));
   const tensors: Record<string, TensorData> = {};
@@ -232,19 +249,23 @@ Deno.test("F16 checkpoints are converted to float32", async () => {
   assertSizes(weights, config);
 });
 
-Deno.test("loadCheckpoint errors name the directory when no weights file exists", async () => {
-  await withTempDir(async (dir) => {
-    await Deno.writeTextFile(join(dir, "config.json"), "{}");
-    await assert.rejects(loadCheckpoint(dir), (err: Error) => err.message.startsWith(dir));
-    const json = JSON.parse(await Deno.readTextFile(join(FIXTURE_DIR, "config.json")));
-    await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(json));
-    await Deno.writeFile(join(dir, "reference.safetensors"), new Uint8Array(16));
-    await assert.rejects(loadCheckpoint(dir), (err: Error) => {
-      assert.ok(err.message.startsWith(`${dir}: no .safetensors`), err.message);
-      return true;
+Deno.test(
+  "loadCheckpoint errors name the directory when no weights file exists",
+  needs("read", "write"),
+  async () => {
+    await withTempDir(async (dir) => {
+      await Deno.writeTextFile(join(dir, "config.json"), "{}");
+      await assert.rejects(loadCheckpoint(dir), (err: Error) => err.message.startsWith(dir));
+      const json = JSON.parse(await Deno.readTextFile(join(FIXTURE_DIR, "config.json")));
+      await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(json));
+      await Deno.writeFile(join(dir, "reference.safetensors"), new Uint8Array(16));
+      await assert.rejects(loadCheckpoint(dir), (err: Error) => {
+        assert.ok(err.message.startsWith(`${dir}: no .safetensors`), err.message);
+        return true;
+      });
     });
-  });
-});
+  },
+);
 
 Deno.test("randomWeights is deterministic by seed and sized by the config", () => {
   const config: GPT2Config = {
