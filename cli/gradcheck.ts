@@ -5,32 +5,22 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
 import { runGradcheck } from "../train/gradcheck.ts";
+import { main, parseOptions } from "./usage.ts";
 
 const USAGE = [
   "usage: deno task gradcheck [--model DIR]",
   "  --model DIR   a folder with config.json, model.safetensors and PyTorch's",
   "                train_reference.safetensors + train_reference.json (default data/tiny-gpt2)",
+  "  -h, --help    this text",
 ].join("\n");
 
-async function main(): Promise<number> {
-  let dir: string;
-  try {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: { model: { type: "string", default: "data/tiny-gpt2" }, help: { type: "boolean" } },
-    });
-    if (values.help) {
-      console.log(USAGE);
-      return 0;
-    }
-    dir = values.model;
-  } catch (e) {
-    console.error(`gradcheck: ${(e as Error).message}\nsee --help`);
-    return 2;
-  }
+main("gradcheck", async () => {
+  const { values } = parseOptions(USAGE, Deno.args, {
+    model: { type: "string", default: "data/tiny-gpt2" },
+  });
+  const dir = values.model;
   const gpu = await Gpu.open();
   console.log(`adapter: ${gpu.description}`);
   console.log(`model:   ${dir}`);
@@ -55,11 +45,4 @@ async function main(): Promise<number> {
       `max_loss_diff=${report.maxLossDiff.toExponential(3)} tensors=${report.rows.length}`,
   );
   return report.pass ? 0 : 1;
-}
-
-try {
-  Deno.exit(await main());
-} catch (e) {
-  console.error(`gradcheck: ${(e as Error).message}`);
-  Deno.exit(1);
-}
+});

@@ -8,7 +8,6 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
 import { type GPT2Config, loadConfig, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
@@ -20,6 +19,7 @@ import { batchRng, readText, sampleBatch, splitDataset, TINY_SHAKESPEARE } from 
 import { cosineLr, type Schedule } from "../train/schedule.ts";
 import { Trainer } from "../train/trainer.ts";
 import { renderSvg } from "../experiments/lib.ts";
+import { integer, main, number, parseOptions, UsageError } from "./usage.ts";
 
 const USAGE = `usage: deno task train [options]
   trains GPT-2 on a text with the WGSL kernels (defaults: nanoGPT's char-level "baby" recipe)
@@ -44,10 +44,8 @@ output:
   --out DIR            checkpoint folder (default out/shakespeare-char)
   --resume             continue the run in --out exactly where it stopped
   --json               progress as JSON lines
+  -h, --help           this text
 Ctrl-C saves a checkpoint and exits.`;
-
-/** A bad command line: one line, then `see --help`, exit 2. */
-class UsageError extends Error {}
 
 /** The resolved settings of a run, stored in its checkpoint. */
 interface Settings {
@@ -86,54 +84,32 @@ const INTEGER_OPTIONS = {
 const FLOAT_OPTIONS = { lr: 1e-3, "min-lr": 1e-4 } as const;
 
 function parseCommandLine(args: string[]) {
-  try {
-    return parseOptions(args);
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-    throw new UsageError((e as Error).message); // node:util's unknown or malformed option
-  }
-}
-
-function parseOptions(args: string[]) {
   const strings = [...Object.keys(INTEGER_OPTIONS), ...Object.keys(FLOAT_OPTIONS)];
-  const { values } = parseArgs({
-    args,
-    options: {
-      ...Object.fromEntries(strings.map((k) => [k, { type: "string" as const }])),
-      data: { type: "string", default: TINY_SHAKESPEARE.path },
-      tokenizer: { type: "string", default: "char" },
-      init: { type: "string" },
-      out: { type: "string", default: "out/shakespeare-char" },
-      resume: { type: "boolean", default: false },
-      json: { type: "boolean", default: false },
-      help: { type: "boolean", default: false },
-    },
+  const { values } = parseOptions(USAGE, args, {
+    ...Object.fromEntries(strings.map((k) => [k, { type: "string" as const }])),
+    data: { type: "string", default: TINY_SHAKESPEARE.path },
+    tokenizer: { type: "string", default: "char" },
+    init: { type: "string" },
+    out: { type: "string", default: "out/shakespeare-char" },
+    resume: { type: "boolean", default: false },
+    json: { type: "boolean", default: false },
   });
   const v = values as Record<string, string | boolean | undefined>;
-  const int = (k: keyof typeof INTEGER_OPTIONS, min: number) => {
-    const s = v[k] as string | undefined;
-    const n = s === undefined ? INTEGER_OPTIONS[k] : Number(s);
-    if (!Number.isInteger(n) || n < min) {
-      throw new UsageError(`--${k} must be an integer >= ${min}, got "${s}"`);
-    }
-    return n;
-  };
-  const float = (k: keyof typeof FLOAT_OPTIONS) => {
-    const s = v[k] as string | undefined;
-    const x = s === undefined ? FLOAT_OPTIONS[k] : Number(s);
-    if (!Number.isFinite(x) || x < 0) {
-      throw new UsageError(`--${k} must be a number >= 0, got "${s}"`);
-    }
-    return x;
-  };
+  const given = (k: string) => v[k] as string | undefined;
+  const int = (k: keyof typeof INTEGER_OPTIONS, min: number) =>
+    given(k) === undefined ? INTEGER_OPTIONS[k] : integer(`--${k}`, given(k)!, min, Infinity);
+  const float = (k: keyof typeof FLOAT_OPTIONS) =>
+    given(k) === undefined
+      ? FLOAT_OPTIONS[k]
+      : number(`--${k}`, given(k)!, "a number >= 0", (x) => x >= 0);
   const tokenizer = v.tokenizer as string;
   if (tokenizer !== "char" && tokenizer !== "gpt2") {
-    throw new UsageError(`--tokenizer must be char or gpt2, got "${tokenizer}"`);
+    throw new UsageError(`--tokenizer: expected char or gpt2, got "${tokenizer}"`);
   }
   const settings: Settings = {
     data: v.data as string,
     tokenizer,
-    init: (v.init as string | undefined) ?? null,
+    init: given("init") ?? null,
     nLayer: int("n-layer", 1),
     nHead: int("n-head", 1),
     nEmbd: int("n-embd", 4),
@@ -148,14 +124,12 @@ function parseOptions(args: string[]) {
     logInterval: int("log-interval", 1),
     seed: int("seed", 0),
   };
-  const given = new Set(Object.keys(values).filter((k) => v[k] !== undefined));
   return {
     settings,
-    given,
+    maxItersGiven: given("max-iters") !== undefined,
     out: v.out as string,
     resume: v.resume as boolean,
     json: v.json as boolean,
-    help: v.help as boolean,
   };
 }
 
@@ -187,12 +161,8 @@ async function openModel(gpu: Gpu, s: Settings, from: string | null, tokenizer: 
   return new GPT2(gpu, config, gpt2Init(config, s.seed));
 }
 
-async function main(): Promise<number> {
+main("train", async () => {
   const cl = parseCommandLine(Deno.args);
-  if (cl.help) {
-    console.log(USAGE);
-    return 0;
-  }
   const print = (line: string, record: Record<string, unknown>) =>
     console.log(cl.json ? JSON.stringify(record) : line);
   let settings = cl.settings;
@@ -206,7 +176,7 @@ async function main(): Promise<number> {
       throw new Error(`${path}: ${why}`);
     }
     settings = { ...(state.settings as unknown as Settings) };
-    if (cl.given.has("max-iters")) settings.maxIters = cl.settings.maxIters;
+    if (cl.maxItersGiven) settings.maxIters = cl.settings.maxIters;
   }
 
   // Tokenizer: the checkpoint's own (char when it has vocab.json), else the option's.
@@ -353,7 +323,7 @@ async function main(): Promise<number> {
     trainer.destroy();
     model.destroy();
   }
-}
+});
 
 /** loss.svg: the logged training loss and the evaluated train/val losses by iteration. */
 async function writeLossChart(out: string, state: TrainState): Promise<void> {
@@ -378,12 +348,4 @@ async function writeLossChart(out: string, state: TrainState): Promise<void> {
     },
   });
   await Deno.writeTextFile(`${out}/loss.svg`, svg);
-}
-
-try {
-  Deno.exit(await main());
-} catch (e) {
-  const usage = e instanceof UsageError;
-  console.error(`train: ${(e as Error).message}${usage ? "\nsee --help" : ""}`);
-  Deno.exit(usage ? 2 : 1);
 }

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { CharTokenizer } from "../run/char_tokenizer.ts";
 import { TextStream } from "../run/tokenizer.ts";
+import { needs } from "./helpers.ts";
 
 Deno.test("char tokenizer: the sorted distinct characters, one id each, round trip", () => {
   const tok = CharTokenizer.fromText("hello, world\nhé😀");
@@ -25,16 +26,20 @@ Deno.test("char tokenizer: a character outside the vocabulary is named", () => {
   assert.throws(() => CharTokenizer.fromText(""), /empty/);
 });
 
-Deno.test("char tokenizer: vocab.json round trip, and a folder without one", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    assert.equal(await CharTokenizer.load(dir), null);
-    const tok = CharTokenizer.fromText("To be, or not to be");
-    await Deno.writeTextFile(`${dir}/vocab.json`, JSON.stringify(tok.toJSON()));
-    assert.deepEqual((await CharTokenizer.load(dir))!.chars, tok.chars);
-    await Deno.writeTextFile(`${dir}/vocab.json`, `{"tokenizer": "bpe"}`);
-    await assert.rejects(() => CharTokenizer.load(dir), /vocab.json: "tokenizer" must be "char"/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+Deno.test(
+  "char tokenizer: vocab.json round trip, and a folder without one",
+  needs("read", "write"),
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      assert.equal(await CharTokenizer.load(dir), null);
+      const tok = CharTokenizer.fromText("To be, or not to be");
+      await Deno.writeTextFile(`${dir}/vocab.json`, JSON.stringify(tok.toJSON()));
+      assert.deepEqual((await CharTokenizer.load(dir))!.chars, tok.chars);
+      await Deno.writeTextFile(`${dir}/vocab.json`, `{"tokenizer": "bpe"}`);
+      await assert.rejects(() => CharTokenizer.load(dir), /vocab.json: "tokenizer" must be "char"/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

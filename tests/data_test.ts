@@ -2,13 +2,12 @@
 import assert from "node:assert/strict";
 import { CharTokenizer } from "../run/char_tokenizer.ts";
 import { batchRng, readText, sampleBatch, splitDataset, TINY_SHAKESPEARE } from "../train/data.ts";
+import { needs } from "./helpers.ts";
 
-const canRead = Deno.permissions.querySync({ name: "read" }).state === "granted";
-
-Deno.test({
-  name: "data: Tiny Shakespeare is shipped, hash-checked, 65 characters, split 90/10",
-  ignore: !canRead,
-  fn: async () => {
+Deno.test(
+  "data: Tiny Shakespeare is shipped, hash-checked, 65 characters, split 90/10",
+  needs("read"),
+  async () => {
     const text = await readText(TINY_SHAKESPEARE.path);
     assert.equal(new TextEncoder().encode(text).length, TINY_SHAKESPEARE.bytes);
     const tok = CharTokenizer.fromText(text);
@@ -18,20 +17,16 @@ Deno.test({
     assert.equal(train.length + val.length, text.length);
     assert.equal(tok.decode([...val.subarray(0, 20)]), text.slice(train.length, train.length + 20));
   },
-});
+);
 
-Deno.test({
-  name: "data: a missing, empty or altered file is named",
-  ignore: !canRead,
-  fn: async () => {
-    await assert.rejects(() => readText("data/no-such-file.txt"), /no-such-file.txt: not found/);
-    const empty = await Deno.makeTempFile();
-    try {
-      await assert.rejects(() => readText(empty), /the file is empty/);
-    } finally {
-      await Deno.remove(empty);
-    }
-  },
+Deno.test("data: a missing or empty file is named", needs("read", "write"), async () => {
+  await assert.rejects(() => readText("data/no-such-file.txt"), /no-such-file.txt: not found/);
+  const empty = await Deno.makeTempFile();
+  try {
+    await assert.rejects(() => readText(empty), /the file is empty/);
+  } finally {
+    await Deno.remove(empty);
+  }
 });
 
 Deno.test("data: batches are windows of T + 1 ids, the same for the same seed and iteration", () => {

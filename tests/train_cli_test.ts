@@ -6,11 +6,7 @@
 import assert from "node:assert/strict";
 import { loadCheckpoint } from "../model/weights.ts";
 import { CharTokenizer } from "../run/char_tokenizer.ts";
-import { runScript } from "./helpers.ts";
-
-const granted = (name: "read" | "write" | "run") =>
-  Deno.permissions.querySync({ name }).state === "granted";
-const ignore = !granted("read") || !granted("write") || !granted("run");
+import { needs, runScript } from "./helpers.ts";
 
 /** A small model so that 40 steps take seconds. */
 const SMALL = [
@@ -31,10 +27,10 @@ function records(stdout: string): Record[] {
   return stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
 }
 
-Deno.test({
-  name: "train CLI: a run writes an HF-layout checkpoint with its char vocabulary and charts",
-  ignore,
-  fn: async () => {
+Deno.test(
+  "train CLI: a run writes an HF-layout checkpoint with its char vocabulary and charts",
+  needs("read", "write", "run"),
+  async () => {
     const out = await Deno.makeTempDir();
     try {
       const run = await runScript("cli/train.ts", ...SMALL, "--max-iters=20", `--out=${out}`);
@@ -56,12 +52,12 @@ Deno.test({
       await Deno.remove(out, { recursive: true });
     }
   },
-});
+);
 
-Deno.test({
-  name: "train CLI: Ctrl-C saves a checkpoint and --resume continues with the same numbers",
-  ignore,
-  fn: async () => {
+Deno.test(
+  "train CLI: Ctrl-C saves a checkpoint and --resume continues with the same numbers",
+  needs("read", "write", "run"),
+  async () => {
     const whole = await Deno.makeTempDir();
     const split = await Deno.makeTempDir();
     try {
@@ -100,16 +96,16 @@ Deno.test({
       await Deno.remove(split, { recursive: true });
     }
   },
-});
+);
 
-Deno.test({
-  name: "train CLI: bad flags exit 2, bad data exits 1, with one line",
-  ignore,
-  fn: async () => {
+Deno.test(
+  "train CLI: bad flags exit 2, bad data exits 1, with one line",
+  needs("read", "write", "run"),
+  async () => {
     for (
       const [args, code, pattern] of [
-        [["--max-iters=-3"], 2, /--max-iters must be an integer >= 0/],
-        [["--tokenizer=bpe"], 2, /--tokenizer must be char or gpt2/],
+        [["--max-iters=-3"], 2, /--max-iters: expected an integer >= 0/],
+        [["--tokenizer=bpe"], 2, /--tokenizer: expected char or gpt2/],
         [["--frobnicate"], 2, /frobnicate/],
         [["--n-embd=30", "--n-head=4"], 2, /n_embd/],
         [["--data=data/no-such.txt"], 1, /no-such.txt: not found/],
@@ -123,4 +119,4 @@ Deno.test({
       assert.ok(!run.stderr.includes("    at "), `no stack trace: ${run.stderr}`);
     }
   },
-});
+);

@@ -12,7 +12,7 @@ import { gpt2Init, randomWeights } from "../model/weights.ts";
 import { TrainingActivations } from "../train/activations.ts";
 import { runGradcheck } from "../train/gradcheck.ts";
 import { Trainer } from "../train/trainer.ts";
-import { Rng } from "./helpers.ts";
+import { needs, Rng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -24,20 +24,24 @@ for (
     "data/shapes/l4-h8-e128-untied",
   ]
 ) {
-  Deno.test(`gradcheck: ${dir} matches PyTorch (loss, gradients, 10 AdamW steps)`, async () => {
-    const report = await runGradcheck(gpu, dir);
-    const worst = (prefix: string) =>
-      report.rows.filter((r) => r.tensor.startsWith(prefix)).reduce((a, b) =>
-        b.maxAbsDiff > a.maxAbsDiff ? b : a
-      );
-    for (const p of ["loss", "grad.", "step_losses", "final."]) {
-      const w = worst(p);
-      console.log(`  ${dir} ${p}: max abs diff ${w.maxAbsDiff.toExponential(2)} (${w.tensor})`);
-    }
-    const failed = report.rows.filter((r) => !r.pass).map((r) => `${r.tensor} ${r.maxAbsDiff}`);
-    assert.deepEqual(failed, []);
-    assert.ok(report.rows.length > 3);
-  });
+  Deno.test(
+    `gradcheck: ${dir} matches PyTorch (loss, gradients, 10 AdamW steps)`,
+    needs("read"),
+    async () => {
+      const report = await runGradcheck(gpu, dir);
+      const worst = (prefix: string) =>
+        report.rows.filter((r) => r.tensor.startsWith(prefix)).reduce((a, b) =>
+          b.maxAbsDiff > a.maxAbsDiff ? b : a
+        );
+      for (const p of ["loss", "grad.", "step_losses", "final."]) {
+        const w = worst(p);
+        console.log(`  ${dir} ${p}: max abs diff ${w.maxAbsDiff.toExponential(2)} (${w.tensor})`);
+      }
+      const failed = report.rows.filter((r) => !r.pass).map((r) => `${r.tensor} ${r.maxAbsDiff}`);
+      assert.deepEqual(failed, []);
+      assert.ok(report.rows.length > 3);
+    },
+  );
 }
 
 /** A small char-sized model: 2 layers, n_embd 32, 65 tokens, context 16. */
