@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { downloadCheckpoint, findInHfCache, resolveRepo } from "../io/download.ts";
 
-const FIXTURE = new URL("../data/tiny-gpt2", import.meta.url);
+const FIXTURE = new URL("../data/tiny-gpt2/", import.meta.url);
 const CONFIG = Deno.readFileSync(new URL("config.json", FIXTURE));
 const MODEL = Deno.readFileSync(new URL("model.safetensors", FIXTURE));
 const MODEL_SHA256 = createHash("sha256").update(MODEL).digest("hex");

@@ -13,7 +13,15 @@ import { argmax } from "../run/sampling.ts";
 const gpu = await Gpu.open();
 
 const config = parseConfig(
-  { n_layer: 2, n_head: 3, n_embd: 48, n_positions: 64, vocab_size: 500 },
+  {
+    n_layer: 2,
+    n_head: 3,
+    n_embd: 48,
+    n_positions: 64,
+    vocab_size: 500,
+    bos_token_id: 499,
+    eos_token_id: 499,
+  },
   "kv cache test config",
 );
 const { nLayer: L, nHead: H, nPositions: P, headDim: D, nEmbd: C } = config;
