@@ -218,7 +218,7 @@ export async function loadSnapshot(
   for (const [key, field] of Object.entries(CONFIG_FIELDS)) {
     if (meta[key] === undefined) fail(`metadata "${key}" is missing`);
     if (meta[key] !== String(config[field])) {
-      differs.push(`${key} ${clip(meta[key], 24)} (this model: ${config[field]})`);
+      differs.push(`${key} ${clip(meta[key], 24) || '""'} (this model: ${config[field]})`);
     }
   }
   if (differs.length) {
@@ -228,7 +228,11 @@ export async function loadSnapshot(
   if (meta.weights_fingerprint !== fingerprint) {
     fail(
       `the snapshot was made with another model's weights (weights fingerprint ` +
-        `${clip(meta.weights_fingerprint ?? "missing")}, this model's is ${fingerprint})`,
+        `${
+          meta.weights_fingerprint === undefined
+            ? "missing"
+            : describe(meta.weights_fingerprint, 40)
+        }, this model's is ${fingerprint})`,
     );
   }
   const length = Number(meta.length);
@@ -280,7 +284,9 @@ export async function loadSnapshot(
   if (meta.data_sha256 !== await checksum(ids, layers)) {
     fail(
       `the tensor data does not match its checksum (data_sha256 ` +
-        `${clip(meta.data_sha256 ?? "missing")}): the file is corrupt`,
+        `${
+          meta.data_sha256 === undefined ? "missing" : describe(meta.data_sha256, 40)
+        }): the file is corrupt`,
     );
   }
 

@@ -215,11 +215,18 @@ function parseEpsilon(json: Json, source: string): number {
   return value;
 }
 
-/** Reads `n_inner`: null or absent means `4 * n_embd`. */
+/** Reads `n_inner`: null or absent means `4 * n_embd`; a multiple of 4 like n_embd. */
 function parseInner(json: Json, nEmbd: number, source: string): number {
   const value = field(json, "n_inner", source);
   if (value === undefined || value === null) return 4 * nEmbd;
-  return boundedInt(json, "n_inner", CONFIG_LIMITS.nInner, source);
+  const nInner = boundedInt(json, "n_inner", CONFIG_LIMITS.nInner, source);
+  if (nInner % 4 !== 0) {
+    throw configError(
+      source,
+      `"n_inner" (${nInner}) must be a multiple of 4: the kernels read c_proj's rows as vec4<f32>`,
+    );
+  }
+  return nInner;
 }
 
 /** Rejects a matrix (or cache plane) of `rows` × `cols` f32 values over the buffer limit. */
@@ -239,8 +246,8 @@ function checkMatrix(rows: number, cols: number, what: string, source: string): 
  *
  * `dtype` / `torch_dtype` are ignored (the weights file carries its own dtypes), and
  * `n_ctx` is ignored in favour of `n_positions`. Every size is bounded by
- * {@link CONFIG_LIMITS}, `head_dim` = n_embd / n_head must be a multiple of 4, and bos/eos
- * ids must lie in the vocabulary.
+ * {@link CONFIG_LIMITS}, `head_dim` = n_embd / n_head and `n_inner` must be multiples of 4
+ * (the kernels read vec4<f32>), and bos/eos ids must lie in the vocabulary.
  *
  * @param json The parsed JSON value.
  * @param source Where it came from (a file path); every error message starts with it.

@@ -216,7 +216,7 @@ Deno.test("bos/eos ids must lie in the vocabulary, including the default 50256 o
   assert.deepEqual([ok.bosTokenId, ok.eosTokenId], [0, 50256]);
 });
 
-Deno.test("head_dim not a multiple of 4 is rejected at parse time, naming the file and fields", async () => {
+Deno.test("head_dim (and n_inner) not a multiple of 4 is rejected at parse time, naming the file and fields", async () => {
   const json = await fixtureJson();
   // The issue's case: n_embd 48, n_head 8 (head_dim 6) passed parseConfig before.
   assert.throws(
@@ -224,6 +224,9 @@ Deno.test("head_dim not a multiple of 4 is rejected at parse time, naming the fi
     /^Error: dir\/config\.json: head_dim = "n_embd" \/ "n_head" = 48 \/ 8 = 6 must be a multiple of 4/,
   );
   assert.equal(parseConfig({ ...json, n_embd: 48, n_head: 12 }, "ok").headDim, 4);
+  // Found by the fuzzer: n_inner 63 passed, then the MLP's c_proj failed at the first forward.
+  assertRejects({ ...json, n_inner: 63 }, "n_inner", /63\) must be a multiple of 4/);
+  assert.equal(parseConfig({ ...json, n_inner: 68 }, "ok").nInner, 68);
 });
 
 Deno.test("API-only inputs: a BigInt or a circular config gives a clear TypeError", async () => {
