@@ -17,6 +17,7 @@ import {
   findInHfCache,
   hfToken,
   hubEndpoint,
+  isFile,
   resolveRepo,
   resolveUrl,
 } from "./hf_hub.ts";
@@ -421,14 +422,6 @@ function fileSize(path: string): number {
     return Deno.statSync(path).size;
   } catch {
     return 0;
-  }
-}
-
-function isFile(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
   }
 }
 

@@ -134,7 +134,8 @@ function readOptional(path: string): string | undefined {
   }
 }
 
-function isFile(path: string): boolean {
+/** True when `path` is a regular file, or a symlink to one (links are followed). */
+export function isFile(path: string): boolean {
   try {
     return Deno.statSync(path).isFile;
   } catch {

@@ -13,14 +13,22 @@
  * Loading refuses, with an error that names the file and what is wrong, a file that is not a
  * snapshot (or not a safetensors file at all: the reader's error), another version, another
  * config (naming the fields), another model's weights, missing or misshapen tensors, a length
- * past the context, token ids outside the vocabulary and data that fails its checksum.
+ * past the context, token ids outside the vocabulary, K/V holding NaN or ±Infinity (even under
+ * a valid checksum) and data that fails its checksum. Messages echo at most ~80 characters
+ * of any value from the file.
  *
  * @module
  */
 import type { Tensor } from "../kernels/gpu.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
-import { SafetensorsFile, type TensorData, writeSafetensors } from "./safetensors.ts";
+import { clip, describe } from "./describe.ts";
+import {
+  firstNonFinite,
+  SafetensorsFile,
+  type TensorData,
+  writeSafetensors,
+} from "./safetensors.ts";
 
 /** The `format` metadata of a snapshot file. */
 export const SNAPSHOT_FORMAT = "kvgpt-kv-snapshot";
@@ -197,12 +205,12 @@ export async function loadSnapshot(
   const meta = file.metadata;
 
   if (meta.format !== SNAPSHOT_FORMAT) {
-    const got = meta.format === undefined ? "no format" : `format ${JSON.stringify(meta.format)}`;
+    const got = meta.format === undefined ? "no format" : `format ${describe(meta.format)}`;
     fail(`not a kvgpt KV-cache snapshot (metadata has ${got}, expected "${SNAPSHOT_FORMAT}")`);
   }
   if (meta.version !== SNAPSHOT_VERSION) {
     fail(
-      `snapshot version ${JSON.stringify(meta.version ?? null)} is not supported ` +
+      `snapshot version ${describe(meta.version ?? null)} is not supported ` +
         `(this kvgpt reads version "${SNAPSHOT_VERSION}")`,
     );
   }
@@ -210,7 +218,7 @@ export async function loadSnapshot(
   for (const [key, field] of Object.entries(CONFIG_FIELDS)) {
     if (meta[key] === undefined) fail(`metadata "${key}" is missing`);
     if (meta[key] !== String(config[field])) {
-      differs.push(`${key} ${meta[key]} (this model: ${config[field]})`);
+      differs.push(`${key} ${clip(meta[key], 24) || '""'} (this model: ${config[field]})`);
     }
   }
   if (differs.length) {
@@ -220,12 +228,16 @@ export async function loadSnapshot(
   if (meta.weights_fingerprint !== fingerprint) {
     fail(
       `the snapshot was made with another model's weights (weights fingerprint ` +
-        `${meta.weights_fingerprint ?? "missing"}, this model's is ${fingerprint})`,
+        `${
+          meta.weights_fingerprint === undefined
+            ? "missing"
+            : describe(meta.weights_fingerprint, 40)
+        }, this model's is ${fingerprint})`,
     );
   }
   const length = Number(meta.length);
   if (meta.length === undefined || !/^\d+$/.test(meta.length) || !Number.isSafeInteger(length)) {
-    fail(`metadata "length" must be a non-negative integer, got ${JSON.stringify(meta.length)}`);
+    fail(`metadata "length" must be a non-negative integer, got ${describe(meta.length)}`);
   }
   if (length > config.nPositions) {
     fail(`length ${length} exceeds the model's context (n_positions ${config.nPositions})`);
@@ -250,7 +262,7 @@ export async function loadSnapshot(
     }
   }
   for (const name of file.tensors.keys()) {
-    if (!expected.has(name)) fail(`unexpected tensor "${name}"`);
+    if (!expected.has(name)) fail(`unexpected tensor ${describe(name)}`);
   }
   const ids = file.i32("token_ids");
   ids.forEach((id, i) => {
@@ -258,14 +270,23 @@ export async function loadSnapshot(
       fail(`token id ${id} at position ${i} is outside the vocabulary (0..${vocabSize - 1})`);
     }
   });
+  // A NaN or infinity would poison every later token; refused even under a valid checksum.
+  const finite = (name: string): Float32Array => {
+    const values = file.f32(name);
+    const bad = firstNonFinite(values);
+    if (bad >= 0) fail(`tensor "${name}": element ${bad} is ${values[bad]}; K/V must be finite`);
+    return values;
+  };
   const layers = Array.from({ length: nLayer }, (_, i) => ({
-    k: file.f32(`layer.${i}.key`),
-    v: file.f32(`layer.${i}.value`),
+    k: finite(`layer.${i}.key`),
+    v: finite(`layer.${i}.value`),
   }));
   if (meta.data_sha256 !== await checksum(ids, layers)) {
     fail(
       `the tensor data does not match its checksum (data_sha256 ` +
-        `${meta.data_sha256 ?? "missing"}): the file is corrupt`,
+        `${
+          meta.data_sha256 === undefined ? "missing" : describe(meta.data_sha256, 40)
+        }): the file is corrupt`,
     );
   }
 

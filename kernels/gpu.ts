@@ -163,6 +163,11 @@ export class Gpu {
   #unused = new Map<string, Tensor>();
   #errors: string[] = [];
   #profiles: PendingProfile[] = [];
+  /** Buffers already freed by {@link Gpu.destroy}: freeing one twice changes nothing. */
+  #destroyed = new WeakSet<GPUBuffer>();
+  /** Whether an empty submission is queued to return freed buffers' memory. */
+  #releaseQueued = false;
+  #closed = false;
 
   private constructor(
     readonly adapter: GPUAdapter,
@@ -251,10 +256,42 @@ export class Gpu {
     this.device.queue.writeBuffer(t.buffer, t.offset + elementOffset * 4, view);
   }
 
-  /** Frees a tensor's buffer (only for tensors that own their whole buffer). */
+  /**
+   * Frees a tensor's buffer (only for tensors that own their whole buffer); a second call for
+   * the same buffer does nothing. The memory returns at once: the driver releases destroyed
+   * buffers only at the next submission, so one empty submission follows every batch of
+   * destroys (in a microtask, before the caller's next await).
+   */
   destroy(t: Tensor): void {
+    if (this.#destroyed.has(t.buffer)) return;
+    this.#destroyed.add(t.buffer);
     this.bytesAllocated -= t.buffer.size;
     t.buffer.destroy();
+    if (this.#releaseQueued) return;
+    this.#releaseQueued = true;
+    queueMicrotask(() => {
+      this.#releaseQueued = false;
+      if (!this.#closed) this.device.queue.submit([]);
+    });
+  }
+
+  /**
+   * Frees the device and what this object cached on it (pipelines, uniforms); buffers not
+   * destroyed yet go with it. The Gpu cannot be used afterwards. Called by `using`.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const buffer of this.#uniforms.values()) buffer.destroy();
+    this.#uniforms.clear();
+    this.#kernels.clear();
+    this.#modules.clear();
+    this.device.destroy();
+  }
+
+  /** {@link Gpu.close}, for `using gpu = await Gpu.open()`. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 
   /** Reads tensors back to the CPU with a single wait. */

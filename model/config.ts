@@ -8,6 +8,8 @@
  * @module
  */
 
+import { clip, describe } from "../io/describe.ts";
+
 /** GPT-2 hyper-parameters, from a HuggingFace GPT2Config. */
 export interface GPT2Config {
   /** Number of token embeddings (`vocab_size`), 50257 for the OpenAI checkpoints. */
@@ -45,52 +47,123 @@ const END_OF_TEXT = 50256;
 /** HF `activation_function` values that are the tanh-approximated GELU. */
 const TANH_GELUS = ["gelu_new", "gelu_pytorch_tanh"];
 
+/**
+ * Upper bounds of the config fields: what the kernels can index and a WebGPU adapter can
+ * hold. Every weight matrix that is not split into chunks (c_attn, c_fc, c_proj, wpe) and
+ * every layer's K or V cache must fit one buffer of at most 2^31 - 1 bytes, the largest
+ * `maxBufferSize` adapters report (the adapter's own, smaller binding limit is checked by
+ * {@link checkConfigFits}); token ids travel as u32 and positions index one softmax row.
+ * Each bound is far above the GPT-2 family (vocab 50257, 1024 positions, n_embd ≤ 1600,
+ * 48 layers).
+ */
+export const CONFIG_LIMITS: Readonly<{
+  vocabSize: number;
+  nPositions: number;
+  nEmbd: number;
+  nInner: number;
+  nLayer: number;
+  matrixBytes: number;
+  epsilon: readonly [number, number];
+}> = {
+  vocabSize: 2 ** 20,
+  nPositions: 2 ** 16,
+  nEmbd: 2 ** 13,
+  nInner: 2 ** 16,
+  nLayer: 1024,
+  matrixBytes: 2 ** 31 - 1,
+  /** The smallest normal f32 (a smaller epsilon is 0 or subnormal on the GPU) up to 1. */
+  epsilon: [2 ** -126, 1],
+};
+
 type Json = Record<string, unknown>;
 
-/** Builds the error thrown for a bad config: the message starts with the source path. */
+/** Builds the error thrown for a bad value: the message starts with the source path. */
 function configError(source: string, message: string): Error {
   return new Error(`${source}: ${message}`);
 }
 
-/** Reads a required positive integer field. */
-function positiveInt(json: Json, field: string, source: string): number {
-  const value = json[field];
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value <= 0) {
-    const got = value === undefined ? "it is missing" : `got ${JSON.stringify(value)}`;
-    throw configError(source, `"${field}" must be a positive integer, ${got}`);
+/** Builds the error thrown for a value of the wrong JSON type, naming the source. */
+function configTypeError(source: string, message: string): TypeError {
+  return new TypeError(`${source}: ${message}`);
+}
+
+/** Reads field `field` of the config; a getter that throws becomes an error naming it. */
+function field(json: Json, name: string, source: string): unknown {
+  try {
+    return json[name];
+  } catch (err) {
+    throw configTypeError(source, `"${name}" cannot be read: ${describe((err as Error)?.message)}`);
+  }
+}
+
+/** "a string", "a BigInt (12n)", "an array": the JSON kind of a value with a short echo. */
+function kindOf(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return `an array ${describe(value)}`;
+  if (typeof value === "bigint") return `a BigInt (${describe(value)})`;
+  if (typeof value === "object") return `an object ${describe(value)}`;
+  return `${typeof value === "undefined" ? "" : `a ${typeof value} `}${describe(value)}`;
+}
+
+/** Reads a required integer field in 1..max. */
+function boundedInt(json: Json, name: string, max: number, source: string): number {
+  const value = field(json, name, source);
+  if (value === undefined) {
+    throw configError(source, `"${name}" must be an integer in 1..${max}, it is missing`);
+  }
+  if (typeof value !== "number") {
+    throw configTypeError(source, `"${name}" must be a number, got ${kindOf(value)}`);
+  }
+  if (!Number.isInteger(value) || value < 1 || value > max) {
+    throw configError(source, `"${name}" must be an integer in 1..${max}, got ${describe(value)}`);
   }
   return value;
 }
 
-/** Reads an optional non-negative integer field; absent or null gives `fallback`. */
-function optionalTokenId(json: Json, field: string, source: string, fallback: number): number {
-  const value = json[field];
-  if (value === undefined || value === null) return fallback;
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+/**
+ * Reads an optional token id, which must lie in the vocabulary; absent or null gives
+ * `fallback`, which must too (the GPT-2 default 50256 does not fit a smaller vocabulary).
+ */
+function tokenId(json: Json, name: string, vocabSize: number, source: string): number {
+  const value = field(json, name, source);
+  if (value === undefined || value === null) {
+    if (END_OF_TEXT < vocabSize) return END_OF_TEXT;
     throw configError(
       source,
-      `"${field}" must be a non-negative integer or null, got ${JSON.stringify(value)}`,
+      `"${name}" is absent, and its default ${END_OF_TEXT} is outside the vocabulary ` +
+        `("vocab_size" ${vocabSize}): set it in the config`,
+    );
+  }
+  if (typeof value !== "number") {
+    throw configTypeError(source, `"${name}" must be a number or null, got ${kindOf(value)}`);
+  }
+  if (!Number.isInteger(value) || value < 0 || value >= vocabSize) {
+    throw configError(
+      source,
+      `"${name}" must be a token id in 0..${vocabSize - 1} ("vocab_size" ${vocabSize}), ` +
+        `got ${describe(value)}`,
     );
   }
   return value;
 }
 
 /** Reads an optional boolean field; absent gives `fallback`. */
-function optionalBool(json: Json, field: string, source: string, fallback: boolean): boolean {
-  const value = json[field];
+function optionalBool(json: Json, name: string, source: string, fallback: boolean): boolean {
+  const value = field(json, name, source);
   if (value === undefined) return fallback;
   if (typeof value !== "boolean") {
-    throw configError(source, `"${field}" must be a boolean, got ${JSON.stringify(value)}`);
+    throw configTypeError(source, `"${name}" must be a boolean, got ${kindOf(value)}`);
   }
   return value;
 }
 
 /** Rejects config flags that change the math away from plain GPT-2. */
 function checkArchitecture(json: Json, source: string): void {
-  if (json.model_type !== undefined && json.model_type !== "gpt2") {
+  const modelType = field(json, "model_type", source);
+  if (modelType !== undefined && modelType !== "gpt2") {
     throw configError(
       source,
-      `"model_type" is ${JSON.stringify(json.model_type)}, only "gpt2" is supported`,
+      `"model_type" is ${describe(modelType)}, only "gpt2" is supported`,
     );
   }
   if (!optionalBool(json, "scale_attn_weights", source, true)) {
@@ -112,95 +185,180 @@ function checkArchitecture(json: Json, source: string): void {
 
 /** Reads `activation_function` (default `gelu_new`, as in HF's GPT2Config). */
 function parseActivation(json: Json, source: string): "gelu_new" {
-  const value = json.activation_function ?? "gelu_new";
+  const value = field(json, "activation_function", source) ?? "gelu_new";
   if (typeof value !== "string" || !TANH_GELUS.includes(value)) {
     throw configError(
       source,
-      `"activation_function" is ${JSON.stringify(value)}, supported: ${TANH_GELUS.join(", ")}`,
+      `"activation_function" is ${describe(value)}, supported: ${TANH_GELUS.join(", ")}`,
     );
   }
   return "gelu_new";
 }
 
-/** Reads `layer_norm_epsilon` (default 1e-5). */
+/** Reads `layer_norm_epsilon` (default 1e-5), a normal f32 in the range of the limits. */
 function parseEpsilon(json: Json, source: string): number {
-  const value = json.layer_norm_epsilon ?? 1e-5;
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+  const value = field(json, "layer_norm_epsilon", source) ?? 1e-5;
+  if (typeof value !== "number") {
+    throw configTypeError(
+      source,
+      `"layer_norm_epsilon" must be a number, got ${kindOf(value)}`,
+    );
+  }
+  const [low, high] = CONFIG_LIMITS.epsilon;
+  if (!(value >= low && value <= high)) {
     throw configError(
       source,
-      `"layer_norm_epsilon" must be a positive number, got ${JSON.stringify(value)}`,
+      `"layer_norm_epsilon" must be a number in [${low.toExponential(3)}, ${high}] ` +
+        `(a normal f32), got ${describe(value)}`,
     );
   }
   return value;
 }
 
-/** Reads `n_inner`: null or absent means `4 * n_embd`. */
+/** Reads `n_inner`: null or absent means `4 * n_embd`; a multiple of 4 like n_embd. */
 function parseInner(json: Json, nEmbd: number, source: string): number {
-  if (json.n_inner === undefined || json.n_inner === null) return 4 * nEmbd;
-  return positiveInt(json, "n_inner", source);
+  const value = field(json, "n_inner", source);
+  if (value === undefined || value === null) return 4 * nEmbd;
+  const nInner = boundedInt(json, "n_inner", CONFIG_LIMITS.nInner, source);
+  if (nInner % 4 !== 0) {
+    throw configError(
+      source,
+      `"n_inner" (${nInner}) must be a multiple of 4: the kernels read c_proj's rows as vec4<f32>`,
+    );
+  }
+  return nInner;
+}
+
+/** Rejects a matrix (or cache plane) of `rows` × `cols` f32 values over the buffer limit. */
+function checkMatrix(rows: number, cols: number, what: string, source: string): void {
+  const bytes = rows * cols * 4;
+  if (bytes > CONFIG_LIMITS.matrixBytes) {
+    throw configError(
+      source,
+      `${what} = ${rows} × ${cols} f32 values (${(bytes / 2 ** 30).toFixed(1)} GiB) exceed ` +
+        `the 2 GiB a WebGPU buffer can hold`,
+    );
+  }
 }
 
 /**
  * Parses and validates a HuggingFace GPT-2 `config.json` object.
  *
  * `dtype` / `torch_dtype` are ignored (the weights file carries its own dtypes), and
- * `n_ctx` is ignored in favour of `n_positions`.
+ * `n_ctx` is ignored in favour of `n_positions`. Every size is bounded by
+ * {@link CONFIG_LIMITS}, `head_dim` = n_embd / n_head and `n_inner` must be multiples of 4
+ * (the kernels read vec4<f32>), and bos/eos ids must lie in the vocabulary.
  *
  * @param json The parsed JSON value.
  * @param source Where it came from (a file path); every error message starts with it.
- * @throws {Error} naming the source and the offending field.
+ * @throws {TypeError} naming the source and field for a value of the wrong type (a string
+ * where a number belongs, a BigInt passed through the API, a config that is not an object).
+ * @throws {Error} naming the source and the offending fields for any other bad value.
  */
 export function parseConfig(json: unknown, source: string): GPT2Config {
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw configError(source, "config must be a JSON object");
+    throw configTypeError(source, `config must be a JSON object, got ${kindOf(json)}`);
   }
   const obj = json as Json;
   checkArchitecture(obj, source);
-  const nEmbd = positiveInt(obj, "n_embd", source);
-  const nHead = positiveInt(obj, "n_head", source);
+  const nEmbd = boundedInt(obj, "n_embd", CONFIG_LIMITS.nEmbd, source);
+  const nHead = boundedInt(obj, "n_head", nEmbd, source);
   if (nEmbd % nHead !== 0) {
     throw configError(source, `"n_embd" (${nEmbd}) must be divisible by "n_head" (${nHead})`);
   }
-  if (nEmbd % 4 !== 0) {
+  const headDim = nEmbd / nHead;
+  if (headDim % 4 !== 0) {
     throw configError(
       source,
-      `"n_embd" (${nEmbd}) must be a multiple of 4: the kernels read rows as vec4<f32>`,
+      `head_dim = "n_embd" / "n_head" = ${nEmbd} / ${nHead} = ${headDim} must be a multiple ` +
+        `of 4: the attention kernels read each head as vec4<f32>`,
     );
   }
+  const vocabSize = boundedInt(obj, "vocab_size", CONFIG_LIMITS.vocabSize, source);
+  const nPositions = boundedInt(obj, "n_positions", CONFIG_LIMITS.nPositions, source);
+  const nInner = parseInner(obj, nEmbd, source);
+  checkMatrix(nEmbd, 3 * nEmbd, `c_attn ("n_embd" × 3·"n_embd")`, source);
+  checkMatrix(nEmbd, nInner, `c_fc ("n_embd" × "n_inner")`, source);
+  checkMatrix(nPositions, nEmbd, `wpe and each K/V cache ("n_positions" × "n_embd")`, source);
   return {
-    vocabSize: positiveInt(obj, "vocab_size", source),
-    nPositions: positiveInt(obj, "n_positions", source),
+    vocabSize,
+    nPositions,
     nEmbd,
-    nLayer: positiveInt(obj, "n_layer", source),
+    nLayer: boundedInt(obj, "n_layer", CONFIG_LIMITS.nLayer, source),
     nHead,
-    nInner: parseInner(obj, nEmbd, source),
-    headDim: nEmbd / nHead,
+    nInner,
+    headDim,
     layerNormEpsilon: parseEpsilon(obj, source),
     activation: parseActivation(obj, source),
     tieWordEmbeddings: optionalBool(obj, "tie_word_embeddings", source, true),
-    bosTokenId: optionalTokenId(obj, "bos_token_id", source, END_OF_TEXT),
-    eosTokenId: optionalTokenId(obj, "eos_token_id", source, END_OF_TEXT),
+    bosTokenId: tokenId(obj, "bos_token_id", vocabSize, source),
+    eosTokenId: tokenId(obj, "eos_token_id", vocabSize, source),
   };
 }
 
 /**
- * Reads and validates a HuggingFace GPT-2 `config.json` file.
+ * Throws unless every buffer of a model with `config` that is not split into chunks fits a
+ * binding of `maxBindingBytes` (a device's `maxStorageBufferBindingSize`, e.g. `Gpu.maxBinding`:
+ * 128 MiB on llvmpipe): the c_attn, c_fc and c_proj weights, wpe and each layer's K/V cache.
+ * The message names `source` and the config fields.
+ */
+export function checkConfigFits(config: GPT2Config, maxBindingBytes: number, source: string): void {
+  const { nEmbd: C, nInner: I, nPositions: P } = config;
+  const buffers: [string, number][] = [
+    [`c_attn ("n_embd" × 3·"n_embd" = ${C} × ${3 * C})`, C * 3 * C],
+    [`c_fc ("n_embd" × "n_inner" = ${C} × ${I})`, C * I],
+    [`wpe and each K/V cache ("n_positions" × "n_embd" = ${P} × ${C})`, P * C],
+  ];
+  for (const [what, values] of buffers) {
+    if (values * 4 > maxBindingBytes) {
+      throw configError(
+        source,
+        `${what} f32 values (${(values * 4 / 2 ** 20).toFixed(1)} MiB) exceed this ` +
+          `adapter's largest binding (${(maxBindingBytes / 2 ** 20).toFixed(0)} MiB)`,
+      );
+    }
+  }
+}
+
+/** Largest config.json read, in bytes: a real one is about 1 KB. */
+export const MAX_CONFIG_BYTES = 2 ** 20;
+
+/**
+ * Reads and validates a HuggingFace GPT-2 `config.json` file. Only a regular file of at most
+ * {@link MAX_CONFIG_BYTES} is read, so a path to `/dev/zero` or a huge file fails at once.
  *
  * @param path Path of the JSON file.
- * @throws {Error} naming the path when the file is missing, is not JSON, or is invalid.
+ * @throws {Error} naming the path when the file is missing, too big, not JSON, or invalid.
  */
 export async function loadConfig(path: string): Promise<GPT2Config> {
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = await Deno.readTextFile(path);
+    const stat = await Deno.stat(path);
+    if (!stat.isFile) throw new Error("not a regular file");
+    if (stat.size > MAX_CONFIG_BYTES) {
+      throw new Error(`${stat.size} bytes, more than the ${MAX_CONFIG_BYTES} a config may have`);
+    }
+    using file = await Deno.open(path, { read: true });
+    // One byte more than allowed: reading it means the file grew past the limit.
+    bytes = new Uint8Array(MAX_CONFIG_BYTES + 1);
+    let length = 0;
+    while (length < bytes.length) {
+      const n = await file.read(bytes.subarray(length));
+      if (n === null) break;
+      length += n;
+    }
+    if (length > MAX_CONFIG_BYTES) throw new Error(`more than ${MAX_CONFIG_BYTES} bytes`);
+    bytes = bytes.subarray(0, length);
   } catch (err) {
-    throw new Error(`${path}: cannot read config: ${(err as Error).message}`, { cause: err });
+    throw new Error(`${path}: cannot read config: ${clip((err as Error).message)}`, {
+      cause: err,
+    });
   }
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(new TextDecoder().decode(bytes));
   } catch (err) {
-    throw new Error(`${path}: config is not valid JSON: ${(err as Error).message}`, {
+    throw new Error(`${path}: config is not valid JSON: ${clip((err as Error).message)}`, {
       cause: err,
     });
   }

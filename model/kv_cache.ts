@@ -31,6 +31,49 @@ export interface LayerKV {
   readonly v: Float32Array;
 }
 
+/**
+ * What the leak guards know of a live cache: its buffers (replaced when it grows), so that a
+ * cache collected without `destroy()` can still be freed.
+ */
+interface LiveBuffers {
+  gpu: Gpu;
+  layers: readonly LayerCache[];
+  position: Tensor | null;
+}
+
+/** Bytes of every KV cache's buffers (all devices) that are neither destroyed nor collected. */
+let liveBytes = 0;
+let warnedCollected = false;
+let warnedBudget = false;
+
+/** Frees what a cache holds and takes it off the live total. */
+function freeBuffers(live: LiveBuffers): void {
+  for (const t of live.layers.flatMap(planes)) {
+    live.gpu.destroy(t);
+    liveBytes -= t.buffer.size;
+  }
+  if (live.position) live.gpu.destroy(live.position);
+  live.layers = [];
+  live.position = null;
+}
+
+/**
+ * Caches collected by V8 without `destroy()`: their buffers are freed then, and a warning says
+ * so once per process. V8 may collect late or never (the JS side of a cache is small), so
+ * {@link KVCache.liveBytesWarning} is the guard that always fires.
+ */
+const collected = new FinalizationRegistry<LiveBuffers>((live) => {
+  const bytes = live.layers.flatMap(planes).reduce((sum, t) => sum + t.buffer.size, 0);
+  freeBuffers(live);
+  if (warnedCollected) return;
+  warnedCollected = true;
+  console.warn(
+    `kvgpt: a KV cache of ${(bytes / 2 ** 20).toFixed(1)} MiB was garbage-collected without ` +
+      `destroy(); until collection it held its GPU memory. Call cache.destroy() or write ` +
+      `\`using cache = model.newCache()\` (warned once)`,
+  );
+});
+
 /** How a {@link KVCache} allocates its buffers. */
 export interface KVCacheOptions {
   /**
@@ -71,8 +114,19 @@ export class KVCache {
   readonly policy: "preallocate" | "grow";
   /** Capacity multiplier when a growing cache is full. */
   readonly growthFactor: number;
-  #position: Tensor | null = null;
-  #layers: LayerCache[];
+  /**
+   * When the buffers of all live caches together pass this many bytes, a warning is printed
+   * once per process: caches that are neither destroyed nor collected are the usual leak
+   * (2 GiB by default: 27 full caches of GPT-2 small). Set it to Infinity to silence it.
+   */
+  static liveBytesWarning = 2 * 2 ** 30;
+
+  /** Bytes held by all KV caches not yet destroyed (or collected), on every device. */
+  static get liveBytes(): number {
+    return liveBytes;
+  }
+
+  #live: LiveBuffers;
   #capacity: number;
   #version = 0;
   #growths = 0;
@@ -95,7 +149,8 @@ export class KVCache {
     this.#capacity = this.policy === "grow"
       ? Math.min(initial, config.nPositions)
       : config.nPositions;
-    this.#layers = this.#allocate(this.#capacity);
+    this.#live = { gpu, layers: this.#allocate(this.#capacity), position: null };
+    collected.register(this, this.#live, this);
   }
 
   /**
@@ -103,12 +158,12 @@ export class KVCache {
    * first use: a batched decode step writes it, and each sequence attends at its own.
    */
   get position(): Tensor {
-    return this.#position ??= this.gpu.tensor([4], "cache position");
+    return this.#live.position ??= this.gpu.tensor([4], "cache position");
   }
 
   /** Per-layer K/V buffers; a growing cache replaces them (see {@link KVCache.version}). */
   get layers(): readonly LayerCache[] {
-    return this.#layers;
+    return this.#live.layers;
   }
 
   /** Rows per head the buffers hold now: n_positions when preallocated. */
@@ -128,7 +183,7 @@ export class KVCache {
 
   /** Bytes held on the device: 2 · n_layer · capacity · n_embd · 4. */
   get bytesAllocated(): number {
-    return this.#layers.flatMap(planes).reduce((sum, t) => sum + t.buffer.size, 0);
+    return this.#live.layers.flatMap(planes).reduce((sum, t) => sum + t.buffer.size, 0);
   }
 
   /**
@@ -153,15 +208,16 @@ export class KVCache {
     }
     if (rows <= this.#capacity) return false;
     const capacity = Math.min(nPositions, Math.max(rows, this.#grown()));
-    const old = this.#layers;
-    this.#layers = this.#allocate(capacity);
+    const old = this.#live.layers;
+    const layers = this.#allocate(capacity);
     this.gpu.run(old.flatMap((l, i) => {
-      const to = planes(this.#layers[i]);
+      const to = planes(layers[i]);
       return planes(l).flatMap((t, j) =>
         copyRows(this.config, { t, capacity: this.#capacity }, { t: to[j], capacity }, this.length)
       );
     }));
-    this.#free(old);
+    freeBuffers({ gpu: this.gpu, layers: old, position: null });
+    this.#live.layers = layers;
     this.#capacity = capacity;
     this.#version++;
     this.#growths++;
@@ -183,7 +239,7 @@ export class KVCache {
     this.length = 0; // nothing of the old content needs to survive a reallocation
     this.reserve(rows);
     this.gpu.run(source.layers.flatMap((l, i) => {
-      const to = planes(this.#layers[i]);
+      const to = planes(this.#live.layers[i]);
       return planes(l).flatMap((t, j) =>
         copyRows(
           this.config,
@@ -214,7 +270,7 @@ export class KVCache {
     const rows = Math.max(1, recent);
     const buffer = this.gpu.tensor([nHead, rows, headDim], "evict");
     this.gpu.run(
-      this.#layers.flatMap(planes).flatMap((t) => {
+      this.#live.layers.flatMap(planes).flatMap((t) => {
         const scratch = { t: { ...buffer, shape: [nHead, rows, t.shape[2] ?? 1] }, capacity: rows };
         return [
           ...copyRows(this.config, { t, capacity, row0: this.length - recent }, scratch, recent),
@@ -240,7 +296,7 @@ export class KVCache {
     const { nHead, headDim } = this.config;
     const n = this.length;
     // Only the first `length` rows of each head are read: one view per head of every buffer.
-    const views = this.#layers.flatMap(planes).flatMap((t) => {
+    const views = this.#live.layers.flatMap(planes).flatMap((t) => {
       const words = t.shape[2] ?? 1;
       return Array.from({ length: n ? nHead : 0 }, (_, h): Tensor => ({
         buffer: t.buffer,
@@ -260,7 +316,7 @@ export class KVCache {
       );
       return out;
     };
-    return this.#layers.map((_, i) => {
+    return this.#live.layers.map((_, i) => {
       if (n === 0) return { k: new Float32Array(0), v: new Float32Array(0) };
       const scale = (j: number) => new Float32Array(plane(i, j).buffer);
       return {
@@ -278,18 +334,24 @@ export class KVCache {
     return Float32Array.from(q, (v, i) => Math.max(-1, v / 127) * scales![Math.floor(i / headDim)]);
   }
 
-  /** Frees the GPU buffers. */
+  /**
+   * Frees the GPU buffers, at once (see {@link Gpu.destroy}); a second call does nothing. The
+   * cache cannot be used afterwards.
+   */
   destroy(): void {
-    this.#free(this.#layers);
-    this.#layers = [];
-    if (this.#position) this.gpu.destroy(this.#position);
-    this.#position = null;
+    collected.unregister(this);
+    freeBuffers(this.#live);
+  }
+
+  /** {@link KVCache.destroy}, for `using cache = model.newCache()`. */
+  [Symbol.dispose](): void {
+    this.destroy();
   }
 
   #allocate(capacity: number): LayerCache[] {
     const { nLayer, nHead, headDim } = this.config;
     const shape = [nHead, capacity, cacheWords(this.dtype, headDim)];
-    return Array.from({ length: nLayer }, (_, i) => ({
+    const layers = Array.from({ length: nLayer }, (_, i) => ({
       k: this.gpu.tensor(shape, `cache.${i}.k`),
       v: this.gpu.tensor(shape, `cache.${i}.v`),
       ...(this.dtype === "int8"
@@ -301,10 +363,17 @@ export class KVCache {
         }
         : {}),
     }));
-  }
-
-  #free(layers: readonly LayerCache[]): void {
-    for (const t of layers.flatMap(planes)) this.gpu.destroy(t);
+    liveBytes += layers.flatMap(planes).reduce((sum, t) => sum + t.buffer.size, 0);
+    if (liveBytes > KVCache.liveBytesWarning && !warnedBudget) {
+      warnedBudget = true;
+      console.warn(
+        `kvgpt: live KV caches hold ${(liveBytes / 2 ** 20).toFixed(0)} MiB, past the ` +
+          `${(KVCache.liveBytesWarning / 2 ** 20).toFixed(0)} MiB of KVCache.liveBytesWarning: ` +
+          `destroy() caches no longer needed, or write \`using cache = model.newCache()\` ` +
+          `(warned once)`,
+      );
+    }
+    return layers;
   }
 
   #grown(): number {

@@ -9,11 +9,19 @@
  * only recognises an allowed special token at the very start of the text, so
  * `<|endoftext|>` is split out here before encoding.
  *
+ * Long input stays cheap: BPE costs the square of a piece's length, so a piece (a run of
+ * letters, digits, spaces or symbols, as GPT-2's pre-tokenizer cuts them) longer than
+ * {@link MAX_PIECE_CHARS} is encoded in chunks of that length, and the text is handed to
+ * the BPE in bounded segments. Text with a piece that long tokenizes differently from
+ * GPT-2's reference tokenizer (which would give fewer, longer tokens); ordinary text never
+ * has one.
+ *
  * @module
  */
 
 import { encode as bpeEncode } from "gpt-tokenizer/encoding/gpt2";
 import bpeRanks from "gpt-tokenizer/bpeRanks/r50k_base";
+import { describe } from "../io/describe.ts";
 
 /** Turns text into token ids and back. */
 export interface Tokenizer {
@@ -23,15 +31,90 @@ export interface Tokenizer {
   readonly vocabSize: number;
   /** Id of the end-of-text token that ends a generated document. */
   readonly eosTokenId: number;
-  /** Encodes `text` into token ids. */
-  encode(text: string): number[];
-  /** Decodes token ids into text; invalid UTF-8 becomes U+FFFD. */
+  /**
+   * Encodes `text` into token ids. With `options.maxTokens`, throws a
+   * {@linkcode TooManyTokensError} as soon as the text is known to need more.
+   */
+  encode(text: string, options?: EncodeOptions): number[];
+  /** Decodes token ids into text; invalid UTF-8 becomes U+FFFD, a leading BOM is kept. */
   decode(ids: number[]): string;
   /**
    * Optional: the raw UTF-8 bytes of `ids`. {@linkcode TextStream} uses it,
    * when present, to split text exactly at character boundaries.
    */
   decodeBytes?(ids: number[]): Uint8Array;
+}
+
+/** Options of {@linkcode Tokenizer.encode}. */
+export interface EncodeOptions {
+  /** Most tokens accepted; more throw a {@linkcode TooManyTokensError}. */
+  maxTokens?: number;
+}
+
+/** Thrown by `encode` when the text needs more than `maxTokens` tokens. */
+export class TooManyTokensError extends RangeError {
+  /** @param maxTokens The limit that was passed. */
+  constructor(readonly maxTokens: number) {
+    super(`encode: the text has more than ${maxTokens} tokens`);
+    this.name = "TooManyTokensError";
+  }
+}
+
+/**
+ * Longest piece handed to the BPE, in UTF-16 code units: longer ones are cut into chunks of
+ * this length (never inside a surrogate pair), which bounds the BPE's quadratic cost.
+ */
+export const MAX_PIECE_CHARS = 256;
+
+/** Most UTF-16 code units handed to the BPE in one call (whole pieces, so a bit more). */
+const SEGMENT_CHARS = 4096;
+
+/**
+ * Bytes of the longest token of GPT-2's vocabulary. A UTF-16 code unit encodes to at least
+ * one UTF-8 byte, so a text of n code units needs at least n / 128 tokens.
+ */
+export const GPT2_MAX_TOKEN_BYTES = 128;
+
+/** GPT-2's pre-tokenizer: contractions, letters, digits, other symbols, spaces. */
+const GPT2_PIECES = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
+
+/**
+ * Cuts `text` (free of special tokens) into segments for the BPE: runs of GPT-2 pieces of
+ * about {@link SEGMENT_CHARS} code units, cut only after a piece that does not end in
+ * whitespace (there the pre-tokenizer's matches never look past the cut), and each piece
+ * longer than {@link MAX_PIECE_CHARS} on its own in chunks of that length. Encoding the
+ * segments one by one gives the tokens of the whole text, except inside the long pieces.
+ */
+export function* bpeSegments(text: string): Generator<string> {
+  let start = 0; // start of the segment being gathered
+  for (const match of text.matchAll(GPT2_PIECES)) {
+    const at = match.index;
+    const piece = match[0];
+    if (piece.length > MAX_PIECE_CHARS) {
+      if (at > start) yield text.slice(start, at);
+      for (let i = 0; i < piece.length;) {
+        let end = Math.min(piece.length, i + MAX_PIECE_CHARS);
+        const last = piece.charCodeAt(end - 1);
+        if (end < piece.length && last >= 0xd800 && last <= 0xdbff) end--; // keep the pair whole
+        yield piece.slice(i, end);
+        i = end;
+      }
+      start = at + piece.length;
+    } else if (at + piece.length - start >= SEGMENT_CHARS && !/\s/.test(piece.at(-1)!)) {
+      // Not after whitespace: the pre-tokenizer's `\s+(?!\S)` looks past a space's piece.
+      yield text.slice(start, at + piece.length);
+      start = at + piece.length;
+    }
+  }
+  if (start < text.length) yield text.slice(start);
+}
+
+/** Throws a TypeError unless `ids` is an array (or typed array) of numbers. */
+function checkIdArray(ids: unknown): asserts ids is ArrayLike<number> {
+  const isArray = Array.isArray(ids) || (ArrayBuffer.isView(ids) && !(ids instanceof DataView));
+  if (!isArray) {
+    throw new TypeError(`decode: ids must be an array of token ids, got ${describe(ids)}`);
+  }
 }
 
 /** GPT-2's end-of-text special token. */
@@ -51,25 +134,37 @@ class Gpt2Tokenizer implements Tokenizer {
   readonly eosTokenId = GPT2_EOS_TOKEN_ID;
   readonly #bytes: (Uint8Array | undefined)[] = new Array(GPT2_VOCAB_SIZE);
 
-  encode(text: string): number[] {
+  encode(text: string, options: EncodeOptions = {}): number[] {
     if (typeof text !== "string") {
-      throw new TypeError(`encode: text must be a string, got ${typeof text}`);
+      throw new TypeError(`encode: text must be a string, got ${describe(text)}`);
     }
+    const maxTokens = options.maxTokens ?? Infinity;
+    if (!(maxTokens >= 0)) {
+      throw new RangeError(`encode: maxTokens must be >= 0, got ${describe(maxTokens)}`);
+    }
+    // Each token covers at most 128 bytes, and each code unit at least one byte.
+    if (text.length > maxTokens * GPT2_MAX_TOKEN_BYTES) throw new TooManyTokensError(maxTokens);
     const ids: number[] = [];
-    const pieces = text.split(END_OF_TEXT);
-    pieces.forEach((piece, i) => {
+    const parts = text.split(END_OF_TEXT);
+    for (let i = 0; i < parts.length; i++) {
       if (i > 0) ids.push(GPT2_EOS_TOKEN_ID);
-      if (piece.length > 0) ids.push(...bpeEncode(piece, { disallowedSpecial: new Set() }));
-    });
+      for (const segment of bpeSegments(parts[i])) {
+        // One by one: spreading an unbounded array into push() overflows the stack.
+        for (const id of bpeEncode(segment, { disallowedSpecial: new Set() })) ids.push(id);
+        if (ids.length > maxTokens) throw new TooManyTokensError(maxTokens);
+      }
+      if (ids.length > maxTokens) throw new TooManyTokensError(maxTokens);
+    }
     return ids;
   }
 
   decode(ids: number[]): string {
-    return new TextDecoder().decode(this.decodeBytes(ids));
+    return new TextDecoder("utf-8", { ignoreBOM: true }).decode(this.decodeBytes(ids));
   }
 
   decodeBytes(ids: number[]): Uint8Array {
-    const parts = ids.map((id) => this.#tokenBytes(id));
+    checkIdArray(ids);
+    const parts = Array.from(ids, (id) => this.#tokenBytes(id));
     const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
     let offset = 0;
     for (const part of parts) {
@@ -80,7 +175,10 @@ class Gpt2Tokenizer implements Tokenizer {
   }
 
   /** The bytes of one token, built from the rank table on first use. */
-  #tokenBytes(id: number): Uint8Array {
+  #tokenBytes(id: unknown): Uint8Array {
+    if (typeof id !== "number") {
+      throw new TypeError(`decode: a token id must be a number, got ${describe(id)}`);
+    }
     if (!Number.isInteger(id) || id < 0 || id >= GPT2_VOCAB_SIZE) {
       throw new RangeError(
         `decode: token id ${id} is outside the vocabulary [0, ${GPT2_VOCAB_SIZE})`,
@@ -134,7 +232,7 @@ const MAX_PENDING_TOKENS = 3;
  */
 export class TextStream {
   readonly #tok: Tokenizer;
-  #decoder = new TextDecoder();
+  #decoder = new TextDecoder("utf-8", { ignoreBOM: true });
   #pending: number[] = [];
 
   /** Creates a stream that decodes with `tok`. */
@@ -153,7 +251,7 @@ export class TextStream {
   /** Returns the text still held back (bad trailing bytes become U+FFFD) and resets. */
   flush(): string {
     const held = this.#tok.decodeBytes ? this.#decoder.decode() : this.#tok.decode(this.#pending);
-    this.#decoder = new TextDecoder();
+    this.#decoder = new TextDecoder("utf-8", { ignoreBOM: true });
     this.#pending = [];
     return held;
   }

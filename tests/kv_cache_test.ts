@@ -14,7 +14,15 @@ import { needs } from "./helpers.ts";
 const gpu = await Gpu.open();
 
 const config = parseConfig(
-  { n_layer: 2, n_head: 3, n_embd: 48, n_positions: 64, vocab_size: 500 },
+  {
+    n_layer: 2,
+    n_head: 3,
+    n_embd: 48,
+    n_positions: 64,
+    vocab_size: 500,
+    bos_token_id: 499,
+    eos_token_id: 499,
+  },
   "kv cache test config",
 );
 const { nLayer: L, nHead: H, nPositions: P, headDim: D, nEmbd: C } = config;
@@ -193,19 +201,157 @@ Deno.test(
       }
       ids = [argmax(outs[0].logits)];
     }
-    const kv = await Promise.all(caches.map((c) => c.read()));
-    assert.deepEqual(kv[1], kv[0]);
-    assert.deepEqual(kv[2], kv[0]);
-    assert.deepEqual(caches.map((c) => c.length), [33, 33, 33]);
-    assert.equal(caches[1].capacity, 40); // 4, then 10 for the prompt, 20, 40
-    assert.equal(caches[2].capacity, 33); // one more row every step
-    const held = gpu.bytesAllocated;
-    let freed = 0;
-    for (const c of caches) {
-      assert.equal(c.bytesAllocated, 2 * 2 * c.capacity * 64 * 4); // 2 · n_layer · rows · C · 4
-      freed += c.bytesAllocated;
-      c.destroy();
-    }
-    assert.equal(gpu.bytesAllocated, held - freed);
-  },
-);
+    ids = [argmax(outs[0].logits)];
+  }
+  const kv = await Promise.all(caches.map((c) => c.read()));
+  assert.deepEqual(kv[1], kv[0]);
+  assert.deepEqual(kv[2], kv[0]);
+  assert.deepEqual(caches.map((c) => c.length), [33, 33, 33]);
+  assert.equal(caches[1].capacity, 40); // 4, then 10 for the prompt, 20, 40
+  assert.equal(caches[2].capacity, 33); // one more row every step
+  const held = gpu.bytesAllocated;
+  let freed = 0;
+  for (const c of caches) {
+    assert.equal(c.bytesAllocated, 2 * 2 * c.capacity * 64 * 4); // 2 · n_layer · rows · C · 4
+    freed += c.bytesAllocated;
+    c.destroy();
+  }
+  assert.equal(gpu.bytesAllocated, held - freed);
+});
+
+Deno.test("memory held when it looks freed: destroy releases at once, RSS stays flat", async () => {
+  // A cache of 16 MiB; 40 of them without prompt release would hold 640 MiB.
+  const big = parseConfig({
+    n_layer: 4,
+    n_head: 8,
+    n_embd: 512,
+    n_positions: 1024,
+    vocab_size: 64,
+    bos_token_id: 0,
+    eos_token_id: 0,
+  }, "big cache config");
+  const start = gpu.bytesAllocated;
+  const live0 = KVCache.liveBytes;
+  const mib = () => Deno.memoryUsage().rss / 2 ** 20;
+  const cycle = async () => {
+    const cache = new KVCache(gpu, big);
+    assert.equal(cache.bytesAllocated, 16 * 2 ** 20);
+    assert.equal(KVCache.liveBytes, live0 + 16 * 2 ** 20);
+    // Bare cycles, as in the issue: writes but no submission of work, which would also
+    // return the memory of buffers destroyed before it.
+    const zeros = new Float32Array(cache.layers[0].k.shape.reduce((a, b) => a * b, 1));
+    for (const { k, v } of cache.layers) gpu.write(k, zeros), gpu.write(v, zeros);
+    cache.destroy();
+    await gpu.sync(); // waits for submitted work (and frees write staging), submits none
+  };
+  for (let i = 0; i < 10; i++) await cycle(); // warm-up
+  const rss0 = mib();
+  for (let i = 0; i < 40; i++) await cycle();
+  const grew = mib() - rss0;
+  console.log(
+    `  40 caches of 16 MiB created and destroyed: RSS ${grew >= 0 ? "+" : ""}${
+      grew.toFixed(1)
+    } MiB`,
+  );
+  // Held until the next submission, the 40 caches would add 640 MiB (measured: ~700 MiB).
+  assert.ok(grew < 128, `RSS grew ${grew.toFixed(1)} MiB`);
+  assert.equal(gpu.bytesAllocated, start);
+  assert.equal(KVCache.liveBytes, live0);
+});
+
+Deno.test("KVCache and Gpu support `using`; destroy twice is harmless", async () => {
+  const start = gpu.bytesAllocated;
+  const live0 = KVCache.liveBytes;
+  {
+    using cache = new KVCache(gpu, config, { policy: "grow", initialCapacity: 4 });
+    cache.position; // the position buffer too
+    cache.reserve(20);
+    assert.ok(gpu.bytesAllocated > start);
+  }
+  assert.equal(gpu.bytesAllocated, start);
+  assert.equal(KVCache.liveBytes, live0);
+  const cache = new KVCache(gpu, config);
+  cache.destroy();
+  cache.destroy();
+  assert.equal(gpu.bytesAllocated, start, "a second destroy frees nothing twice");
+  const t = gpu.tensor([4], "t");
+  gpu.destroy(t);
+  gpu.destroy(t);
+  assert.equal(gpu.bytesAllocated, start);
+  // A Gpu of its own, closed by `using`: its device is destroyed.
+  let lost: Promise<GPUDeviceLostInfo>;
+  {
+    using other = await Gpu.open();
+    lost = other.device.lost;
+    other.tensor([16], "freed with the device");
+  }
+  assert.equal((await lost).reason, "destroyed");
+});
+
+Deno.test("a forgotten cache: past the live-bytes budget, a warning once", () => {
+  const warnings: string[] = [];
+  const warn = console.warn;
+  const budget = KVCache.liveBytesWarning;
+  console.warn = (...args: unknown[]) => warnings.push(args.join(" "));
+  try {
+    const probe = new KVCache(gpu, config);
+    const size = probe.bytesAllocated;
+    probe.destroy();
+    KVCache.liveBytesWarning = KVCache.liveBytes + 1.5 * size;
+    const caches = Array.from({ length: 4 }, () => new KVCache(gpu, config));
+    assert.equal(warnings.length, 1, warnings.join("\n"));
+    assert.match(
+      warnings[0],
+      /live KV caches hold \d+ MiB, past the \d+ MiB of KVCache\.liveBytesWarning/,
+    );
+    assert.match(warnings[0], /using cache = model\.newCache\(\)/);
+    for (const c of caches) c.destroy();
+    new KVCache(gpu, config).destroy();
+    assert.equal(warnings.length, 1, "warned once");
+  } finally {
+    console.warn = warn;
+    KVCache.liveBytesWarning = budget;
+  }
+});
+
+Deno.test("a forgotten cache: collected without destroy(), it is freed and warned about once", async () => {
+  // Needs gc(): run in a child Deno with --expose-gc.
+  const script = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    const root = new URL("..", import.meta.url).href;
+    await Deno.writeTextFile(
+      script,
+      `
+      import { Gpu } from "${root}kernels/gpu.ts";
+      import { parseConfig } from "${root}model/config.ts";
+      import { KVCache } from "${root}model/kv_cache.ts";
+      const gpu = await Gpu.open();
+      const config = parseConfig({ n_layer: 2, n_head: 2, n_embd: 64, n_positions: 256,
+        vocab_size: 10, bos_token_id: 0, eos_token_id: 0 }, "c");
+      const start = gpu.bytesAllocated;
+      (() => { for (let i = 0; i < 3; i++) new KVCache(gpu, config); })();
+      const held = gpu.bytesAllocated - start;
+      for (let i = 0; i < 20 && gpu.bytesAllocated > start; i++) {
+        (globalThis as unknown as { gc(): void }).gc();
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      console.log(JSON.stringify({ held, after: gpu.bytesAllocated - start, live: KVCache.liveBytes }));
+      `,
+    );
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--v8-flags=--expose-gc", script],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(stderr);
+    assert.equal(code, 0, err);
+    const result = JSON.parse(new TextDecoder().decode(stdout));
+    assert.equal(result.held, 3 * 2 * 2 * 256 * 64 * 4);
+    assert.deepEqual([result.after, result.live], [0, 0], "freed when collected");
+    const warnings = err.split("\n").filter((line) => line.includes("garbage-collected"));
+    assert.equal(warnings.length, 1, err);
+    assert.match(warnings[0], /a KV cache of 0\.3 MiB was garbage-collected without destroy\(\)/);
+  } finally {
+    await Deno.remove(script);
+  }
+});

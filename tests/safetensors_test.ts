@@ -3,6 +3,9 @@ import { join } from "node:path";
 import {
   encodeSafetensors,
   f16BitsToNumber,
+  firstNonFinite,
+  MAX_HEADER_BYTES,
+  MAX_TENSORS,
   SafetensorsError,
   SafetensorsFile,
   writeSafetensors,
@@ -277,17 +280,188 @@ Deno.test("parse rejects malformed files, naming the file and the tensor", () =>
   assertMalformed(rawFile({ __metadata__: "pt" }), "__metadata__");
 });
 
-Deno.test("gaps in the data section and empty tensors are accepted", () => {
+Deno.test("empty tensors are accepted where they tile", () => {
   const header = {
-    a: { dtype: "F32", shape: [1], data_offsets: [4, 8] },
-    empty: { dtype: "F32", shape: [0, 3], data_offsets: [6, 6] },
+    a: { dtype: "F32", shape: [1], data_offsets: [0, 4] },
+    empty: { dtype: "F32", shape: [0, 3], data_offsets: [4, 4] },
+    b: { dtype: "F32", shape: [1], data_offsets: [4, 8] },
     also: { dtype: "F32", shape: [0], data_offsets: [8, 8] },
   };
-  const data = new Uint8Array(12);
+  const data = new Uint8Array(8);
   new DataView(data.buffer).setFloat32(4, 2.5, true);
-  const file = SafetensorsFile.parse(rawFile(header, data), "gaps");
-  assert.deepEqual(file.f32("a"), new Float32Array([2.5]));
+  const file = SafetensorsFile.parse(rawFile(header, data), "empty");
+  assert.deepEqual(file.f32("b"), new Float32Array([2.5]));
   assert.equal(file.f32("empty").length, 0);
+});
+
+Deno.test("a header length one byte short is refused: tensors must tile the data section", async () => {
+  // The issue's reproduction: the prefix set to N - 1 where the header's last byte is a
+  // padding space still parses, and every tensor would be read one byte off.
+  for (
+    const [path, length] of [
+      ["data/shapes/l1-h2-e96/model.safetensors", 1512n],
+      ["data/tiny-gpt2/model.safetensors", 2624n],
+    ] as const
+  ) {
+    const bytes = await Deno.readFile(path);
+    const view = new DataView(bytes.buffer);
+    assert.equal(view.getBigUint64(0, true), length);
+    assert.equal(bytes[8 + Number(length) - 1], 0x20, "the header ends in a padding space");
+    assert.doesNotThrow(() => SafetensorsFile.parse(bytes, path));
+    view.setBigUint64(0, length - 1n, true);
+    assertMalformed(bytes, "trailing bytes", "header length wrong");
+  }
+  // Gaps, overlaps and trailing bytes in a small file.
+  const data24 = new Uint8Array(24);
+  const at = (a: number[], b: number[]) =>
+    rawFile({
+      a: { dtype: "F32", shape: [(a[1] - a[0]) / 4], data_offsets: a },
+      b: { dtype: "F32", shape: [(b[1] - b[0]) / 4], data_offsets: b },
+    }, data24);
+  assert.doesNotThrow(() => SafetensorsFile.parse(at([0, 8], [8, 24]), "ok"));
+  assertMalformed(at([0, 8], [12, 24]), "bytes [8, 12)", 'gap before "b"');
+  assertMalformed(at([4, 8], [8, 24]), "bytes [0, 4)", 'gap before "a"');
+  assertMalformed(at([0, 12], [8, 24]), '"a" [0, 12]', '"b" [8, 24]', "overlap");
+  assertMalformed(at([0, 8], [8, 20]), "end at byte 20 of the 24-byte data section", "4 trailing");
+  // An empty tensor inside another one overlaps it.
+  const inside = rawFile({
+    a: { dtype: "F32", shape: [6], data_offsets: [0, 24] },
+    e: { dtype: "F32", shape: [0], data_offsets: [8, 8] },
+  }, data24);
+  assertMalformed(inside, "overlap");
+});
+
+Deno.test("duplicate keys in the header JSON are refused", () => {
+  const data = new Uint8Array(8);
+  const good = '"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}';
+  // The issue's case: the earlier entry is invalid, and JSON.parse would keep the last one.
+  const bad = '"a": {"dtype": "Q4", "shape": [9], "data_offsets": [0, 1]}';
+  assert.doesNotThrow(() => SafetensorsFile.parse(rawFile(`{${good}}`, data), "ok"));
+  assertMalformed(rawFile(`{${bad}, ${good}}`, data), 'duplicate key "a"');
+  // The same key spelled with an escape, a duplicate inside an entry, and in the metadata.
+  assertMalformed(rawFile(`{${good}, "\\u0061": {}}`, data), 'duplicate key "a"');
+  assertMalformed(
+    rawFile('{"a": {"dtype": "F32", "dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', data),
+    'duplicate key "dtype"',
+  );
+  assertMalformed(
+    rawFile(`{"__metadata__": {"k": "1", "k": "2"}, ${good}}`, data),
+    'duplicate key "k"',
+  );
+  // Equal keys in different objects, and a string value equal to a key, are fine.
+  const twoEntries = '{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, ' +
+    '"b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}, ' +
+    '"__metadata__": {"a": "dtype", "format": "pt"}}';
+  assert.doesNotThrow(() => SafetensorsFile.parse(rawFile(twoEntries, data), "ok"));
+});
+
+Deno.test("header size and tensor count are bounded", () => {
+  // More tensors than MAX_TENSORS: refused by count, quickly.
+  const entries = Array.from(
+    { length: MAX_TENSORS + 1 },
+    (_, i) => `"t${i}":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}`,
+  );
+  const t0 = performance.now();
+  assertMalformed(rawFile(`{${entries.join(",")}}`), `more than ${MAX_TENSORS} tensors`);
+  const ms = performance.now() - t0;
+  console.log(`  ${MAX_TENSORS + 1} entries refused in ${ms.toFixed(0)} ms`);
+  assert.ok(ms < 2000, `${ms} ms`);
+  // A header length past the limit, even when the file is that long.
+  const big = new Uint8Array(8 + MAX_HEADER_BYTES + 1);
+  new DataView(big.buffer).setBigUint64(0, BigInt(MAX_HEADER_BYTES + 1), true);
+  assertMalformed(big, "exceeds the 16777216-byte limit");
+  // Nesting deeper than the format needs.
+  assertMalformed(
+    rawFile('{"a": {"dtype": "F32", "shape": [[[[1]]]], "data_offsets": [0, 0]}}'),
+    "nests deeper",
+  );
+});
+
+Deno.test("error messages never echo unbounded input", () => {
+  const data8 = new Uint8Array(8);
+  const deep = "[".repeat(1e6) + "]".repeat(1e6);
+  const cases = [
+    // The issue's cases: data_offsets nested 10^6 deep, a 2·10^5-entry shape, a 10^5-char name.
+    rawFile(`{"a": {"dtype": "F32", "shape": [2], "data_offsets": ${deep}}}`, data8),
+    rawFile({ a: { dtype: "F32", shape: new Array(2e5).fill(1), data_offsets: [0, 8] } }, data8),
+    rawFile({ a: { dtype: "F32", shape: new Array(2e5).fill(-1), data_offsets: [0, 8] } }, data8),
+    rawFile({ ["n".repeat(1e5)]: { dtype: "F32", shape: [3], data_offsets: [0, 8] } }, data8),
+    rawFile({ a: { dtype: "x".repeat(1e5), shape: [2], data_offsets: [0, 8] } }, data8),
+    rawFile({ a: { dtype: "F32", shape: [2], data_offsets: new Array(1e5).fill(0) } }, data8),
+    rawFile({ __metadata__: { ["k".repeat(1e5)]: 1 } }),
+    rawFile(`{"${"q".repeat(1e5)}" 1}`),
+  ];
+  for (const bytes of cases) {
+    assert.throws(() => SafetensorsFile.parse(bytes, "long.safetensors"), (err: unknown) => {
+      assert.ok(err instanceof SafetensorsError, String(err));
+      assert.ok(err.message.length <= 300, `${err.message.length} chars: ${err.message}`);
+      return true;
+    });
+  }
+  // Reading a tensor by a long name that is not there.
+  const file = SafetensorsFile.parse(rawFile({}), "x");
+  assert.throws(() => file.info("n".repeat(1e5)), (err: Error) => err.message.length <= 300);
+});
+
+Deno.test("NaN/Inf in a tensor: finiteF32 names the tensor and the first bad index", () => {
+  const values = new Float32Array(12).fill(0.5);
+  values[7] = NaN;
+  values[9] = Infinity;
+  const file = SafetensorsFile.parse(
+    encodeSafetensors({
+      w: { dtype: "F32", shape: [3, 4], data: values },
+      h: { dtype: "F16", shape: [2], data: new Uint16Array([0x3c00, 0xfc00]) }, // 1, -inf
+      ok: { dtype: "F32", shape: [2], data: new Float32Array([1, -3e38]) },
+    }),
+    "nan.safetensors",
+  );
+  assert.throws(
+    () => file.finiteF32("w"),
+    /^SafetensorsError: nan\.safetensors: tensor "w": element 7 \(\[1,3\]\) is NaN/,
+  );
+  assert.throws(() => file.finiteF32("h"), /tensor "h": element 1 is -Infinity/);
+  assert.deepEqual(file.finiteF32("ok"), new Float32Array([1, -3e38]));
+  assert.equal(firstNonFinite(new Float32Array([0, -0, 3.4e38, 1e-45])), -1);
+  assert.equal(firstNonFinite(new Float32Array([0, -Infinity])), 1);
+});
+
+Deno.test("open reads the prefix and header first: /dev/zero and a sparse 5 GiB file fail fast", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const rss0 = Deno.memoryUsage().rss;
+    const t0 = performance.now();
+    await assert.rejects(SafetensorsFile.open("/dev/zero"), /\/dev\/zero: not a regular file/);
+    // A sparse 5 GiB file whose prefix says 2^63.
+    const sparse = join(dir, "sparse.safetensors");
+    const makeSparse = async (head: Uint8Array) => {
+      using file = await Deno.open(sparse, { write: true, create: true, truncate: true });
+      await file.write(head);
+      await file.truncate(5 * 2 ** 30);
+    };
+    const prefix = new Uint8Array(8);
+    new DataView(prefix.buffer).setBigUint64(0, 2n ** 63n, true);
+    await makeSparse(prefix);
+    await assert.rejects(SafetensorsFile.open(sparse), /header length 9223372036854775808 exceeds/);
+    // A valid header for 8 bytes of data in that 5 GiB file: the tiling check, against the
+    // file's size, refuses it before the data is read.
+    await makeSparse(rawFile({ a: { dtype: "F32", shape: [2], data_offsets: [0, 8] } }));
+    await assert.rejects(SafetensorsFile.open(sparse), /trailing bytes/);
+    // A header length that runs past the end of a short file.
+    new DataView(prefix.buffer).setBigUint64(0, 1000n, true);
+    await makeSparse(prefix);
+    await Deno.truncate(sparse, 100);
+    await assert.rejects(
+      SafetensorsFile.open(sparse),
+      /1000 exceeds the 92 bytes after the prefix/,
+    );
+    const ms = performance.now() - t0;
+    const grew = (Deno.memoryUsage().rss - rss0) / 2 ** 20;
+    console.log(`  refused in ${ms.toFixed(0)} ms, RSS +${grew.toFixed(1)} MiB`);
+    assert.ok(ms < 1000, `${ms} ms`);
+    assert.ok(grew < 64, `RSS grew ${grew} MiB`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("misaligned data still reads correctly", () => {
