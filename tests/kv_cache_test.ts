@@ -4,12 +4,12 @@
  * leaks, and the model's outputs are bit-identical to the preallocated cache's).
  */
 import assert from "node:assert/strict";
+import { needs } from "./helpers.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { KVCache } from "../model/kv_cache.ts";
 import { argmax } from "../run/sampling.ts";
-import { needs } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -201,23 +201,22 @@ Deno.test(
       }
       ids = [argmax(outs[0].logits)];
     }
-    ids = [argmax(outs[0].logits)];
-  }
-  const kv = await Promise.all(caches.map((c) => c.read()));
-  assert.deepEqual(kv[1], kv[0]);
-  assert.deepEqual(kv[2], kv[0]);
-  assert.deepEqual(caches.map((c) => c.length), [33, 33, 33]);
-  assert.equal(caches[1].capacity, 40); // 4, then 10 for the prompt, 20, 40
-  assert.equal(caches[2].capacity, 33); // one more row every step
-  const held = gpu.bytesAllocated;
-  let freed = 0;
-  for (const c of caches) {
-    assert.equal(c.bytesAllocated, 2 * 2 * c.capacity * 64 * 4); // 2 · n_layer · rows · C · 4
-    freed += c.bytesAllocated;
-    c.destroy();
-  }
-  assert.equal(gpu.bytesAllocated, held - freed);
-});
+    const kv = await Promise.all(caches.map((c) => c.read()));
+    assert.deepEqual(kv[1], kv[0]);
+    assert.deepEqual(kv[2], kv[0]);
+    assert.deepEqual(caches.map((c) => c.length), [33, 33, 33]);
+    assert.equal(caches[1].capacity, 40); // 4, then 10 for the prompt, 20, 40
+    assert.equal(caches[2].capacity, 33); // one more row every step
+    const held = gpu.bytesAllocated;
+    let freed = 0;
+    for (const c of caches) {
+      assert.equal(c.bytesAllocated, 2 * 2 * c.capacity * 64 * 4); // 2 · n_layer · rows · C · 4
+      freed += c.bytesAllocated;
+      c.destroy();
+    }
+    assert.equal(gpu.bytesAllocated, held - freed);
+  },
+);
 
 Deno.test("memory held when it looks freed: destroy releases at once, RSS stays flat", async () => {
   // A cache of 16 MiB; 40 of them without prompt release would hold 640 MiB.
