@@ -7,7 +7,7 @@ struct Params { n: u32 } // vocabulary size
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;       // [n]
 @group(0) @binding(2) var<storage, read_write> ids: array<u32>;    // ids[0]: next input token
-@group(0) @binding(3) var<storage, read_write> step: array<u32>;   // [pos0, tokens chosen]
+@group(0) @binding(3) var<storage, read_write> start: array<u32>;   // [pos0, tokens chosen]
 @group(0) @binding(4) var<storage, read_write> tokens: array<u32>; // every token chosen
 
 const WG = 256u;
@@ -41,8 +41,8 @@ fn argmax(@builtin(local_invocation_index) tid: u32) {
   if (tid == 0u) {
     let token = bestIndex[0];
     ids[0] = token;
-    tokens[step[1]] = token;
-    step[0] += 1u; // the next step writes the cache one row further
-    step[1] += 1u;
+    tokens[start[1]] = token;
+    start[0] += 1u; // the next step writes the cache one row further
+    start[1] += 1u;
   }
 }

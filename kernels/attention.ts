@@ -111,11 +111,11 @@ function queryTile(T: number): number {
  * Writes K and V of this step into the cache at rows pos0 .. pos0+T-1, as f32, f16 or int8
  * with a scale per row (the cache's words per row say which); with `rows.seqs`, sequence b's
  * into cache slabs b*nHead .. b*nHead + nHead-1.
- * step: [1+] u32 holding pos0; qkv: [N, 3C]; kCache, vCache: [seqs*nHead, P, words].
+ * start: [1+] u32 holding pos0; qkv: [N, 3C]; kCache, vCache: [seqs*nHead, P, words].
  */
 export function storeKv(
   gpu: Gpu,
-  step: Tensor,
+  start: Tensor,
   qkv: Tensor,
   kCache: Tensor,
   vCache: Tensor,
@@ -125,7 +125,7 @@ export function storeKv(
   const s = shapes(qkv, kCache, vCache, rows);
   const sc = scaleBindings(gpu, s, scales);
   const kernel = gpu.kernel(code, "store_kv", { HD: s.headDim, KV: s.KV });
-  const bindings = { p: params(gpu, s), step, qkv, kCache, vCache, kScale: sc.k, vScale: sc.v };
+  const bindings = { p: params(gpu, s), start, qkv, kCache, vCache, kScale: sc.k, vScale: sc.v };
   const words = s.T * s.C / [1, 2, 4][s.KV];
   const [x, y] = workgrid(words, 64);
   return gpu.dispatch(`store_kv ${s.T}x${s.C}${seqsLabel(s)}`, kernel, bindings, [x, y, s.seqs]);
@@ -141,7 +141,7 @@ export function storeKv(
  */
 export function attend(
   gpu: Gpu,
-  step: Tensor,
+  start: Tensor,
   qkv: Tensor,
   kCache: Tensor,
   vCache: Tensor,
@@ -166,7 +166,7 @@ export function attend(
   const values = { v4: vCache, vw: vCache, vScale: sc.v, out4: out };
   if (s.T === 1 && s.headDim <= 256 && s.P <= ONE_MAX_KEYS) {
     const kernel = gpu.kernel(code, "attend_one", { HD: s.headDim, KV: s.KV });
-    const bindings = { p: params(gpu, s, zeroTail), step, ...keys, ...values, probs };
+    const bindings = { p: params(gpu, s, zeroTail), start, ...keys, ...values, probs };
     return [gpu.dispatch(`attend.one ${s.C}${seqsLabel(s)}`, kernel, bindings, [slabs])];
   }
   const TM = queryTile(s.T);
@@ -177,14 +177,14 @@ export function attend(
     gpu.dispatch(
       `attend.scores ${s.T}x${s.C}${seqsLabel(s)}`,
       gpu.kernel(code, "scores", consts),
-      { p: u, step, ...keys, probs },
+      { p: u, start, ...keys, probs },
       [groups(s.P / 4, 64), rowTiles, slabs],
     ),
-    causalSoftmax(gpu, step, probs, zeroTail),
+    causalSoftmax(gpu, start, probs, zeroTail),
     gpu.dispatch(
       `attend.values ${s.T}x${s.C}${seqsLabel(s)}`,
       gpu.kernel(code, "values", consts),
-      { p: u, step, ...values, probs },
+      { p: u, start, ...values, probs },
       [1, rowTiles, slabs],
     ),
   ];

@@ -28,7 +28,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> step: array<u32>;          // [pos0]
+@group(0) @binding(1) var<storage, read> start: array<u32>;          // [pos0]
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;           // [T, 3C]: q | k | v
 @group(0) @binding(3) var<storage, read_write> kCache: array<u32>;  // [n_head, P, words]
 @group(0) @binding(4) var<storage, read_write> vCache: array<u32>;  // [n_head, P, words]
@@ -94,7 +94,7 @@ fn store_kv(@builtin(global_invocation_id) gid: vec3<u32>) {
   let w = i % words;
   let h = (i / words) % nHead;
   let t = i / (words * nHead);
-  let row = (b * nHead + h) * p.P + step[0] + t; // cache row of this token's head h
+  let row = (b * nHead + h) * p.P + start[0] + t; // cache row of this token's head h
   let q = (p.row0 + b * p.T + t) * 3u * p.C + h * HD; // its q in qkv; k is C further, v 2C
   kCache[row * words + w] = encode(q + p.C, w, row, true);
   vCache[row * words + w] = encode(q + 2u * p.C, w, row, false);
@@ -118,7 +118,7 @@ fn scores(@builtin(global_invocation_id) gid: vec3<u32>) {
   let z = gid.z;
   let j0 = gid.x * 4u;        // first of 4 keys
   let r0 = gid.y * TM;        // first query
-  let pos0 = step[0];
+  let pos0 = start[0];
   let rows = min(TM, p.T - r0);
   if (j0 > pos0 + r0 + rows - 1u) { return; } // past every query's causal limit
   let HD4 = HD / 4u;
@@ -159,7 +159,7 @@ fn values(@builtin(global_invocation_id) gid: vec3<u32>) {
   let z = gid.z;
   let c = gid.x;              // vec4 column within the head
   let r0 = gid.y * TM;
-  let pos0 = step[0];
+  let pos0 = start[0];
   let HD4 = HD / 4u;
   let rows = min(TM, p.T - r0);
   var prow: array<u32, 8>;
@@ -217,7 +217,7 @@ fn attend_one(
 ) {
   let z = wg.x;
   let HD4 = HD / 4u;
-  let n = step[0] + 1u;                           // keys 0 .. pos0
+  let n = start[0] + 1u;                           // keys 0 .. pos0
   let q = (seqRow0(z) * 3u * p.C + headCol(z)) / 4u; // this head's query in qkv, as vec4s
   let row = z * p.P;                              // cache row of key 0, and the probs row
   // Invocation li owns keys 4·li + 256·i .. +3: their scores, exps and probabilities.

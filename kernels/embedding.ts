@@ -10,12 +10,12 @@ import code from "./embedding.wgsl" with { type: "text" };
 
 /**
  * x = wte[ids] + wpe[pos0 .. pos0+T].
- * ids: [T] u32; step: [1+] u32 holding pos0 (or `positions`: [T] u32, each row's own); wte: [V, C] in row chunks; wpe: [P, C]; x: [T, C].
+ * ids: [T] u32; start: [1+] u32 holding pos0 (or `positions`: [T] u32, each row's own); wte: [V, C] in row chunks; wpe: [P, C]; x: [T, C].
  */
 export function embedding(
   gpu: Gpu,
   ids: Tensor,
-  step: Tensor,
+  start: Tensor,
   wte: RowChunks,
   wpe: Tensor,
   x: Tensor,
@@ -36,7 +36,7 @@ export function embedding(
     const bindings = {
       p: params,
       ids,
-      step,
+      start,
       wte: part.tensor,
       wteh: part.tensor,
       wpe,

@@ -17,7 +17,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;          // [T]
-@group(0) @binding(2) var<storage, read> step: array<u32>;         // [pos0]
+@group(0) @binding(2) var<storage, read> start: array<u32>;         // [pos0]
 @group(0) @binding(3) var<storage, read> wte: array<vec4<f32>>;    // [rows, C] chunk
 @group(0) @binding(4) var<storage, read> wpe: array<vec4<f32>>;    // [n_positions, C]
 @group(0) @binding(5) var<storage, read_write> x: array<vec4<f32>>; // [T, C]
@@ -40,7 +40,7 @@ fn embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
   let c = i % p.C4;
   let v = ids[t] - p.row0; // wraps around for ids below row0
   if (v >= p.rows) { return; }
-  let pos = select(step[0] + t, positions[t], p.perRow == 1u);
+  let pos = select(start[0] + t, positions[t], p.perRow == 1u);
   x[i] = token4(v, c) + wpe[pos * p.C4 + c];
 }
 

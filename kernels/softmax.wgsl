@@ -11,14 +11,14 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> step: array<u32>; // [pos0]
+@group(0) @binding(1) var<storage, read> start: array<u32>; // [pos0]
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;
 
 @compute @workgroup_size(64)
 fn softmax(@builtin(global_invocation_id) gid: vec3<u32>) {
   let r = gid.y * 65535u * 64u + gid.x;
   if (r >= p.rows) { return; }
-  let n = step[0] + r % p.T + 1u;
+  let n = start[0] + r % p.T + 1u;
   let row = r * p.ld;
   var m = x[row];
   for (var j = 1u; j < n; j++) { m = max(m, x[row + j]); }

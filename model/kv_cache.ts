@@ -38,7 +38,7 @@ export interface LayerKV {
 interface LiveBuffers {
   gpu: Gpu;
   layers: readonly LayerCache[];
-  position: Tensor | null;
+  start: Tensor | null;
 }
 
 /** Bytes of every KV cache's buffers (all devices) that are neither destroyed nor collected. */
@@ -52,9 +52,9 @@ function freeBuffers(live: LiveBuffers): void {
     live.gpu.destroy(t);
     liveBytes -= t.buffer.size;
   }
-  if (live.position) live.gpu.destroy(live.position);
+  if (live.start) live.gpu.destroy(live.start);
   live.layers = [];
-  live.position = null;
+  live.start = null;
 }
 
 /**
@@ -149,7 +149,7 @@ export class KVCache {
     this.#capacity = this.policy === "grow"
       ? Math.min(initial, config.nPositions)
       : config.nPositions;
-    this.#live = { gpu, layers: this.#allocate(this.#capacity), position: null };
+    this.#live = { gpu, layers: this.#allocate(this.#capacity), start: null };
     collected.register(this, this.#live, this);
   }
 
@@ -157,8 +157,8 @@ export class KVCache {
    * Where this cache's next token goes, on the GPU ([4] u32, `length` in word 0), made on
    * first use: a batched decode step writes it, and each sequence attends at its own.
    */
-  get position(): Tensor {
-    return this.#live.position ??= this.gpu.tensor([4], "cache position");
+  get start(): Tensor {
+    return this.#live.start ??= this.gpu.tensor([4], "cache start");
   }
 
   /** Per-layer K/V buffers; a growing cache replaces them (see {@link KVCache.version}). */
@@ -216,7 +216,7 @@ export class KVCache {
         copyRows(this.config, { t, capacity: this.#capacity }, { t: to[j], capacity }, this.length)
       );
     }));
-    freeBuffers({ gpu: this.gpu, layers: old, position: null });
+    freeBuffers({ gpu: this.gpu, layers: old, start: null });
     this.#live.layers = layers;
     this.#capacity = capacity;
     this.#version++;

@@ -133,7 +133,7 @@ export async function generate(
   }
   const systemPrefillMs = performance.now() - t0;
   t0 = performance.now();
-  let logits = await step(model, cache, opts.useCache ? [...promptIds] : seq, opts.useCache);
+  let logits = await nextLogits(model, cache, opts.useCache ? [...promptIds] : seq, opts.useCache);
   const prefillMs = performance.now() - t0;
 
   // Decode: choose a token, then run it through the model to get the next logits.
@@ -179,7 +179,7 @@ export async function generate(
     while (!stop) {
       makeRoom();
       const last = ids.at(-1)!;
-      logits = await step(model, cache, opts.useCache ? [last] : seq, opts.useCache);
+      logits = await nextLogits(model, cache, opts.useCache ? [last] : seq, opts.useCache);
       decodeSteps++;
       choose(sampleToken(logits, opts, rng));
     }
@@ -210,7 +210,7 @@ export async function prefillPrefix(model: GPT2, ids: readonly number[]): Promis
 }
 
 // Logits of the next token. Without the cache, the whole sequence is recomputed from empty.
-async function step(
+async function nextLogits(
   model: GPT2,
   cache: KVCache,
   ids: readonly number[],

@@ -132,8 +132,8 @@ export class Runner {
       c.reserve(c.length + 1);
     });
     const starts = caches.map((c) => {
-      this.gpu.write(c.position, new Uint32Array([c.length]));
-      return c.position;
+      this.gpu.write(c.start, new Uint32Array([c.length]));
+      return c.start;
     });
     const { ws } = this.#workspace(B, { logits: "all", hidden: false, attention: false });
     this.gpu.write(this.ids, new Uint32Array(ids));

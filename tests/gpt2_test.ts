@@ -28,6 +28,8 @@ const TIED = parseConfig({
   n_positions: 64,
   vocab_size: 500,
   n_inner: 100,
+  bos_token_id: 0,
+  eos_token_id: 0,
 }, "tied test config");
 /** Untied lm_head, n_inner null (4 · 48), head_dim 12. */
 const UNTIED = parseConfig({
@@ -38,6 +40,8 @@ const UNTIED = parseConfig({
   vocab_size: 500,
   n_inner: null,
   tie_word_embeddings: false,
+  bos_token_id: 0,
+  eos_token_id: 0,
 }, "untied test config");
 
 const MODELS = [TIED, UNTIED].map((config, i) => {

@@ -100,7 +100,7 @@ Deno.test("KVCache: the GPU position buffer is made on first use and freed with 
   const before = gpu.bytesAllocated;
   const cache = new KVCache(gpu, config);
   const kv = gpu.bytesAllocated - before;
-  assert.equal(cache.position, cache.position); // one buffer, whichever batch reads it
+  assert.equal(cache.start, cache.start); // one buffer, whichever batch reads it
   assert.equal(gpu.bytesAllocated - before, kv + 16);
   cache.destroy();
   assert.equal(gpu.bytesAllocated, before);
@@ -263,7 +263,7 @@ Deno.test("KVCache and Gpu support `using`; destroy twice is harmless", async ()
   const live0 = KVCache.liveBytes;
   {
     using cache = new KVCache(gpu, config, { policy: "grow", initialCapacity: 4 });
-    cache.position; // the position buffer too
+    cache.start; // the start buffer too
     cache.reserve(20);
     assert.ok(gpu.bytesAllocated > start);
   }
