@@ -8,12 +8,13 @@ import { Gpu } from "../kernels/gpu.ts";
 import { GPT2_SIZES, loadConfig } from "../model/config.ts";
 import { checkWindow, generate, type GenerateOptions, validateGenerate } from "../run/generate.ts";
 import { type CachePolicy, parseCachePolicy } from "../run/cache_policy.ts";
-import { EMBEDDED, findLocalGpt2, openModel } from "../run/open_model.ts";
-import { gpt2Tokenizer, TextStream } from "../run/tokenizer.ts";
+import { defaultSpeakingModel, EMBEDDED, openModel, tokenizerFor } from "../run/open_model.ts";
+import { TextStream, type Tokenizer } from "../run/tokenizer.ts";
 import { integer, main, number, parseOptions, UsageError, weightFormat } from "./usage.ts";
 
 const USAGE = `usage: deno task generate [options]
-  --prompt TEXT        text to continue (default "The KV cache")
+  --prompt TEXT        text to continue (default "ROMEO:" for the Shakespeare model,
+                       "The KV cache" for GPT-2)
   --max-tokens N       most new tokens (default 32)
   --temperature T      0 = greedy (default 0.8)
   --top-k K            keep the K most likely tokens, 0 = off (default 40)
@@ -21,7 +22,9 @@ const USAGE = `usage: deno task generate [options]
   --seed S             sampling seed: same seed, same text (default 0)
   --no-cache           recompute the whole sequence every step (the baseline)
   --model M            checkpoint folder, hub name (gpt2, gpt2-medium, distilgpt2, …)
-                       or "embedded" (default: data/gpt2 or the HF cache, else embedded)
+                       or "embedded" (GPT-2 small's 124M shape with random weights, for
+                       speed work). Default: real GPT-2 if downloaded (data/gpt2 or the HF
+                       cache), else data/shakespeare-char, the char model trained here
   --system TEXT        system prompt, prefilled once at the front of the cache
   --stop-at-eos        stop after <|endoftext|>
   --cache POLICY       the KV cache: preallocated (default, f32), grow (allocated on
@@ -34,7 +37,7 @@ const USAGE = `usage: deno task generate [options]
 
 function parse(args: string[]) {
   const { values } = parseOptions(USAGE, args, {
-    prompt: { type: "string", default: "The KV cache" },
+    prompt: { type: "string" },
     "max-tokens": { type: "string", default: "32" },
     temperature: { type: "string", default: "0.8" },
     "top-k": { type: "string", default: "40" },
@@ -77,14 +80,22 @@ function parse(args: string[]) {
  * config.json, or the known GPT-2 sizes (the embedded model is GPT-2 small). Null when only
  * opening the model tells; `generate()` then checks the prompt.
  */
-async function contextLength(spec: string | undefined): Promise<number | null> {
-  const name = spec ?? (await findLocalGpt2()) ?? EMBEDDED;
+async function contextLength(name: string): Promise<number | null> {
   if (name === EMBEDDED) return GPT2_SIZES.gpt2.nPositions;
   if (name in GPT2_SIZES) return GPT2_SIZES[name as keyof typeof GPT2_SIZES].nPositions;
   try {
     return (await loadConfig(`${name}/config.json`)).nPositions;
   } catch {
     return null;
+  }
+}
+
+/** `text` in the model's tokens; a character a char vocabulary lacks is a usage error. */
+function encodeOption(tok: Tokenizer, flag: string, text: string): number[] {
+  try {
+    return tok.encode(text);
+  } catch (e) {
+    throw new UsageError(`${flag}: ${(e as Error).message}`);
   }
 }
 
@@ -102,10 +113,12 @@ function checkPromptFits(promptTokens: number, systemTokens: number, limit: numb
 
 main("generate", async () => {
   const { values, opts, policy, weights } = parse(Deno.args);
-  const tok = gpt2Tokenizer();
-  const promptIds = tok.encode(values.prompt);
-  const systemIds = values.system ? tok.encode(values.system) : [];
-  const limit = await contextLength(values.model);
+  const spec = values.model ?? (await defaultSpeakingModel());
+  const tok = await tokenizerFor(spec);
+  const prompt = values.prompt ?? (tok.name === "char" ? "ROMEO:\n" : "The KV cache");
+  const promptIds = encodeOption(tok, "--prompt", prompt);
+  const systemIds = values.system ? encodeOption(tok, "--system", values.system) : [];
+  const limit = await contextLength(spec);
   if (limit !== null) {
     checkPromptFits(promptIds.length, systemIds.length, limit);
     if (policy.window) checkWindowOption(policy.window, limit);
@@ -114,7 +127,7 @@ main("generate", async () => {
   const log = values.json ? () => {} : (s: string) => console.error(s);
   const t0 = performance.now();
   const gpu = await Gpu.open();
-  const opened = await openModel(gpu, values.model, { weights });
+  const opened = await openModel(gpu, spec, { weights });
   const { model } = opened;
   log(`adapter: ${gpu.description}`);
   log(`model:   ${opened.description}`);
@@ -126,7 +139,7 @@ main("generate", async () => {
   const cache = model.newCache(policy.cache);
   const out = new TextStream(tok);
   const write = (s: string) => Deno.stdout.writeSync(new TextEncoder().encode(s));
-  if (!values.json) write(values.prompt);
+  if (!values.json) write(prompt);
   const result = await generate(model, cache, promptIds, {
     ...opts,
     systemIds,

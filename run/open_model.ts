@@ -10,12 +10,17 @@ import { GPT2_SIZES, parameterCount } from "../model/config.ts";
 import { downloadCheckpoint, findInHfCache, resolveRepo } from "../io/download.ts";
 import { GPT2, type ModelOptions } from "../model/gpt2.ts";
 import { loadCheckpoint, randomWeights } from "../model/weights.ts";
+import { CharTokenizer } from "./char_tokenizer.ts";
+import { gpt2Tokenizer, type Tokenizer } from "./tokenizer.ts";
 
 /** The name that selects the embedded random-weight model. */
 export const EMBEDDED = "embedded";
 
 /** Seed of the embedded model's weights. */
 export const EMBEDDED_SEED = 1234;
+
+/** The char-level GPT-2 trained here on Tiny Shakespeare (see its README). */
+export const TRAINED = "data/shakespeare-char";
 
 /** A model ready to run, with where it came from. */
 export interface OpenedModel {
@@ -39,6 +44,29 @@ export async function findLocalGpt2(): Promise<string | null> {
   }
   if (!granted({ name: "read" }) || !granted({ name: "env" })) return null;
   return findInHfCache(resolveRepo("gpt2"));
+}
+
+/**
+ * The model that speaks when none is named: real GPT-2 small if it is here, else the char
+ * model trained here, else the embedded random 124M. Reads files only where allowed.
+ */
+export async function defaultSpeakingModel(): Promise<string> {
+  const gpt2 = await findLocalGpt2();
+  if (gpt2) return gpt2;
+  if (granted({ name: "read", path: TRAINED }) && (await isCheckpoint(TRAINED))) return TRAINED;
+  return EMBEDDED;
+}
+
+/**
+ * The tokenizer of the model `spec` names: a char tokenizer when its folder has a
+ * `vocab.json`, else GPT-2's BPE (hub names and the embedded model).
+ */
+export async function tokenizerFor(spec: string): Promise<Tokenizer> {
+  if (spec !== EMBEDDED && (await exists(spec))) {
+    const chars = await CharTokenizer.load(spec);
+    if (chars) return chars;
+  }
+  return gpt2Tokenizer();
 }
 
 function granted(permission: Deno.PermissionDescriptor): boolean {
