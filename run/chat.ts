@@ -1,0 +1,481 @@
+/**
+ * The chat session behind `deno task chat`: a conversation kept in one KV cache across turns,
+ * so that a turn prefills only its new text. Each reply streams token by token and records
+ * each token's time; with the cache off every token recomputes the whole conversation from an
+ * empty cache instead, and the times show the difference. When the context is full a sliding
+ * window with attention sinks (StreamingLLM, {@link KVCache.evict}) keeps the conversation
+ * going. Commands (`/cache`, `/temp`, `/stats`, …) change settings between replies.
+ *
+ * Everything here writes through a callback, so tests drive it without a terminal.
+ *
+ * @module
+ */
+import type { GPT2 } from "../model/gpt2.ts";
+import type { KVCache } from "../model/kv_cache.ts";
+import { checkWindow, validateGenerate } from "./generate.ts";
+import { Rng, sampleToken, type SamplingOptions } from "./sampling.ts";
+import { TextStream, type Tokenizer } from "./tokenizer.ts";
+
+/** Settings of a chat that commands can change between replies. */
+export interface ChatSettings extends SamplingOptions {
+  /** Most tokens per reply. */
+  maxTokens: number;
+  /** Seed of the sampling PRNG; `/reset` starts it again. */
+  seed: number;
+  /** Decode through the KV cache (true) or recompute everything for every token (false). */
+  useCache: boolean;
+}
+
+/** How to open a {@link ChatSession}. */
+export interface ChatOptions extends ChatSettings {
+  /** Text kept at the start of the conversation, prefilled once when the session opens. */
+  system?: string;
+  /**
+   * The sliding window used when the context is full: keep the first `sinks` tokens and the
+   * last `recent` ones. Default: sinks max(4, system tokens), recent ¾ n_positions − sinks.
+   * `sinks` must cover the system prompt.
+   */
+  window?: { sinks: number; recent: number };
+  /** Styles summary and error lines (a terminal dims them); default: unchanged. */
+  style?: (line: string) => string;
+}
+
+/** What one reply produced and what it cost. */
+export interface ReplyResult {
+  /** The reply's token ids and their text. */
+  ids: number[];
+  text: string;
+  /** Tokens run through the model before the first reply token (new text, or everything). */
+  prefilledTokens: number;
+  /** Tokens whose K/V the prefill found in the cache. */
+  reusedTokens: number;
+  /** Time from the prefill's start to the first reply token, ms. */
+  prefillMs: number;
+  /** Time of each later token (a forward and the sampling), ms. */
+  tokenMs: number[];
+  /** Whether the reply ran through the cache. */
+  useCache: boolean;
+  /** Why it stopped: `maxTokens` reached, end of text, or interrupted (Ctrl-C). */
+  stop: "max-tokens" | "eos" | "interrupted";
+  /** Tokens the sliding window dropped during this reply, and how many times it ran. */
+  droppedTokens: number;
+  evictions: number;
+}
+
+/** Numbers shown by `/stats`. */
+export interface ChatStats {
+  /** Tokens whose K/V the cache holds, of the context's `nPositions`. */
+  cachedTokens: number;
+  nPositions: number;
+  /** Tokens of the conversation the model sees (cached, plus the last reply token). */
+  conversationTokens: number;
+  cacheBytesUsed: number;
+  cacheBytesAllocated: number;
+  /** Reply tokens after the first, and their total time, with the cache and without. */
+  cached: { tokens: number; ms: number };
+  uncached: { tokens: number; ms: number };
+  /** Tokens dropped by the sliding window so far. */
+  droppedTokens: number;
+}
+
+/** A message the chat cannot take (bad text or bad command): shown as one line. */
+export class ChatInputError extends Error {}
+
+/** The commands, as `/help` prints them. */
+export const CHAT_HELP = `commands:
+  /cache on|off   off: every token recomputes the whole conversation from an empty cache
+  /temp X         sampling temperature, 0 = greedy
+  /topk K         keep the K most likely tokens, 0 = off
+  /topp P         nucleus sampling mass in (0, 1], 1 = off
+  /reset          forget the conversation (the system text stays cached)
+  /stats          tokens cached, cache bytes, mean ms/token with and without the cache
+  /help           this list
+  /quit           leave (so does Ctrl-D); Ctrl-C stops a reply
+any other line is your next turn: it is appended to the conversation and the model replies`;
+
+/**
+ * A conversation with a model, held in one KV cache. Invariant: the cache's rows are the
+ * K/V of `history[0 .. cache.length)`; the history's tail after them (the last reply token,
+ * a new message) has not been fed yet.
+ */
+export class ChatSession {
+  /** Current settings; commands change them. */
+  readonly settings: ChatSettings;
+  /** The conversation's cache (preallocated, f32, n_positions rows). */
+  readonly cache: KVCache;
+  /** The system text's tokens, always the first rows of the cache. */
+  readonly systemIds: readonly number[];
+  /** The sliding window applied when the context is full. */
+  readonly window: { readonly sinks: number; readonly recent: number };
+  readonly #model: GPT2;
+  readonly #tokenizer: Tokenizer;
+  readonly #style: (line: string) => string;
+  readonly #systemEndsLine: boolean;
+  #history: number[];
+  #rng: Rng;
+  #endsLine: boolean;
+  #cached = { tokens: 0, ms: 0 };
+  #uncached = { tokens: 0, ms: 0 };
+  #droppedTokens = 0;
+
+  private constructor(model: GPT2, tokenizer: Tokenizer, options: ChatOptions) {
+    const { maxTokens, temperature, topK, topP, seed, useCache } = options;
+    this.settings = { maxTokens, temperature, topK, topP, seed, useCache };
+    const { nPositions, vocabSize } = model.config;
+    if (tokenizer.vocabSize > vocabSize) {
+      throw new Error(
+        `the ${tokenizer.name} tokenizer has ${tokenizer.vocabSize} ids, the model only ` +
+          `${vocabSize}`,
+      );
+    }
+    const system = options.system ?? "";
+    this.systemIds = tokenizer.encode(system);
+    if (this.systemIds.length > nPositions / 2) {
+      throw new RangeError(
+        `the system text has ${this.systemIds.length} tokens; at most half the context ` +
+          `(${nPositions / 2} of ${nPositions}) may be system text`,
+      );
+    }
+    const sinks = Math.max(4, this.systemIds.length);
+    this.window = options.window ?? { sinks, recent: Math.floor((3 * nPositions) / 4) - sinks };
+    if (this.window.sinks < this.systemIds.length) {
+      throw new RangeError(
+        `window: ${this.window.sinks} sinks do not cover the ${this.systemIds.length} system tokens`,
+      );
+    }
+    validateGenerate({ ...this.settings, useCache: true, stopAtEos: false, window: this.window });
+    checkWindow(this.window, nPositions);
+    this.#model = model;
+    this.#tokenizer = tokenizer;
+    this.#style = options.style ?? ((line) => line);
+    this.#systemEndsLine = system === "" || system.endsWith("\n");
+    this.cache = model.newCache();
+    this.#history = [...this.systemIds];
+    this.#rng = new Rng(seed);
+    this.#endsLine = this.#systemEndsLine;
+  }
+
+  /** Opens a session and prefills the system text, if any. */
+  static async open(model: GPT2, tokenizer: Tokenizer, options: ChatOptions): Promise<ChatSession> {
+    const session = new ChatSession(model, tokenizer, options);
+    if (session.systemIds.length) await model.forward(session.systemIds, session.cache);
+    return session;
+  }
+
+  /** The conversation's token ids as the model sees it: cached rows, then the unfed tail. */
+  get history(): readonly number[] {
+    return this.#history;
+  }
+
+  /**
+   * Appends `text` to the conversation and streams the model's reply through `write`,
+   * token by token. Stops after `maxTokens` tokens, at end of text, or when `signal` is
+   * aborted (checked between tokens). Throws {@link ChatInputError}, changing nothing, when
+   * the text cannot be encoded or does not fit the context.
+   */
+  async reply(
+    text: string,
+    write: (text: string) => void,
+    signal?: AbortSignal,
+  ): Promise<ReplyResult> {
+    const { nPositions } = this.#model.config;
+    let newIds: number[];
+    try {
+      newIds = this.#tokenizer.encode(text);
+    } catch (e) {
+      throw new ChatInputError((e as Error).message);
+    }
+    const unfed = this.#history.length - this.cache.length;
+    const room = nPositions - 1 - this.window.sinks - unfed;
+    if (newIds.length + unfed < 1) throw new ChatInputError("nothing to reply to");
+    if (newIds.length > room) {
+      throw new ChatInputError(
+        `the message has ${newIds.length} tokens; at most ${room} fit the context ` +
+          `(${nPositions} positions, ${this.window.sinks} kept at the start)`,
+      );
+    }
+    const useCache = this.settings.useCache;
+    const reusedTokens = useCache ? this.cache.length : 0;
+    this.#history.push(...newIds);
+    let droppedTokens = 0;
+    let evictions = 0;
+    const makeRoom = () => {
+      const dropped = this.#makeRoom();
+      droppedTokens += dropped;
+      if (dropped) evictions++;
+    };
+    makeRoom();
+    const prefilledTokens = this.#history.length - (useCache ? this.cache.length : 0);
+
+    let t0 = performance.now();
+    let id = sampleToken(await this.#forward(useCache), this.settings, this.#rng);
+    const prefillMs = performance.now() - t0;
+    const ids: number[] = [];
+    const tokenMs: number[] = [];
+    const stream = new TextStream(this.#tokenizer);
+    let stop: ReplyResult["stop"];
+    while (true) {
+      ids.push(id);
+      this.#history.push(id);
+      if (id === this.#tokenizer.eosTokenId) {
+        stop = "eos";
+        break;
+      }
+      write(stream.push(id));
+      if (ids.length >= this.settings.maxTokens) {
+        stop = "max-tokens";
+        break;
+      }
+      if (signal?.aborted) {
+        stop = "interrupted";
+        break;
+      }
+      makeRoom();
+      t0 = performance.now();
+      id = sampleToken(await this.#forward(useCache), this.settings, this.#rng);
+      tokenMs.push(performance.now() - t0);
+    }
+    write(stream.flush());
+    const timing = useCache ? this.#cached : this.#uncached;
+    timing.tokens += tokenMs.length;
+    timing.ms += tokenMs.reduce((a, b) => a + b, 0);
+    this.#droppedTokens += droppedTokens;
+    const replyText = this.#tokenizer.decode(ids.filter((i) => i !== this.#tokenizer.eosTokenId));
+    this.#endsLine = replyText === "" ? text.endsWith("\n") : replyText.endsWith("\n");
+    return {
+      ids,
+      text: replyText,
+      prefilledTokens,
+      reusedTokens,
+      prefillMs,
+      tokenMs,
+      useCache,
+      stop,
+      droppedTokens,
+      evictions,
+    };
+  }
+
+  /**
+   * Handles one input line: a `/command`, or a turn (the line and a newline, after a newline
+   * when the conversation does not end with one) answered by a streamed reply and its
+   * summary. Mistakes are written as one `error: …` line. Returns "quit" after `/quit`.
+   */
+  async handle(
+    line: string,
+    write: (text: string) => void,
+    signal?: AbortSignal,
+  ): Promise<"quit" | "continue"> {
+    const say = (s: string) => write(this.#style(s) + "\n");
+    try {
+      if (line.startsWith("/")) return this.#command(line.trim(), say);
+      if (line.trim() === "") return "continue";
+      const r = await this.reply(`${this.#endsLine ? "" : "\n"}${line}\n`, write, signal);
+      if (!r.text.endsWith("\n")) write("\n");
+      for (const s of formatReply(r, this.#model.config.nPositions, this.window)) say(s);
+    } catch (e) {
+      if (!(e instanceof ChatInputError)) throw e;
+      say(`error: ${e.message}`);
+    }
+    return "continue";
+  }
+
+  /** Forgets the conversation but the system text (its K/V stay cached); restarts the PRNG. */
+  reset(): void {
+    this.cache.length = Math.min(this.cache.length, this.systemIds.length);
+    this.#history = [...this.systemIds];
+    this.#rng = new Rng(this.settings.seed);
+    this.#endsLine = this.#systemEndsLine;
+  }
+
+  /** The numbers `/stats` shows. */
+  stats(): ChatStats {
+    return {
+      cachedTokens: this.cache.length,
+      nPositions: this.#model.config.nPositions,
+      conversationTokens: this.#history.length,
+      cacheBytesUsed: this.cache.bytesUsed,
+      cacheBytesAllocated: this.cache.bytesAllocated,
+      cached: { ...this.#cached },
+      uncached: { ...this.#uncached },
+      droppedTokens: this.#droppedTokens,
+    };
+  }
+
+  /** Frees the cache. */
+  destroy(): void {
+    this.cache.destroy();
+  }
+
+  // Next-token logits after the whole history, [tokenizer.vocabSize] (a model's vocabulary
+  // may be padded past the tokenizer's): through the cache, feeding only the unfed tail;
+  // without it, from an empty cache (which then holds the whole history).
+  async #forward(useCache: boolean): Promise<Float32Array> {
+    if (!useCache) this.cache.reset();
+    const ids = this.#history.slice(this.cache.length);
+    const { logits } = await this.#model.forward(ids, this.cache);
+    return logits.subarray(0, this.#tokenizer.vocabSize);
+  }
+
+  // When the history would not fit the context (one position kept free, as generate does),
+  // the window drops the cached middle: the first `sinks` rows and the last `recent` cached
+  // rows stay (fewer if the unfed tail needs the room). Returns the tokens dropped.
+  #makeRoom(): number {
+    const limit = this.#model.config.nPositions - 1;
+    if (this.#history.length <= limit) return 0;
+    const { sinks } = this.window;
+    const cached = this.cache.length;
+    const unfed = this.#history.length - cached;
+    const recent = Math.min(this.window.recent, limit - sinks - unfed);
+    const dropped = this.cache.evict(sinks, recent);
+    this.#history = [...this.#history.slice(0, sinks), ...this.#history.slice(cached - recent)];
+    return dropped;
+  }
+
+  #command(line: string, say: (s: string) => void): "quit" | "continue" {
+    const [name, ...args] = line.split(/\s+/);
+    const arg = args.join(" ");
+    const number = (check: (v: number) => boolean, want: string) => {
+      const v = Number(arg);
+      if (arg === "" || !Number.isFinite(v) || !check(v)) {
+        throw new ChatInputError(`${name}: expected ${want}, got "${arg}"`);
+      }
+      return v;
+    };
+    const noArgs = () => {
+      if (arg) throw new ChatInputError(`${name} takes no argument, got "${arg}"`);
+    };
+    switch (name) {
+      case "/cache":
+        if (arg !== "on" && arg !== "off") {
+          throw new ChatInputError(`/cache: expected on or off, got "${arg}"`);
+        }
+        this.settings.useCache = arg === "on";
+        say(arg === "on" ? "KV cache on" : "KV cache off: every token recomputes everything");
+        break;
+      case "/temp":
+        this.settings.temperature = number((v) => v >= 0, "a number >= 0");
+        say(`temperature ${this.settings.temperature}`);
+        break;
+      case "/topk":
+        this.settings.topK = number((v) => Number.isInteger(v) && v >= 0, "an integer >= 0");
+        say(`top-k ${this.settings.topK}`);
+        break;
+      case "/topp":
+        this.settings.topP = number((v) => v > 0 && v <= 1, "a number in (0, 1]");
+        say(`top-p ${this.settings.topP}`);
+        break;
+      case "/reset":
+        noArgs();
+        this.reset();
+        say(`conversation reset (${this.cache.length} system tokens stay cached)`);
+        break;
+      case "/stats":
+        noArgs();
+        for (const s of formatStats(this.stats())) say(s);
+        break;
+      case "/help":
+        say(CHAT_HELP);
+        break;
+      case "/quit":
+        return "quit";
+      default:
+        throw new ChatInputError(`unknown command ${name} (see /help)`);
+    }
+    return "continue";
+  }
+}
+
+/**
+ * The lines shown after a reply: the token-time strip, then "prefilled N new tokens, reused
+ * M cached; K tokens at X ms/token", and what the sliding window did, if anything.
+ */
+export function formatReply(
+  r: ReplyResult,
+  nPositions: number,
+  window: { sinks: number; recent: number },
+): string[] {
+  const lines: string[] = [];
+  const n = r.tokenMs.length;
+  const mean = n ? r.tokenMs.reduce((a, b) => a + b, 0) / n : 0;
+  if (n) {
+    lines.push(
+      `token ms ${sparkline(r.tokenMs)} (min ${ms(Math.min(...r.tokenMs))}, max ` +
+        `${ms(Math.max(...r.tokenMs))})`,
+    );
+  }
+  const how = r.useCache ? "KV cache on" : "cache off: every token recomputed the conversation";
+  const speed = n ? ` at ${ms(mean)} ms/token (${Math.round(1000 / mean)} tok/s)` : "";
+  lines.push(
+    `prefilled ${r.prefilledTokens} new tokens, reused ${r.reusedTokens} cached ` +
+      `(first token ${ms(r.prefillMs)} ms); ${n} more tokens${speed} · ${how} · stop: ${r.stop}`,
+  );
+  if (r.droppedTokens) {
+    lines.push(
+      `context full (${nPositions} positions): the sliding window kept the first ` +
+        `${window.sinks} and the last ≤${window.recent} tokens, dropped ${r.droppedTokens} ` +
+        `(${r.evictions}×)`,
+    );
+  }
+  return lines;
+}
+
+/** The lines `/stats` prints. */
+export function formatStats(s: ChatStats): string[] {
+  const mean = (t: { tokens: number; ms: number }) =>
+    t.tokens ? `${ms(t.ms / t.tokens)} ms/token (${t.tokens} tokens)` : "- (no tokens yet)";
+  return [
+    `tokens cached: ${s.cachedTokens} of ${s.nPositions} positions ` +
+    `(conversation ${s.conversationTokens} tokens, ${s.droppedTokens} dropped by the window)`,
+    `cache bytes: ${bytes(s.cacheBytesUsed)} used of ${bytes(s.cacheBytesAllocated)} allocated`,
+    `mean decode time: cached ${mean(s.cached)}, uncached ${mean(s.uncached)}`,
+  ];
+}
+
+const BARS = "▁▂▃▄▅▆▇█";
+
+/**
+ * A one-line strip of `values`, one bar per value from ▁ (the smallest) to █ (the largest);
+ * more than `width` values are averaged in consecutive groups to fit.
+ */
+export function sparkline(values: readonly number[], width = 64): string {
+  if (!values.length) return "";
+  const groups = Math.min(width, values.length);
+  const means = Array.from({ length: groups }, (_, g) => {
+    const part = values.slice(
+      Math.floor((g * values.length) / groups),
+      Math.floor(((g + 1) * values.length) / groups),
+    );
+    return part.reduce((a, b) => a + b, 0) / part.length;
+  });
+  const lo = Math.min(...means);
+  const span = Math.max(...means) - lo;
+  return means.map((v) => BARS[span > 0 ? Math.round(((v - lo) / span) * 7) : 0]).join("");
+}
+
+/**
+ * The lines of a byte stream (UTF-8), without their "\n" (or "\r\n"); a last line without a
+ * newline is returned too. Reads only as far as the next line needs.
+ */
+export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let pending = "";
+  for await (const chunk of stream) {
+    pending += decoder.decode(chunk, { stream: true });
+    let end;
+    while ((end = pending.indexOf("\n")) >= 0) {
+      yield pending.slice(0, end).replace(/\r$/, "");
+      pending = pending.slice(end + 1);
+    }
+  }
+  pending += decoder.decode();
+  if (pending !== "") yield pending.replace(/\r$/, "");
+}
+
+function ms(v: number): string {
+  return v >= 100 ? v.toFixed(0) : v.toFixed(1);
+}
+
+function bytes(b: number): string {
+  return b >= 2 ** 20 ? `${(b / 2 ** 20).toFixed(2)} MiB` : `${(b / 1024).toFixed(1)} KiB`;
+}
