@@ -7,20 +7,16 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
-import { parseWeightFormat, type WeightFormat } from "../kernels/matmul.ts";
-import { CharTokenizer } from "../run/char_tokenizer.ts";
 import { CHAT_HELP, type ChatOptions, ChatSession, readLines } from "../run/chat.ts";
-import { openModel } from "../run/open_model.ts";
-import { gpt2Tokenizer } from "../run/tokenizer.ts";
+import { openModel, tokenizerFor, TRAINED } from "../run/open_model.ts";
+import { integer, main, number, parseOptions, UsageError, weightFormat } from "./usage.ts";
 
-const CHAR_MODEL = "data/shakespeare-char";
 const FALLBACK_MODEL = "data/tiny-gpt2";
 
 const USAGE = `usage: deno task chat [options]
   a conversation kept in the KV cache: each turn prefills only its new text
-  --model M            checkpoint folder or hub name (default ${CHAR_MODEL} when it exists,
+  --model M            checkpoint folder or hub name (default ${TRAINED} when it exists,
                        else ${FALLBACK_MODEL})
   --system TEXT        text kept at the start of the conversation (and of the cache)
   --max-tokens N       most tokens per reply (default 200 for a char model, else 48)
@@ -29,75 +25,42 @@ const USAGE = `usage: deno task chat [options]
   --top-p P            nucleus sampling mass, 1 = off (default 1)
   --seed S             sampling seed (default 0)
   --weights F          f32 (default) or f16
-  --help               this text
+  -h, --help           this text
 ${CHAT_HELP}`;
 
-/** A bad command line: one line, then `see --help`, exit 2. */
-class UsageError extends Error {}
-
-function number(name: string, value: string, check: (v: number) => boolean, want: string) {
-  const v = Number(value);
-  if (value.trim() === "" || !Number.isFinite(v) || !check(v)) {
-    throw new UsageError(`--${name}: expected ${want}, got "${value}"`);
-  }
-  return v;
-}
-
 function parse(args: string[]) {
-  let values;
-  try {
-    values = parseArgs({
-      args,
-      strict: true,
-      options: {
-        model: { type: "string" },
-        system: { type: "string", default: "" },
-        "max-tokens": { type: "string" },
-        temperature: { type: "string", default: "0.8" },
-        "top-k": { type: "string", default: "40" },
-        "top-p": { type: "string", default: "1" },
-        seed: { type: "string", default: "0" },
-        weights: { type: "string", default: "f32" },
-        help: { type: "boolean", default: false },
-      },
-    }).values;
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
-  const int = (v: number) => Number.isInteger(v);
+  const { values } = parseOptions(USAGE, args, {
+    model: { type: "string" },
+    system: { type: "string", default: "" },
+    "max-tokens": { type: "string" },
+    temperature: { type: "string", default: "0.8" },
+    "top-k": { type: "string", default: "40" },
+    "top-p": { type: "string", default: "1" },
+    seed: { type: "string", default: "0" },
+    weights: { type: "string", default: "f32" },
+  });
   const maxTokens = values["max-tokens"] === undefined
     ? null
-    : number("max-tokens", values["max-tokens"], (v) => int(v) && v >= 1, "an integer >= 1");
-  let weights: WeightFormat;
-  try {
-    weights = parseWeightFormat(values.weights, "--weights");
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+    : integer("--max-tokens", values["max-tokens"], 1, Infinity);
   return {
     model: values.model,
     system: values.system,
-    help: values.help,
-    weights,
+    weights: weightFormat(values.weights),
     maxTokens,
-    temperature: number("temperature", values.temperature, (v) => v >= 0, "a number >= 0"),
-    topK: number("top-k", values["top-k"], (v) => int(v) && v >= 0, "an integer >= 0"),
-    topP: number("top-p", values["top-p"], (v) => v > 0 && v <= 1, "a number in (0, 1]"),
-    seed: number("seed", values.seed, Number.isSafeInteger, "an integer"),
+    temperature: number("--temperature", values.temperature, "a number >= 0", (v) => v >= 0),
+    topK: integer("--top-k", values["top-k"], 0, Infinity),
+    topP: number("--top-p", values["top-p"], "a number in (0, 1]", (v) => v > 0 && v <= 1),
+    seed: number("--seed", values.seed, "an integer", Number.isSafeInteger),
   };
 }
 
-async function main(): Promise<number> {
+main("chat", async () => {
   const args = parse(Deno.args);
-  if (args.help) {
-    console.log(USAGE);
-    return 0;
-  }
   const spec = args.model ??
-    (await isFile(`${CHAR_MODEL}/config.json`) ? CHAR_MODEL : FALLBACK_MODEL);
+    (await isFile(`${TRAINED}/config.json`) ? TRAINED : FALLBACK_MODEL);
   const gpu = await Gpu.open();
   const opened = await openModel(gpu, spec, { weights: args.weights });
-  const tokenizer = (await CharTokenizer.load(spec)) ?? gpt2Tokenizer();
+  const tokenizer = await tokenizerFor(spec);
   await opened.model.warmup();
   const terminal = Deno.stdin.isTerminal() && Deno.stdout.isTerminal();
   const options: ChatOptions = {
@@ -149,8 +112,7 @@ async function main(): Promise<number> {
     Deno.removeSignalListener("SIGINT", onInterrupt);
     session.destroy();
   }
-  return 0;
-}
+});
 
 async function isFile(path: string): Promise<boolean> {
   try {
@@ -158,12 +120,4 @@ async function isFile(path: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-try {
-  Deno.exit(await main());
-} catch (e) {
-  const usage = e instanceof UsageError;
-  console.error(`chat: ${(e as Error).message}${usage ? "\nsee --help" : ""}`);
-  Deno.exit(usage ? 2 : 1);
 }

@@ -24,6 +24,14 @@ export interface ChatSettings extends SamplingOptions {
   seed: number;
   /** Decode through the KV cache (true) or recompute everything for every token (false). */
   useCache: boolean;
+  /**
+   * What the sliding window does to the cache when the context is full. `recompute` (the
+   * default): the kept tokens are prefilled again at positions 0.. (one prefill per slide),
+   * as a model with absolute position embeddings was trained to see them. `sinks`: the kept
+   * rows stay cached where they were (StreamingLLM's attention sinks, no recomputation); on
+   * GPT-2 the text then degrades, since each kept row carries the position it was made at.
+   */
+  windowMode?: "recompute" | "sinks";
 }
 
 /** How to open a {@link ChatSession}. */
@@ -60,6 +68,8 @@ export interface ReplyResult {
   /** Tokens the sliding window dropped during this reply, and how many times it ran. */
   droppedTokens: number;
   evictions: number;
+  /** What the window did to the cache when it slid. */
+  windowMode: "recompute" | "sinks";
 }
 
 /** Numbers shown by `/stats`. */
@@ -84,6 +94,8 @@ export class ChatInputError extends Error {}
 /** The commands, as `/help` prints them. */
 export const CHAT_HELP = `commands:
   /cache on|off   off: every token recomputes the whole conversation from an empty cache
+  /window recompute|sinks  when the context is full: prefill the kept tokens again
+                  (default) or keep their cached rows as StreamingLLM's sinks do
   /temp X         sampling temperature, 0 = greedy
   /topk K         keep the K most likely tokens, 0 = off
   /topp P         nucleus sampling mass in (0, 1], 1 = off
@@ -120,7 +132,8 @@ export class ChatSession {
 
   private constructor(model: GPT2, tokenizer: Tokenizer, options: ChatOptions) {
     const { maxTokens, temperature, topK, topP, seed, useCache } = options;
-    this.settings = { maxTokens, temperature, topK, topP, seed, useCache };
+    const windowMode = options.windowMode ?? "recompute";
+    this.settings = { maxTokens, temperature, topK, topP, seed, useCache, windowMode };
     const { nPositions, vocabSize } = model.config;
     if (tokenizer.vocabSize > vocabSize) {
       throw new Error(
@@ -253,6 +266,7 @@ export class ChatSession {
       stop,
       droppedTokens,
       evictions,
+      windowMode: this.settings.windowMode ?? "recompute",
     };
   }
 
@@ -329,6 +343,7 @@ export class ChatSession {
     const recent = Math.min(this.window.recent, limit - sinks - unfed);
     const dropped = this.cache.evict(sinks, recent);
     this.#history = [...this.#history.slice(0, sinks), ...this.#history.slice(cached - recent)];
+    if (this.settings.windowMode === "recompute") this.cache.reset();
     return dropped;
   }
 
@@ -352,6 +367,13 @@ export class ChatSession {
         }
         this.settings.useCache = arg === "on";
         say(arg === "on" ? "KV cache on" : "KV cache off: every token recomputes everything");
+        break;
+      case "/window":
+        if (arg !== "recompute" && arg !== "sinks") {
+          throw new ChatInputError(`/window: expected recompute or sinks, got "${arg}"`);
+        }
+        this.settings.windowMode = arg;
+        say(`sliding window: ${arg}`);
         break;
       case "/temp":
         this.settings.temperature = number((v) => v >= 0, "a number >= 0");
@@ -414,7 +436,9 @@ export function formatReply(
     lines.push(
       `context full (${nPositions} positions): the sliding window kept the first ` +
         `${window.sinks} and the last ≤${window.recent} tokens, dropped ${r.droppedTokens} ` +
-        `(${r.evictions}×)`,
+        `(${r.evictions}×), ${
+          r.windowMode === "sinks" ? "kept rows cached (sinks)" : "kept tokens prefilled again"
+        }`,
     );
   }
   return lines;

@@ -150,7 +150,7 @@ Deno.test("the system text is prefilled once, kept at the start, and survives /r
 
 Deno.test("when the context fills, the sliding window keeps the sinks and the recent rows", async () => {
   const { nPositions } = model.config;
-  await withSession({ maxTokens: 30, system: "The KV cache" }, async (s) => {
+  await withSession({ maxTokens: 30, system: "The KV cache", windowMode: "sinks" }, async (s) => {
     assert.deepEqual(s.window, { sinks: 4, recent: 92 }); // ¾ of 128 positions, less the sinks
     // Fill the conversation to below the context.
     while (s.history.length < nPositions - 40) await s.reply("Go on\n", () => {});
@@ -339,4 +339,24 @@ Deno.test("sparkline draws the smallest value as ▁, the largest as █, in at 
   assert.equal(sparkline([]), "");
   // Pairs averaged: 1.5, 1.5, 9.5, 9.5.
   assert.equal(sparkline([1, 2, 2, 1, 9, 10, 10, 9], 4), "▁▁██");
+});
+
+Deno.test("window recompute (the default): the kept tokens are prefilled again from position 0", async () => {
+  const { nPositions } = model.config;
+  await withSession({ maxTokens: 30, system: "The KV cache" }, async (s) => {
+    while (s.history.length < nPositions - 40) await s.reply("Go on\n", () => {});
+    s.settings.maxTokens = 1;
+    const text = Array.from({ length: 40 }, (_, i) => ` w${i}`).join("");
+    const r = await s.reply(text, () => {});
+    assert.equal(r.evictions, 1);
+    assert.equal(r.windowMode, "recompute");
+    // The cache now holds exactly what a fresh prefill of the kept history would.
+    const fresh = model.newCache();
+    try {
+      await model.forward(s.history.slice(0, s.cache.length), fresh);
+      assert.deepEqual(await s.cache.read(), await fresh.read());
+    } finally {
+      fresh.destroy();
+    }
+  });
 });
