@@ -12,6 +12,8 @@ import { generate, greedyOptions } from "../run/generate.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import { EMBEDDED, openModel } from "../run/open_model.ts";
 import { integer, main, parseOptions, UsageError } from "./usage.ts";
+import { GPT2_SIZES, parseConfig } from "../model/config.ts";
+import { measureTraining, type TrainingSpeed } from "../train/throughput.ts";
 
 const USAGE =
   `usage: deno task bench [--json] [--reps N] [--quick] [--weights f32|f16|both] [--train]
@@ -20,7 +22,9 @@ const USAGE =
   --quick       the tiny fixture only (seconds), not GPT-2 small's shape
   --weights W   which weight storage to measure (default both: f32, the parity path, and
                 f16; f16 fields end in _f16w)
-  --train       training steps per second (not available yet)
+  --train       training speed instead: nanoGPT's char "baby" shape (4 layers, 128 wide,
+                vocabulary 65, batch 12 x 64) for 200 steps (--quick: 20), and GPT-2
+                small's shape (124M, batch 4 x 64) for 3 steps (--quick: skipped)
   -h, --help    this text`;
 
 function median(xs: number[]): number {
@@ -77,6 +81,47 @@ async function decodeTokS(
   return median(rates);
 }
 
+/** nanoGPT's char-level "baby" model: the default of `deno task train`. */
+const BABY = parseConfig({
+  vocab_size: 65,
+  n_positions: 64,
+  n_embd: 128,
+  n_layer: 4,
+  n_head: 4,
+  bos_token_id: 0,
+  eos_token_id: 0,
+}, "the baby shape");
+
+/** GPT-2 small (124M) with a context of 64 for training. */
+const SMALL = { ...GPT2_SIZES.gpt2, nPositions: 64 };
+
+/** Training tok/s, ms per step and GFLOP/s of the baby shape and of GPT-2 small's. */
+async function benchTraining(
+  gpu: Gpu,
+  quick: boolean,
+  out: Record<string, string | number>,
+  log: (s: string) => void,
+): Promise<void> {
+  const show = (what: string, s: TrainingSpeed) =>
+    log(
+      `  ${what}: ${s.tokS.toFixed(0)} tok/s, ${s.msPerIter.toFixed(1)} ms/step, ` +
+        `${s.gflops.toFixed(1)} GFLOP/s (${(s.parameters / 1e6).toFixed(2)}M parameters, ` +
+        `batch ${s.B} x ${s.T}, ${s.iters} steps)`,
+    );
+  log("training, f32 (forward, backward and AdamW in one submission per step):");
+  const baby = await measureTraining(gpu, BABY, 12, 64, quick ? 20 : 200);
+  show("baby shape", baby);
+  out.train_tok_s = baby.tokS;
+  out.train_ms_per_iter = baby.msPerIter;
+  out.train_gflops = baby.gflops;
+  if (quick) return;
+  const small = await measureTraining(gpu, SMALL, 4, 64, 3);
+  show("GPT-2 small shape", small);
+  out.train_small_tok_s = small.tokS;
+  out.train_small_ms_per_iter = small.msPerIter;
+  out.train_small_gflops = small.gflops;
+}
+
 main("bench", async () => {
   const { values } = parseOptions(USAGE, Deno.args, {
     json: { type: "boolean", default: false },
@@ -92,11 +137,15 @@ main("bench", async () => {
   const formats: WeightFormat[] = values.weights === "both"
     ? ["f32", "f16"]
     : [values.weights as WeightFormat];
-  if (values.train) throw new UsageError("--train: not available yet (no training step exists)");
   const log = values.json ? () => {} : (s: string) => console.log(s);
   const gpu = await Gpu.open();
   log(`adapter: ${gpu.description}`);
   const out: Record<string, string | number> = { adapter: gpu.description };
+  if (values.train) {
+    await benchTraining(gpu, values.quick, out, log);
+    if (values.json) console.log(JSON.stringify(out));
+    return;
+  }
   const record = (field: string, f: WeightFormat, v: number, what: string) => {
     out[f === "f32" ? field : `${field}_f16w`] = v;
     log(`  ${what}: ${v.toFixed(v < 100 ? 2 : 1)} tok/s`);

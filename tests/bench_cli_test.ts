@@ -30,6 +30,21 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "bench --train --quick --json: the baby shape's training speed, nothing else",
+  needs("run", "read"),
+  async () => {
+    const r = await bench("--train", "--quick", "--json");
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout.trim());
+    for (const f of ["train_tok_s", "train_ms_per_iter", "train_gflops"]) {
+      assert.ok(out[f] > 0 && Number.isFinite(out[f]), `${f}: ${out[f]}`);
+    }
+    assert.equal(out.train_small_tok_s, undefined); // --quick skips GPT-2 small
+    assert.equal(out.tiny_decode_cache_tok_s, undefined);
+  },
+);
+
 Deno.test("bench --help lists every option", needs("run", "read"), async () => {
   const r = await bench("--help");
   assert.equal(r.code, 0, r.stderr);
@@ -48,7 +63,6 @@ Deno.test(
       [["--reps", "-2"], /--reps: expected an integer >= 1, got "-2"/],
       [["--bogus"], /--bogus: unknown option/],
       [["--json=yes"], /--json: takes no value/],
-      [["--train"], /--train: not available yet/],
     ];
     for (const [args, pattern] of cases) assertUsageError(await bench(...args), "bench", pattern);
   },
