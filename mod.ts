@@ -39,7 +39,7 @@ export {
   parameterCount,
   parseConfig,
 } from "./model/config.ts";
-export { type GPT2Weights, loadCheckpoint, randomWeights } from "./model/weights.ts";
+export { gpt2Init, type GPT2Weights, loadCheckpoint, randomWeights } from "./model/weights.ts";
 export { SafetensorsFile, writeSafetensors } from "./io/safetensors.ts";
 export {
   loadSnapshot,
@@ -61,7 +61,19 @@ export {
 } from "./run/generate.ts";
 export { argmax, Rng, sampleToken, type SamplingOptions } from "./run/sampling.ts";
 export { gpt2Tokenizer, TextStream, type Tokenizer } from "./run/tokenizer.ts";
-export { EMBEDDED, type OpenedModel, openModel } from "./run/open_model.ts";
+export { CharTokenizer } from "./run/char_tokenizer.ts";
+export { EMBEDDED, type OpenedModel, openModel, tokenizerFor, TRAINED } from "./run/open_model.ts";
+export { ChatSession } from "./run/chat.ts";
 export { downloadCheckpoint } from "./io/download.ts";
 export { type ParityReport, runParity, TOLERANCE } from "./run/parity.ts";
 export { CACHE_POLICIES, type CachePolicy, parseCachePolicy } from "./run/cache_policy.ts";
+export {
+  DEFAULT_TRAINER_OPTIONS,
+  type StepOptions,
+  Trainer,
+  type TrainerOptions,
+} from "./train/trainer.ts";
+export { type GradcheckReport, runGradcheck } from "./train/gradcheck.ts";
+export { resumeCheckpoint, saveCheckpoint, type TrainState } from "./train/checkpoint.ts";
+export { cosineLr, type Schedule } from "./train/schedule.ts";
+export { readText, sampleBatch, splitDataset } from "./train/data.ts";
