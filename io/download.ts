@@ -10,6 +10,7 @@
 
 import { createHash, type Hash } from "node:crypto";
 import { basename, dirname, join } from "node:path";
+import { clip } from "./describe.ts";
 import { ProgressBar } from "./progress_bar.ts";
 import {
   CHECKPOINT_FILES,
@@ -363,7 +364,7 @@ function hubError(res: Response, url: string): Error {
     403: "access denied: for a gated repo, accept its terms on the hub and set HF_TOKEN",
     404: "not found: check the checkpoint name, the revision and the endpoint",
   };
-  const detail = res.headers.get("x-error-message") ?? hints[res.status] ?? "";
+  const detail = clip(res.headers.get("x-error-message") ?? hints[res.status] ?? "", 200);
   const status = `${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
   return new Error(`${url}: HTTP ${status}${detail ? ` (${detail})` : ""}`);
 }

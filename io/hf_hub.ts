@@ -8,6 +8,7 @@
  */
 
 import { join } from "node:path";
+import { describe } from "./describe.ts";
 
 /** Environment variables, e.g. `Deno.env.toObject()`. */
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -46,9 +47,7 @@ export function resolveRepo(name: string): string {
   if (typeof name === "string" && REPO_ID.test(name) && !name.includes("..")) return name;
   const known = Object.keys(CHECKPOINT_ALIASES).join(", ");
   throw new Error(
-    `unknown checkpoint name ${
-      JSON.stringify(name)
-    }: use one of ${known}, or a hub repo id "owner/repo"`,
+    `unknown checkpoint name ${describe(name)}: use one of ${known}, or a hub repo id "owner/repo"`,
   );
 }
 

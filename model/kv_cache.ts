@@ -7,6 +7,7 @@
 import { type CacheDType, type CacheScales, cacheWords } from "../kernels/attention.ts";
 import type { Copy, Gpu, Tensor } from "../kernels/gpu.ts";
 import type { GPT2Config } from "./config.ts";
+import { describe } from "../io/describe.ts";
 
 export type { CacheDType } from "../kernels/attention.ts";
 
@@ -135,16 +136,16 @@ export class KVCache {
     this.policy = options.policy ?? "preallocate";
     this.dtype = options.dtype ?? "f32";
     if (!["f32", "f16", "int8"].includes(this.dtype)) {
-      throw new RangeError(`dtype must be "f32", "f16" or "int8", got "${this.dtype}"`);
+      throw new RangeError(`dtype must be "f32", "f16" or "int8", got ${describe(this.dtype)}`);
     }
     this.bytesPerElement = { f32: 4, f16: 2, int8: 1 }[this.dtype];
     this.growthFactor = options.growthFactor ?? 2;
     const initial = options.initialCapacity ?? 16;
     if (!Number.isInteger(initial) || initial < 1) {
-      throw new RangeError(`initialCapacity must be a positive integer, got ${initial}`);
+      throw new RangeError(`initialCapacity must be a positive integer, got ${describe(initial)}`);
     }
     if (!(this.growthFactor >= 1)) {
-      throw new RangeError(`growthFactor must be >= 1, got ${this.growthFactor}`);
+      throw new RangeError(`growthFactor must be >= 1, got ${describe(this.growthFactor)}`);
     }
     this.#capacity = this.policy === "grow"
       ? Math.min(initial, config.nPositions)
@@ -204,7 +205,9 @@ export class KVCache {
   reserve(rows: number): boolean {
     const { nPositions } = this.config;
     if (rows > nPositions) {
-      throw new RangeError(`a cache holds at most n_positions (${nPositions}) rows, not ${rows}`);
+      throw new RangeError(
+        `a cache holds at most n_positions (${nPositions}) rows, not ${describe(rows)}`,
+      );
     }
     if (rows <= this.#capacity) return false;
     const capacity = Math.min(nPositions, Math.max(rows, this.#grown()));
@@ -234,7 +237,9 @@ export class KVCache {
       throw new Error("copyPrefix: the source cache belongs to another model or dtype");
     }
     if (!Number.isInteger(rows) || rows < 0 || rows > source.length) {
-      throw new RangeError(`copyPrefix: ${rows} rows asked, the source holds ${source.length}`);
+      throw new RangeError(
+        `copyPrefix: ${describe(rows)} rows asked, the source holds ${source.length}`,
+      );
     }
     this.length = 0; // nothing of the old content needs to survive a reallocation
     this.reserve(rows);
@@ -260,7 +265,9 @@ export class KVCache {
    */
   evict(sinks: number, recent: number): number {
     if (!Number.isInteger(sinks) || sinks < 0 || !Number.isInteger(recent) || recent < 0) {
-      throw new RangeError(`evict: sinks ${sinks} and recent ${recent} must be integers >= 0`);
+      throw new RangeError(
+        `evict: sinks ${describe(sinks)} and recent ${describe(recent)} must be integers >= 0`,
+      );
     }
     const dropped = this.length - sinks - recent;
     if (dropped <= 0) return 0;

@@ -171,6 +171,9 @@ Deno.test("resolveRepo: short names, full ids, and bad names", () => {
       new RegExp(`unknown checkpoint name ${JSON.stringify(bad)}`),
     );
   }
+  // Error messages never echo unbounded input: a long name is cut.
+  assert.throws(() => resolveRepo("x".repeat(1e5)), (err: Error) => err.message.length <= 300);
+  assert.throws(() => resolveRepo(42 as unknown as string), /unknown checkpoint name 42/);
 });
 
 Deno.test(

@@ -273,6 +273,12 @@ Deno.test("KVCache and Gpu support `using`; destroy twice is harmless", async ()
   cache.destroy();
   cache.destroy();
   assert.equal(gpu.bytesAllocated, start, "a second destroy frees nothing twice");
+  // Odd options give clear errors, never a raw one from printing them.
+  const odd = { initialCapacity: Symbol("n") as unknown as number, policy: "grow" as const };
+  assert.throws(
+    () => new KVCache(gpu, config, odd),
+    /^RangeError: initialCapacity .* Symbol\(n\)$/,
+  );
   const t = gpu.tensor([4], "t");
   gpu.destroy(t);
   gpu.destroy(t);
