@@ -9,7 +9,7 @@ import { GPT2_SIZES, loadConfig } from "../model/config.ts";
 import { checkWindow, generate, type GenerateOptions, validateGenerate } from "../run/generate.ts";
 import { type CachePolicy, parseCachePolicy } from "../run/cache_policy.ts";
 import { defaultSpeakingModel, EMBEDDED, openModel, tokenizerFor } from "../run/open_model.ts";
-import { TextStream, type Tokenizer } from "../run/tokenizer.ts";
+import { TextStream, type Tokenizer, TooManyTokensError } from "../run/tokenizer.ts";
 import { integer, main, number, parseOptions, UsageError, weightFormat } from "./usage.ts";
 
 const USAGE = `usage: deno task generate [options]
@@ -90,23 +90,37 @@ async function contextLength(name: string): Promise<number | null> {
   }
 }
 
-/** `text` in the model's tokens; a character a char vocabulary lacks is a usage error. */
-function encodeOption(tok: Tokenizer, flag: string, text: string): number[] {
+/**
+ * `text` in the model's tokens, encoded only as far as a context of `limit` (after `before`
+ * tokens) can hold, so that an over-long prompt is refused at once; a character a char
+ * vocabulary lacks is a usage error too.
+ */
+function encodeOption(
+  tok: Tokenizer,
+  flag: string,
+  text: string,
+  limit: number | null,
+  before = 0,
+): number[] {
   try {
-    return tok.encode(text);
+    return tok.encode(text, { maxTokens: limit === null ? undefined : limit - before });
   } catch (e) {
+    if (e instanceof TooManyTokensError) tooLong(flag, `more than ${e.maxTokens}`, before, limit!);
     throw new UsageError(`${flag}: ${(e as Error).message}`);
   }
 }
 
 /** Rejects a prompt (after the system prompt, if any) longer than a context of `limit`. */
 function checkPromptFits(promptTokens: number, systemTokens: number, limit: number) {
-  if (systemTokens + promptTokens <= limit) return;
+  if (systemTokens + promptTokens > limit) tooLong("--prompt", promptTokens, systemTokens, limit);
+}
+
+function tooLong(flag: string, tokens: number | string, systemTokens: number, limit: number) {
   const what = systemTokens
-    ? `${promptTokens} tokens after the ${systemTokens} of --system`
-    : `${promptTokens} tokens`;
+    ? `${tokens} tokens after the ${systemTokens} of --system`
+    : `${tokens} tokens`;
   throw new UsageError(
-    `--prompt: ${what}, longer than the context (n_positions ${limit}); --cache window:S,R ` +
+    `${flag}: ${what}, longer than the context (n_positions ${limit}); --cache window:S,R ` +
       `generates past the context, but the prompt itself must fit in it`,
   );
 }
@@ -116,9 +130,9 @@ main("generate", async () => {
   const spec = values.model ?? (await defaultSpeakingModel());
   const tok = await tokenizerFor(spec);
   const prompt = values.prompt ?? (tok.name === "char" ? "ROMEO:\n" : "The KV cache");
-  const promptIds = encodeOption(tok, "--prompt", prompt);
-  const systemIds = values.system ? encodeOption(tok, "--system", values.system) : [];
   const limit = await contextLength(spec);
+  const systemIds = values.system ? encodeOption(tok, "--system", values.system, limit) : [];
+  const promptIds = encodeOption(tok, "--prompt", prompt, limit, systemIds.length);
   if (limit !== null) {
     checkPromptFits(promptIds.length, systemIds.length, limit);
     if (policy.window) checkWindowOption(policy.window, limit);

@@ -27,7 +27,7 @@ import {
   type Weight,
   type WeightFormat,
 } from "../kernels/matmul.ts";
-import type { GPT2Config } from "./config.ts";
+import { checkConfigFits, type GPT2Config } from "./config.ts";
 import { KVCache, type KVCacheOptions, type LayerCache } from "./kv_cache.ts";
 import {
   type BlockWeights,
@@ -343,6 +343,7 @@ export class GPT2 {
     options: ModelOptions = {},
   ) {
     const { vocabSize: V, nEmbd: C, nPositions: P, layerNormEpsilon: eps } = config;
+    checkConfigFits(config, gpu.maxBinding, "the model's config");
     const f = this.weightFormat = options.weights ?? "f32";
     this.wte = uploadRowChunks(gpu, w.wte, V, C, "wte", gpu.maxBinding, f);
     this.wpe = gpu.upload(w.wpe, [P, C], "wpe");
@@ -464,5 +465,10 @@ export class GPT2 {
   destroy(): void {
     this.runner.destroy();
     for (const t of this.parameters().flatMap((p) => p.parts)) this.gpu.destroy(t);
+  }
+
+  /** `using model = …` frees it at the end of the scope. */
+  [Symbol.dispose](): void {
+    this.destroy();
   }
 }

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Tokenizer } from "./tokenizer.ts";
+import { type EncodeOptions, type Tokenizer, TooManyTokensError } from "./tokenizer.ts";
 
 /** The file a char-level checkpoint keeps its vocabulary in. */
 export const CHAR_VOCAB_FILE = "vocab.json";
@@ -70,13 +70,15 @@ export class CharTokenizer implements Tokenizer {
     return { tokenizer: "char", chars: [...this.chars] };
   }
 
-  encode(text: string): number[] {
+  encode(text: string, options: EncodeOptions = {}): number[] {
     if (typeof text !== "string") {
       throw new TypeError(`encode: text must be a string, got ${typeof text}`);
     }
+    const max = options.maxTokens ?? Infinity;
     const ids: number[] = [];
     let at = 0;
     for (const c of text) {
+      if (ids.length >= max) throw new TooManyTokensError(max);
       const id = this.#ids.get(c);
       if (id === undefined) {
         throw new RangeError(

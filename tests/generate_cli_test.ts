@@ -144,19 +144,23 @@ Deno.test("a prompt longer than the context is refused before the model loads", 
   assertUsageError(
     r,
     "generate",
-    /--prompt: 200 tokens, longer than the context \(n_positions 128\); --cache window:S,R/,
+    /--prompt: more than 128 tokens, longer than the context \(n_positions 128\); --cache window:S,R/,
   );
   assert.doesNotMatch(r.stderr, /system/, "no system prompt was given");
   assert.equal(r.stdout, "", "nothing echoed");
   const withSystem = await generate(...tiny, "--prompt", long, "--system", "Be brief.");
-  assertUsageError(withSystem, "generate", /--prompt: 200 tokens after the 3 of --system/);
+  assertUsageError(
+    withSystem,
+    "generate",
+    /--prompt: more than 125 tokens after the 3 of --system/,
+  );
   // The embedded 124M model (1024 positions) is not even built.
   const t0 = performance.now();
   const embedded = await generate("--model", "embedded", "--prompt", words(1100));
   assertUsageError(
     embedded,
     "generate",
-    /1100 tokens, longer than the context \(n_positions 1024\)/,
+    /more than 1024 tokens, longer than the context \(n_positions 1024\)/,
   );
   assert.ok(performance.now() - t0 < 20_000, "refused without loading the 124M model");
 });
