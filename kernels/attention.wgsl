@@ -21,7 +21,7 @@ override KV: u32 = 0u;      // cache storage: 0 f32; 1 f16, two per u32 word; 2 
 struct Params {
   T: u32,          // query tokens in this step
   C: u32,          // n_embd = n_head * head_dim
-  P: u32,          // cache rows per head (n_positions)
+  P: u32,          // cache rows per head: the cache's capacity (n_positions when preallocated)
   scale: f32,      // head_dim^-0.5
   row0: u32,       // first row of qkv and out that this dispatch's T queries take
   zeroTail: u32,   // attend_one: 1 sets the softmax row past the causal limit to 0
