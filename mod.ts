@@ -2,13 +2,13 @@
  * kvgpt: GPT-2 whose every kernel is WGSL on WebGPU, built to see and measure the KV cache.
  *
  * ```ts
- * import { generate, Gpu, gpt2Tokenizer, openModel } from "./mod.ts";
- * const gpu = await Gpu.open();
- * const { model } = await openModel(gpu, "data/tiny-gpt2");
- * const cache = model.newCache();
- * const tok = gpt2Tokenizer();
- * const out = await generate(model, cache, tok.encode("The KV cache"), {
- *   maxTokens: 8, temperature: 0, topK: 0, topP: 1, seed: 0, useCache: true, stopAtEos: false,
+ * import { generate, Gpu, openModel, tokenizerFor, TRAINED } from "./mod.ts";
+ * using gpu = await Gpu.open();
+ * using model = (await openModel(gpu, TRAINED)).model; // the char model trained here
+ * using cache = model.newCache();
+ * const tok = await tokenizerFor(TRAINED);
+ * const out = await generate(model, cache, tok.encode("ROMEO:\n"), {
+ *   maxTokens: 40, temperature: 0.8, topK: 40, topP: 1, seed: 0, useCache: true, stopAtEos: false,
  * });
  * console.log(tok.decode(out.ids), cache.bytesUsed);
  * ```
