@@ -6,24 +6,34 @@
  *
  * A plain `deno run experiments/NAME.ts` works too: with no flags it runs the embedded model,
  * reads no file and no environment variable, and writes its results only if allowed (asked
- * once, up front, in a terminal).
+ * once, up front, in a terminal). An experiment whose spec names a `defaultModel` (the trained
+ * char model) asks, in a terminal, to read it, and runs the embedded model when it may not.
+ * Tiny Shakespeare's text comes with the module (a text import), so no read is needed for it.
  *
  * @module
  */
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
 import {
+  EMBEDDED,
   type GPT2Config,
   gpt2Tokenizer,
   Gpu,
   type OpenedModel,
   openModel,
+  type Tokenizer,
   type WeightFormat,
 } from "../mod.ts";
 import { fail, integer, parseOptions, UsageError, weightFormat } from "../cli/usage.ts";
+import { CharTokenizer } from "../run/char_tokenizer.ts";
+import { splitDataset, TINY_SHAKESPEARE } from "../train/data.ts";
+import shakespeare from "../data/tinyshakespeare/input.txt" with { type: "text" };
 
 /** The fixture `--quick` runs: GPT-2's code with 2 layers, n_embd 64, 128 positions. */
 export const QUICK_MODEL = "data/tiny-gpt2";
+
+/** The char-level GPT-2 trained here on Tiny Shakespeare (4 layers, context 64). */
+export const TRAINED_MODEL = "data/shakespeare-char";
 
 /** An option an experiment adds to the common ones; every value is parsed from a string. */
 export interface ExtraOption {
@@ -50,6 +60,11 @@ export interface ExperimentSpec<Settings> {
   check?: (settings: Settings, config: GPT2Config) => void;
   /** False when only the model's config is needed (no warm-up). Default true. */
   warmup?: boolean;
+  /**
+   * The model run without `--model` (such as {@linkcode TRAINED_MODEL}), when it may be read;
+   * unset: real GPT-2 if present, else the embedded model.
+   */
+  defaultModel?: string;
 }
 
 /** A running experiment: where it writes, the GPU and the model. */
@@ -70,8 +85,8 @@ export interface Experiment<Settings> {
 /**
  * Parses the command line, asks up front whether results may be written (when not granted,
  * in a terminal), opens the GPU and the model (`--quick`: the tiny fixture; `--model`: a
- * folder or hub name; default: real GPT-2 if present and readable, else the embedded 124M
- * random model), checks the settings against it, warms it up and prints what runs on what.
+ * folder or hub name; default: the spec's `defaultModel` if it may be read, else real GPT-2
+ * if present and readable, else the embedded 124M random model), checks the settings against it, warms it up and prints what runs on what.
  * From here on, any error ends the experiment through cli/usage.ts: one line, exit code 2
  * for bad arguments, 1 otherwise.
  */
@@ -85,8 +100,11 @@ export async function startExperiment<Settings>(
   });
   const { values, settings, reps } = parseCommandLine(spec);
   const save = mayWrite(spec.name, values.out);
+  const model = values.quick
+    ? QUICK_MODEL
+    : values.model ?? defaultModel(spec.name, spec.defaultModel);
   const gpu = await Gpu.open();
-  const opened = await openModel(gpu, values.quick ? QUICK_MODEL : values.model, {
+  const opened = await openModel(gpu, model, {
     weights: values.weights,
   });
   spec.check?.(settings, opened.model.config);
@@ -121,7 +139,10 @@ function parseCommandLine<Settings>(spec: ExperimentSpec<Settings>) {
     `usage: deno task ${spec.name} [options]`,
     `       deno run experiments/${spec.name}.ts [options]`,
     `  ${spec.about}`,
-    "  --model M   checkpoint folder or hub name (default: real GPT-2 if present, else embedded)",
+    spec.defaultModel
+      ? `  --model M   checkpoint folder or hub name (default ${spec.defaultModel}; ` +
+        `${EMBEDDED}: the random 124M)`
+      : "  --model M   checkpoint folder or hub name (default: real GPT-2 if present, else embedded)",
     `  --quick     the tiny fixture (${QUICK_MODEL}) and small sizes: finishes in seconds`,
     "  --out DIR   where the JSON and the SVG go (default results)",
     "  --weights W f32 (default, HF parity) or f16 (each weight rounded to f16, half the bytes)",
@@ -170,6 +191,57 @@ function mayWrite(name: string, out: string): boolean {
   if (state !== "prompt" || !Deno.stdin.isTerminal()) return state === "granted";
   if (!confirm(`${name}: save the results as ${out}/${name}.json and .svg?`)) return false;
   return Deno.permissions.requestSync(write).state === "granted";
+}
+
+/**
+ * `dir` (an experiment's default model) when it may be read (asked up front in a terminal),
+ * else the embedded model, saying so; undefined without a `dir`.
+ */
+function defaultModel(name: string, dir: string | undefined): string | undefined {
+  if (dir === undefined) return undefined;
+  const read = { name: "read", path: dir } as const;
+  let state = Deno.permissions.querySync(read).state;
+  if (state === "prompt" && Deno.stdin.isTerminal()) {
+    state = Deno.permissions.requestSync(read).state;
+  }
+  if (state === "granted") return dir;
+  console.log(
+    `${name}: reading ${dir} is not allowed, so this runs the ${EMBEDDED} random model; ` +
+      `\`deno task ${name}\` runs ${dir}`,
+  );
+  return EMBEDDED;
+}
+
+/**
+ * The validation split of Tiny Shakespeare as ids of `tokenizer`: for a char tokenizer
+ * `splitDataset`'s `val` (the last 10 % of the ids); for GPT-2's BPE the last 10 % of the
+ * characters, encoded (nanoGPT's split of its BPE Shakespeare). The text is checked against
+ * its sha256 first.
+ */
+export async function validationIds(tokenizer: Tokenizer): Promise<number[]> {
+  const bytes = new TextEncoder().encode(shakespeare);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  const hex = [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+  if (hex !== TINY_SHAKESPEARE.sha256) {
+    throw new Error(`${TINY_SHAKESPEARE.path}: sha256 ${hex} is not Tiny Shakespeare's`);
+  }
+  if (tokenizer instanceof CharTokenizer) return [...splitDataset(shakespeare, tokenizer).val];
+  return tokenizer.encode(shakespeare.slice(Math.floor(shakespeare.length * 0.9)));
+}
+
+/** −log p(target) from row `row` of `logits` ([rows, vocabSize]), in float64. */
+export function crossEntropy(
+  logits: Float32Array,
+  vocabSize: number,
+  row: number,
+  target: number,
+): number {
+  const at = row * vocabSize;
+  let max = -Infinity;
+  for (let j = 0; j < vocabSize; j++) max = Math.max(max, logits[at + j]);
+  let sum = 0;
+  for (let j = 0; j < vocabSize; j++) sum += Math.exp(logits[at + j] - max);
+  return Math.log(sum) + max - logits[at + target];
 }
 
 /** `n` token ids of English text (one sentence about the cache, repeated). */

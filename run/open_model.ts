@@ -31,6 +31,8 @@ export interface OpenedModel {
   description: string;
   /** True for random weights (text is gibberish; timings and cache are real). */
   random: boolean;
+  /** The folder's own tokenizer: char when it has vocab.json, else GPT-2's BPE. */
+  tokenizer: Tokenizer;
 }
 
 /**
@@ -91,6 +93,7 @@ export async function openModel(
       model,
       name: EMBEDDED,
       random: true,
+      tokenizer: gpt2Tokenizer(),
       description: `embedded GPT-2 small architecture (124M) with seeded random weights ` +
         `(seed ${EMBEDDED_SEED}): the text is gibberish, timings and cache are real. ` +
         `For real weights: deno task download gpt2${weightsNote(options)}`,
@@ -114,13 +117,21 @@ export async function openModel(
       : "";
   }
   const { config, weights } = await loadCheckpoint(dir);
+  const chars = await CharTokenizer.load(dir);
+  if (chars && chars.vocabSize !== config.vocabSize) {
+    throw new Error(
+      `${dir}/vocab.json: ${chars.vocabSize} characters, config.json has vocab_size ${config.vocabSize}`,
+    );
+  }
   const params = (parameterCount(config) / 1e6).toFixed(1);
   return {
     model: new GPT2(gpu, config, weights, options),
     name: spec,
     random: false,
+    tokenizer: chars ?? gpt2Tokenizer(),
     description: `${spec}${how}: ${config.nLayer} layers, ${config.nHead} heads, ` +
-      `n_embd ${config.nEmbd}, ${params}M parameters, from ${dir}${weightsNote(options)}`,
+      `n_embd ${config.nEmbd}, ${params}M parameters, ${chars ? "char" : "GPT-2"} tokenizer, ` +
+      `from ${dir}${weightsNote(options)}`,
   };
 }
 
