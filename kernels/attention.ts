@@ -8,7 +8,11 @@
 import { type Dispatch, f32bits, type Gpu, groups, type Tensor, workgrid } from "./gpu.ts";
 import { causalSoftmax } from "./softmax.ts";
 
-import code from "./attention.wgsl" with { type: "text" };
+import codec from "./kv_codec.wgsl" with { type: "text" };
+import kernels from "./attention.wgsl" with { type: "text" };
+
+/** attention.wgsl behind the cache encoding it shares with decode.wgsl. */
+const code = `${codec}\n${kernels}`;
 
 /** How the cache stores K and V: f32, f16 (two per u32 word) or int8 (four, plus scales). */
 export type CacheDType = "f32" | "f16" | "int8";
@@ -161,12 +165,11 @@ export function attend(
     throw new Error(`attention: probs[${probs.shape}] is not [${slabs}, ${s.T}, ${s.P}]`);
   }
   // Queries are read as vec4s (q4); the cache as vec4s (k4, v4) when f32, else as words
-  // (kw, vw) decoded with their scales. Each kernel names both views; KV picks one.
-  const keys = { q4: qkv, k4: kCache, kw: kCache, kScale: sc.k };
-  const values = { v4: vCache, vw: vCache, vScale: sc.v, out4: out };
+  // (kw, vw) decoded with their scales. Each kernel names every view; KV picks the ones read.
+  const cache = { k4: kCache, kw: kCache, kScale: sc.k, v4: vCache, vw: vCache, vScale: sc.v };
   if (s.T === 1 && s.headDim <= 256 && s.P <= ONE_MAX_KEYS) {
     const kernel = gpu.kernel(code, "attend_one", { HD: s.headDim, KV: s.KV });
-    const bindings = { p: params(gpu, s, zeroTail), start, ...keys, ...values, probs };
+    const bindings = { p: params(gpu, s, zeroTail), start, q4: qkv, ...cache, out4: out, probs };
     return [gpu.dispatch(`attend.one ${s.C}${seqsLabel(s)}`, kernel, bindings, [slabs])];
   }
   const TM = queryTile(s.T);
@@ -177,14 +180,14 @@ export function attend(
     gpu.dispatch(
       `attend.scores ${s.T}x${s.C}${seqsLabel(s)}`,
       gpu.kernel(code, "scores", consts),
-      { p: u, start, ...keys, probs },
+      { p: u, start, q4: qkv, ...cache, probs },
       [groups(s.P / 4, 64), rowTiles, slabs],
     ),
     causalSoftmax(gpu, start, probs, zeroTail),
     gpu.dispatch(
       `attend.values ${s.T}x${s.C}${seqsLabel(s)}`,
       gpu.kernel(code, "values", consts),
-      { p: u, start, ...values, probs },
+      { p: u, start, ...cache, out4: out, probs },
       [1, rowTiles, slabs],
     ),
   ];

@@ -13,10 +13,9 @@
 // so one recorded dispatch serves every cache length. head_dim must be a multiple of 4.
 // The cache may hold f32, f16 or int8 values (KV); scores and values dequantize on read.
 
-override HD: u32 = 64u;     // head_dim
+// HD (head_dim) and KV (how the cache stores values: f32, f16 or int8 with a scale per row)
+// come from kv_codec.wgsl, which the wrapper puts in front, with the cache's encoding.
 override TM: u32 = 4u;      // queries per invocation, 1..8
-override KV: u32 = 0u;      // cache storage: 0 f32; 1 f16, two per u32 word; 2 int8, four per
-                            // word, with a scale per (head, token) row: x = snorm8(q) * scale
 
 struct Params {
   T: u32,          // query tokens in this step
@@ -45,48 +44,48 @@ struct Params {
 @group(0) @binding(15) var<storage, read_write> dqkv4: array<vec4<f32>>; // [T, 3C] as vec4
 @group(0) @binding(16) var<storage, read_write> dprobs: array<f32>; // [n_head, T, P]
 
-// Values per u32 word of the cache.
-fn perWord() -> u32 {
-  return select(select(4u, 2u, KV == 1u), 1u, KV == 0u);
+// What kv_codec.wgsl reads through: this step's qkv, and the K (cache 0) or V (cache 1) bound.
+fn kv_src(at: u32) -> f32 {
+  return qkv[at];
+}
+
+fn kv_vec4(cache: u32, i4: u32) -> vec4<f32> {
+  if (cache == 0u) { return k4[i4]; }
+  return v4[i4];
+}
+
+fn kv_word(cache: u32, i: u32) -> u32 {
+  if (cache == 0u) { return kw[i]; }
+  return vw[i];
+}
+
+fn kv_scale(cache: u32, row: u32) -> f32 {
+  if (cache == 0u) { return kScale[row]; }
+  return vScale[row];
 }
 
 // Word w of the cache row for the HD values at qkv[at ..]. With int8 the row's scale (its
 // largest |x|) is stored too, by the invocation of word 0.
 fn encode(at: u32, w: u32, row: u32, isKey: bool) -> u32 {
-  if (KV == 0u) { return bitcast<u32>(qkv[at + w]); }
-  if (KV == 1u) { return pack2x16float(vec2(qkv[at + 2u * w], qkv[at + 2u * w + 1u])); }
-  var m = 0.0;
-  for (var d = 0u; d < HD; d++) { m = max(m, abs(qkv[at + d])); }
-  let scale = select(m, 1.0, m == 0.0);
-  if (w == 0u) {
+  let scale = kv_row_scale(at);
+  if (KV == 2u && w == 0u) {
     if (isKey) { kScale[row] = scale; } else { vScale[row] = scale; }
   }
-  let a = at + 4u * w;
-  return pack4x8snorm(vec4(qkv[a], qkv[a + 1u], qkv[a + 2u], qkv[a + 3u]) / scale);
+  return kv_encode(at, w, scale);
 }
 
 // Dimensions 4·d4 .. 4·d4+3 of cache row `row` (= head · P + position) of K or V.
 fn key4(row: u32, d4: u32) -> vec4<f32> {
-  if (KV == 0u) { return k4[row * (HD / 4u) + d4]; }
-  if (KV == 1u) {
-    let at = row * (HD / 2u) + 2u * d4;
-    return vec4(unpack2x16float(kw[at]), unpack2x16float(kw[at + 1u]));
-  }
-  return unpack4x8snorm(kw[row * (HD / 4u) + d4]) * kScale[row];
+  return kv_load4(0u, row, d4);
 }
 
 fn value4(row: u32, d4: u32) -> vec4<f32> {
-  if (KV == 0u) { return v4[row * (HD / 4u) + d4]; }
-  if (KV == 1u) {
-    let at = row * (HD / 2u) + 2u * d4;
-    return vec4(unpack2x16float(vw[at]), unpack2x16float(vw[at + 1u]));
-  }
-  return unpack4x8snorm(vw[row * (HD / 4u) + d4]) * vScale[row];
+  return kv_load4(1u, row, d4);
 }
 
 @compute @workgroup_size(64)
 fn store_kv(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let words = HD / perWord();
+  let words = HD / kv_per_word();
   let nHead = p.C / HD;
   let b = gid.z; // sequence
   let i = gid.y * 65535u * 64u + gid.x;

@@ -5,7 +5,11 @@
  */
 import { type Dispatch, f32bits, type Gpu, groups, type Tensor } from "./gpu.ts";
 
-import code from "./layernorm.wgsl" with { type: "text" };
+import row from "./layernorm_row.wgsl" with { type: "text" };
+import kernels from "./layernorm.wgsl" with { type: "text" };
+
+/** layernorm.wgsl behind the row functions it shares with decode.wgsl. */
+const code = `${row}\n${kernels}`;
 
 /** y = LayerNorm(x) * weight + bias. x, y: [T, C]; weight, bias: [C]. */
 export function layerNorm(

@@ -15,17 +15,10 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;   // [C]
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>; // [T, C]
 
-// (mean, 1 / sqrt(var + eps)) of the row of x starting at vec4 `row`.
-fn row_stats(row: u32, C4: u32) -> vec2<f32> {
-  var sum = vec4(0.0);
-  for (var i = 0u; i < C4; i++) { sum += x[row + i]; }
-  let mean = (sum.x + sum.y + sum.z + sum.w) / f32(p.C);
-  var sq = vec4(0.0);
-  for (var i = 0u; i < C4; i++) {
-    let d = x[row + i] - mean;
-    sq = fma(d, d, sq);
-  }
-  return vec2(mean, 1.0 / sqrt((sq.x + sq.y + sq.z + sq.w) / f32(p.C) + p.eps));
+// ln_row_stats and ln_apply come from layernorm_row.wgsl, which the wrapper puts in front; it
+// reads the row through this.
+fn ln_x4(row: u32, i: u32) -> vec4<f32> {
+  return x[row + i];
 }
 
 @compute @workgroup_size(64)
@@ -34,10 +27,8 @@ fn layernorm(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (t >= p.T) { return; }
   let C4 = p.C / 4u;
   let row = t * C4;
-  let s = row_stats(row, C4);
-  for (var i = 0u; i < C4; i++) {
-    y[row + i] = (x[row + i] - s.x) * s.y * weight[i] + bias[i];
-  }
+  let s = ln_row_stats(row, C4, p.eps);
+  for (var i = 0u; i < C4; i++) { y[row + i] = ln_apply(x[row + i], s, weight[i], bias[i]); }
 }
 
 // ---- Backward, for training. With xhat = (x - mean)·rstd and g = dy·weight, per row
@@ -61,7 +52,7 @@ fn layernorm_backward_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (t >= p.T) { return; }
   let C4 = p.C / 4u;
   let row = t * C4;
-  let s = row_stats(row, C4);
+  let s = ln_row_stats(row, C4, p.eps);
   stats[t] = s;
   var g_sum = vec4(0.0);
   var gx_sum = vec4(0.0);

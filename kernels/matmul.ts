@@ -8,9 +8,10 @@ import { type Dispatch, type Gpu, groups, type Tensor } from "./gpu.ts";
 
 import formula from "./gelu_formula.wgsl" with { type: "text" };
 import kernels from "./matmul.wgsl" with { type: "text" };
+import row from "./matmul_row.wgsl" with { type: "text" };
 
-/** matmul.wgsl behind the GELU its epilogue calls. */
-const code = `${formula}\n${kernels}`;
+/** matmul.wgsl behind the GELU its epilogue calls and the row loop it shares with decode.wgsl. */
+const code = `${formula}\n${row}\n${kernels}`;
 
 /**
  * How a weight matrix is stored on the GPU: `f32` exactly as the checkpoint has it, or `f16`

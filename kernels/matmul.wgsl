@@ -16,7 +16,8 @@
 // Rows and columns past the edge are clamped for reads and skipped for writes, so any M
 // and N work; K must be a multiple of 4.
 // For training, the backward kernels (dx = dy @ w, dw = dy^T @ x, db) follow the forward ones,
-// in the same two designs. gelu_new comes from gelu_formula.wgsl, which the wrapper prepends.
+// in the same two designs. gelu_new comes from gelu_formula.wgsl and the row loop of matmul_row
+// and matmul_row_f16 from matmul_row.wgsl (shared with decode.wgsl), which the wrapper prepends.
 
 override WG: u32 = 64u;     // invocations per workgroup
 override F16: bool = false; // weights stored as f16 pairs (read through wh, not w)
@@ -88,16 +89,35 @@ fn store(row: u32, n: u32, acc: vec4<f32>) {
   }
 }
 
+// The 4 rows of w from n on (clamped to the last), as vec4 offsets of rows K4 vec4s long.
+fn row_starts(n: u32, K4: u32) -> vec4<u32> {
+  return min(vec4(n) + vec4(0u, 1u, 2u, 3u), vec4(p.N - 1u)) * K4;
+}
+
+// What dot_row4 and dot_row4_f16 (matmul_row.wgsl, in front of this file) read.
+fn dot_x4(i: u32) -> vec4<f32> {
+  return x[i];
+}
+
+fn dot_w4(i: u32) -> vec4<f32> {
+  if (F16) {
+    let h = wh[i];
+    return vec4(unpack2x16float(h.x), unpack2x16float(h.y));
+  }
+  return w[i];
+}
+
+fn dot_w8(i: u32) -> vec4<u32> {
+  return wh8[i];
+}
+
 // One row x 4 outputs per invocation. Grid: (N / 4 / WG, M).
 @compute @workgroup_size(WG)
 fn matmul_row(@builtin(global_invocation_id) gid: vec3<u32>) {
   let K4 = p.K / 4u;
   let n = gid.x * 4u;
   if (n >= p.N) { return; }
-  let xr = xrow(gid.y, 0u, K4);
-  var acc = vec4(0.0);
-  for (var k4 = 0u; k4 < K4; k4++) { acc += x[xr + k4] * w4(n, k4, K4); }
-  store(gid.y, n, acc);
+  store(gid.y, n, dot_row4(xrow(gid.y, 0u, K4), row_starts(n, K4), K4));
 }
 
 // 4 rows x 4 outputs per invocation, for 2 or 3 rows (a small batch of decode steps): each
@@ -130,12 +150,6 @@ fn matmul_rows4(@builtin(global_invocation_id) gid: vec3<u32>) {
   store(r0 + 3u, n, a3);
 }
 
-// Weights 4·i .. 4·i+3 of a vec4<u32> holding 8 f16 weights: i = 0 (low) or 1 (high).
-fn halves4(v: vec4<u32>, i: u32) -> vec4<f32> {
-  let pair = select(v.xy, v.zw, i == 1u);
-  return vec4(unpack2x16float(pair.x), unpack2x16float(pair.y));
-}
-
 // matmul_row for f16 weights: each read takes 8 weights of a row, half the reads of f32
 // (reading 4 f16 at a time costs as much as 4 f32). K must be a multiple of 8.
 @compute @workgroup_size(WG)
@@ -143,23 +157,7 @@ fn matmul_row_f16(@builtin(global_invocation_id) gid: vec3<u32>) {
   let K8 = p.K / 8u;
   let n = gid.x * 4u;
   if (n >= p.N) { return; }
-  let last = p.N - 1u;
-  let w0 = min(n, last) * K8;
-  let w1 = min(n + 1u, last) * K8;
-  let w2 = min(n + 2u, last) * K8;
-  let w3 = min(n + 3u, last) * K8;
-  let xr = xrow(gid.y, 0u, 2u * K8);
-  var acc = vec4(0.0);
-  for (var k8 = 0u; k8 < K8; k8++) {
-    let a = wh8[w0 + k8];
-    let b = wh8[w1 + k8];
-    let c = wh8[w2 + k8];
-    let d = wh8[w3 + k8];
-    acc += x[xr + 2u * k8] * mat4x4(halves4(a, 0u), halves4(b, 0u), halves4(c, 0u), halves4(d, 0u));
-    acc += x[xr + 2u * k8 + 1u] *
-      mat4x4(halves4(a, 1u), halves4(b, 1u), halves4(c, 1u), halves4(d, 1u));
-  }
-  store(gid.y, n, acc);
+  store(gid.y, n, dot_row4_f16(xrow(gid.y, 0u, 2u * K8), row_starts(n, K8), K8));
 }
 
 // The 16 outputs n .. n+15 of one row, in four vec4s.

@@ -352,7 +352,7 @@ export class GPT2 {
     this.lmHead = w.lmHead
       ? uploadRowChunks(gpu, w.lmHead, V, C, "lm_head", gpu.maxBinding, f)
       : this.wte;
-    this.runner = new Runner(this);
+    this.runner = new Runner(this, options);
   }
 
   /** Loads a HuggingFace checkpoint folder (config.json + *.safetensors) onto the GPU. */

@@ -4,16 +4,44 @@
  * and positions, submits, and reads back what was asked for. Greedy decoding chains its
  * steps on the GPU; a batched step runs B sequences' rows through one plan.
  *
+ * A single-token step takes one of two paths: the general one (the model's plan, ~10
+ * dispatches per block), or for models small enough the fused one (kernels/decode.ts: one
+ * dispatch runs every block, a second the lm_head). The runner picks by shape and adapter;
+ * {@link Runner.decodePath} says which, and `KVGPT_DECODE=general|fused` or
+ * {@link ModelOptions.decode} overrides it. Both write the same KV cache.
+ *
  * @module
  */
 import { argmax } from "../kernels/argmax.ts";
-import type { Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts";
+import {
+  type BlockTensors,
+  decodeHead,
+  decodeStep,
+  fusedDecodeLimit,
+  gpuSamples,
+  headWorkgroups,
+  packBlocks,
+  type PackedBlocks,
+  STATE_HEADER,
+  STATE_RNG,
+  type StepBuffers,
+  type StepSampling,
+} from "../kernels/decode.ts";
+import type { Dispatch, Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
+import { Rng, sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
 import { type ForwardOptions, type ShapeOptions, Workspace } from "./workspace.ts";
 
 export type { ForwardOptions } from "./workspace.ts";
+
+/**
+ * How single-token steps run: `general`, the model's plan of per-layer kernels; `fused`, one
+ * dispatch for every block and one for the lm_head (models whose activations fit one
+ * workgroup's memory).
+ */
+export type DecodePath = "general" | "fused";
 
 /** What one forward pass returns. */
 export interface ForwardOutput {
@@ -35,6 +63,74 @@ export interface ModelOptions {
    * biases and wpe stay f32.
    */
   weights?: WeightFormat;
+  /**
+   * The decode path (see {@link DecodePath}); default: the environment's `KVGPT_DECODE` if
+   * set and readable, else fused wherever the model's shape and the adapter allow it.
+   * "fused" for a model that cannot take it is an error.
+   */
+  decode?: DecodePath;
+}
+
+/**
+ * The sampler's generator on the CPU: xoshiro128** seeded exactly as run/sampling.ts's
+ * `Rng(seed)`, whose state words the GPU sampler continues from, so that it draws the
+ * numbers `Rng(seed)` would. Each sampled token takes one draw.
+ */
+export class SamplerState {
+  /** The four words of xoshiro128** state. */
+  readonly words = new Uint32Array(4);
+
+  /** The state of `new Rng(seed)`. */
+  constructor(seed: number) {
+    if (!Number.isSafeInteger(seed)) {
+      throw new RangeError(`SamplerState: seed must be a safe integer, got ${seed}`);
+    }
+    let x = (seed >>> 0) ^ Math.imul(Math.floor(seed / 2 ** 32) >>> 0, 0x85ebca6b);
+    for (let i = 0; i < 4; i++) {
+      x = (x + 0x9e3779b9) >>> 0;
+      let z = x;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      this.words[i] = z ^ (z >>> 16);
+    }
+  }
+
+  /** Advances the state by `draws` draws, as that many `Rng.nextUint32()` calls would. */
+  skip(draws: number): void {
+    const s = this.words;
+    for (let i = 0; i < draws; i++) {
+      const t = s[1] << 9;
+      s[2] ^= s[0];
+      s[3] ^= s[1];
+      s[1] ^= s[2];
+      s[0] ^= s[3];
+      s[2] ^= t;
+      s[3] = (s[3] << 11) | (s[3] >>> 21);
+    }
+  }
+
+  /** An `Rng` at this state (it advances on its own; see {@link SamplerState.skip}). */
+  rng(): Rng {
+    const [a, b, c, d] = this.words;
+    return Rng.fromState([a, b, c, d]);
+  }
+}
+
+/** The fused path's buffers for one model, made on first use. */
+interface FusedBuffers extends StepBuffers {
+  readonly packed: PackedBlocks;
+}
+
+/** The fused path's dispatches for one version of one cache's buffers. */
+interface FusedSteps {
+  version: number;
+  /** decode.step on the given token (state[2]). */
+  first: Dispatch;
+  /** decode.step on the best logit of the last step, and on that alone (a chain's end). */
+  next: Dispatch;
+  last: Dispatch;
+  /** decode.step on a drawn token, per sampling settings. */
+  sampled: Map<string, { next: Dispatch; last: Dispatch }>;
 }
 
 /** A plan recorded against one version of a cache's buffers. */
@@ -57,15 +153,40 @@ export class Runner {
   readonly tokens: Tensor;
   /** Each row's position in a batched decode step, [nPositions] u32. */
   readonly positions: Tensor;
+  /** The path single-token steps take (see {@link DecodePath}). */
+  readonly decodePath: DecodePath;
+  /** Why: what chose the path, and what keeps a general model off the fused one. */
+  readonly decodeReason: string;
   #workspaces = new Map<string, { ws: Workspace; plans: WeakMap<KVCache, RecordedPlan> }>();
+  #fused: FusedBuffers | null = null;
+  #fusedSteps = new WeakMap<KVCache, FusedSteps>();
 
-  constructor(readonly model: GPT2) {
+  constructor(readonly model: GPT2, options: ModelOptions = {}) {
     const gpu = this.gpu = model.gpu;
     const P = model.config.nPositions;
     this.ids = gpu.tensor([P], "ids");
     this.start = gpu.tensor([4], "start");
     this.tokens = gpu.tensor([P], "tokens");
     this.positions = gpu.tensor([P], "positions");
+    const limit = fusedDecodeLimit(gpu, model.config, model.weightFormat, model.wte, model.lmHead);
+    if (options.decode !== undefined && !["general", "fused"].includes(options.decode)) {
+      throw new RangeError(`decode must be "general" or "fused", got "${options.decode}"`);
+    }
+    if (options.decode === "fused" && limit) {
+      throw new Error(`decode "fused": this model cannot take the fused step: ${limit}`);
+    }
+    const fromEnv = decodeFromEnv();
+    const wanted = options.decode ?? fromEnv;
+    const by = options.decode ? "asked for" : fromEnv ? `KVGPT_DECODE=${fromEnv}` : "";
+    if (wanted === "general" || limit) {
+      this.decodePath = "general";
+      this.decodeReason = wanted === "general"
+        ? by
+        : `${by ? `${by}, but ` : ""}the fused step does not fit: ${limit}`;
+    } else {
+      this.decodePath = "fused";
+      this.decodeReason = by || "the model's activations fit one workgroup";
+    }
   }
 
   /** See {@link GPT2.forward}. */
@@ -75,6 +196,9 @@ export class Runner {
     options: ForwardOptions = {},
   ): Promise<ForwardOutput> {
     checkIds(ids, this.model.config.vocabSize);
+    if (ids.length === 1 && this.decodePath === "fused" && !options.hidden && !options.attention) {
+      return this.#forwardFused(ids[0], cache, options);
+    }
     const { ws, plan } = this.#prepare(ids.length, cache, ids.length, options);
     this.gpu.write(this.ids, new Uint32Array(ids));
     this.gpu.write(this.start, new Uint32Array([cache.length]));
@@ -102,6 +226,20 @@ export class Runner {
   async decodeGreedy(first: number, cache: KVCache, n: number): Promise<number[]> {
     const { vocabSize } = this.model.config;
     checkIds([first], vocabSize);
+    if (this.decodePath === "fused") {
+      const { steps, io } = this.#prepareFused(cache, n);
+      const head = this.#head(false);
+      this.gpu.write(io.state, new Uint32Array([cache.length, 0, first]));
+      this.gpu.run([
+        ...io.packed.copies,
+        steps.first,
+        ...head,
+        ...Array.from({ length: n - 1 }, () => [steps.next, ...head]).flat(),
+        steps.last,
+      ]);
+      cache.length += n;
+      return [...(await this.#readState(n)).tokens];
+    }
     const { ws, plan } = this.#prepare(1, cache, n, { logits: "last" });
     const pick = argmax(this.gpu, ws.logits, vocabSize, this.ids, this.start, this.tokens);
     this.gpu.write(this.ids, new Uint32Array([first]));
@@ -146,6 +284,64 @@ export class Runner {
   }
 
   /**
+   * Sampled decoding on the GPU: feeds `first` at position cache.length, then each token drawn
+   * from the step's logits as run/sampling.ts's `sampleToken(logits, sampling, rng)` draws it
+   * (temperature > 0), `n` steps in all with no CPU wait between them on the fused path.
+   * `rng` holds the generator's state: the draws continue from it, one per token, and it is
+   * advanced past them. Returns the n drawn tokens, read back once. Where the GPU sampler
+   * cannot (the general path, or top-p over a large vocabulary without top-k), each step's
+   * logits are read back and drawn on the CPU from the same generator state: the same ids.
+   * The cache grows by n, as with {@link Runner.decodeGreedy}.
+   */
+  async decodeSample(
+    first: number,
+    cache: KVCache,
+    n: number,
+    sampling: SamplingOptions,
+    rng: SamplerState,
+  ): Promise<number[]> {
+    const { vocabSize } = this.model.config;
+    checkIds([first], vocabSize);
+    validateSampling(sampling);
+    if (sampling.temperature === 0) {
+      throw new RangeError("decodeSample: temperature 0 is greedy; use decodeGreedy");
+    }
+    if (this.decodePath !== "fused" || !gpuSamples(sampling, vocabSize)) {
+      const draws = rng.rng();
+      const out: number[] = [];
+      for (let token = first; out.length < n;) {
+        const { logits } = await this.forward([token], cache);
+        out.push(token = sampleToken(logits, sampling, draws));
+      }
+      rng.skip(n);
+      return out;
+    }
+    const { steps, io } = this.#prepareFused(cache, n);
+    const key = `${sampling.temperature}|${sampling.topK}|${sampling.topP}`;
+    let drawn = steps.sampled.get(key);
+    if (!drawn) {
+      const step = (blocks: boolean) => this.#step(cache, "sample", blocks, sampling);
+      steps.sampled.set(key, drawn = { next: step(true), last: step(false) });
+    }
+    const head = this.#head(true);
+    const state = new Uint32Array(STATE_HEADER);
+    state.set([cache.length, 0, first]);
+    state.set(rng.words, STATE_RNG);
+    this.gpu.write(io.state, state);
+    this.gpu.run([
+      ...io.packed.copies,
+      steps.first,
+      ...head,
+      ...Array.from({ length: n - 1 }, () => [drawn.next, ...head]).flat(),
+      drawn.last,
+    ]);
+    cache.length += n;
+    const read = await this.#readState(n);
+    rng.words.set(read.rng);
+    return [...read.tokens];
+  }
+
+  /**
    * Finishes the weight upload and compiles every pipeline (prefill and decode shapes), so
    * that timings taken afterwards measure the model, not one-time start-up.
    */
@@ -163,6 +359,13 @@ export class Runner {
   /** Frees the runner's buffers and workspaces. */
   destroy(): void {
     for (const t of [this.ids, this.start, this.tokens, this.positions]) this.gpu.destroy(t);
+    if (this.#fused) {
+      const f = this.#fused;
+      for (const t of [f.state, f.hidden, f.best, f.logits, f.packed.mats, f.packed.vecs]) {
+        this.gpu.destroy(t);
+      }
+      this.#fused = null;
+    }
     for (const { ws } of this.#workspaces.values()) ws.destroy();
     this.#workspaces.clear();
   }
@@ -196,6 +399,97 @@ export class Runner {
     return { ws: entry.ws, plan: recorded.plan };
   }
 
+  /** One fused step on `id` at position cache.length, its logits read back. */
+  async #forwardFused(id: number, cache: KVCache, options: ForwardOptions): Promise<ForwardOutput> {
+    const { steps, io } = this.#prepareFused(cache, 1);
+    this.gpu.write(io.state, new Uint32Array([cache.length, 0, id]));
+    this.gpu.run([...io.packed.copies, steps.first, ...this.#head(true)], {
+      profile: options.profile,
+    });
+    cache.length += 1;
+    const logits = (await this.gpu.read1(io.logits)).slice(0, this.model.config.vocabSize);
+    return options.profile ? { logits, profile: await this.gpu.readProfile() } : { logits };
+  }
+
+  /** The fused path's buffers, made on first use. */
+  #fusedBuffers(): FusedBuffers {
+    if (this.#fused) return this.#fused;
+    const { gpu, model } = this;
+    const { config } = model;
+    const blocks: BlockTensors[] = model.blocks.map((b) => ({
+      ln1: b.ln1,
+      cAttn: b.attn.cAttn,
+      cProj: b.attn.cProj,
+      ln2: b.ln2,
+      cFc: b.mlp.cFc,
+      mlpProj: b.mlp.cProj,
+    }));
+    const align = gpu.bindingAlignment / 4;
+    return this.#fused = {
+      packed: packBlocks(gpu, config, blocks, model.lnF, model.lmHead, model.weightFormat),
+      state: gpu.tensor([STATE_HEADER + config.nPositions], "decode state"),
+      wte: model.wte,
+      wpe: model.wpe,
+      hidden: gpu.tensor([config.nEmbd], "decode hidden"),
+      best: gpu.tensor([headWorkgroups(gpu, config.vocabSize), 2], "decode best"),
+      logits: gpu.tensor([1, Math.ceil(config.vocabSize / align) * align], "decode logits"),
+    };
+  }
+
+  /**
+   * Checks that `steps` tokens fit after the cache's, grows the cache if it lacks room, and
+   * records (or reuses) the fused steps for this cache's buffers.
+   */
+  #prepareFused(cache: KVCache, steps: number): { steps: FusedSteps; io: FusedBuffers } {
+    const { nPositions } = this.model.config;
+    if (!Number.isInteger(steps) || steps < 1) throw new Error(`decode: ${steps} steps asked`);
+    if (cache.length + steps > nPositions) {
+      throw new Error(
+        `forward: ${cache.length} cached + ${steps} new tokens exceed the context (n_positions ` +
+          `${nPositions})`,
+      );
+    }
+    if (cache.config !== this.model.config) throw new Error("decode: the cache is another model's");
+    cache.reserve(cache.length + steps);
+    const io = this.#fusedBuffers();
+    let recorded = this.#fusedSteps.get(cache);
+    if (recorded?.version !== cache.version) {
+      recorded = {
+        version: cache.version,
+        first: this.#step(cache, "input", true),
+        next: this.#step(cache, "best", true),
+        last: this.#step(cache, "best", false),
+        sampled: new Map(),
+      };
+      this.#fusedSteps.set(cache, recorded);
+    }
+    return { steps: recorded, io };
+  }
+
+  #step(cache: KVCache, source: "input" | "best" | "sample", blocks: boolean, s?: StepSampling) {
+    const io = this.#fusedBuffers();
+    const { config } = this.model;
+    return decodeStep(this.gpu, config, io.packed, io, cache.layers, {
+      source,
+      blocks,
+      sampling: s,
+    });
+  }
+
+  /** The wide lm_head dispatch after a step, unless the step runs the lm_head itself. */
+  #head(writeLogits: boolean): Dispatch[] {
+    const io = this.#fusedBuffers();
+    if (io.packed.lmHead) return [];
+    return [decodeHead(this.gpu, io.hidden, this.model.lmHead, io.logits, io.best, writeLogits)];
+  }
+
+  /** The first n tokens chosen and the sampler's state, from the fused path's state. */
+  async #readState(n: number): Promise<{ tokens: Uint32Array; rng: Uint32Array }> {
+    const view: Tensor = { ...this.#fusedBuffers().state, shape: [STATE_HEADER + n] };
+    const words = await this.gpu.readU32(view);
+    return { tokens: words.slice(STATE_HEADER), rng: words.slice(STATE_RNG, STATE_RNG + 4) };
+  }
+
   // Keeps the workspaces of the last few shapes; older ones are freed.
   #workspace(T: number, opts: ShapeOptions) {
     const key = `${T}|${opts.logits}|${opts.hidden}|${opts.attention}`;
@@ -223,6 +517,19 @@ function widenRows(a: Float32Array, ld: number, n: number): Float32Array {
   const out = new Float32Array(rows * n);
   for (let r = 0; r < rows; r++) out.set(a.subarray(r * ld, r * ld + ld), r * n);
   return out;
+}
+
+/**
+ * The decode path named by KVGPT_DECODE, read only when the environment may be read already
+ * (a plain `deno run` asks no question); null when unset or not readable.
+ */
+function decodeFromEnv(): DecodePath | null {
+  const variable = "KVGPT_DECODE";
+  if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return null;
+  const value = Deno.env.get(variable);
+  if (!value) return null;
+  if (value === "general" || value === "fused") return value;
+  throw new Error(`${variable}: expected general or fused, got "${value}"`);
 }
 
 /** Throws unless every id is a token of the vocabulary. */

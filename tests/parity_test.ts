@@ -1,15 +1,18 @@
 import assert from "node:assert/strict";
+import { fusedDecodeLimit } from "../kernels/decode.ts";
 import { Gpu } from "../kernels/gpu.ts";
+import { GPT2 } from "../model/gpt2.ts";
 import { runParity, TOLERANCE } from "../run/parity.ts";
+import type { DecodePath } from "../run/runner.ts";
 import { granted, needs } from "./helpers.ts";
 
 const gpu = await Gpu.open({ design: "cpu" });
 /** The kernel designs for real GPUs, run here on the same adapter: parity must hold too. */
 const gpuDesign = await Gpu.open({ design: "gpu" });
 
-/** Every committed HF reference folder: the tiny fixture and the other shapes. */
+/** Every committed HF reference folder: the tiny fixture, the char model, the other shapes. */
 async function fixtures(): Promise<string[]> {
-  const dirs = ["data/tiny-gpt2"];
+  const dirs = ["data/tiny-gpt2", "data/shakespeare-char"];
   try {
     for await (const e of Deno.readDir("data/shapes")) {
       if (e.isDirectory) dirs.push(`data/shapes/${e.name}`);
@@ -20,18 +23,35 @@ async function fixtures(): Promise<string[]> {
   return dirs.sort();
 }
 
-const runs = [
-  // Without read access (plain `deno test`) the shapes are not listed; every run is ignored.
-  ...(granted("read") ? await fixtures() : ["data/tiny-gpt2"]).map((dir) => [dir, gpu] as const),
-  ["data/tiny-gpt2", gpuDesign] as const,
-  ["data/shapes/l4-h8-e128-untied", gpuDesign] as const,
+/** Whether the fixture's model can take the fused decode step on this device. */
+async function fusedFits(dir: string, gpu: Gpu): Promise<boolean> {
+  const model = await GPT2.load(gpu, dir, { decode: "general" });
+  const limit = fusedDecodeLimit(gpu, model.config, model.weightFormat, model.wte, model.lmHead);
+  model.destroy();
+  return limit === null;
+}
+
+// Without read access (plain `deno test`) the shapes are not listed; every run is ignored.
+const dirs = granted("read") ? await fixtures() : ["data/tiny-gpt2"];
+const runs: (readonly [string, Gpu, DecodePath])[] = [
+  ...dirs.map((dir) => [dir, gpu, "general"] as const),
+  ["data/tiny-gpt2", gpuDesign, "general"],
+  ["data/shapes/l4-h8-e128-untied", gpuDesign, "general"],
 ];
-for (const [dir, gpu] of runs) {
-  Deno.test(`parity with HuggingFace: ${dir}, ${gpu.design} design`, needs("read"), async () => {
-    const report = await runParity(gpu, dir);
+// Decode steps and greedy generation on the fused path, wherever the shape allows it.
+if (granted("read")) {
+  for (const dir of dirs) if (await fusedFits(dir, gpu)) runs.push([dir, gpu, "fused"]);
+  if (await fusedFits("data/tiny-gpt2", gpuDesign)) {
+    runs.push(["data/tiny-gpt2", gpuDesign, "fused"]);
+  }
+}
+for (const [dir, gpu, decode] of runs) {
+  const name = `parity with HuggingFace: ${dir}, ${gpu.design} design, ${decode} decode`;
+  Deno.test(name, needs("read"), async () => {
+    const report = await runParity(gpu, dir, { decode });
     const worst = report.rows.reduce((a, b) => (b.maxAbsDiff > a.maxAbsDiff ? b : a));
     console.log(
-      `${dir}: max_abs_diff=${report.maxAbsDiff.toExponential(2)} over ` +
+      `${dir} (${decode}): max_abs_diff=${report.maxAbsDiff.toExponential(2)} over ` +
         `${report.rows.length} tensors (worst ${worst.tensor})`,
     );
     for (const r of report.rows) {

@@ -1,0 +1,472 @@
+/**
+ * Typed wrappers for the fused decode step of small models (`decode.wgsl`,
+ * `decode_head.wgsl`): a step is two dispatches, {@link decodeStep} (one workgroup runs every
+ * block on one token, the activations in workgroup memory, and writes its K/V into the
+ * model's own cache) and {@link decodeHead} (the lm_head over the vocabulary, with each
+ * workgroup's largest logit for the next step's argmax). Steps chain on the GPU: the next
+ * decodeStep takes its token from the last one's logits, greedily or sampled.
+ *
+ * @module
+ */
+import { type CacheDType, type CacheScales, cacheWords } from "./attention.ts";
+import { type Copy, type Dispatch, f32bits, type Gpu, groups, numel, type Tensor } from "./gpu.ts";
+import type { RowChunks, Weight, WeightFormat } from "./matmul.ts";
+
+import formula from "./gelu_formula.wgsl" with { type: "text" };
+import normRow from "./layernorm_row.wgsl" with { type: "text" };
+import matmulRow from "./matmul_row.wgsl" with { type: "text" };
+import codec from "./kv_codec.wgsl" with { type: "text" };
+import stepKernel from "./decode.wgsl" with { type: "text" };
+import headKernel from "./decode_head.wgsl" with { type: "text" };
+
+/** The shape of a model, as its config names it (a `GPT2Config` is one). */
+export interface DecodeShape {
+  readonly nLayer: number;
+  readonly nHead: number;
+  readonly nEmbd: number;
+  readonly nInner: number;
+  readonly nPositions: number;
+  readonly vocabSize: number;
+  readonly layerNormEpsilon: number;
+}
+
+/** A LayerNorm's parameters. */
+export interface NormTensors {
+  readonly weight: Tensor; // [C]
+  readonly bias: Tensor; //   [C]
+}
+
+/** A Linear's parameters: y = x @ weight^T + bias. */
+export interface LinearTensors {
+  readonly weight: Weight; // [out, in]
+  readonly bias: Tensor; //   [out]
+}
+
+/** One block's parameters, as model/gpt2.ts holds them. */
+export interface BlockTensors {
+  readonly ln1: NormTensors;
+  readonly cAttn: LinearTensors; // [3C, C]
+  readonly cProj: LinearTensors; // [C, C]
+  readonly ln2: NormTensors;
+  readonly cFc: LinearTensors; //   [nInner, C]
+  readonly mlpProj: LinearTensors; // [C, nInner]
+}
+
+/** One layer's cache buffers, as model/kv_cache.ts allocates them. */
+export interface CacheLayer {
+  readonly k: Tensor; // [nHead, capacity, words]
+  readonly v: Tensor; // [nHead, capacity, words]
+  readonly scales?: CacheScales; // [nHead, capacity] each, int8 only
+}
+
+/**
+ * Every block's parameters packed for {@link decodeStep}, which cannot bind a buffer per
+ * tensor: the matrices one after another in `mats` (in their own format), the LayerNorms and
+ * biases in `vecs` (f32), each in the layout of the model's tensor. `copies` fill them from
+ * the model's tensors on the GPU; run them before the steps of every submission, so that
+ * weights changed in place (by training) are the ones used.
+ */
+export interface PackedBlocks {
+  /** [nLayer · (4C² + 2·nInner·C) (+ V·C with the lm_head)] f32, or half as many f16 pairs. */
+  readonly mats: Tensor;
+  readonly vecs: Tensor; // [nLayer · (9C + nInner) + 2C] f32
+  readonly format: WeightFormat;
+  /** Whether the lm_head follows the blocks' matrices (see {@link stepHasHead}). */
+  readonly lmHead: boolean;
+  readonly copies: readonly Copy[];
+}
+
+/** Where a step's token comes from: the caller, the last step's best logit, or a draw. */
+export type TokenSource = "input" | "best" | "sample";
+
+/** Sampling settings of a step whose token is drawn (as run/sampling.ts's). */
+export interface StepSampling {
+  readonly temperature: number; // > 0
+  readonly topK: number; //        0 off
+  readonly topP: number; //        1 off
+}
+
+/** The buffers one model's steps share. */
+export interface StepBuffers {
+  /** [8 + nPositions] u32: pos, tokens chosen, input token, -, rng state ×4, tokens. */
+  readonly state: Tensor;
+  readonly wte: RowChunks; //  [V, C], one chunk
+  readonly wpe: Tensor; //     [nPositions, C]
+  readonly hidden: Tensor; //  [C] ln_f of the step's last hidden state
+  readonly best: Tensor; //    [headWorkgroups, 2] u32: each head workgroup's largest logit, id
+  readonly logits: Tensor; //  [1, ldy], ldy >= V
+}
+
+/** Words of the state buffer before the tokens chosen (decode.wgsl's TOKENS). */
+export const STATE_HEADER = 8;
+
+/** Word of the state buffer where the sampler's 4 words of xoshiro128** state start. */
+export const STATE_RNG = 4;
+
+/** Most candidates the sampler sorts (decode.wgsl's MAXK): top-k, or the vocabulary for top-p. */
+export const MAX_SAMPLE_CANDIDATES = 256;
+
+/**
+ * Most lm_head weights {@link decodeStep} multiplies itself: below this a dispatch of its own
+ * costs more than the product (on llvmpipe ~70 µs, ~25 thousand vec4 reads of one core).
+ */
+const STEP_HEAD_MAX = 65536;
+
+/**
+ * Whether decodeStep runs the lm_head itself (a small vocabulary, e.g. 65 characters), one
+ * dispatch per token, or leaves it to {@link decodeHead}'s wide dispatch.
+ */
+export function stepHasHead(s: DecodeShape): boolean {
+  return s.vocabSize * s.nEmbd <= STEP_HEAD_MAX;
+}
+
+/** Storage bindings of decodeStep besides the caches. */
+const STEP_STORAGE = 10;
+
+/** Binding number of the first cache buffer (decode.wgsl's own end before 16). */
+const FIRST_CACHE_BINDING = 16;
+
+/** Invocations of decodeStep's workgroup, per kernel design. */
+const STEP_WG = { cpu: 64, gpu: 256 };
+
+/** Invocations per workgroup of decodeHead, per kernel design. */
+const HEAD_WG = { cpu: 16, gpu: 64 };
+
+/** Bytes of decodeStep's workgroup memory for a shape (decode.wgsl's var<workgroup>s). */
+function workgroupBytes(s: DecodeShape): number {
+  const C = s.nEmbd;
+  const floats = C + (2 * C + s.nInner) + 3 * C + s.nHead * s.nPositions;
+  return 4 * (floats + 3 * MAX_SAMPLE_CANDIDATES) + 16;
+}
+
+/** Matrix elements per layer: c_attn, attn c_proj, c_fc, mlp c_proj. */
+function layerMatrixElements(s: DecodeShape): number {
+  return 4 * s.nEmbd * s.nEmbd + 2 * s.nInner * s.nEmbd;
+}
+
+/**
+ * Why this model cannot take the fused step on this device, or null when it can: its
+ * activations must fit one workgroup's memory, its caches (int8: four buffers per layer) and
+ * the step's own buffers a dispatch's bindings, its packed matrices and its wte and lm_head
+ * one binding each, and f16 matrices need rows of a multiple of 8.
+ */
+export function fusedDecodeLimit(
+  gpu: Gpu,
+  s: DecodeShape,
+  format: WeightFormat,
+  wte: RowChunks,
+  lmHead: RowChunks,
+): string | null {
+  const limits = gpu.device.limits;
+  const headDim = s.nEmbd / s.nHead;
+  const bytes = workgroupBytes(s);
+  const bindings = STEP_STORAGE + 4 * s.nLayer;
+  const matBytes = s.nLayer * layerMatrixElements(s) * (format === "f16" ? 2 : 4);
+  if (!Number.isInteger(headDim) || headDim % 4) {
+    return `head_dim ${headDim} is not a multiple of 4`;
+  }
+  if (format === "f16" && (s.nEmbd % 8 || s.nInner % 8)) {
+    return `f16 rows of n_embd ${s.nEmbd} and n_inner ${s.nInner} must be multiples of 8`;
+  }
+  if (bytes > limits.maxComputeWorkgroupStorageSize) {
+    return `its activations take ${bytes} bytes of workgroup memory, more than the ` +
+      `${limits.maxComputeWorkgroupStorageSize} a workgroup has`;
+  }
+  if (bindings > limits.maxStorageBuffersPerShaderStage) {
+    return `${s.nLayer} layers need ${bindings} storage bindings, more than the ` +
+      `${limits.maxStorageBuffersPerShaderStage} a dispatch has`;
+  }
+  if (matBytes > gpu.maxBinding) return `its matrices (${matBytes} bytes) exceed one binding`;
+  if (wte.parts.length > 1 || lmHead.parts.length > 1) return "its wte does not fit one binding";
+  return null;
+}
+
+/** The floats of vecs before layer l's and ln_f's parameters. */
+function layerVecs(s: DecodeShape): number {
+  return 9 * s.nEmbd + s.nInner;
+}
+
+/**
+ * Allocates the packed parameters of every block and ln_f (and the lm_head where
+ * {@link stepHasHead}) and the copies that fill them from the model's tensors; see
+ * {@link PackedBlocks}. lmHead: [V, C] in one chunk.
+ */
+export function packBlocks(
+  gpu: Gpu,
+  s: DecodeShape,
+  blocks: readonly BlockTensors[],
+  lnF: NormTensors,
+  lmHead: RowChunks,
+  format: WeightFormat,
+): PackedBlocks {
+  if (blocks.length !== s.nLayer) {
+    throw new Error(`packBlocks: ${blocks.length} blocks for n_layer ${s.nLayer}`);
+  }
+  const perWord = format === "f16" ? 2 : 1;
+  const withHead = stepHasHead(s);
+  const elements = s.nLayer * layerMatrixElements(s) + (withHead ? s.vocabSize * s.nEmbd : 0);
+  const mats = gpu.tensor([elements / perWord], "decode matrices");
+  const vecs = gpu.tensor([s.nLayer * layerVecs(s) + 2 * s.nEmbd], "decode vectors");
+  const copies: Copy[] = [];
+  // Appends `from` to `to` at element `at`; returns the element after it.
+  const append = (from: Tensor, to: Tensor, at: number): number => {
+    const n = numel(from);
+    copies.push({ label: "pack decode weights", from, to: { ...to, offset: at * 4, shape: [n] } });
+    return at + n;
+  };
+  let m = 0;
+  let v = 0;
+  for (const b of blocks) {
+    for (const l of [b.cAttn, b.cProj, b.cFc, b.mlpProj]) {
+      if (l.weight.format !== format) throw new Error("packBlocks: matrices of mixed formats");
+      m = append(l.weight.tensor, mats, m);
+    }
+    const order = [b.ln1.weight, b.ln1.bias, b.cAttn.bias, b.cProj.bias, b.ln2.weight, b.ln2.bias];
+    for (const t of [...order, b.cFc.bias, b.mlpProj.bias]) v = append(t, vecs, v);
+  }
+  if (withHead) {
+    if (lmHead.parts.length !== 1 || lmHead.format !== format) {
+      throw new Error("packBlocks: the lm_head must be one chunk in the matrices' format");
+    }
+    m = append(lmHead.parts[0].tensor, mats, m);
+  }
+  v = append(lnF.bias, vecs, append(lnF.weight, vecs, v));
+  if (m !== numel(mats) || v !== numel(vecs)) {
+    throw new Error(`packBlocks: the blocks do not have the shapes of n_embd ${s.nEmbd}`);
+  }
+  return { mats, vecs, format, lmHead: withHead, copies };
+}
+
+/**
+ * decode.wgsl's cache bindings for `layers` layers of a `dtype` cache, and the functions
+ * kv_codec.wgsl reads them through (cache c is layer c / 2's K when even, V when odd). f32
+ * caches are bound as vec4s, so that a key's 4 values are one read.
+ */
+function cacheCode(layers: number, dtype: CacheDType): string {
+  const f32 = dtype === "f32";
+  const lines: string[] = [];
+  for (let l = 0; l < layers; l++) {
+    const at = FIRST_CACHE_BINDING + 4 * l;
+    const type = f32 ? "vec4<f32>" : "u32";
+    lines.push(`@group(0) @binding(${at}) var<storage, read_write> k${l}: array<${type}>;`);
+    lines.push(`@group(0) @binding(${at + 1}) var<storage, read_write> v${l}: array<${type}>;`);
+    if (dtype === "int8") {
+      lines.push(`@group(0) @binding(${at + 2}) var<storage, read_write> ks${l}: array<f32>;`);
+      lines.push(`@group(0) @binding(${at + 3}) var<storage, read_write> vs${l}: array<f32>;`);
+    }
+  }
+  const name = (c: number, scale = "") => `${c % 2 ? "v" : "k"}${scale}${c >> 1}`;
+  // A switch over the 2 · layers caches, `body` of each case naming its buffer.
+  const each = (body: (c: number) => string, otherwise: string) =>
+    [
+      "  switch cache {",
+      ...Array.from({ length: 2 * layers }, (_, c) => `    case ${c}u: { ${body(c)} }`),
+      `    default: { ${otherwise} }`,
+      "  }",
+    ].join("\n");
+  const fn = (signature: string, body: string) => `fn ${signature} {\n${body}\n}`;
+  lines.push(
+    fn(
+      "kv_vec4(cache: u32, i4: u32) -> vec4<f32>",
+      f32 ? each((c) => `return ${name(c)}[i4];`, "return vec4(0.0);") : "  return vec4(0.0);",
+    ),
+    fn(
+      "kv_word(cache: u32, i: u32) -> u32",
+      f32 ? "  return 0u;" : each((c) => `return ${name(c)}[i];`, "return 0u;"),
+    ),
+    fn(
+      "kv_scale(cache: u32, row: u32) -> f32",
+      dtype === "int8"
+        ? each((c) => `return ${name(c, "s")}[row];`, "return 1.0;")
+        : "  return 1.0;",
+    ),
+    fn(
+      "kv_put(cache: u32, i: u32, word: u32)",
+      f32
+        ? each((c) => `${name(c)}[i / 4u][i % 4u] = bitcast<f32>(word);`, "")
+        : each((c) => `${name(c)}[i] = word;`, ""),
+    ),
+    fn(
+      "kv_put_scale(cache: u32, row: u32, scale: f32)",
+      dtype === "int8" ? each((c) => `${name(c, "s")}[row] = scale;`, "") : "",
+    ),
+  );
+  const calls = Array.from({ length: layers }, (_, l) => `  block(li, ${l}u, pos);`);
+  lines.push(fn("run_blocks(li: u32, pos: u32)", calls.join("\n")));
+  return lines.join("\n");
+}
+
+/** The storage of a cache, from its words per row. */
+function cacheDType(layer: CacheLayer, headDim: number): CacheDType {
+  const words = layer.k.shape[2];
+  const dtype = (["f32", "f16", "int8"] as const).find((d) => cacheWords(d, headDim) === words);
+  if (!dtype) throw new Error(`decodeStep: cache[${layer.k.shape}] is not of head_dim ${headDim}`);
+  return dtype;
+}
+
+/** The options of one {@link decodeStep} dispatch. */
+export interface StepOptions {
+  /** Where the token comes from (see {@link TokenSource}). */
+  readonly source: TokenSource;
+  /** Run the blocks on it (false: only choose it, the end of a chain). */
+  readonly blocks: boolean;
+  /** With source "sample": how. */
+  readonly sampling?: StepSampling;
+}
+
+/**
+ * One dispatch, one workgroup: chooses the step's token (`options.source`), appends it to
+ * the chosen tokens in `io.state` unless given, then with `options.blocks` runs every block
+ * on it at position state[0] (its K/V into `caches` at that row, f32, f16 or int8 as they
+ * are stored), writes ln_f of the result to `io.hidden` (or, where the lm_head is packed,
+ * the logits to `io.logits`) and advances state[0].
+ * caches: one per layer, [nHead, capacity, words] each.
+ */
+export function decodeStep(
+  gpu: Gpu,
+  s: DecodeShape,
+  packed: PackedBlocks,
+  io: StepBuffers,
+  caches: readonly CacheLayer[],
+  options: StepOptions,
+): Dispatch {
+  const headDim = s.nEmbd / s.nHead;
+  if (caches.length !== s.nLayer) {
+    throw new Error(`decodeStep: ${caches.length} cache layers for n_layer ${s.nLayer}`);
+  }
+  const dtype = cacheDType(caches[0], headDim);
+  const capacity = caches[0].k.shape[1];
+  const sampling = options.sampling ?? { temperature: 1, topK: 0, topP: 1 };
+  if (options.source === "sample") checkSampling(sampling, s.vocabSize);
+  const source = { input: 0, best: 1, sample: 2 }[options.source];
+  const partials = headWorkgroups(gpu, s.vocabSize);
+  const params = gpu.uniform([
+    capacity,
+    s.vocabSize,
+    f32bits(s.layerNormEpsilon),
+    f32bits(1 / Math.sqrt(headDim)),
+    source,
+    options.blocks ? 1 : 0,
+    partials,
+    f32bits(sampling.temperature),
+    sampling.topK,
+    f32bits(sampling.topP),
+  ]);
+  const code = `${formula}\n${normRow}\n${matmulRow}\n${codec}\n${cacheCode(s.nLayer, dtype)}\n` +
+    stepKernel;
+  const kernel = gpu.kernel(code, "decode_step", {
+    WG: STEP_WG[gpu.design],
+    C: s.nEmbd,
+    NH: s.nHead,
+    NI: s.nInner,
+    NL: s.nLayer,
+    MAXP: s.nPositions,
+    F16: packed.format === "f16" ? 1 : 0,
+    HEAD: packed.lmHead ? 1 : 0,
+    MAXK: MAX_SAMPLE_CANDIDATES,
+    X4: s.nEmbd / 4,
+    ACT4: (2 * s.nEmbd + s.nInner) / 4,
+    QKV4: 3 * s.nEmbd / 4,
+    SCORES: s.nHead * s.nPositions,
+    HD: headDim,
+    KV: ["f32", "f16", "int8"].indexOf(dtype),
+  });
+  const cacheBindings: Record<string, Tensor> = {};
+  caches.forEach((c, l) => {
+    if (c.k.shape[1] !== capacity) throw new Error("decodeStep: cache layers of unequal capacity");
+    cacheBindings[`k${l}`] = c.k;
+    cacheBindings[`v${l}`] = c.v;
+    if (dtype === "int8") {
+      cacheBindings[`ks${l}`] = c.scales!.k;
+      cacheBindings[`vs${l}`] = c.scales!.v;
+    }
+  });
+  const wte = io.wte.parts[0].tensor;
+  const bindings = {
+    p: params,
+    state: io.state,
+    wte,
+    wteh: wte,
+    wpe: io.wpe,
+    mats: packed.mats,
+    math: packed.mats,
+    vecs: packed.vecs,
+    hidden: io.hidden,
+    best: io.best,
+    logits: io.logits,
+    ...cacheBindings,
+  };
+  const label = `decode.step ${options.source}${
+    options.blocks ? "" : " only"
+  } ${s.nLayer}x${s.nEmbd}`;
+  return gpu.dispatch(label, kernel, bindings, [1]);
+}
+
+/** Throws unless the sampler can draw with `o` over a vocabulary of `V`. */
+function checkSampling(o: StepSampling, V: number): void {
+  if (!(o.temperature > 0) || !Number.isFinite(o.temperature)) {
+    throw new RangeError(`decodeStep: temperature ${o.temperature} must be > 0 to sample`);
+  }
+  const candidates = o.topK > 0 && o.topK < V ? o.topK : o.topP < 1 ? V : 0;
+  if (candidates > MAX_SAMPLE_CANDIDATES) {
+    throw new RangeError(
+      `decodeStep: sampling sorts ${candidates} candidates (top-k, or top-p over the ` +
+        `vocabulary), at most ${MAX_SAMPLE_CANDIDATES}`,
+    );
+  }
+}
+
+/** Whether the GPU sampler handles these settings over a vocabulary of `V`. */
+export function gpuSamples(o: StepSampling, V: number): boolean {
+  try {
+    checkSampling(o, V);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Workgroups of {@link decodeHead} over a vocabulary of `V`: the partial maxima it writes. */
+export function headWorkgroups(gpu: Gpu, V: number): number {
+  return groups(Math.ceil(V / 4), HEAD_WG[gpu.design]);
+}
+
+/**
+ * logits = hidden @ lmHead^T over the vocabulary (written to `logits` when `writeLogits`),
+ * and for each workgroup its largest logit and id into `best` (the first on ties).
+ * hidden: [C]; lmHead: [V, C] in one chunk; logits: [1, ldy >= V];
+ * best: [headWorkgroups(V), 2] u32.
+ */
+export function decodeHead(
+  gpu: Gpu,
+  hidden: Tensor,
+  lmHead: RowChunks,
+  logits: Tensor,
+  best: Tensor,
+  writeLogits: boolean,
+): Dispatch {
+  const { rows: V, cols: C, format } = lmHead;
+  const G = headWorkgroups(gpu, V);
+  if (lmHead.parts.length !== 1 || numel(hidden) !== C || logits.shape.at(-1)! < V) {
+    throw new Error(
+      `decodeHead: hidden[${hidden.shape}], lm_head [${V}, ${C}] in ${lmHead.parts.length} ` +
+        `chunks and logits[${logits.shape}] do not fit`,
+    );
+  }
+  if (numel(best) < 2 * G) throw new Error(`decodeHead: best[${best.shape}] holds < ${G} pairs`);
+  const w = lmHead.parts[0].tensor;
+  const WG = HEAD_WG[gpu.design];
+  const kernel = gpu.kernel(`${matmulRow}\n${headKernel}`, "decode_head", {
+    WG,
+    F16: format === "f16" ? 1 : 0,
+  });
+  const bindings = {
+    p: gpu.uniform([V, C, writeLogits ? 1 : 0]),
+    hidden,
+    w,
+    wh8: w,
+    logits,
+    best,
+  };
+  return gpu.dispatch(`decode.head ${C}x${V}`, kernel, bindings, [G]);
+}

@@ -1,0 +1,436 @@
+// The fused decode step of a small GPT-2: ONE workgroup runs every block for one token with
+// the activations in workgroup memory, so a step is this dispatch and decode_head's.
+//   choose the token: given (state), the best logit of the last step (decode_head's partial
+//     maxima), or sampled from its logits as run/sampling.ts samples (sample_token, below);
+//   x = wte[token] + wpe[pos];
+//   every block: x += c_proj(attention(c_attn(ln_1(x)))), its K/V stored in the cache at pos;
+//                x += c_proj(gelu(c_fc(ln_2(x))));
+//   hidden = ln_f(x), which decode_head turns into logits.
+// The wrapper puts in front: gelu_formula.wgsl (gelu_new), layernorm_row.wgsl (the LayerNorm
+// of a row), matmul_row.wgsl (one row times four weight rows), kv_codec.wgsl (the cache's
+// encoding, HD and KV) and what it writes for the model's layer count and cache storage:
+// the cache bindings of every layer, the functions the codec reads them through (kv_vec4,
+// kv_word, kv_scale, kv_put, kv_put_scale), and run_blocks, which calls block() once per
+// layer with the layer as a constant, so that every cache is picked at compile time.
+// With HEAD (a small vocabulary) the step ends with the lm_head itself: one dispatch a token.
+// The matrices of every block (and with HEAD the lm_head) come packed in one buffer (mats,
+// or math as f16), the LayerNorms and biases in another (vecs): the same [out, in] rows as the model's tensors,
+// copied one after another (decode.ts), because a dispatch binds at most a few dozen buffers.
+// Each product gives an invocation 4 outputs at a time; LayerNorm statistics, the softmax of
+// each head and the choice of the token are one invocation's work.
+
+override WG: u32 = 64u;     // invocations of the workgroup
+override C: u32 = 64u;      // n_embd = n_head · HD
+override NH: u32 = 4u;      // n_head
+override NI: u32 = 256u;    // n_inner
+override NL: u32 = 2u;      // n_layer
+override MAXP: u32 = 128u;  // n_positions: most keys a head attends to
+override F16: bool = false; // matrices and wte stored as f16 pairs
+override HEAD: bool = false; // the lm_head here too (a small vocabulary): logits, no hidden
+override MAXK: u32 = 256u;  // most candidates the sampler sorts (top-k, or the vocabulary)
+// Sizes of the workgroup arrays, from the wrapper: naga 29 panics on some override
+// expressions as array sizes (C / 4u, for one).
+override X4: u32 = 16u;     // C / 4
+override ACT4: u32 = 96u;   // (2C + NI) / 4
+override QKV4: u32 = 48u;   // 3C / 4
+override SCORES: u32 = 512u; // NH · MAXP
+
+struct Params {
+  P: u32,           // rows per head of the cache buffers (their capacity)
+  V: u32,           // vocabulary size
+  eps: f32,         // LayerNorm epsilon
+  scale: f32,       // head_dim^-0.5
+  source: u32,      // the step's token: 0 state[INPUT]; 1 the best logit; 2 sampled
+  blocks: u32,      // 1 run the blocks on the token; 0 only choose it (a chain's last)
+  partials: u32,    // partial maxima decode_head wrote (one per workgroup)
+  temperature: f32, // sampling: softmax temperature (> 0)
+  topK: u32,        // sampling: keep the topK best tokens, 0 all
+  topP: f32,        // sampling: keep the nucleus of mass topP, 1 all
+}
+
+// Words of `state`.
+const POS = 0u;     // position of the token fed: its K/V go to this cache row
+const CHOSEN = 1u;  // tokens chosen so far
+const INPUT = 2u;   // the token fed when source is 0
+const RNG = 4u;     // 4 words: the sampler's xoshiro128** state
+const TOKENS = 8u;  // the tokens chosen, in order
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> state: array<u32>;   // [8 + n_positions]
+@group(0) @binding(2) var<storage, read> wte: array<vec4<f32>>;     // [V, C] f32
+@group(0) @binding(3) var<storage, read> wteh: array<vec2<u32>>;    // [V, C] as f16 pairs
+@group(0) @binding(4) var<storage, read> wpe: array<vec4<f32>>;     // [n_positions, C]
+@group(0) @binding(5) var<storage, read> mats: array<vec4<f32>>;    // blocks' matrices (, lm_head)
+@group(0) @binding(6) var<storage, read> math: array<vec4<u32>>;    // the same as f16, 8 a read
+@group(0) @binding(7) var<storage, read> vecs: array<vec4<f32>>;    // LayerNorms and biases
+@group(0) @binding(8) var<storage, read_write> hidden: array<vec4<f32>>; // [C] ln_f(x)
+@group(0) @binding(9) var<storage, read> best: array<u32>;          // [partials, 2] value, id
+@group(0) @binding(10) var<storage, read_write> logits: array<f32>; // [V] of the last step
+
+// Offsets in `vecs` (vec4s): per layer ln_1 weight, bias; c_attn bias; attn c_proj bias;
+// ln_2 weight, bias; c_fc bias; mlp c_proj bias; after the layers ln_f weight, bias.
+const LN1_W = 0u;
+fn ln1_b() -> u32 { return C / 4u; }
+fn attn_b() -> u32 { return C / 2u; }
+fn proj_b() -> u32 { return 5u * C / 4u; }
+fn ln2_w() -> u32 { return 3u * C / 2u; }
+fn ln2_b() -> u32 { return 7u * C / 4u; }
+fn fc_b() -> u32 { return 2u * C; }
+fn mproj_b() -> u32 { return 2u * C + NI / 4u; }
+fn layer_vecs() -> u32 { return (9u * C + NI) / 4u; }
+
+// Weights per read of `mats` (4 f32) or `math` (8 f16); offsets in reads: per layer c_attn
+// [3C, C], attn c_proj [C, C], c_fc [NI, C], mlp c_proj [C, NI].
+fn per_read() -> u32 { return select(4u, 8u, F16); }
+const ATTN_W = 0u;
+fn proj_w() -> u32 { return 3u * C * C / per_read(); }
+fn fc_w() -> u32 { return 4u * C * C / per_read(); }
+fn mproj_w() -> u32 { return (4u * C * C + NI * C) / per_read(); }
+fn layer_mats() -> u32 { return (4u * C * C + 2u * NI * C) / per_read(); }
+
+// Workgroup memory: the residual stream, the inputs of the products (LayerNorm output |
+// attention output | MLP hidden), q | k | v, and each head's scores.
+var<workgroup> xs: array<vec4<f32>, X4>;
+var<workgroup> act: array<vec4<f32>, ACT4>;
+var<workgroup> qkv: array<vec4<f32>, QKV4>;
+var<workgroup> scores: array<f32, SCORES>;
+var<workgroup> lnStats: vec2<f32>;
+var<workgroup> token: u32;
+var<workgroup> candId: array<u32, MAXK>;   // the sampler's candidates, best first
+var<workgroup> candLogit: array<f32, MAXK>;
+var<workgroup> candWeight: array<f32, MAXK>;
+
+const LN_AT = 0u; // act offsets, vec4s
+fn att_at() -> u32 { return C / 4u; }
+fn fc_at() -> u32 { return C / 2u; }
+
+// What the shared row functions read: LayerNorm's row is x, products read act and mats.
+fn ln_x4(row: u32, i: u32) -> vec4<f32> {
+  return xs[row + i];
+}
+
+fn dot_x4(i: u32) -> vec4<f32> {
+  return act[i];
+}
+
+fn dot_w4(i: u32) -> vec4<f32> {
+  return mats[i];
+}
+
+fn dot_w8(i: u32) -> vec4<u32> {
+  return math[i];
+}
+
+fn kv_src(at: u32) -> f32 {
+  return qkv[at / 4u][at % 4u];
+}
+
+// act[LN_AT ..] = LayerNorm(x) with the weight and bias at vecs[w ..], vecs[b ..].
+fn layer_norm(li: u32, w: u32, b: u32) {
+  if (li == 0u) { lnStats = ln_row_stats(0u, C / 4u, p.eps); }
+  workgroupBarrier();
+  let s = lnStats;
+  for (var i = li; i < C / 4u; i += WG) { act[LN_AT + i] = ln_apply(xs[i], s, vecs[w + i], vecs[b + i]); }
+  workgroupBarrier();
+}
+
+// What a product's value v = x · W^T + b becomes.
+const TO_QKV = 0u;      // qkv = v
+const ADD_TO_X = 1u;    // x += v (the residual)
+const GELU_TO_FC = 2u;  // act[fc] = gelu_new(v)
+
+// v[N] = act[x0 ..][K] · W^T + b for the matrix at mats[w ..] and the bias at vecs[b ..].
+fn product(li: u32, w: u32, b: u32, N: u32, K: u32, x0: u32, to: u32) {
+  let reads = K / per_read(); // per weight row
+  for (var t = li; t < N / 4u; t += WG) {
+    let rows = w + (4u * t + vec4(0u, 1u, 2u, 3u)) * reads;
+    var v: vec4<f32>;
+    if (F16) { v = dot_row4_f16(x0, rows, reads); } else { v = dot_row4(x0, rows, reads); }
+    v += vecs[b + t];
+    if (to == TO_QKV) {
+      qkv[t] = v;
+    } else if (to == ADD_TO_X) {
+      xs[t] = xs[t] + v;
+    } else {
+      act[fc_at() + t] = vec4(gelu_new(v.x), gelu_new(v.y), gelu_new(v.z), gelu_new(v.w));
+    }
+  }
+  workgroupBarrier();
+}
+
+// This token's K and V (qkv's second and third thirds) into layer l's cache at row pos.
+fn store_kv(li: u32, l: u32, pos: u32) {
+  let words = HD / kv_per_word();
+  for (var i = li; i < 2u * NH * words; i += WG) {
+    let w = i % words;
+    let h = (i / words) % NH;
+    let isV = i / (words * NH);
+    let at = (1u + isV) * C + h * HD;
+    let row = h * p.P + pos;
+    let scale = kv_row_scale(at);
+    if (KV == 2u && w == 0u) { kv_put_scale(2u * l + isV, row, scale); }
+    kv_put(2u * l + isV, row * words + w, kv_encode(at, w, scale));
+  }
+  storageBarrier();
+  workgroupBarrier();
+}
+
+// act[att ..] = softmax(q · K^T · scale) · V of every head over layer l's keys 0 .. pos.
+fn attention(li: u32, l: u32, pos: u32) {
+  let n = pos + 1u;
+  let HD4 = HD / 4u;
+  for (var i = li; i < NH * n; i += WG) { // scores: an invocation per (head, key)
+    let h = i / n;
+    let j = i % n;
+    var acc = vec4(0.0);
+    for (var d = 0u; d < HD4; d++) { acc = fma(qkv[h * HD4 + d], kv_load4(2u * l, h * p.P + j, d), acc); }
+    scores[h * MAXP + j] = (acc.x + acc.y + acc.z + acc.w) * p.scale;
+  }
+  workgroupBarrier();
+  if (li < NH) { // the softmax of head li
+    let row = li * MAXP;
+    var m = -3.0e38;
+    for (var j = 0u; j < n; j++) { m = max(m, scores[row + j]); }
+    var sum = 0.0;
+    for (var j = 0u; j < n; j++) {
+      let e = exp(scores[row + j] - m);
+      scores[row + j] = e;
+      sum += e;
+    }
+    for (var j = 0u; j < n; j++) { scores[row + j] = scores[row + j] / sum; }
+  }
+  workgroupBarrier();
+  for (var i = li; i < NH * HD4; i += WG) { // values: an invocation per vec4 of the output
+    let h = i / HD4;
+    let d = i % HD4;
+    var acc = vec4(0.0);
+    for (var j = 0u; j < n; j++) {
+      acc = fma(vec4(scores[h * MAXP + j]), kv_load4(2u * l + 1u, h * p.P + j, d), acc);
+    }
+    act[att_at() + i] = acc;
+  }
+  workgroupBarrier();
+}
+
+// With HEAD: logits = act[LN ..] · lm_head^T, 4 rows per invocation (the last clamped); the
+// lm_head is packed after the blocks' matrices.
+fn lm_head(li: u32) {
+  let reads = C / per_read();
+  for (var t = li; t < (p.V + 3u) / 4u; t += WG) {
+    let n = 4u * t;
+    let rows = NL * layer_mats() + min(n + vec4(0u, 1u, 2u, 3u), vec4(p.V - 1u)) * reads;
+    var v: vec4<f32>;
+    if (F16) { v = dot_row4_f16(LN_AT, rows, reads); } else { v = dot_row4(LN_AT, rows, reads); }
+    for (var j = 0u; j < 4u; j++) {
+      if (n + j < p.V) { logits[n + j] = v[j]; }
+    }
+  }
+}
+
+// Block l on the token at position pos: x += attn(ln_1(x)); x += mlp(ln_2(x)).
+fn block(li: u32, l: u32, pos: u32) {
+  let v = l * layer_vecs();
+  let m = l * layer_mats();
+  layer_norm(li, v + LN1_W, v + ln1_b());
+  product(li, m + ATTN_W, v + attn_b(), 3u * C, C, LN_AT, TO_QKV);
+  store_kv(li, l, pos);
+  attention(li, l, pos);
+  product(li, m + proj_w(), v + proj_b(), C, C, att_at(), ADD_TO_X);
+  layer_norm(li, v + ln2_w(), v + ln2_b());
+  product(li, m + fc_w(), v + fc_b(), NI, C, LN_AT, GELU_TO_FC);
+  product(li, m + mproj_w(), v + mproj_b(), C, NI, fc_at(), ADD_TO_X);
+}
+
+// The largest logit of the last step, the first on ties (as torch.argmax): with HEAD from
+// the logits, else from decode_head's partial maxima, which come in the order of the logits
+// they cover.
+fn best_logit() -> u32 {
+  if (HEAD) {
+    var top = 0u;
+    for (var i = 1u; i < p.V; i++) {
+      if (logits[i] > logits[top]) { top = i; }
+    }
+    return top;
+  }
+  var value = bitcast<f32>(best[0]);
+  var id = best[1];
+  for (var g = 1u; g < p.partials; g++) {
+    let v = bitcast<f32>(best[2u * g]);
+    if (v > value) {
+      value = v;
+      id = best[2u * g + 1u];
+    }
+  }
+  return id;
+}
+
+// ---- Sampling, as run/sampling.ts's sampleToken with temperature > 0, in one invocation:
+// weights exp((logit - max) / temperature), cut to the topK best tokens (ties: lower id
+// first), then to the shortest best-first prefix whose mass reaches topP of theirs; the draw
+// walks the kept tokens best first after top-k, else in id order. The uniform comes from
+// xoshiro128** (state[RNG ..]), the generator of run/sampling.ts's Rng, one draw per token.
+// The sums are f32 here and f64 there: a draw within rounding of the boundary between two
+// tokens may pick the other one.
+
+fn rotl(x: u32, k: u32) -> u32 {
+  return (x << k) | (x >> (32u - k));
+}
+
+// The next 32 bits of the xoshiro128** sequence, as Rng.nextUint32.
+fn rng_next() -> u32 {
+  var s0 = state[RNG];
+  var s1 = state[RNG + 1u];
+  var s2 = state[RNG + 2u];
+  var s3 = state[RNG + 3u];
+  let result = rotl(s1 * 5u, 7u) * 9u;
+  let t = s1 << 9u;
+  s2 ^= s0;
+  s3 ^= s1;
+  s1 ^= s2;
+  s0 ^= s3;
+  s2 ^= t;
+  s3 = rotl(s3, 11u);
+  state[RNG] = s0;
+  state[RNG + 1u] = s1;
+  state[RNG + 2u] = s2;
+  state[RNG + 3u] = s3;
+  return result;
+}
+
+// Uniform in [0, 1): the draw's top 24 bits (all an f32 holds).
+fn rng_uniform() -> f32 {
+  return f32(rng_next() >> 8u) / 16777216.0;
+}
+
+fn weight_of(logit: f32, max: f32) -> f32 {
+  return exp((logit - max) / p.temperature);
+}
+
+// The `count` best logits into candLogit/candId, best first, ties by lower id.
+fn sort_candidates(count: u32) {
+  var held = 0u;
+  for (var i = 0u; i < p.V; i++) {
+    let l = logits[i];
+    if (held == count && !(l > candLogit[count - 1u])) { continue; }
+    var j = min(held, count - 1u); // where it goes: after every equal or larger logit
+    held = min(held + 1u, count);
+    while (j > 0u && l > candLogit[j - 1u]) {
+      candLogit[j] = candLogit[j - 1u];
+      candId[j] = candId[j - 1u];
+      j--;
+    }
+    candLogit[j] = l;
+    candId[j] = i;
+  }
+}
+
+// The whole vocabulary, drawn in id order (no top-k, no top-p).
+fn sample_all() -> u32 {
+  var m = -3.4e38;
+  for (var i = 0u; i < p.V; i++) { m = max(m, logits[i]); }
+  var total = 0.0;
+  for (var i = 0u; i < p.V; i++) { total += weight_of(logits[i], m); }
+  var r = rng_uniform() * total;
+  var last = 0u;
+  for (var i = 0u; i < p.V; i++) {
+    let w = weight_of(logits[i], m);
+    if (w <= 0.0) { continue; }
+    last = i;
+    r -= w;
+    if (r < 0.0) { return i; }
+  }
+  return last; // rounding left a sliver of mass past the end
+}
+
+fn sample_token() -> u32 {
+  let topK = p.topK > 0u && p.topK < p.V;
+  if (!topK && p.topP >= 1.0) { return sample_all(); }
+  let k = select(p.V, p.topK, topK); // at most MAXK: the wrapper checks
+  sort_candidates(k);
+  let m = candLogit[0];
+  var total = 0.0;
+  for (var i = 0u; i < k; i++) {
+    candWeight[i] = weight_of(candLogit[i], m);
+    total += candWeight[i];
+  }
+  var kept = k;
+  var mass = 0.0;
+  if (p.topP < 1.0) {
+    for (var i = 0u; i < k; i++) {
+      mass += candWeight[i];
+      if (mass >= p.topP * total) {
+        kept = i + 1u;
+        break;
+      }
+    }
+  }
+  var sum = 0.0;
+  for (var i = 0u; i < kept; i++) { sum += candWeight[i]; }
+  var r = rng_uniform() * sum;
+  var last = 0u;
+  if (topK) { // best first
+    for (var i = 0u; i < kept; i++) {
+      let w = candWeight[i];
+      if (w <= 0.0) { continue; }
+      last = i;
+      r -= w;
+      if (r < 0.0) { return candId[i]; }
+    }
+    return candId[last];
+  }
+  // The nucleus of the whole vocabulary, in id order: every logit above the last kept one,
+  // and of those equal to it as many as the prefix holds (the lowest ids, as it holds them).
+  let threshold = candLogit[kept - 1u];
+  var ties = 0u;
+  for (var i = 0u; i < kept; i++) { ties += select(0u, 1u, candLogit[i] == threshold); }
+  for (var i = 0u; i < p.V; i++) {
+    let l = logits[i];
+    if (l < threshold || (l == threshold && ties == 0u)) { continue; }
+    if (l == threshold) { ties--; }
+    let w = weight_of(l, m);
+    if (w <= 0.0) { continue; }
+    last = i;
+    r -= w;
+    if (r < 0.0) { return i; }
+  }
+  return last;
+}
+
+// The token of this step; a chosen one is appended to the tokens in `state`.
+fn choose_token() -> u32 {
+  if (p.source == 0u) { return state[INPUT]; }
+  var t: u32;
+  if (p.source == 1u) { t = best_logit(); } else { t = sample_token(); }
+  let n = state[CHOSEN];
+  state[TOKENS + n] = t;
+  state[CHOSEN] = n + 1u;
+  return t;
+}
+
+fn wte4(t: u32, i: u32) -> vec4<f32> {
+  if (F16) {
+    let h = wteh[t * (C / 4u) + i];
+    return vec4(unpack2x16float(h.x), unpack2x16float(h.y));
+  }
+  return wte[t * (C / 4u) + i];
+}
+
+@compute @workgroup_size(WG)
+fn decode_step(@builtin(local_invocation_index) li: u32) {
+  if (li == 0u) { token = choose_token(); }
+  workgroupBarrier();
+  if (p.blocks == 0u) { return; }
+  let t = token;
+  let pos = state[POS];
+  for (var i = li; i < C / 4u; i += WG) { xs[i] = wte4(t, i) + wpe[pos * (C / 4u) + i]; }
+  workgroupBarrier();
+  run_blocks(li, pos); // block(li, l, pos) for every layer l: the wrapper writes it out
+  let f = NL * layer_vecs();
+  layer_norm(li, f, f + C / 4u);
+  if (HEAD) {
+    lm_head(li);
+  } else {
+    for (var i = li; i < C / 4u; i += WG) { hidden[i] = act[LN_AT + i]; }
+  }
+  if (li == 0u) { state[POS] = pos + 1u; }
+}
