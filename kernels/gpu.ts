@@ -231,11 +231,16 @@ export class Gpu {
 
   /**
    * A small tensor, one per `label` and device, that stands in for a binding a kernel names
-   * but does not use in this dispatch (never read, or written only where unused).
+   * but does not use in this dispatch (never read, or written only where unused). It lives as
+   * long as the device and is not counted in {@link Gpu.bytesAllocated}.
    */
   unused(label: string): Tensor {
     let t = this.#unused.get(label);
-    if (!t) this.#unused.set(label, t = this.tensor([4], label));
+    if (!t) {
+      t = this.tensor([4], label);
+      this.bytesAllocated -= t.buffer.size;
+      this.#unused.set(label, t);
+    }
     return t;
   }
 
@@ -284,6 +289,8 @@ export class Gpu {
     this.#closed = true;
     for (const buffer of this.#uniforms.values()) buffer.destroy();
     this.#uniforms.clear();
+    for (const t of this.#unused.values()) t.buffer.destroy();
+    this.#unused.clear();
     this.#kernels.clear();
     this.#modules.clear();
     this.device.destroy();

@@ -18,6 +18,9 @@ import { KVCache } from "../model/kv_cache.ts";
 import { loadSnapshot, saveSnapshot } from "../io/snapshot.ts";
 import { generate, generateBatch, type GenerateOptions, greedyOptions } from "../run/generate.ts";
 import { Rng } from "../run/sampling.ts";
+import { parseConfig } from "../model/config.ts";
+import { gpt2Init } from "../model/weights.ts";
+import { Trainer } from "../train/trainer.ts";
 
 /** The model every phase runs. */
 const FIXTURE = new URL("../data/tiny-gpt2", import.meta.url).pathname;
@@ -32,6 +35,8 @@ export interface SoakOptions {
   generations: number;
   /** Model open/destroy cycles in the second phase (the first 8 warm up). */
   modelCycles: number;
+  /** Training cycles in the third phase: a model and trainer made, stepped, destroyed. */
+  trainingCycles?: number;
   /** Called with a progress line now and then. */
   log?: (line: string) => void;
   /** For testing the check itself: keep one undestroyed cache per generation. */
@@ -56,6 +61,7 @@ export interface PhaseMemory {
 export interface SoakReport {
   generations: PhaseMemory;
   modelCycles: PhaseMemory;
+  training: PhaseMemory;
   /** Snapshot save/load round trips done among the generations. */
   snapshots: number;
   /** Tokens generated in all. */
@@ -208,10 +214,38 @@ export async function soak(gpu: Gpu, options: SoakOptions): Promise<SoakReport> 
       }
     }
     const cycleMemory = await cycles.end();
+
+    // Phase 3: training: a small model and its trainer, a few steps, both destroyed.
+    const training = new Phase(gpu, 4);
+    const config = parseConfig({
+      vocab_size: 65,
+      n_positions: 16,
+      n_embd: 32,
+      n_layer: 2,
+      n_head: 4,
+      bos_token_id: 0,
+      eos_token_id: 0,
+    }, "soak training config");
+    const rng = new Rng(11);
+    const batch = () =>
+      Array.from(
+        { length: 4 },
+        () => Array.from({ length: 17 }, () => Math.floor(rng.next() * 65)),
+      );
+    for (let i = 0; i < (options.trainingCycles ?? 40); i++) {
+      {
+        using model = new GPT2(gpu, config, gpt2Init(config, i));
+        using trainer = new Trainer(model, { B: 4, T: 16 });
+        for (let s = 0; s < 3; s++) await trainer.step(batch(), { loss: s === 2 });
+      }
+      await training.after(i);
+    }
+    const trainingMemory = await training.end();
     await gpu.sync();
     return {
       generations: genMemory,
       modelCycles: cycleMemory,
+      training: trainingMemory,
       snapshots,
       tokens,
       bytesAllocated: { start: bytesStart, end: gpu.bytesAllocated },
@@ -227,10 +261,11 @@ export async function soak(gpu: Gpu, options: SoakOptions): Promise<SoakReport> 
 export function soakProblems(report: SoakReport, marginMiB = RSS_MARGIN_MIB): string[] {
   const problems: string[] = [];
   for (
-    const [name, phase] of [["generations", report.generations], [
-      "model cycles",
-      report.modelCycles,
-    ]] as const
+    const [name, phase] of [
+      ["generations", report.generations],
+      ["model cycles", report.modelCycles],
+      ["training", report.training],
+    ] as const
   ) {
     if (phase.growthMiB > marginMiB) {
       problems.push(
@@ -264,6 +299,7 @@ export function formatReport(r: SoakReport): string {
   return [
     describePhase("generations", r.generations),
     describePhase("model cycles", r.modelCycles),
+    describePhase("training cycles", r.training),
     `tokens generated: ${r.tokens}; snapshot round trips: ${r.snapshots}`,
     `bytesAllocated: ${r.bytesAllocated.start} before, ${r.bytesAllocated.end} after; ` +
     `live cache bytes: ${r.liveCacheBytes.start} before, ${r.liveCacheBytes.end} after`,
@@ -272,7 +308,7 @@ export function formatReport(r: SoakReport): string {
 }
 
 /**
- * `deno task soak [--generations N] [--model-cycles M] [--json]`: `--json` prints the
+ * `deno task soak [--generations N] [--model-cycles M] [--training-cycles T] [--json]`: `--json` prints the
  * {@link SoakReport} as one JSON line instead of text.
  */
 async function main(): Promise<number> {
@@ -281,14 +317,20 @@ async function main(): Promise<number> {
     options: {
       generations: { type: "string", default: "1000" },
       "model-cycles": { type: "string", default: "100" },
+      "training-cycles": { type: "string", default: "100" },
       json: { type: "boolean", default: false },
       leak: { type: "boolean", default: false },
     },
   });
   const generations = Number(values.generations);
   const modelCycles = Number(values["model-cycles"]);
+  const trainingCycles = Number(values["training-cycles"]);
   for (
-    const [name, n] of [["--generations", generations], ["--model-cycles", modelCycles]] as const
+    const [name, n] of [
+      ["--generations", generations],
+      ["--model-cycles", modelCycles],
+      ["--training-cycles", trainingCycles],
+    ] as const
   ) {
     if (!Number.isSafeInteger(n) || n < 1) {
       throw new Error(`soak: ${name} must be a positive integer`);
@@ -296,8 +338,17 @@ async function main(): Promise<number> {
   }
   using gpu = await Gpu.open();
   const log = values.json ? () => {} : (line: string) => console.log(line);
-  log(`soak: ${generations} generations, ${modelCycles} model cycles; ${gpu.description}`);
-  const report = await soak(gpu, { generations, modelCycles, log, leak: values.leak });
+  log(
+    `soak: ${generations} generations, ${modelCycles} model cycles, ${trainingCycles} training ` +
+      `cycles; ${gpu.description}`,
+  );
+  const report = await soak(gpu, {
+    generations,
+    modelCycles,
+    trainingCycles,
+    log,
+    leak: values.leak,
+  });
   if (values.json) {
     console.log(JSON.stringify(report));
     return soakProblems(report).length ? 1 : 0;
