@@ -274,7 +274,7 @@ console.log(
     `first: ${JSON.stringify(tokenizer.decode(first))}`,
 );
 console.log(
-  "Mean over queries t ≥ 1 of the weight on each kind of key, (uniform attention's in brackets);",
+  "Mean over queries t ≥ 1 of the weight on each kind of key (uniform attention's in brackets);",
 );
 console.log(`induction: over the ${queries} queries whose last two tokens occurred before.`);
 const pair = (x: number | null, u: number | null) =>

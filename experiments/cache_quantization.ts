@@ -17,7 +17,7 @@
  *
  * Default: the trained char model (data/shakespeare-char): 47 steps (the rest of its 64-token
  * context), 256 windows (16,384 of the 111,540 validation tokens): about a minute here.
- * `--model embedded`: the random 124M. `--quick` (tiny fixture): 100 steps, 4 windows, seconds.
+ * `--model embedded`: the random 124M. `--quick` (tiny fixture): 100 steps, 2 windows, seconds.
  *
  * @module
  */
@@ -46,12 +46,12 @@ const ex = await startExperiment({
       help: "N   decode steps compared (default: up to 128 in the context; --quick 100)",
     },
     budget: { help: "MiB memory budget for the cache (default 64)" },
-    windows: { help: "N validation windows of n_positions tokens scored (default 256; --quick 4)" },
+    windows: { help: "N validation windows of n_positions tokens scored (default 256; --quick 2)" },
   },
   settings: (v, quick) => ({
     steps: v.steps === undefined ? (quick ? 100 : null) : integer("--steps", v.steps, 1, 100_000),
     budget: integer("--budget", v.budget ?? "64", 1, 1_000_000),
-    windows: integer("--windows", v.windows ?? (quick ? "4" : "256"), 1, 1_000_000),
+    windows: integer("--windows", v.windows ?? (quick ? "2" : "256"), 1, 1_000_000),
   }),
   check: ({ steps }, config) => {
     if (steps === null) return;
@@ -215,7 +215,12 @@ const bar = (field: string, title: string, log = false) => ({
       field,
       type: "quantitative" as const,
       title,
-      ...(log ? { scale: { type: "log" as const, domainMin: LOG_FLOOR } } : {}),
+      ...(log
+        ? {
+          scale: { type: "log" as const, domainMin: LOG_FLOOR },
+          axis: { format: "~e", values: [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1] },
+        }
+        : {}),
     },
     // A bar on a log scale needs a floor to start from: 0 has no logarithm.
     ...(log ? { y2: { datum: LOG_FLOOR } } : {}),

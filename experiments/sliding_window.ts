@@ -46,6 +46,15 @@ const LABELS: Record<Method, string> = {
   recompute: "recompute a sliding window",
 };
 
+/** Each method's colour in both charts. */
+const COLORS: Record<Method, string> = {
+  sinks: "#4c78a8",
+  window: "#f58518",
+  recompute: "#e45756",
+};
+const IN_CONTEXT = "within the context (all methods)";
+const UNIFORM = "uniform attention within the context";
+
 /** The recent tokens kept: `--recent`, or by default a quarter of the context dropped at a time. */
 const recentOf = (s: { sinks: number; recent: number | null }, nPositions: number) =>
   s.recent ?? Math.floor((3 * nPositions) / 4) - s.sinks;
@@ -290,13 +299,13 @@ const points = buckets.flatMap((b) =>
   }))
 );
 const massPoints = attentionMass.flatMap((a) => [
-  { layer: a.layer, series: "within the context (all methods)", mass: a.inContext },
+  { layer: a.layer, series: IN_CONTEXT, mass: a.inContext },
   ...methods.map((m) => ({
     layer: a.layer,
     series: `past it: ${LABELS[m]}`,
     mass: a.pastContext[m]!,
   })),
-  { layer: a.layer, series: "uniform attention within the context", mass: uniformMass.inContext },
+  { layer: a.layer, series: UNIFORM, mass: uniformMass.inContext },
 ]).filter((p) => Number.isFinite(p.mass));
 /** The legend of both charts: on the right, one entry per line. */
 const legend = { orient: "right", labelLimit: 300 } as const;
@@ -338,7 +347,13 @@ await writeResults(
             title: "perplexity",
             scale: { type: "log" },
           },
-          color: { field: "method", type: "nominal", sort: null, title: null, legend },
+          color: {
+            field: "method",
+            type: "nominal",
+            title: null,
+            legend,
+            scale: { domain: methods.map((m) => LABELS[m]), range: methods.map((m) => COLORS[m]) },
+          },
         },
       },
       {
@@ -349,7 +364,16 @@ await writeResults(
         encoding: {
           x: { field: "layer", type: "ordinal", title: "layer", axis: { labelAngle: 0 } },
           y: { field: "mass", type: "quantitative", title: "attention on the first cached token" },
-          color: { field: "series", type: "nominal", sort: null, title: null, legend },
+          color: {
+            field: "series",
+            type: "nominal",
+            title: null,
+            legend,
+            scale: {
+              domain: [IN_CONTEXT, ...methods.map((m) => `past it: ${LABELS[m]}`), UNIFORM],
+              range: ["#54a24b", ...methods.map((m) => COLORS[m]), "#bab0ac"],
+            },
+          },
         },
       },
     ],

@@ -210,7 +210,7 @@ Deno.test(
     assert.ok(int8.maxLogitDiff > f16.maxLogitDiff);
     assert.equal(f32.valLossChange, 0);
     assert.equal(f32.top1Agreement, 1);
-    assert.equal(r.validationTokensScored, 4 * TINY.nPositions);
+    assert.equal(r.validationTokensScored, 2 * TINY.nPositions);
     for (const x of r.rows) {
       assert.ok(Number.isFinite(x.valLoss) && x.valLoss > 0, `${x.dtype} ${x.valLoss}`);
       assert.ok(Math.abs(x.valLossChange - (x.valLoss - f32.valLoss)) < 1e-12);
@@ -337,6 +337,23 @@ Deno.test(
     assert.equal(w.tokenizer, "char");
     assert.equal(w.flatBytes, true);
     assert.deepEqual(w.summary.map((s: { maxKeys: number }) => s.maxKeys), [63, 63]);
+  },
+);
+
+Deno.test(
+  "experiments: a plain `deno run` that may not read the trained model runs the embedded one",
+  needs("run", "read"),
+  async () => {
+    const args = ["--windows", "1", "--length", "8", "--layers", "0", "--heads", "0"];
+    const r = await runDeno({}, "experiments/attention_maps.ts", ...args);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stdout,
+      /reading data\/shakespeare-char is not allowed, so this runs the embedded/,
+    );
+    assert.match(r.stdout, /model: +embedded GPT-2 small/);
+    assert.match(r.stdout, /not saved: /);
+    assert.doesNotMatch(r.stderr, /Requires|NotCapable|^\s+at /m);
   },
 );
 
