@@ -25,6 +25,7 @@ export {
 } from "./kernels/gpu.ts";
 export type { WeightFormat } from "./kernels/matmul.ts";
 export { type ForwardOptions, type ForwardOutput, GPT2, type ModelOptions } from "./model/gpt2.ts";
+export type { DecodePath } from "./run/runner.ts";
 export {
   type CacheDType,
   KVCache,

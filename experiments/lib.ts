@@ -15,6 +15,7 @@
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
 import {
+  type DecodePath,
   EMBEDDED,
   type GPT2Config,
   gpt2Tokenizer,
@@ -65,6 +66,11 @@ export interface ExperimentSpec<Settings> {
    * unset: real GPT-2 if present, else the embedded model.
    */
   defaultModel?: string;
+  /**
+   * The decode path to run (default: the runner's own choice by shape and adapter); an
+   * experiment that shows the general path's kernels one by one asks for "general".
+   */
+  decode?: DecodePath;
 }
 
 /** A running experiment: where it writes, the GPU and the model. */
@@ -104,9 +110,7 @@ export async function startExperiment<Settings>(
     ? QUICK_MODEL
     : values.model ?? defaultModel(spec.name, spec.defaultModel);
   const gpu = await Gpu.open();
-  const opened = await openModel(gpu, model, {
-    weights: values.weights,
-  });
+  const opened = await openModel(gpu, model, { weights: values.weights, decode: spec.decode });
   spec.check?.(settings, opened.model.config);
   console.log(`${spec.name}: ${spec.about}`);
   console.log(`adapter: ${gpu.description}`);

@@ -38,6 +38,7 @@ const BUDGET_MS = 15_000;
 const ex = await startExperiment({
   name: "prefill_vs_decode",
   about: "prefill and decode time per token, and GPU time per kernel group, by length",
+  decode: "general", // the kernels one by one (a small model's fused step is one dispatch)
   options: {
     lengths: { help: "L,…  prompt lengths (default 1,8,64,256,1024; --quick 1,8,32,128)" },
   },
