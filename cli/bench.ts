@@ -1,16 +1,19 @@
 /**
  * `deno task bench [--json] [--reps N] [--quick]`: prefill and decode speed of GPT-2 small's
- * shape (124M, seeded random weights: speed does not depend on the values) and of the tiny
- * fixture, on the adapter found. Medians of several runs after a warm-up. `--json` prints
- * one line whose field names match the HF transformers peer benchmark of BENCHMARKS.md.
+ * shape (124M, seeded random weights: speed does not depend on the values), of the tiny
+ * fixture, and of the small models on both decode paths (fused and general: tok/s and
+ * dispatches per token), on the adapter found. Medians of several runs after a warm-up.
+ * `--json` prints one line whose field names match the HF transformers peer benchmark of
+ * BENCHMARKS.md.
  *
  * @module
  */
-import { Gpu } from "../kernels/gpu.ts";
+import { Gpu, type Plan, type RunOptions } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
 import { generate, greedyOptions } from "../run/generate.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import { EMBEDDED, openModel } from "../run/open_model.ts";
+import { type DecodePath, SamplerState } from "../run/runner.ts";
 import { integer, main, parseOptions, UsageError } from "./usage.ts";
 import { GPT2_SIZES, parseConfig } from "../model/config.ts";
 import { measureTraining, type TrainingSpeed } from "../train/throughput.ts";
@@ -19,7 +22,7 @@ const USAGE =
   `usage: deno task bench [--json] [--reps N] [--quick] [--weights f32|f16|both] [--train]
   --json        print one JSON line of every result instead of the table
   --reps N      timed runs per measurement, after one warm-up (default 3)
-  --quick       the tiny fixture only (seconds), not GPT-2 small's shape
+  --quick       the small models only (seconds), not GPT-2 small's shape
   --weights W   which weight storage to measure (default both: f32, the parity path, and
                 f16; f16 fields end in _f16w)
   --train       training speed instead: nanoGPT's char "baby" shape (4 layers, 128 wide,
@@ -43,8 +46,8 @@ async function medianMs(reps: number, fn: () => Promise<unknown>): Promise<numbe
   return median(ts);
 }
 
-function promptOf(n: number): number[] {
-  return Array.from({ length: n }, (_, i) => (i * 7919 + 13) % 50257);
+function promptOf(n: number, vocabSize = 50257): number[] {
+  return Array.from({ length: n }, (_, i) => (i * 7919 + 13) % vocabSize);
 }
 
 /** Prefill tok/s: one forward of T prompt tokens from an empty cache. */
@@ -122,6 +125,81 @@ async function benchTraining(
   out.train_small_gflops = small.gflops;
 }
 
+/** The small models both decode paths are measured on: tokens of prompt, tokens decoded. */
+const SMALL_MODELS = [
+  { key: "tiny", dir: "data/tiny-gpt2", prompt: 16, tokens: 100 },
+  { key: "char", dir: "data/shakespeare-char", prompt: 16, tokens: 47 },
+];
+
+/** The sampled decode measured on the char model: top-k 40 at temperature 1. */
+const TOP_K_40 = { temperature: 1, topK: 40, topP: 1 };
+
+/** What one decode path did: tok/s (median), dispatches per token, GPU µs per kernel. */
+interface PathRun {
+  tokS: number;
+  dispatchesPerToken: number;
+  /** GPU time of each dispatch of one profiled single-token step (where timestamps exist). */
+  kernels: { label: string; us: number }[];
+}
+
+/**
+ * `tokens` tokens chained after a `prompt`-token prefill, greedy or top-k 40 sampled, timed
+ * from the first step to the tokens read back (one wait): the path's own throughput.
+ */
+async function decodePath(
+  model: GPT2,
+  prompt: number,
+  tokens: number,
+  reps: number,
+  sampled: boolean,
+): Promise<PathRun> {
+  const { gpu } = model;
+  const cache = model.newCache();
+  const ids = promptOf(prompt, model.config.vocabSize);
+  let dispatches = 0;
+  const count = (plan: Plan) => dispatches += plan.filter((s) => "pipeline" in s).length;
+  const once = async (counted = false) => {
+    cache.reset();
+    await model.forward(ids.slice(0, -1), cache);
+    const run = gpu.run;
+    if (counted) {
+      gpu.run = (plan: Plan, options?: RunOptions) => (count(plan), run.call(gpu, plan, options));
+    }
+    const t = performance.now();
+    try {
+      const first = ids.at(-1)!;
+      if (sampled) {
+        await model.runner.decodeSample(first, cache, tokens, TOP_K_40, new SamplerState(1));
+      } else await model.decodeGreedy(first, cache, tokens);
+    } finally {
+      gpu.run = run;
+    }
+    return performance.now() - t;
+  };
+  await once(true); // the warm-up, counting the dispatches
+  const ms: number[] = [];
+  for (let i = 0; i < reps; i++) ms.push(await once());
+  let kernels: PathRun["kernels"] = [];
+  if (gpu.hasTimestamps) {
+    cache.reset();
+    await model.forward(ids.slice(0, -1), cache);
+    const { profile } = await model.forward([ids.at(-1)!], cache, { profile: true });
+    kernels = profile!.map((k) => ({ label: k.label, us: k.ns / 1000 }));
+  }
+  cache.destroy();
+  return { tokS: tokens / (median(ms) / 1000), dispatchesPerToken: dispatches / tokens, kernels };
+}
+
+/** GPU µs of a step's kernels, summed by kind (the label's first word). */
+function kernelSummary(kernels: PathRun["kernels"]): string {
+  const by = new Map<string, number>();
+  for (const k of kernels) {
+    const kind = k.label.split(" ")[0];
+    by.set(kind, (by.get(kind) ?? 0) + k.us);
+  }
+  return [...by].map(([kind, us]) => `${kind} ${us.toFixed(0)}`).join(", ");
+}
+
 main("bench", async () => {
   const { values } = parseOptions(USAGE, Deno.args, {
     json: { type: "boolean", default: false },
@@ -160,6 +238,31 @@ main("bench", async () => {
     const onGpu = await decodeTokS(tiny, 16, 100, true, reps, true);
     record("tiny_decode_greedy_gpu_tok_s", f, onGpu, "greedy on the GPU      ");
     tiny.destroy();
+  }
+
+  for (const f of formats) {
+    for (const { key, dir, prompt, tokens } of SMALL_MODELS) {
+      for (const path of ["general", "fused"] as DecodePath[]) {
+        const { model } = await openModel(gpu, dir, { weights: f, decode: path });
+        await model.warmup();
+        const modes = key === "char" ? [false, true] : [false];
+        for (const sampled of modes) {
+          const r = await decodePath(model, prompt, tokens, reps, sampled);
+          const what = `${key}_${sampled ? "topk40" : "greedy"}_${path}`;
+          record(`${what}_tok_s`, f, r.tokS, `${dir}, ${what.replaceAll("_", " ")}`);
+          out[`${what}_dispatches_per_token${f === "f32" ? "" : "_f16w"}`] = r.dispatchesPerToken;
+          if (!sampled) {
+            log(
+              `    ${r.dispatchesPerToken.toFixed(1)} dispatches per token; one step's GPU µs: ` +
+                kernelSummary(r.kernels),
+            );
+            const gpuUs = r.kernels.reduce((sum, k) => sum + k.us, 0);
+            if (gpuUs > 0) out[`${key}_${path}_step_gpu_us${f === "f32" ? "" : "_f16w"}`] = gpuUs;
+          }
+        }
+        model.destroy();
+      }
+    }
   }
 
   for (const f of values.quick ? [] : formats) {
