@@ -5,7 +5,7 @@
  * rows sum to 1, a snapshot file is as big as its formula and restores exactly.
  */
 import assert from "node:assert/strict";
-import { assertUsageError, needs, runDeno, runScript } from "./helpers.ts";
+import { assertUsageError, needs, runDeno, runScript, slow } from "./helpers.ts";
 
 /** Runs `experiments/<name>.ts` with `args`; returns its exit code and output. */
 function runExperiment(name: string, ...args: string[]) {
@@ -79,7 +79,7 @@ Deno.test(
   "cache_growth: bytes follow the formula every step, no leak, same tokens",
   io,
   async () => {
-    const r = await quick("cache_growth");
+    const r = await quick("cache_growth", "--reps", "1");
     assert.equal(r.gpuBytesAfter, r.gpuBytesBefore, "GPU bytes leaked");
     assert.equal(r.sameTokens, true);
     const [pre, double, exact] = r.policies;
@@ -197,7 +197,7 @@ Deno.test(
   "cache_quantization: bytes per token by dtype; f32 is its own reference",
   io,
   async () => {
-    const r = await quick("cache_quantization");
+    const r = await quick("cache_quantization", "--steps", "48");
     const [f32, f16, int8] = r.rows;
     assert.deepEqual(r.rows.map((x: { dtype: string }) => x.dtype), ["f32", "f16", "int8"]);
     const C = 64, L = 2, H = 4; // the tiny fixture
@@ -234,7 +234,8 @@ Deno.test("batching: every sequence's tokens equal decoding it alone", io, async
 });
 
 Deno.test("cache_policies: all policies side by side, exact where they should be", io, async () => {
-  const r = await quick("cache_policies");
+  // 16 + 120 tokens: past the 128 positions, so the window evicts.
+  const r = await quick("cache_policies", "--tokens", "120");
   const by = Object.fromEntries(r.rows.map((x: { policy: string }) => [x.policy, x]));
   assert.deepEqual(Object.keys(by), ["preallocated", "grow", "f16", "int8", "window:4,60"]);
   for (const exact of ["preallocated", "grow", "window:4,60"]) {
@@ -415,7 +416,7 @@ Deno.test(
 
 Deno.test(
   "experiments: plain `deno run experiments/cache_memory.ts` needs no flag",
-  needs("run", "read"),
+  slow("run", "read"), // it builds the embedded 124M model
   async () => {
     // The embedded 124M model: no file read, no environment variable, nothing written.
     const r = await runDeno({}, "experiments/cache_memory.ts");

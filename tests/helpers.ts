@@ -233,28 +233,52 @@ export function granted(...names: Need[]): boolean {
  */
 export function needs(...names: Need[]): { ignore: boolean } {
   const ignore = !granted(...names);
-  if (ignore) announceIgnored();
+  if (ignore) {
+    announce(
+      "permissions",
+      "ignored: tests that need file, subprocess, network or environment access, which this " +
+        'run does not grant (counted as "ignored" on the last line); `deno task test` ' +
+        "(or `deno test -A`) runs them all",
+    );
+  }
   return { ignore };
 }
 
+/** Whether `KVGPT_SLOW_TESTS=1` asks for the slow tests (see {@link slow}); `.ci/run` sets it. */
+export const SLOW_TESTS = granted("env") && Deno.env.get("KVGPT_SLOW_TESTS") === "1";
+
 /**
- * Prints, once per `deno test` run, why tests are ignored. Each test file runs in an isolate
+ * `Deno.test` options for a test that is slow on a CPU-only machine, ignored unless
+ * `KVGPT_SLOW_TESTS=1` (and the permissions it `needs`): GPT-2-small-sized shapes, the kernel
+ * design for real GPUs run on a software adapter, and head sizes the fixtures do not use (on
+ * llvmpipe's OpenGL backend each head size compiles attention kernels for tens of seconds).
+ */
+export function slow(...names: Need[]): { ignore: boolean } {
+  if (needs(...names).ignore) return { ignore: true };
+  if (!SLOW_TESTS) {
+    announce(
+      "slow",
+      "ignored: tests that are slow on a CPU-only machine (GPT-2-small-sized shapes, the " +
+        "kernels for real GPUs, more head sizes); `KVGPT_SLOW_TESTS=1 deno task test` runs them",
+    );
+  }
+  return { ignore: !SLOW_TESTS };
+}
+
+/**
+ * Prints `line` once per `deno test` run for each `kind`. Each test file runs in an isolate
  * of its own; they share `localStorage`, which remembers the process that printed it.
  */
-function announceIgnored() {
-  const key = "kvgpt-tests-ignored-announced-by";
+function announce(kind: string, line: string) {
+  const key = `kvgpt-tests-announced-${kind}`;
   try {
     if (localStorage.getItem(key) === String(Deno.pid)) return;
     localStorage.setItem(key, String(Deno.pid));
   } catch {
     // No localStorage: print it once per file instead.
-    if (announcedHere) return;
+    if (announcedHere.has(kind)) return;
   }
-  announcedHere = true;
-  console.log(
-    "ignored: tests that need file, subprocess, network or environment access, which this " +
-      'run does not grant (counted as "ignored" on the last line); `deno task test` ' +
-      "(or `deno test -A`) runs them all",
-  );
+  announcedHere.add(kind);
+  console.log(line);
 }
-let announcedHere = false;
+const announcedHere = new Set<string>();

@@ -29,7 +29,7 @@ import {
   matmulRef,
   residualRef,
 } from "./cpu_reference.ts";
-import { Arena, assertClose, Rng } from "./helpers.ts";
+import { Arena, assertClose, Rng, slow } from "./helpers.ts";
 
 const cpuDesign = await Gpu.open({ design: "cpu" });
 /** The same kernels in the design for real GPUs (workgroup-memory tiles), on this adapter. */
@@ -94,31 +94,35 @@ for (
   ]] as const
 ) {
   const what = `${format} weights, ${gpu.design} design`;
-  Deno.test(`matmul: x @ w + b, ${what}, M = 1 .. 129, N not a multiple of 4`, async () => {
-    // With f16 weights the reference multiplies the same f16-rounded weights in f64, so the
-    // bound is as tight as for f32: only the products' f32 arithmetic differs.
-    const rng = new Rng(1);
-    const arena = new Arena(gpu);
-    for (const [K, N] of [[48, 12], [64, 100], [100, 37], [1024, 36], [768, 2308]]) {
-      const w = rng.normals(K * N, 1 / Math.sqrt(K));
-      const b = rng.uniforms(N, -0.1, 0.1);
-      const wT = uploadWeight(gpu, transpose(w, K, N), N, K, "w", format); // stored [out, in]
-      arena.add(wT.tensor);
-      const stored = format === "f16" ? halves(w) : w;
-      const bT = arena.upload(b, [N], "b");
-      for (const M of [1, 2, 3, 4, 7, 16, 17, 129]) {
-        if (K * N > 100_000 && M !== 7) continue; // the GPT-2-sized shape once is enough
-        const x = rng.uniforms(M * K, -2, 2);
-        const xT = arena.upload(x, [M, K], "x");
-        const yT = arena.poisoned([M, N], "y");
-        gpu.run([matmul(gpu, xT, wT, bT, yT)]);
-        const got = await gpu.read1(yT);
-        const label = `matmul ${format} ${M}x${K}x${N}`;
-        assertClose(got, matmulRef(x, stored, b, M, K, N), TOL, label);
+  Deno.test(
+    `matmul: x @ w + b, ${what}, M = 1 .. 129, N not a multiple of 4`,
+    gpu.design === "gpu" ? slow() : {},
+    async () => {
+      // With f16 weights the reference multiplies the same f16-rounded weights in f64, so the
+      // bound is as tight as for f32: only the products' f32 arithmetic differs.
+      const rng = new Rng(1);
+      const arena = new Arena(gpu);
+      for (const [K, N] of [[48, 12], [64, 100], [100, 37], [1024, 36], [768, 2308]]) {
+        const w = rng.normals(K * N, 1 / Math.sqrt(K));
+        const b = rng.uniforms(N, -0.1, 0.1);
+        const wT = uploadWeight(gpu, transpose(w, K, N), N, K, "w", format); // stored [out, in]
+        arena.add(wT.tensor);
+        const stored = format === "f16" ? halves(w) : w;
+        const bT = arena.upload(b, [N], "b");
+        for (const M of [1, 2, 3, 4, 7, 16, 17, 129]) {
+          if (K * N > 100_000 && M !== 7) continue; // the GPT-2-sized shape once is enough
+          const x = rng.uniforms(M * K, -2, 2);
+          const xT = arena.upload(x, [M, K], "x");
+          const yT = arena.poisoned([M, N], "y");
+          gpu.run([matmul(gpu, xT, wT, bT, yT)]);
+          const got = await gpu.read1(yT);
+          const label = `matmul ${format} ${M}x${K}x${N}`;
+          assertClose(got, matmulRef(x, stored, b, M, K, N), TOL, label);
+        }
       }
-    }
-    arena.destroy();
-  });
+      arena.destroy();
+    },
+  );
 }
 
 Deno.test("packHalves: two f16 per word, element 2i in the low half; odd counts refused", () => {
@@ -143,45 +147,49 @@ Deno.test("matmul: rejects shapes that do not fit", () => {
 });
 
 for (const gpu of [cpuDesign, gpuDesign]) {
-  Deno.test(`lmHead: lm_head over V = 50257 in one chunk and in many, ${gpu.design} design`, async () => {
-    const rng = new Rng(2);
-    const arena = new Arena(gpu);
-    const wte = rng.normals(V * C, 1 / Math.sqrt(C));
-    const ld = stride(V);
-    const chunkings: [string, RowChunks][] = [
-      ["one chunk", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte"))],
-      // 512 KiB chunks: 2048 rows each, 25 chunks, the last one 1105 rows.
-      ["512 KiB chunks", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 19))],
-      // Chunks starting at rows that are not multiples of 4, and a one-row chunk.
-      ["odd chunks", chunksAt(arena, wte, C, [0, 4093, 4094, 21111, V])],
-      [
-        "f16, 256 KiB chunks",
-        arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 18, "f16")),
-      ],
-    ];
-    assert.equal(chunkings[1][1].parts.length, 25);
-    assert.equal(chunkings[3][1].parts.length, 25); // f16 rows take half the bytes
-    const wte16 = halves(wte);
-    const xs = new Map<number, { x: Float32Array; ref: Record<WeightFormat, Float64Array> }>();
-    for (const M of [1, 7, 129]) {
-      const x = rng.normals(M * C);
-      const f32 = lmHeadRef(x, wte, M, C, V);
-      xs.set(M, { x, ref: { f32, f16: M > 7 ? f32 : lmHeadRef(x, wte16, M, C, V) } });
-    }
-    for (const [name, w] of chunkings) {
-      for (const [M, { x, ref: refs }] of xs) {
-        if (M > 7 && name !== "odd chunks") continue; // the big M once: the GPU is a CPU here
-        const ref = refs[w.format];
-        const xT = arena.upload(x, [M, C], "x");
-        const logits = arena.poisoned([M, ld], "logits");
-        gpu.run(lmHead(gpu, xT, 0, w, logits));
-        const got = await gpu.read1(logits);
-        assertPaddingUntouched(got, M, ld, V, `lm_head ${name} M=${M}`);
-        assertClose(columns(got, M, ld, V), ref, TOL_LM_HEAD, `lm_head ${name} ${M}x${C}x${V}`);
+  Deno.test(
+    `lmHead: lm_head over V = 50257 in one chunk and in many, ${gpu.design} design`,
+    gpu.design === "gpu" ? slow() : {},
+    async () => {
+      const rng = new Rng(2);
+      const arena = new Arena(gpu);
+      const wte = rng.normals(V * C, 1 / Math.sqrt(C));
+      const ld = stride(V);
+      const chunkings: [string, RowChunks][] = [
+        ["one chunk", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte"))],
+        // 512 KiB chunks: 2048 rows each, 25 chunks, the last one 1105 rows.
+        ["512 KiB chunks", arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 19))],
+        // Chunks starting at rows that are not multiples of 4, and a one-row chunk.
+        ["odd chunks", chunksAt(arena, wte, C, [0, 4093, 4094, 21111, V])],
+        [
+          "f16, 256 KiB chunks",
+          arena.addChunks(uploadRowChunks(gpu, wte, V, C, "wte", 2 ** 18, "f16")),
+        ],
+      ];
+      assert.equal(chunkings[1][1].parts.length, 25);
+      assert.equal(chunkings[3][1].parts.length, 25); // f16 rows take half the bytes
+      const wte16 = halves(wte);
+      const xs = new Map<number, { x: Float32Array; ref: Record<WeightFormat, Float64Array> }>();
+      for (const M of [1, 7, 129]) {
+        const x = rng.normals(M * C);
+        const f32 = lmHeadRef(x, wte, M, C, V);
+        xs.set(M, { x, ref: { f32, f16: M > 7 ? f32 : lmHeadRef(x, wte16, M, C, V) } });
       }
-    }
-    arena.destroy();
-  });
+      for (const [name, w] of chunkings) {
+        for (const [M, { x, ref: refs }] of xs) {
+          if (M > 7 && name !== "odd chunks") continue; // the big M once: the GPU is a CPU here
+          const ref = refs[w.format];
+          const xT = arena.upload(x, [M, C], "x");
+          const logits = arena.poisoned([M, ld], "logits");
+          gpu.run(lmHead(gpu, xT, 0, w, logits));
+          const got = await gpu.read1(logits);
+          assertPaddingUntouched(got, M, ld, V, `lm_head ${name} M=${M}`);
+          assertClose(columns(got, M, ld, V), ref, TOL_LM_HEAD, `lm_head ${name} ${M}x${C}x${V}`);
+        }
+      }
+      arena.destroy();
+    },
+  );
 }
 
 Deno.test("lmHead: one row of x (xRow0 > 0), the 'last' logits", async () => {
@@ -203,82 +211,94 @@ Deno.test("lmHead: one row of x (xRow0 > 0), the 'last' logits", async () => {
 });
 
 for (const gpu of [cpuDesign, gpuDesign]) {
-  Deno.test(`lmHead: logits larger than one binding go in row blocks, ${gpu.design} design`, async () => {
-    // 129 rows x 270016 floats = 139 MB of logits: more than a 128 MiB binding on llvmpipe,
-    // so the rows are split into blocks (each a dispatch per weight chunk).
-    const v = 270_001;
-    const k = 4;
-    const M = 129;
-    const ld = stride(v);
-    if (M * ld * 4 <= gpu.maxBinding) {
-      console.log(`  skipped: max binding ${gpu.maxBinding} holds all logits in one block`);
-      return;
-    }
-    const rng = new Rng(4);
+  Deno.test(
+    `lmHead: logits larger than one binding go in row blocks, ${gpu.design} design`,
+    slow(),
+    async () => {
+      // 129 rows x 270016 floats = 139 MB of logits: more than a 128 MiB binding on llvmpipe,
+      // so the rows are split into blocks (each a dispatch per weight chunk).
+      const v = 270_001;
+      const k = 4;
+      const M = 129;
+      const ld = stride(v);
+      if (M * ld * 4 <= gpu.maxBinding) {
+        console.log(`  skipped: max binding ${gpu.maxBinding} holds all logits in one block`);
+        return;
+      }
+      const rng = new Rng(4);
+      const arena = new Arena(gpu);
+      const wte = rng.normals(v * k, 0.5);
+      const w = arena.addChunks(uploadRowChunks(gpu, wte, v, k, "wte"));
+      const x = rng.normals(M * k);
+      const xT = arena.upload(x, [M, k], "x");
+      const logits = arena.poisoned([M, ld], "logits");
+      const plan = lmHead(gpu, xT, 0, w, logits);
+      assert.ok(plan.length >= 2, `${plan.length} dispatches`);
+      gpu.run(plan);
+      const got = await gpu.read1(logits);
+      assertClose(
+        columns(got, M, ld, v),
+        lmHeadRef(x, wte, M, k, v),
+        TOL_LM_HEAD,
+        "lm_head blocks",
+      );
+      arena.destroy();
+    },
+  );
+}
+
+Deno.test(
+  "lmHead: gpu design, one row over more than 65535 outputs",
+  slow(),
+  async () => {
+    // matmul_gemv runs a workgroup per output: past 65535 they go on the grid's z axis.
+    const gpu = gpuDesign;
+    const v = 70_001;
+    const k = 8;
+    const rng = new Rng(5);
     const arena = new Arena(gpu);
     const wte = rng.normals(v * k, 0.5);
     const w = arena.addChunks(uploadRowChunks(gpu, wte, v, k, "wte"));
-    const x = rng.normals(M * k);
-    const xT = arena.upload(x, [M, k], "x");
-    const logits = arena.poisoned([M, ld], "logits");
-    const plan = lmHead(gpu, xT, 0, w, logits);
-    assert.ok(plan.length >= 2, `${plan.length} dispatches`);
-    gpu.run(plan);
-    const got = await gpu.read1(logits);
-    assertClose(
-      columns(got, M, ld, v),
-      lmHeadRef(x, wte, M, k, v),
-      TOL_LM_HEAD,
-      "lm_head blocks",
-    );
+    assert.equal(w.parts.length, 1);
+    const x = rng.normals(k);
+    const ld = Math.ceil(v / 64) * 64;
+    const logits = arena.poisoned([1, ld], "logits");
+    gpu.run(lmHead(gpu, arena.upload(x, [1, k], "x"), 0, w, logits));
+    const got = (await gpu.read1(logits)).subarray(0, v);
+    assertClose(got, lmHeadRef(x, wte, 1, k, v), TOL_LM_HEAD, "gemv 1x8x70001");
     arena.destroy();
-  });
-}
-
-Deno.test("lmHead: gpu design, one row over more than 65535 outputs", async () => {
-  // matmul_gemv runs a workgroup per output: past 65535 they go on the grid's z axis.
-  const gpu = gpuDesign;
-  const v = 70_001;
-  const k = 8;
-  const rng = new Rng(5);
-  const arena = new Arena(gpu);
-  const wte = rng.normals(v * k, 0.5);
-  const w = arena.addChunks(uploadRowChunks(gpu, wte, v, k, "wte"));
-  assert.equal(w.parts.length, 1);
-  const x = rng.normals(k);
-  const ld = Math.ceil(v / 64) * 64;
-  const logits = arena.poisoned([1, ld], "logits");
-  gpu.run(lmHead(gpu, arena.upload(x, [1, k], "x"), 0, w, logits));
-  const got = (await gpu.read1(logits)).subarray(0, v);
-  assertClose(got, lmHeadRef(x, wte, 1, k, v), TOL_LM_HEAD, "gemv 1x8x70001");
-  arena.destroy();
-});
+  },
+);
 
 for (const gpu of [cpuDesign, gpuDesign]) {
-  Deno.test(`matmul epilogues, ${gpu.design} design: gelu (c_fc) and add (the residual)`, async () => {
-    const rng = new Rng(6);
-    const arena = new Arena(gpu);
-    const [K, N] = [64, 100];
-    const w = rng.normals(K * N, 0.5 / Math.sqrt(K));
-    // Biases over [-12, 12] put x @ w + b across both tails of tanh and its clamp at 10.
-    const b = rng.uniforms(N, -12, 12);
-    const wT = uploadWeight(gpu, transpose(w, K, N), N, K, "w");
-    arena.add(wT.tensor);
-    const bT = arena.upload(b, [N], "b");
-    for (const M of [1, 7, 17]) {
-      const x = rng.uniforms(M * K, -2, 2);
-      const xT = arena.upload(x, [M, K], "x");
-      const v = matmulRef(x, w, b, M, K, N);
-      const fc = arena.poisoned([M, N], "fc");
-      gpu.run([matmul(gpu, xT, wT, bT, fc, "gelu")]);
-      assertClose(await gpu.read1(fc), geluNewRef(v), TOL, `gelu(x @ w + b) M=${M}`);
-      const residual = rng.uniforms(M * N, -3, 3);
-      const y = arena.upload(residual, [M, N], "y");
-      gpu.run([matmul(gpu, xT, wT, bT, y, "add")]);
-      assertClose(await gpu.read1(y), residualRef(residual, v), TOL, `y + x @ w + b M=${M}`);
-    }
-    arena.destroy();
-  });
+  Deno.test(
+    `matmul epilogues, ${gpu.design} design: gelu (c_fc) and add (the residual)`,
+    gpu.design === "gpu" ? slow() : {},
+    async () => {
+      const rng = new Rng(6);
+      const arena = new Arena(gpu);
+      const [K, N] = [64, 100];
+      const w = rng.normals(K * N, 0.5 / Math.sqrt(K));
+      // Biases over [-12, 12] put x @ w + b across both tails of tanh and its clamp at 10.
+      const b = rng.uniforms(N, -12, 12);
+      const wT = uploadWeight(gpu, transpose(w, K, N), N, K, "w");
+      arena.add(wT.tensor);
+      const bT = arena.upload(b, [N], "b");
+      for (const M of [1, 7, 17]) {
+        const x = rng.uniforms(M * K, -2, 2);
+        const xT = arena.upload(x, [M, K], "x");
+        const v = matmulRef(x, w, b, M, K, N);
+        const fc = arena.poisoned([M, N], "fc");
+        gpu.run([matmul(gpu, xT, wT, bT, fc, "gelu")]);
+        assertClose(await gpu.read1(fc), geluNewRef(v), TOL, `gelu(x @ w + b) M=${M}`);
+        const residual = rng.uniforms(M * N, -3, 3);
+        const y = arena.upload(residual, [M, N], "y");
+        gpu.run([matmul(gpu, xT, wT, bT, y, "add")]);
+        assertClose(await gpu.read1(y), residualRef(residual, v), TOL, `y + x @ w + b M=${M}`);
+      }
+      arena.destroy();
+    },
+  );
 }
 
 // ---- Backward ----
