@@ -198,148 +198,180 @@ Deno.test(
   },
 );
 
-Deno.test("no upper bounds on the config: every size is bounded", async () => {
-  const json = await fixtureJson();
-  // The issue's values, each accepted before.
-  assertRejects({ ...json, n_embd: 1e12, n_head: 1 }, "n_embd", /1\.\.8192, got 1000000000000/);
-  assertRejects({ ...json, n_positions: 1e12 }, "n_positions", /1\.\.65536/);
-  assertRejects({ ...json, vocab_size: 2 ** 53 - 1 }, "vocab_size", /1\.\.1048576/);
-  assertRejects({ ...json, n_layer: 1e9 }, "n_layer", /1\.\.1024/);
-  assertRejects({ ...json, n_inner: 2 ** 20 }, "n_inner", /1\.\.65536/);
-  assertRejects({ ...json, layer_norm_epsilon: 1e300 }, "layer_norm_epsilon", /normal f32/);
-  assertRejects({ ...json, layer_norm_epsilon: 5e-324 }, "layer_norm_epsilon", /normal f32/);
-  assertRejects({ ...json, layer_norm_epsilon: NaN }, "layer_norm_epsilon");
-  assertRejects({ ...json, n_head: 128 }, "n_head", /1\.\.64/);
-  // Sizes within every bound whose matrices would not fit a 2 GiB buffer.
-  assertRejects({ ...json, n_embd: 8192, n_head: 16, n_inner: 65536 }, "n_inner", /2 GiB/);
-  assertRejects({ ...json, n_embd: 8192, n_head: 16, n_positions: 65536 }, "n_positions", /2 GiB/);
-  // The bounds themselves are accepted.
-  const edge = parseConfig({
-    ...json,
-    vocab_size: CONFIG_LIMITS.vocabSize,
-    n_layer: CONFIG_LIMITS.nLayer,
-    layer_norm_epsilon: CONFIG_LIMITS.epsilon[0],
-  }, "edge");
-  assert.equal(edge.vocabSize, 2 ** 20);
-  assert.equal(parseConfig({ ...json, layer_norm_epsilon: 1 }, "one").layerNormEpsilon, 1);
-});
+Deno.test(
+  "no upper bounds on the config: every size is bounded",
+  needs("read", "write", "run"),
+  async () => {
+    const json = await fixtureJson();
+    // The issue's values, each accepted before.
+    assertRejects({ ...json, n_embd: 1e12, n_head: 1 }, "n_embd", /1\.\.8192, got 1000000000000/);
+    assertRejects({ ...json, n_positions: 1e12 }, "n_positions", /1\.\.65536/);
+    assertRejects({ ...json, vocab_size: 2 ** 53 - 1 }, "vocab_size", /1\.\.1048576/);
+    assertRejects({ ...json, n_layer: 1e9 }, "n_layer", /1\.\.1024/);
+    assertRejects({ ...json, n_inner: 2 ** 20 }, "n_inner", /1\.\.65536/);
+    assertRejects({ ...json, layer_norm_epsilon: 1e300 }, "layer_norm_epsilon", /normal f32/);
+    assertRejects({ ...json, layer_norm_epsilon: 5e-324 }, "layer_norm_epsilon", /normal f32/);
+    assertRejects({ ...json, layer_norm_epsilon: NaN }, "layer_norm_epsilon");
+    assertRejects({ ...json, n_head: 128 }, "n_head", /1\.\.64/);
+    // Sizes within every bound whose matrices would not fit a 2 GiB buffer.
+    assertRejects({ ...json, n_embd: 8192, n_head: 16, n_inner: 65536 }, "n_inner", /2 GiB/);
+    assertRejects(
+      { ...json, n_embd: 8192, n_head: 16, n_positions: 65536 },
+      "n_positions",
+      /2 GiB/,
+    );
+    // The bounds themselves are accepted.
+    const edge = parseConfig({
+      ...json,
+      vocab_size: CONFIG_LIMITS.vocabSize,
+      n_layer: CONFIG_LIMITS.nLayer,
+      layer_norm_epsilon: CONFIG_LIMITS.epsilon[0],
+    }, "edge");
+    assert.equal(edge.vocabSize, 2 ** 20);
+    assert.equal(parseConfig({ ...json, layer_norm_epsilon: 1 }, "one").layerNormEpsilon, 1);
+  },
+);
 
-Deno.test("bos/eos ids must lie in the vocabulary, including the default 50256 on a small one", async () => {
-  const json = await fixtureJson();
-  const small: Record<string, unknown> = { ...json, vocab_size: 2000 };
-  delete small.bos_token_id;
-  delete small.eos_token_id;
-  assertRejects(small, "bos_token_id", /absent, and its default 50256 is outside the vocabulary/);
-  assertRejects({ ...small, bos_token_id: 1999 }, "eos_token_id", /default 50256/);
-  assertRejects({ ...small, bos_token_id: 1999, eos_token_id: 2000 }, "eos_token_id", /0\.\.1999/);
-  assertRejects({ ...json, eos_token_id: 50257 }, "eos_token_id", /0\.\.50256/);
-  assertRejects({ ...json, bos_token_id: -1 }, "bos_token_id");
-  const ok = parseConfig(
-    { ...small, bos_token_id: 0, eos_token_id: null, vocab_size: 60000 },
-    "ok",
-  );
-  assert.deepEqual([ok.bosTokenId, ok.eosTokenId], [0, 50256]);
-});
+Deno.test(
+  "bos/eos ids must lie in the vocabulary, including the default 50256 on a small one",
+  needs("read", "write", "run"),
+  async () => {
+    const json = await fixtureJson();
+    const small: Record<string, unknown> = { ...json, vocab_size: 2000 };
+    delete small.bos_token_id;
+    delete small.eos_token_id;
+    assertRejects(small, "bos_token_id", /absent, and its default 50256 is outside the vocabulary/);
+    assertRejects({ ...small, bos_token_id: 1999 }, "eos_token_id", /default 50256/);
+    assertRejects(
+      { ...small, bos_token_id: 1999, eos_token_id: 2000 },
+      "eos_token_id",
+      /0\.\.1999/,
+    );
+    assertRejects({ ...json, eos_token_id: 50257 }, "eos_token_id", /0\.\.50256/);
+    assertRejects({ ...json, bos_token_id: -1 }, "bos_token_id");
+    const ok = parseConfig(
+      { ...small, bos_token_id: 0, eos_token_id: null, vocab_size: 60000 },
+      "ok",
+    );
+    assert.deepEqual([ok.bosTokenId, ok.eosTokenId], [0, 50256]);
+  },
+);
 
-Deno.test("head_dim (and n_inner) not a multiple of 4 is rejected at parse time, naming the file and fields", async () => {
-  const json = await fixtureJson();
-  // The issue's case: n_embd 48, n_head 8 (head_dim 6) passed parseConfig before.
-  assert.throws(
-    () => parseConfig({ ...json, n_embd: 48, n_head: 8 }, "dir/config.json"),
-    /^Error: dir\/config\.json: head_dim = "n_embd" \/ "n_head" = 48 \/ 8 = 6 must be a multiple of 4/,
-  );
-  assert.equal(parseConfig({ ...json, n_embd: 48, n_head: 12 }, "ok").headDim, 4);
-  // Found by the fuzzer: n_inner 63 passed, then the MLP's c_proj failed at the first forward.
-  assertRejects({ ...json, n_inner: 63 }, "n_inner", /63\) must be a multiple of 4/);
-  assert.equal(parseConfig({ ...json, n_inner: 68 }, "ok").nInner, 68);
-});
+Deno.test(
+  "head_dim (and n_inner) not a multiple of 4 is rejected at parse time, naming the file and fields",
+  needs("read", "write", "run"),
+  async () => {
+    const json = await fixtureJson();
+    // The issue's case: n_embd 48, n_head 8 (head_dim 6) passed parseConfig before.
+    assert.throws(
+      () => parseConfig({ ...json, n_embd: 48, n_head: 8 }, "dir/config.json"),
+      /^Error: dir\/config\.json: head_dim = "n_embd" \/ "n_head" = 48 \/ 8 = 6 must be a multiple of 4/,
+    );
+    assert.equal(parseConfig({ ...json, n_embd: 48, n_head: 12 }, "ok").headDim, 4);
+    // Found by the fuzzer: n_inner 63 passed, then the MLP's c_proj failed at the first forward.
+    assertRejects({ ...json, n_inner: 63 }, "n_inner", /63\) must be a multiple of 4/);
+    assert.equal(parseConfig({ ...json, n_inner: 68 }, "ok").nInner, 68);
+  },
+);
 
-Deno.test("API-only inputs: a BigInt or a circular config gives a clear TypeError", async () => {
-  const json = await fixtureJson();
-  assert.throws(
-    () => parseConfig({ ...json, n_embd: 64n }, "api"),
-    /^TypeError: api: "n_embd" must be a number, got a BigInt \(64n\)/,
-  );
-  assert.throws(
-    () => parseConfig({ ...json, bos_token_id: 1n }, "api"),
-    /^TypeError: api: "bos_token_id" must be a number or null, got a BigInt/,
-  );
-  const circular: Record<string, unknown> = { ...json };
-  circular.n_layer = circular;
-  const tight = { n_layer: { n_layer: null } as Record<string, unknown> };
-  tight.n_layer.n_layer = tight.n_layer;
-  assert.throws(
-    () => parseConfig({ ...json, ...tight }, "api"),
-    /got an object \{"n_layer":\[circular\]\}/,
-  );
-  assert.throws(
-    () => parseConfig(circular, "api"),
-    (err: unknown) => {
-      assert.ok(err instanceof TypeError);
-      assert.match(err.message, /^api: "n_layer" must be a number, got an object \{/);
-      assert.ok(err.message.length <= 300, err.message);
-      return true;
-    },
-  );
-  // A circular object elsewhere (an ignored field) does not matter.
-  const ignored: Record<string, unknown> = { ...json };
-  ignored.extra = ignored;
-  assert.equal(parseConfig(ignored, "api").nEmbd, 64);
-  for (const bad of [null, 42, "config", [json], Symbol("s"), 1n]) {
-    assert.throws(() => parseConfig(bad, "api"), /^TypeError: api: config must be a JSON object/);
-  }
-});
-
-Deno.test("config values in messages are cut to ~80 characters", async () => {
-  const json = await fixtureJson();
-  let nested: unknown = 1;
-  for (let i = 0; i < 1e5; i++) nested = [nested];
-  for (
-    const [field, value] of [
-      ["n_embd", nested],
-      ["n_embd", "6".repeat(1e6)],
-      ["vocab_size", new Array(2e5).fill(7)],
-      ["model_type", "x".repeat(1e5)],
-      ["activation_function", "y".repeat(1e5)],
-      ["layer_norm_epsilon", { deep: nested }],
-      ["tie_word_embeddings", "z".repeat(1e5)],
-    ] as const
-  ) {
-    assert.throws(() => parseConfig({ ...json, [field]: value }, "c.json"), (err: Error) => {
-      assert.ok(err.message.startsWith(`c.json: "${field}"`), err.message.slice(0, 300));
-      assert.ok(err.message.length <= 300, `${field}: ${err.message.length} chars`);
-      return true;
-    });
-  }
-});
-
-Deno.test("config.json is read only up to 1 MiB: /dev/zero and a big file fail fast", async () => {
-  const t0 = performance.now();
-  await assert.rejects(
-    loadConfig("/dev/zero"),
-    /^Error: \/dev\/zero: cannot read config: not a regular file/,
-  );
-  const dir = await Deno.makeTempDir();
-  try {
-    const big = join(dir, "config.json");
-    {
-      using file = await Deno.open(big, { write: true, create: true });
-      await file.truncate(5 * 2 ** 30); // sparse: 5 GiB of zeros
+Deno.test(
+  "API-only inputs: a BigInt or a circular config gives a clear TypeError",
+  needs("read", "write", "run"),
+  async () => {
+    const json = await fixtureJson();
+    assert.throws(
+      () => parseConfig({ ...json, n_embd: 64n }, "api"),
+      /^TypeError: api: "n_embd" must be a number, got a BigInt \(64n\)/,
+    );
+    assert.throws(
+      () => parseConfig({ ...json, bos_token_id: 1n }, "api"),
+      /^TypeError: api: "bos_token_id" must be a number or null, got a BigInt/,
+    );
+    const circular: Record<string, unknown> = { ...json };
+    circular.n_layer = circular;
+    const tight = { n_layer: { n_layer: null } as Record<string, unknown> };
+    tight.n_layer.n_layer = tight.n_layer;
+    assert.throws(
+      () => parseConfig({ ...json, ...tight }, "api"),
+      /got an object \{"n_layer":\[circular\]\}/,
+    );
+    assert.throws(
+      () => parseConfig(circular, "api"),
+      (err: unknown) => {
+        assert.ok(err instanceof TypeError);
+        assert.match(err.message, /^api: "n_layer" must be a number, got an object \{/);
+        assert.ok(err.message.length <= 300, err.message);
+        return true;
+      },
+    );
+    // A circular object elsewhere (an ignored field) does not matter.
+    const ignored: Record<string, unknown> = { ...json };
+    ignored.extra = ignored;
+    assert.equal(parseConfig(ignored, "api").nEmbd, 64);
+    for (const bad of [null, 42, "config", [json], Symbol("s"), 1n]) {
+      assert.throws(() => parseConfig(bad, "api"), /^TypeError: api: config must be a JSON object/);
     }
-    await assert.rejects(loadConfig(big), /5368709120 bytes, more than the 1048576/);
-    const justOver = join(dir, "over.json");
-    await Deno.writeTextFile(justOver, " ".repeat(MAX_CONFIG_BYTES) + "{}");
-    await assert.rejects(loadConfig(justOver), /more than the 1048576/);
-    // A config at the limit (padding included) still loads.
-    const padded = join(dir, "padded.json");
-    const text = await Deno.readTextFile(FIXTURE);
-    await Deno.writeTextFile(padded, text + " ".repeat(MAX_CONFIG_BYTES - text.length));
-    assert.equal((await loadConfig(padded)).nEmbd, 64);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-  assert.ok(performance.now() - t0 < 1000);
-});
+  },
+);
+
+Deno.test(
+  "config values in messages are cut to ~80 characters",
+  needs("read", "write", "run"),
+  async () => {
+    const json = await fixtureJson();
+    let nested: unknown = 1;
+    for (let i = 0; i < 1e5; i++) nested = [nested];
+    for (
+      const [field, value] of [
+        ["n_embd", nested],
+        ["n_embd", "6".repeat(1e6)],
+        ["vocab_size", new Array(2e5).fill(7)],
+        ["model_type", "x".repeat(1e5)],
+        ["activation_function", "y".repeat(1e5)],
+        ["layer_norm_epsilon", { deep: nested }],
+        ["tie_word_embeddings", "z".repeat(1e5)],
+      ] as const
+    ) {
+      assert.throws(() => parseConfig({ ...json, [field]: value }, "c.json"), (err: Error) => {
+        assert.ok(err.message.startsWith(`c.json: "${field}"`), err.message.slice(0, 300));
+        assert.ok(err.message.length <= 300, `${field}: ${err.message.length} chars`);
+        return true;
+      });
+    }
+  },
+);
+
+Deno.test(
+  "config.json is read only up to 1 MiB: /dev/zero and a big file fail fast",
+  needs("read", "write", "run"),
+  async () => {
+    const t0 = performance.now();
+    await assert.rejects(
+      loadConfig("/dev/zero"),
+      /^Error: \/dev\/zero: cannot read config: not a regular file/,
+    );
+    const dir = await Deno.makeTempDir();
+    try {
+      const big = join(dir, "config.json");
+      {
+        using file = await Deno.open(big, { write: true, create: true });
+        await file.truncate(5 * 2 ** 30); // sparse: 5 GiB of zeros
+      }
+      await assert.rejects(loadConfig(big), /5368709120 bytes, more than the 1048576/);
+      const justOver = join(dir, "over.json");
+      await Deno.writeTextFile(justOver, " ".repeat(MAX_CONFIG_BYTES) + "{}");
+      await assert.rejects(loadConfig(justOver), /more than the 1048576/);
+      // A config at the limit (padding included) still loads.
+      const padded = join(dir, "padded.json");
+      const text = await Deno.readTextFile(FIXTURE);
+      await Deno.writeTextFile(padded, text + " ".repeat(MAX_CONFIG_BYTES - text.length));
+      assert.equal((await loadConfig(padded)).nEmbd, 64);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+    assert.ok(performance.now() - t0 < 1000);
+  },
+);
 
 Deno.test("checkConfigFits names the fields of a buffer over the adapter's binding", () => {
   const xl = GPT2_SIZES["gpt2-xl"];

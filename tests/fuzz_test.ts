@@ -7,6 +7,7 @@
  * here too.
  */
 import assert from "node:assert/strict";
+import { needs } from "./helpers.ts";
 import {
   type CaseResult,
   classifyError,
@@ -17,7 +18,7 @@ import {
 } from "../scripts/fuzz_cases.ts";
 import { runCampaign, summarize } from "../scripts/fuzz.ts";
 
-Deno.test("fuzz: 300 seeded cases all end cleanly", async () => {
+Deno.test("fuzz: 300 seeded cases all end cleanly", needs("read", "write", "run"), async () => {
   const ctx = await makeContext();
   const results: CaseResult[] = [];
   const t0 = performance.now();
@@ -42,7 +43,7 @@ Deno.test("fuzz: 300 seeded cases all end cleanly", async () => {
   }
 });
 
-Deno.test("fuzz: a case is the same on every run", async () => {
+Deno.test("fuzz: a case is the same on every run", needs("read", "write", "run"), async () => {
   const ctx = await makeContext();
   try {
     for (const i of [0, 1, 2, 3, 4, 57]) {
@@ -70,21 +71,25 @@ Deno.test("fuzz: what counts as a clean refusal", () => {
   for (const [err, outcome] of cases) assert.equal(classifyError(err, "data/x").outcome, outcome);
 });
 
-Deno.test("fuzz campaign: a crash or a hang ends only its own case", async () => {
-  const results = await runCampaign({
-    cases: 12,
-    seed: 5,
-    batch: 6,
-    timeoutMs: 3000,
-    inject: "crash:2,hang:8",
-  });
-  assert.deepEqual(results.map((r) => r.index), [...Array(12).keys()]);
-  assert.equal(results[2].outcome, "crash");
-  assert.match(results[2].detail, /injected crash at case 2/);
-  assert.equal(results[8].outcome, "hang");
-  const others = results.filter((r) => r.index !== 2 && r.index !== 8);
-  assert.ok(others.every((r) => CLEAN_OUTCOMES.includes(r.outcome)), summarize(results, 5));
-  const text = summarize(results, 5);
-  assert.match(text, /unclean outcomes: 2/);
-  assert.match(text, /replay: deno task fuzz --seed 5 --case 8/);
-});
+Deno.test(
+  "fuzz campaign: a crash or a hang ends only its own case",
+  needs("read", "write", "run"),
+  async () => {
+    const results = await runCampaign({
+      cases: 12,
+      seed: 5,
+      batch: 6,
+      timeoutMs: 3000,
+      inject: "crash:2,hang:8",
+    });
+    assert.deepEqual(results.map((r) => r.index), [...Array(12).keys()]);
+    assert.equal(results[2].outcome, "crash");
+    assert.match(results[2].detail, /injected crash at case 2/);
+    assert.equal(results[8].outcome, "hang");
+    const others = results.filter((r) => r.index !== 2 && r.index !== 8);
+    assert.ok(others.every((r) => CLEAN_OUTCOMES.includes(r.outcome)), summarize(results, 5));
+    const text = summarize(results, 5);
+    assert.match(text, /unclean outcomes: 2/);
+    assert.match(text, /replay: deno task fuzz --seed 5 --case 8/);
+  },
+);

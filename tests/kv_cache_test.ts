@@ -319,14 +319,17 @@ Deno.test("a forgotten cache: past the live-bytes budget, a warning once", () =>
   }
 });
 
-Deno.test("a forgotten cache: collected without destroy(), it is freed and warned about once", async () => {
-  // Needs gc(): run in a child Deno with --expose-gc.
-  const script = await Deno.makeTempFile({ suffix: ".ts" });
-  try {
-    const root = new URL("..", import.meta.url).href;
-    await Deno.writeTextFile(
-      script,
-      `
+Deno.test(
+  "a forgotten cache: collected without destroy(), it is freed and warned about once",
+  needs("read", "write", "run"),
+  async () => {
+    // Needs gc(): run in a child Deno with --expose-gc.
+    const script = await Deno.makeTempFile({ suffix: ".ts" });
+    try {
+      const root = new URL("..", import.meta.url).href;
+      await Deno.writeTextFile(
+        script,
+        `
       import { Gpu } from "${root}kernels/gpu.ts";
       import { parseConfig } from "${root}model/config.ts";
       import { KVCache } from "${root}model/kv_cache.ts";
@@ -342,21 +345,22 @@ Deno.test("a forgotten cache: collected without destroy(), it is freed and warne
       }
       console.log(JSON.stringify({ held, after: gpu.bytesAllocated - start, live: KVCache.liveBytes }));
       `,
-    );
-    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--v8-flags=--expose-gc", script],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const err = new TextDecoder().decode(stderr);
-    assert.equal(code, 0, err);
-    const result = JSON.parse(new TextDecoder().decode(stdout));
-    assert.equal(result.held, 3 * 2 * 2 * 256 * 64 * 4);
-    assert.deepEqual([result.after, result.live], [0, 0], "freed when collected");
-    const warnings = err.split("\n").filter((line) => line.includes("garbage-collected"));
-    assert.equal(warnings.length, 1, err);
-    assert.match(warnings[0], /a KV cache of 0\.3 MiB was garbage-collected without destroy\(\)/);
-  } finally {
-    await Deno.remove(script);
-  }
-});
+      );
+      const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--v8-flags=--expose-gc", script],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const err = new TextDecoder().decode(stderr);
+      assert.equal(code, 0, err);
+      const result = JSON.parse(new TextDecoder().decode(stdout));
+      assert.equal(result.held, 3 * 2 * 2 * 256 * 64 * 4);
+      assert.deepEqual([result.after, result.live], [0, 0], "freed when collected");
+      const warnings = err.split("\n").filter((line) => line.includes("garbage-collected"));
+      assert.equal(warnings.length, 1, err);
+      assert.match(warnings[0], /a KV cache of 0\.3 MiB was garbage-collected without destroy\(\)/);
+    } finally {
+      await Deno.remove(script);
+    }
+  },
+);

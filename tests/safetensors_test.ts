@@ -294,42 +294,50 @@ Deno.test("empty tensors are accepted where they tile", () => {
   assert.equal(file.f32("empty").length, 0);
 });
 
-Deno.test("a header length one byte short is refused: tensors must tile the data section", async () => {
-  // The issue's reproduction: the prefix set to N - 1 where the header's last byte is a
-  // padding space still parses, and every tensor would be read one byte off.
-  for (
-    const [path, length] of [
-      ["data/shapes/l1-h2-e96/model.safetensors", 1512n],
-      ["data/tiny-gpt2/model.safetensors", 2624n],
-    ] as const
-  ) {
-    const bytes = await Deno.readFile(path);
-    const view = new DataView(bytes.buffer);
-    assert.equal(view.getBigUint64(0, true), length);
-    assert.equal(bytes[8 + Number(length) - 1], 0x20, "the header ends in a padding space");
-    assert.doesNotThrow(() => SafetensorsFile.parse(bytes, path));
-    view.setBigUint64(0, length - 1n, true);
-    assertMalformed(bytes, "trailing bytes", "header length wrong");
-  }
-  // Gaps, overlaps and trailing bytes in a small file.
-  const data24 = new Uint8Array(24);
-  const at = (a: number[], b: number[]) =>
-    rawFile({
-      a: { dtype: "F32", shape: [(a[1] - a[0]) / 4], data_offsets: a },
-      b: { dtype: "F32", shape: [(b[1] - b[0]) / 4], data_offsets: b },
+Deno.test(
+  "a header length one byte short is refused: tensors must tile the data section",
+  needs("read", "write", "run"),
+  async () => {
+    // The issue's reproduction: the prefix set to N - 1 where the header's last byte is a
+    // padding space still parses, and every tensor would be read one byte off.
+    for (
+      const [path, length] of [
+        ["data/shapes/l1-h2-e96/model.safetensors", 1512n],
+        ["data/tiny-gpt2/model.safetensors", 2624n],
+      ] as const
+    ) {
+      const bytes = await Deno.readFile(path);
+      const view = new DataView(bytes.buffer);
+      assert.equal(view.getBigUint64(0, true), length);
+      assert.equal(bytes[8 + Number(length) - 1], 0x20, "the header ends in a padding space");
+      assert.doesNotThrow(() => SafetensorsFile.parse(bytes, path));
+      view.setBigUint64(0, length - 1n, true);
+      assertMalformed(bytes, "trailing bytes", "header length wrong");
+    }
+    // Gaps, overlaps and trailing bytes in a small file.
+    const data24 = new Uint8Array(24);
+    const at = (a: number[], b: number[]) =>
+      rawFile({
+        a: { dtype: "F32", shape: [(a[1] - a[0]) / 4], data_offsets: a },
+        b: { dtype: "F32", shape: [(b[1] - b[0]) / 4], data_offsets: b },
+      }, data24);
+    assert.doesNotThrow(() => SafetensorsFile.parse(at([0, 8], [8, 24]), "ok"));
+    assertMalformed(at([0, 8], [12, 24]), "bytes [8, 12)", 'gap before "b"');
+    assertMalformed(at([4, 8], [8, 24]), "bytes [0, 4)", 'gap before "a"');
+    assertMalformed(at([0, 12], [8, 24]), '"a" [0, 12]', '"b" [8, 24]', "overlap");
+    assertMalformed(
+      at([0, 8], [8, 20]),
+      "end at byte 20 of the 24-byte data section",
+      "4 trailing",
+    );
+    // An empty tensor inside another one overlaps it.
+    const inside = rawFile({
+      a: { dtype: "F32", shape: [6], data_offsets: [0, 24] },
+      e: { dtype: "F32", shape: [0], data_offsets: [8, 8] },
     }, data24);
-  assert.doesNotThrow(() => SafetensorsFile.parse(at([0, 8], [8, 24]), "ok"));
-  assertMalformed(at([0, 8], [12, 24]), "bytes [8, 12)", 'gap before "b"');
-  assertMalformed(at([4, 8], [8, 24]), "bytes [0, 4)", 'gap before "a"');
-  assertMalformed(at([0, 12], [8, 24]), '"a" [0, 12]', '"b" [8, 24]', "overlap");
-  assertMalformed(at([0, 8], [8, 20]), "end at byte 20 of the 24-byte data section", "4 trailing");
-  // An empty tensor inside another one overlaps it.
-  const inside = rawFile({
-    a: { dtype: "F32", shape: [6], data_offsets: [0, 24] },
-    e: { dtype: "F32", shape: [0], data_offsets: [8, 8] },
-  }, data24);
-  assertMalformed(inside, "overlap");
-});
+    assertMalformed(inside, "overlap");
+  },
+);
 
 Deno.test("duplicate keys in the header JSON are refused", () => {
   const data = new Uint8Array(8);
@@ -425,44 +433,51 @@ Deno.test("NaN/Inf in a tensor: finiteF32 names the tensor and the first bad ind
   assert.equal(firstNonFinite(new Float32Array([0, -Infinity])), 1);
 });
 
-Deno.test("open reads the prefix and header first: /dev/zero and a sparse 5 GiB file fail fast", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const rss0 = Deno.memoryUsage().rss;
-    const t0 = performance.now();
-    await assert.rejects(SafetensorsFile.open("/dev/zero"), /\/dev\/zero: not a regular file/);
-    // A sparse 5 GiB file whose prefix says 2^63.
-    const sparse = join(dir, "sparse.safetensors");
-    const makeSparse = async (head: Uint8Array) => {
-      using file = await Deno.open(sparse, { write: true, create: true, truncate: true });
-      await file.write(head);
-      await file.truncate(5 * 2 ** 30);
-    };
-    const prefix = new Uint8Array(8);
-    new DataView(prefix.buffer).setBigUint64(0, 2n ** 63n, true);
-    await makeSparse(prefix);
-    await assert.rejects(SafetensorsFile.open(sparse), /header length 9223372036854775808 exceeds/);
-    // A valid header for 8 bytes of data in that 5 GiB file: the tiling check, against the
-    // file's size, refuses it before the data is read.
-    await makeSparse(rawFile({ a: { dtype: "F32", shape: [2], data_offsets: [0, 8] } }));
-    await assert.rejects(SafetensorsFile.open(sparse), /trailing bytes/);
-    // A header length that runs past the end of a short file.
-    new DataView(prefix.buffer).setBigUint64(0, 1000n, true);
-    await makeSparse(prefix);
-    await Deno.truncate(sparse, 100);
-    await assert.rejects(
-      SafetensorsFile.open(sparse),
-      /1000 exceeds the 92 bytes after the prefix/,
-    );
-    const ms = performance.now() - t0;
-    const grew = (Deno.memoryUsage().rss - rss0) / 2 ** 20;
-    console.log(`  refused in ${ms.toFixed(0)} ms, RSS +${grew.toFixed(1)} MiB`);
-    assert.ok(ms < 1000, `${ms} ms`);
-    assert.ok(grew < 64, `RSS grew ${grew} MiB`);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+Deno.test(
+  "open reads the prefix and header first: /dev/zero and a sparse 5 GiB file fail fast",
+  needs("read", "write", "run"),
+  async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const rss0 = Deno.memoryUsage().rss;
+      const t0 = performance.now();
+      await assert.rejects(SafetensorsFile.open("/dev/zero"), /\/dev\/zero: not a regular file/);
+      // A sparse 5 GiB file whose prefix says 2^63.
+      const sparse = join(dir, "sparse.safetensors");
+      const makeSparse = async (head: Uint8Array) => {
+        using file = await Deno.open(sparse, { write: true, create: true, truncate: true });
+        await file.write(head);
+        await file.truncate(5 * 2 ** 30);
+      };
+      const prefix = new Uint8Array(8);
+      new DataView(prefix.buffer).setBigUint64(0, 2n ** 63n, true);
+      await makeSparse(prefix);
+      await assert.rejects(
+        SafetensorsFile.open(sparse),
+        /header length 9223372036854775808 exceeds/,
+      );
+      // A valid header for 8 bytes of data in that 5 GiB file: the tiling check, against the
+      // file's size, refuses it before the data is read.
+      await makeSparse(rawFile({ a: { dtype: "F32", shape: [2], data_offsets: [0, 8] } }));
+      await assert.rejects(SafetensorsFile.open(sparse), /trailing bytes/);
+      // A header length that runs past the end of a short file.
+      new DataView(prefix.buffer).setBigUint64(0, 1000n, true);
+      await makeSparse(prefix);
+      await Deno.truncate(sparse, 100);
+      await assert.rejects(
+        SafetensorsFile.open(sparse),
+        /1000 exceeds the 92 bytes after the prefix/,
+      );
+      const ms = performance.now() - t0;
+      const grew = (Deno.memoryUsage().rss - rss0) / 2 ** 20;
+      console.log(`  refused in ${ms.toFixed(0)} ms, RSS +${grew.toFixed(1)} MiB`);
+      assert.ok(ms < 1000, `${ms} ms`);
+      assert.ok(grew < 64, `RSS grew ${grew} MiB`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
 
 Deno.test("misaligned data still reads correctly", () => {
   // An unpadded header, and the file shifted inside a larger buffer: the data section

@@ -376,38 +376,45 @@ async function checksumOf(tensors: Record<string, TensorData>): Promise<string> 
   return `sha256:${hex}`;
 }
 
-Deno.test("snapshot: NaN/Inf K/V is refused even with a valid checksum", async () => {
-  await inTempDir(async (dir) => {
-    const path = join(dir, "s.safetensors");
-    (await prefilled(path)).destroy();
-    const before = gpu.bytesAllocated;
-    const { tensors: untouched, meta } = await readTensors(path);
-    assert.equal(await checksumOf(untouched), meta.data_sha256, "the checksum is recomputed");
-    const edited = join(dir, "edited.safetensors");
-    for (
-      const [tensor, index, value, message] of [
-        ["layer.1.value", 100, NaN, /tensor "layer\.1\.value": element 100 is NaN/],
-        ["layer.0.key", 7, Infinity, /tensor "layer\.0\.key": element 7 is Infinity/],
-        ["layer.0.value", 0, -Infinity, /tensor "layer\.0\.value": element 0 is -Infinity/],
-      ] as const
-    ) {
+Deno.test(
+  "snapshot: NaN/Inf K/V is refused even with a valid checksum",
+  needs("read", "write", "run"),
+  async () => {
+    await inTempDir(async (dir) => {
+      const path = join(dir, "s.safetensors");
+      (await prefilled(path)).destroy();
+      const before = gpu.bytesAllocated;
+      const { tensors: untouched, meta } = await readTensors(path);
+      assert.equal(await checksumOf(untouched), meta.data_sha256, "the checksum is recomputed");
+      const edited = join(dir, "edited.safetensors");
+      for (
+        const [tensor, index, value, message] of [
+          ["layer.1.value", 100, NaN, /tensor "layer\.1\.value": element 100 is NaN/],
+          ["layer.0.key", 7, Infinity, /tensor "layer\.0\.key": element 7 is Infinity/],
+          ["layer.0.value", 0, -Infinity, /tensor "layer\.0\.value": element 0 is -Infinity/],
+        ] as const
+      ) {
+        const { tensors } = await readTensors(path);
+        (tensors[tensor].data as Float32Array)[index] = value;
+        // A valid checksum over the bad values: only the finiteness check can refuse the file.
+        await writeSafetensors(edited, tensors, {
+          ...meta,
+          data_sha256: await checksumOf(tensors),
+        });
+        await assert.rejects(loadSnapshot(edited, model), (e: Error) => {
+          assert.ok(e instanceof SnapshotError, String(e));
+          assert.ok(e.message.startsWith(`${edited}: `), e.message);
+          assert.match(e.message, message);
+          return true;
+        });
+        assert.equal(gpu.bytesAllocated, before, "nothing allocated");
+      }
+      // The same edit with a finite value loads.
       const { tensors } = await readTensors(path);
-      (tensors[tensor].data as Float32Array)[index] = value;
-      // A valid checksum over the bad values: only the finiteness check can refuse the file.
+      (tensors["layer.1.value"].data as Float32Array)[100] = 0.25;
       await writeSafetensors(edited, tensors, { ...meta, data_sha256: await checksumOf(tensors) });
-      await assert.rejects(loadSnapshot(edited, model), (e: Error) => {
-        assert.ok(e instanceof SnapshotError, String(e));
-        assert.ok(e.message.startsWith(`${edited}: `), e.message);
-        assert.match(e.message, message);
-        return true;
-      });
-      assert.equal(gpu.bytesAllocated, before, "nothing allocated");
-    }
-    // The same edit with a finite value loads.
-    const { tensors } = await readTensors(path);
-    (tensors["layer.1.value"].data as Float32Array)[100] = 0.25;
-    await writeSafetensors(edited, tensors, { ...meta, data_sha256: await checksumOf(tensors) });
-    (await loadSnapshot(edited, model)).cache.destroy();
-    assert.equal(gpu.bytesAllocated, before);
-  });
-});
+      (await loadSnapshot(edited, model)).cache.destroy();
+      assert.equal(gpu.bytesAllocated, before);
+    });
+  },
+);

@@ -309,88 +309,100 @@ function sameValues(a: Float32Array, b: Float32Array): boolean {
   return a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
 }
 
-Deno.test("NaN/Inf in a weight loads silently: refused at load, naming the tensor and index", async () => {
-  const file = await SafetensorsFile.open(FIXTURE);
-  const config = await loadConfig(join(FIXTURE_DIR, "config.json"));
-  for (
-    const [name, index, value, where] of [
-      ["transformer.h.1.mlp.c_fc.weight", 300, NaN, "element 300 \\(\\[1,44\\]\\) is NaN"],
-      [
-        "transformer.wte.weight",
-        64 * 50256 + 3,
-        Infinity,
-        "element 3216387 \\(\\[50256,3\\]\\) is Infinity",
-      ],
-      ["transformer.ln_f.bias", 5, -Infinity, "element 5 is -Infinity"],
-    ] as const
-  ) {
-    const tensors = copyTensors(file);
-    const data = (tensors[name].data as Float32Array).slice();
-    data[index] = value;
-    data[index + 1] = NaN; // only the first bad index is named
-    tensors[name] = { ...tensors[name], data };
-    const bad = SafetensorsFile.parse(encodeSafetensors(tensors), "bad.safetensors");
-    assert.throws(
-      () => weightsFromSafetensors(bad, config),
-      new RegExp(`^SafetensorsError: bad\\.safetensors: tensor "${name}": ${where}`),
-    );
-  }
-  // A non-finite lm_head that a tied config ignores (as HF does) is not read.
-  const tensors = copyTensors(file);
-  tensors["lm_head.weight"] = {
-    dtype: "F32",
-    shape: [50257, 64],
-    data: new Float32Array(50257 * 64).fill(NaN),
-  };
-  const tied = SafetensorsFile.parse(encodeSafetensors(tensors), "tied.safetensors");
-  assert.equal(weightsFromSafetensors(tied, config).lmHead, null);
-});
-
-Deno.test("a symlinked weights file is found: a folder laid out like the HF hub cache", async () => {
-  await withTempDir(async (hub) => {
-    // models--gpt2/snapshots/<rev>/model.safetensors -> ../../blobs/<sha256>, as huggingface_hub
-    // lays it out; config.json likewise.
-    const repo = join(hub, "models--gpt2");
-    const rev = "607a30d783dfa663caf39e06633721c8d4cfcd7e";
-    const snapshot = join(repo, "snapshots", rev);
-    await Deno.mkdir(join(repo, "blobs"), { recursive: true });
-    await Deno.mkdir(snapshot, { recursive: true });
-    for (const name of ["model.safetensors", "config.json"]) {
-      const bytes = await Deno.readFile(join(FIXTURE_DIR, name));
-      const sha = Array.from(
-        new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)),
-        (b) => b.toString(16).padStart(2, "0"),
-      ).join("");
-      await Deno.writeFile(join(repo, "blobs", sha), bytes);
-      await Deno.symlink(join("..", "..", "blobs", sha), join(snapshot, name));
+Deno.test(
+  "NaN/Inf in a weight loads silently: refused at load, naming the tensor and index",
+  needs("read", "write", "run"),
+  async () => {
+    const file = await SafetensorsFile.open(FIXTURE);
+    const config = await loadConfig(join(FIXTURE_DIR, "config.json"));
+    for (
+      const [name, index, value, where] of [
+        ["transformer.h.1.mlp.c_fc.weight", 300, NaN, "element 300 \\(\\[1,44\\]\\) is NaN"],
+        [
+          "transformer.wte.weight",
+          64 * 50256 + 3,
+          Infinity,
+          "element 3216387 \\(\\[50256,3\\]\\) is Infinity",
+        ],
+        ["transformer.ln_f.bias", 5, -Infinity, "element 5 is -Infinity"],
+      ] as const
+    ) {
+      const tensors = copyTensors(file);
+      const data = (tensors[name].data as Float32Array).slice();
+      data[index] = value;
+      data[index + 1] = NaN; // only the first bad index is named
+      tensors[name] = { ...tensors[name], data };
+      const bad = SafetensorsFile.parse(encodeSafetensors(tensors), "bad.safetensors");
+      assert.throws(
+        () => weightsFromSafetensors(bad, config),
+        new RegExp(`^SafetensorsError: bad\\.safetensors: tensor "${name}": ${where}`),
+      );
     }
-    const { weights, source } = await loadCheckpoint(snapshot);
-    assert.equal(source, join(snapshot, "model.safetensors"));
-    assert.equal(weights.blocks.length, 2);
-    // A dangling link is not a weights file.
-    const dangling = join(hub, "dangling");
-    await Deno.mkdir(dangling);
-    await Deno.copyFile(join(FIXTURE_DIR, "config.json"), join(dangling, "config.json"));
-    await Deno.symlink(join(hub, "nowhere"), join(dangling, "model.safetensors"));
-    await assert.rejects(loadCheckpoint(dangling), /no \.safetensors weights file/);
-  });
-});
+    // A non-finite lm_head that a tied config ignores (as HF does) is not read.
+    const tensors = copyTensors(file);
+    tensors["lm_head.weight"] = {
+      dtype: "F32",
+      shape: [50257, 64],
+      data: new Float32Array(50257 * 64).fill(NaN),
+    };
+    const tied = SafetensorsFile.parse(encodeSafetensors(tensors), "tied.safetensors");
+    assert.equal(weightsFromSafetensors(tied, config).lmHead, null);
+  },
+);
 
-Deno.test("weights or config pointing at /dev/zero fail fast", async () => {
-  await withTempDir(async (dir) => {
-    await Deno.symlink("/dev/zero", join(dir, "config.json"));
-    await assert.rejects(
-      loadCheckpoint(dir),
-      /config\.json: cannot read config: not a regular file/,
-    );
-    await Deno.remove(join(dir, "config.json"));
-    await Deno.copyFile(join(FIXTURE_DIR, "config.json"), join(dir, "config.json"));
-    await Deno.symlink("/dev/zero", join(dir, "model.safetensors"));
-    // A link to a device is not a regular file: no weights file is found at all.
-    await assert.rejects(loadCheckpoint(dir), /no \.safetensors weights file/);
-    await assert.rejects(
-      SafetensorsFile.open(join(dir, "model.safetensors")),
-      /model\.safetensors: not a regular file/,
-    );
-  });
-});
+Deno.test(
+  "a symlinked weights file is found: a folder laid out like the HF hub cache",
+  needs("read", "write", "run"),
+  async () => {
+    await withTempDir(async (hub) => {
+      // models--gpt2/snapshots/<rev>/model.safetensors -> ../../blobs/<sha256>, as huggingface_hub
+      // lays it out; config.json likewise.
+      const repo = join(hub, "models--gpt2");
+      const rev = "607a30d783dfa663caf39e06633721c8d4cfcd7e";
+      const snapshot = join(repo, "snapshots", rev);
+      await Deno.mkdir(join(repo, "blobs"), { recursive: true });
+      await Deno.mkdir(snapshot, { recursive: true });
+      for (const name of ["model.safetensors", "config.json"]) {
+        const bytes = await Deno.readFile(join(FIXTURE_DIR, name));
+        const sha = Array.from(
+          new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)),
+          (b) => b.toString(16).padStart(2, "0"),
+        ).join("");
+        await Deno.writeFile(join(repo, "blobs", sha), bytes);
+        await Deno.symlink(join("..", "..", "blobs", sha), join(snapshot, name));
+      }
+      const { weights, source } = await loadCheckpoint(snapshot);
+      assert.equal(source, join(snapshot, "model.safetensors"));
+      assert.equal(weights.blocks.length, 2);
+      // A dangling link is not a weights file.
+      const dangling = join(hub, "dangling");
+      await Deno.mkdir(dangling);
+      await Deno.copyFile(join(FIXTURE_DIR, "config.json"), join(dangling, "config.json"));
+      await Deno.symlink(join(hub, "nowhere"), join(dangling, "model.safetensors"));
+      await assert.rejects(loadCheckpoint(dangling), /no \.safetensors weights file/);
+    });
+  },
+);
+
+Deno.test(
+  "weights or config pointing at /dev/zero fail fast",
+  needs("read", "write", "run"),
+  async () => {
+    await withTempDir(async (dir) => {
+      await Deno.symlink("/dev/zero", join(dir, "config.json"));
+      await assert.rejects(
+        loadCheckpoint(dir),
+        /config\.json: cannot read config: not a regular file/,
+      );
+      await Deno.remove(join(dir, "config.json"));
+      await Deno.copyFile(join(FIXTURE_DIR, "config.json"), join(dir, "config.json"));
+      await Deno.symlink("/dev/zero", join(dir, "model.safetensors"));
+      // A link to a device is not a regular file: no weights file is found at all.
+      await assert.rejects(loadCheckpoint(dir), /no \.safetensors weights file/);
+      await assert.rejects(
+        SafetensorsFile.open(join(dir, "model.safetensors")),
+        /model\.safetensors: not a regular file/,
+      );
+    });
+  },
+);
