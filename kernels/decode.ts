@@ -238,9 +238,10 @@ export function packBlocks(
 }
 
 /**
- * decode.wgsl's cache bindings for `layers` layers of a `dtype` cache, and the functions
- * kv_codec.wgsl reads them through (cache c is layer c / 2's K when even, V when odd). f32
- * caches are bound as vec4s, so that a key's 4 values are one read.
+ * decode.wgsl's cache bindings for `layers` layers of a `dtype` cache, the functions
+ * kv_codec.wgsl reads and writes them through (cache c is layer c / 2's K when even, V when
+ * odd), and run_blocks, a call of block() per layer. f32 caches are bound as vec4s, so that
+ * a key's 4 values are one read.
  */
 function cacheCode(layers: number, dtype: CacheDType): string {
   const f32 = dtype === "f32";
@@ -351,6 +352,8 @@ export function decodeStep(
     f32bits(sampling.temperature),
     sampling.topK,
     f32bits(sampling.topP),
+    s.nEmbd,
+    s.nInner,
   ]);
   const code = `${formula}\n${normRow}\n${matmulRow}\n${codec}\n${cacheCode(s.nLayer, dtype)}\n` +
     stepKernel;
@@ -363,7 +366,8 @@ export function decodeStep(
     MAXP: s.nPositions,
     F16: packed.format === "f16" ? 1 : 0,
     HEAD: packed.lmHead ? 1 : 0,
-    MAXK: MAX_SAMPLE_CANDIDATES,
+    SAMPLE: options.source === "sample" ? 1 : 0,
+    MAXK: options.source === "sample" ? MAX_SAMPLE_CANDIDATES : 1,
     X4: s.nEmbd / 4,
     ACT4: (2 * s.nEmbd + s.nInner) / 4,
     QKV4: 3 * s.nEmbd / 4,

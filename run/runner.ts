@@ -8,7 +8,11 @@
  * dispatches per block), or for models small enough the fused one (kernels/decode.ts: one
  * dispatch runs every block, a second the lm_head). The runner picks by shape and adapter;
  * {@link Runner.decodePath} says which, and `KVGPT_DECODE=general|fused` or
- * {@link ModelOptions.decode} overrides it. Both write the same KV cache.
+ * {@link ModelOptions.decode} overrides it. Chained steps ({@link Runner.decodeGreedy},
+ * {@link Runner.decodeSample}) take the chosen path; a lone single-token forward takes the
+ * fused one only where it was asked for (see {@link Runner.fusedForward}), and never when it
+ * asks for hidden states, attention rows or a per-kernel profile. Both paths write the same
+ * KV cache.
  *
  * @module
  */
@@ -157,6 +161,13 @@ export class Runner {
   readonly decodePath: DecodePath;
   /** Why: what chose the path, and what keeps a general model off the fused one. */
   readonly decodeReason: string;
+  /**
+   * Whether a lone single-token {@link Runner.forward} takes the fused step too: only where
+   * the fused path was asked for (option or KVGPT_DECODE). Such a call waits for its logits
+   * on the CPU anyway (~10 ms on llvmpipe), and the fused step's first compile takes seconds
+   * there (once per machine: Mesa caches it on disk), so by default only chains use it.
+   */
+  readonly fusedForward: boolean;
   #workspaces = new Map<string, { ws: Workspace; plans: WeakMap<KVCache, RecordedPlan> }>();
   #fused: FusedBuffers | null = null;
   #fusedSteps = new WeakMap<KVCache, FusedSteps>();
@@ -178,6 +189,7 @@ export class Runner {
     const fromEnv = decodeFromEnv();
     const wanted = options.decode ?? fromEnv;
     const by = options.decode ? "asked for" : fromEnv ? `KVGPT_DECODE=${fromEnv}` : "";
+    this.fusedForward = wanted === "fused" && !limit;
     if (wanted === "general" || limit) {
       this.decodePath = "general";
       this.decodeReason = wanted === "general"
@@ -196,8 +208,11 @@ export class Runner {
     options: ForwardOptions = {},
   ): Promise<ForwardOutput> {
     checkIds(ids, this.model.config.vocabSize);
-    if (ids.length === 1 && this.decodePath === "fused" && !options.hidden && !options.attention) {
-      return this.#forwardFused(ids[0], cache, options);
+    // The fused step returns neither hidden states nor attention rows, and a profile asks for
+    // the time of each kernel, which the per-layer kernels give: those take the general path.
+    const general = options.hidden || options.attention || options.profile;
+    if (ids.length === 1 && this.fusedForward && !general) {
+      return this.#forwardFused(ids[0], cache);
     }
     const { ws, plan } = this.#prepare(ids.length, cache, ids.length, options);
     this.gpu.write(this.ids, new Uint32Array(ids));
@@ -400,15 +415,12 @@ export class Runner {
   }
 
   /** One fused step on `id` at position cache.length, its logits read back. */
-  async #forwardFused(id: number, cache: KVCache, options: ForwardOptions): Promise<ForwardOutput> {
+  async #forwardFused(id: number, cache: KVCache): Promise<ForwardOutput> {
     const { steps, io } = this.#prepareFused(cache, 1);
     this.gpu.write(io.state, new Uint32Array([cache.length, 0, id]));
-    this.gpu.run([...io.packed.copies, steps.first, ...this.#head(true)], {
-      profile: options.profile,
-    });
+    this.gpu.run([...io.packed.copies, steps.first, ...this.#head(true)]);
     cache.length += 1;
-    const logits = (await this.gpu.read1(io.logits)).slice(0, this.model.config.vocabSize);
-    return options.profile ? { logits, profile: await this.gpu.readProfile() } : { logits };
+    return { logits: (await this.gpu.read1(io.logits)).slice(0, this.model.config.vocabSize) };
   }
 
   /** The fused path's buffers, made on first use. */

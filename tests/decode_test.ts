@@ -280,14 +280,22 @@ for (const c of [CHARS, SMALL_VOCAB, LARGE_VOCAB]) {
 /** The path and reason of a CHARS model made with `decode`. */
 function pathOf(decode?: DecodePath) {
   const model = new GPT2(gpu, CHARS, randomWeights(CHARS, 11), decode ? { decode } : {});
-  const { decodePath, decodeReason } = model.runner;
+  const { decodePath, decodeReason, fusedForward } = model.runner;
   model.destroy();
-  return { decodePath, decodeReason };
+  return { decodePath, decodeReason, fusedForward };
 }
 
 Deno.test("decode: the runner picks the path by shape, or as the options say", () => {
-  assert.equal(pathOf("general").decodePath, "general");
-  assert.equal(pathOf("fused").decodePath, "fused");
+  assert.deepEqual(pathOf("general"), {
+    decodePath: "general",
+    decodeReason: "asked for",
+    fusedForward: false,
+  });
+  assert.deepEqual(pathOf("fused"), {
+    decodePath: "fused",
+    decodeReason: "asked for",
+    fusedForward: true,
+  });
   // f16 weights need rows of a multiple of 8: n_inner 100 keeps this model general.
   const odd = config({ ...configFields(CHARS), n_inner: 100 }, "n_inner 100");
   const oddWeights = randomWeights(odd, 12);
@@ -304,15 +312,25 @@ Deno.test("decode: KVGPT_DECODE overrides the choice by shape", needs("env"), ()
   const saved = Deno.env.get("KVGPT_DECODE");
   try {
     Deno.env.delete("KVGPT_DECODE");
+    // Chains take the fused path; a lone forward of one token only where it was asked for.
     assert.deepEqual(pathOf(), {
       decodePath: "fused",
       decodeReason: "the model's activations fit one workgroup",
+      fusedForward: false,
     });
     Deno.env.set("KVGPT_DECODE", "general");
-    assert.deepEqual(pathOf(), { decodePath: "general", decodeReason: "KVGPT_DECODE=general" });
+    assert.deepEqual(pathOf(), {
+      decodePath: "general",
+      decodeReason: "KVGPT_DECODE=general",
+      fusedForward: false,
+    });
     assert.equal(pathOf("fused").decodePath, "fused", "an option overrides the environment");
     Deno.env.set("KVGPT_DECODE", "fused");
-    assert.equal(pathOf().decodePath, "fused");
+    assert.deepEqual(pathOf(), {
+      decodePath: "fused",
+      decodeReason: "KVGPT_DECODE=fused",
+      fusedForward: true,
+    });
     const odd = config({ ...configFields(CHARS), n_inner: 100 }, "n_inner 100");
     const model = new GPT2(gpu, odd, randomWeights(odd, 12), { weights: "f16" });
     assert.equal(model.runner.decodePath, "general");
