@@ -9,7 +9,16 @@
  * @module
  */
 import { type CacheDType, type CacheScales, cacheWords } from "./attention.ts";
-import { type Copy, type Dispatch, f32bits, type Gpu, groups, numel, type Tensor } from "./gpu.ts";
+import {
+  type Copy,
+  type Dispatch,
+  f32bits,
+  type Gpu,
+  groups,
+  type Kernel,
+  numel,
+  type Tensor,
+} from "./gpu.ts";
 import type { RowChunks, Weight, WeightFormat } from "./matmul.ts";
 
 import formula from "./gelu_formula.wgsl" with { type: "text" };
@@ -62,9 +71,12 @@ export interface CacheLayer {
 /**
  * Every block's parameters packed for {@link decodeStep}, which cannot bind a buffer per
  * tensor: the matrices one after another in `mats` (in their own format), the LayerNorms and
- * biases in `vecs` (f32), each in the layout of the model's tensor. `copies` fill them from
- * the model's tensors on the GPU; run them before the steps of every submission, so that
- * weights changed in place (by training) are the ones used.
+ * biases in `vecs` (f32), each in the layout of the model's tensor. The step reads the
+ * matrices from `texture`, the same bytes as a flat array of vec4 texels, `texelsPerRow` to
+ * a texture row (llvmpipe reads textures faster than storage buffers). Before the steps of
+ * every submission run `copies` (which fill mats and vecs from the model's tensors on the
+ * GPU) and then {@link fillTexture}, so that weights changed in place (by training) are the
+ * ones used.
  */
 export interface PackedBlocks {
   /** [nLayer · (4C² + 2·nInner·C) (+ V·C with the lm_head)] f32, or half as many f16 pairs. */
@@ -74,6 +86,9 @@ export interface PackedBlocks {
   /** Whether the lm_head follows the blocks' matrices (see {@link stepHasHead}). */
   readonly lmHead: boolean;
   readonly copies: readonly Copy[];
+  /** rgba32float (f32) or rgba32uint (f16: 8 weights a texel), [rows, texelsPerRow]. */
+  readonly texture: GPUTexture;
+  readonly texelsPerRow: number;
 }
 
 /** Where a step's token comes from: the caller, the last step's best logit, or a draw. */
@@ -121,7 +136,18 @@ export function stepHasHead(s: DecodeShape): boolean {
 }
 
 /** Storage bindings of decodeStep besides the caches. */
-const STEP_STORAGE = 10;
+const STEP_STORAGE = 8;
+
+/** Texels per row of the matrices' texture (at most the adapter's width, a multiple of 16). */
+function texelsPerRow(gpu: Gpu): number {
+  return Math.min(4096, gpu.device.limits.maxTextureDimension2D);
+}
+
+/** Texels (16 bytes each) of the packed matrices of a shape. */
+function matrixTexels(s: DecodeShape, format: WeightFormat): number {
+  const head = stepHasHead(s) ? s.vocabSize * s.nEmbd : 0;
+  return Math.ceil((s.nLayer * layerMatrixElements(s) + head) * (format === "f16" ? 2 : 4) / 16);
+}
 
 /** Binding number of the first cache buffer (decode.wgsl's own end before 16). */
 const FIRST_CACHE_BINDING = 16;
@@ -177,6 +203,11 @@ export function fusedDecodeLimit(
       `${limits.maxStorageBuffersPerShaderStage} a dispatch has`;
   }
   if (matBytes > gpu.maxBinding) return `its matrices (${matBytes} bytes) exceed one binding`;
+  const textureRows = Math.ceil(matrixTexels(s, format) / texelsPerRow(gpu));
+  if (textureRows > limits.maxTextureDimension2D) {
+    return `its matrices need a texture of ${textureRows} rows, more than the adapter's ` +
+      `${limits.maxTextureDimension2D}`;
+  }
   if (wte.parts.length > 1 || lmHead.parts.length > 1) return "its wte does not fit one binding";
   return null;
 }
@@ -206,6 +237,14 @@ export function packBlocks(
   const withHead = stepHasHead(s);
   const elements = s.nLayer * layerMatrixElements(s) + (withHead ? s.vocabSize * s.nEmbd : 0);
   const mats = gpu.tensor([elements / perWord], "decode matrices");
+  const width = texelsPerRow(gpu);
+  const texture = gpu.device.createTexture({
+    label: "decode matrices",
+    size: [width, Math.ceil(matrixTexels(s, format) / width)],
+    format: format === "f16" ? "rgba32uint" : "rgba32float",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+  });
+  gpu.bytesAllocated += texture.width * texture.height * 16;
   const vecs = gpu.tensor([s.nLayer * layerVecs(s) + 2 * s.nEmbd], "decode vectors");
   const copies: Copy[] = [];
   // Appends `from` to `to` at element `at`; returns the element after it.
@@ -234,18 +273,61 @@ export function packBlocks(
   if (m !== numel(mats) || v !== numel(vecs)) {
     throw new Error(`packBlocks: the blocks do not have the shapes of n_embd ${s.nEmbd}`);
   }
-  return { mats, vecs, format, lmHead: withHead, copies };
+  return { mats, vecs, format, lmHead: withHead, copies, texture, texelsPerRow: width };
 }
 
 /**
- * decode.wgsl's cache bindings for `layers` layers of a `dtype` cache, the functions
- * kv_codec.wgsl reads and writes them through (cache c is layer c / 2's K when even, V when
- * odd), and run_blocks, a call of block() per layer. f32 caches are bound as vec4s, so that
- * a key's 4 values are one read.
+ * Copies the packed matrices from their buffer into their texture (after the buffer's
+ * copies, on the same queue): one submission, whole texture rows and then the last part.
  */
-function cacheCode(layers: number, dtype: CacheDType): string {
+export function fillTexture(gpu: Gpu, packed: PackedBlocks): void {
+  const texels = numel(packed.mats) / 4;
+  const width = packed.texelsPerRow;
+  const rows = Math.floor(texels / width);
+  const rest = texels - rows * width;
+  const enc = gpu.device.createCommandEncoder();
+  const source = { buffer: packed.mats.buffer, bytesPerRow: width * 16 };
+  const texture = { texture: packed.texture };
+  if (rows) enc.copyBufferToTexture(source, texture, [width, rows]);
+  if (rest) {
+    enc.copyBufferToTexture(
+      { ...source, offset: rows * width * 16 },
+      { ...texture, origin: [0, rows] },
+      [rest, 1],
+    );
+  }
+  gpu.device.queue.submit([enc.finish()]);
+}
+
+/** Frees what {@link packBlocks} allocated. */
+export function destroyPacked(gpu: Gpu, packed: PackedBlocks): void {
+  gpu.destroy(packed.mats);
+  gpu.destroy(packed.vecs);
+  gpu.bytesAllocated -= packed.texture.width * packed.texture.height * 16;
+  packed.texture.destroy();
+}
+
+/**
+ * What decode.wgsl's code depends on besides its overrides: the matrices' texture and the
+ * functions matmul_row.wgsl reads it through (dot_w4 for f32, dot_w8 for f16), the cache
+ * bindings of `layers` layers of a `dtype` cache and the functions kv_codec.wgsl reads and
+ * writes them through (cache c is layer c / 2's K when even, V when odd), and run_blocks, a
+ * call of block() per layer. f32 caches are bound as vec4s, so that a key's 4 values are one
+ * read.
+ */
+function generatedCode(layers: number, dtype: CacheDType, packed: PackedBlocks): string {
   const f32 = dtype === "f32";
-  const lines: string[] = [];
+  const f16Weights = packed.format === "f16";
+  const texel = `vec2(i % ${packed.texelsPerRow}u, i / ${packed.texelsPerRow}u)`;
+  const lines: string[] = [
+    `@group(0) @binding(5) var mats: texture_2d<${f16Weights ? "u32" : "f32"}>;`,
+    "fn dot_w4(i: u32) -> vec4<f32> {",
+    f16Weights ? "  return vec4(0.0);" : `  return textureLoad(mats, ${texel}, 0);`,
+    "}",
+    "fn dot_w8(i: u32) -> vec4<u32> {",
+    f16Weights ? `  return textureLoad(mats, ${texel}, 0);` : "  return vec4(0u);",
+    "}",
+  ];
   for (let l = 0; l < layers; l++) {
     const at = FIRST_CACHE_BINDING + 4 * l;
     const type = f32 ? "vec4<f32>" : "u32";
@@ -355,8 +437,8 @@ export function decodeStep(
     s.nEmbd,
     s.nInner,
   ]);
-  const code = `${formula}\n${normRow}\n${matmulRow}\n${codec}\n${cacheCode(s.nLayer, dtype)}\n` +
-    stepKernel;
+  const generated = generatedCode(s.nLayer, dtype, packed);
+  const code = `${formula}\n${normRow}\n${matmulRow}\n${codec}\n${generated}\n${stepKernel}`;
   const kernel = gpu.kernel(code, "decode_step", {
     WG: STEP_WG[gpu.design],
     C: s.nEmbd,
@@ -392,18 +474,39 @@ export function decodeStep(
     wte,
     wteh: wte,
     wpe: io.wpe,
-    mats: packed.mats,
-    math: packed.mats,
+    mats: packed.texture.createView(),
     vecs: packed.vecs,
     hidden: io.hidden,
     best: io.best,
     logits: io.logits,
     ...cacheBindings,
   };
-  const label = `decode.step ${options.source}${
-    options.blocks ? "" : " only"
-  } ${s.nLayer}x${s.nEmbd}`;
-  return gpu.dispatch(label, kernel, bindings, [1]);
+  const what = `${options.source}${options.blocks ? "" : " only"}`;
+  return withTexture(gpu, `decode.step ${what} ${s.nLayer}x${s.nEmbd}`, kernel, bindings);
+}
+
+/**
+ * A one-workgroup dispatch of `kernel` whose bindings include a texture view, which
+ * Gpu.dispatch does not bind: buffers and tensors as it binds them, views as they are.
+ */
+function withTexture(
+  gpu: Gpu,
+  label: string,
+  kernel: Kernel,
+  bindings: Record<string, Tensor | GPUBuffer | GPUTextureView>,
+): Dispatch {
+  const entries = Object.entries(bindings).map(([name, b]): GPUBindGroupEntry => {
+    const binding = kernel.slots.get(name);
+    if (binding === undefined) throw new Error(`${label}: no binding named "${name}"`);
+    if (b instanceof GPUBuffer) return { binding, resource: { buffer: b } };
+    if (b instanceof GPUTextureView) return { binding, resource: b };
+    if (b.offset % gpu.bindingAlignment) throw new Error(`${label}: ${name} is not aligned`);
+    const size = Math.max(4, numel(b) * 4);
+    return { binding, resource: { buffer: b.buffer, offset: b.offset, size } };
+  });
+  const layout = kernel.pipeline.getBindGroupLayout(0);
+  const bindGroup = gpu.device.createBindGroup({ label, layout, entries });
+  return { label, pipeline: kernel.pipeline, bindGroup, workgroups: [1, 1, 1] };
 }
 
 /** Throws unless the sampler can draw with `o` over a vocabulary of `V`. */

@@ -18,9 +18,12 @@
 // their bounds from the uniform (p.C, p.NI), so that the compiler does not unroll them:
 // unrolled, a small model's step took up to a minute to compile.
 // With HEAD (a small vocabulary) the step ends with the lm_head itself: one dispatch a token.
-// The matrices of every block (and with HEAD the lm_head) come packed in one buffer (mats,
-// or math as f16), the LayerNorms and biases in another (vecs): the same [out, in] rows as the model's tensors,
-// copied one after another (decode.ts), because a dispatch binds at most a few dozen buffers.
+// The matrices of every block (and with HEAD the lm_head) come packed one after another, the
+// same [out, in] rows as the model's tensors (f32, or f16 pairs), in a texture read as a
+// flat array of vec4 texels (`mats`, which the wrapper declares with dot_w4 and dot_w8): on
+// llvmpipe a texture read is ~1.4x as fast as a storage read, which reads one invocation at
+// a time. The LayerNorms and biases come packed in a buffer (vecs). decode.ts packs them,
+// because a dispatch binds at most a few dozen buffers.
 // Each product gives an invocation 4 outputs at a time; LayerNorm statistics, the softmax of
 // each head and the choice of the token are one invocation's work.
 
@@ -69,8 +72,6 @@ const TOKENS = 8u;  // the tokens chosen, in order
 @group(0) @binding(2) var<storage, read> wte: array<vec4<f32>>;     // [V, C] f32
 @group(0) @binding(3) var<storage, read> wteh: array<vec2<u32>>;    // [V, C] as f16 pairs
 @group(0) @binding(4) var<storage, read> wpe: array<vec4<f32>>;     // [n_positions, C]
-@group(0) @binding(5) var<storage, read> mats: array<vec4<f32>>;    // blocks' matrices (, lm_head)
-@group(0) @binding(6) var<storage, read> math: array<vec4<u32>>;    // the same as f16, 8 a read
 @group(0) @binding(7) var<storage, read> vecs: array<vec4<f32>>;    // LayerNorms and biases
 @group(0) @binding(8) var<storage, read_write> hidden: array<vec4<f32>>; // [C] ln_f(x)
 @group(0) @binding(9) var<storage, read> best: array<u32>;          // [partials, 2] value, id
@@ -113,21 +114,14 @@ const LN_AT = 0u; // act offsets, vec4s
 fn att_at() -> u32 { return C / 4u; }
 fn fc_at() -> u32 { return C / 2u; }
 
-// What the shared row functions read: LayerNorm's row is x, products read act and mats.
+// What the shared row functions read: LayerNorm's row is x, products read act (and the
+// matrices, through dot_w4 and dot_w8, which the wrapper writes with their binding).
 fn ln_x4(row: u32, i: u32) -> vec4<f32> {
   return xs[row + i];
 }
 
 fn dot_x4(i: u32) -> vec4<f32> {
   return act[i];
-}
-
-fn dot_w4(i: u32) -> vec4<f32> {
-  return mats[i];
-}
-
-fn dot_w8(i: u32) -> vec4<u32> {
-  return math[i];
 }
 
 fn kv_src(at: u32) -> f32 {

@@ -21,6 +21,8 @@ import {
   type BlockTensors,
   decodeHead,
   decodeStep,
+  destroyPacked,
+  fillTexture,
   fusedDecodeLimit,
   gpuSamples,
   headWorkgroups,
@@ -245,8 +247,7 @@ export class Runner {
       const { steps, io } = this.#prepareFused(cache, n);
       const head = this.#head(false);
       this.gpu.write(io.state, new Uint32Array([cache.length, 0, first]));
-      this.gpu.run([
-        ...io.packed.copies,
+      this.#runFused([
         steps.first,
         ...head,
         ...Array.from({ length: n - 1 }, () => [steps.next, ...head]).flat(),
@@ -343,8 +344,7 @@ export class Runner {
     state.set([cache.length, 0, first]);
     state.set(rng.words, STATE_RNG);
     this.gpu.write(io.state, state);
-    this.gpu.run([
-      ...io.packed.copies,
+    this.#runFused([
       steps.first,
       ...head,
       ...Array.from({ length: n - 1 }, () => [drawn.next, ...head]).flat(),
@@ -376,9 +376,8 @@ export class Runner {
     for (const t of [this.ids, this.start, this.tokens, this.positions]) this.gpu.destroy(t);
     if (this.#fused) {
       const f = this.#fused;
-      for (const t of [f.state, f.hidden, f.best, f.logits, f.packed.mats, f.packed.vecs]) {
-        this.gpu.destroy(t);
-      }
+      for (const t of [f.state, f.hidden, f.best, f.logits]) this.gpu.destroy(t);
+      destroyPacked(this.gpu, f.packed);
       this.#fused = null;
     }
     for (const { ws } of this.#workspaces.values()) ws.destroy();
@@ -418,9 +417,17 @@ export class Runner {
   async #forwardFused(id: number, cache: KVCache): Promise<ForwardOutput> {
     const { steps, io } = this.#prepareFused(cache, 1);
     this.gpu.write(io.state, new Uint32Array([cache.length, 0, id]));
-    this.gpu.run([...io.packed.copies, steps.first, ...this.#head(true)]);
+    this.#runFused([steps.first, ...this.#head(true)]);
     cache.length += 1;
     return { logits: (await this.gpu.read1(io.logits)).slice(0, this.model.config.vocabSize) };
+  }
+
+  /** Refreshes the packed weights from the model's tensors, then runs fused steps. */
+  #runFused(plan: Plan): void {
+    const { packed } = this.#fusedBuffers();
+    this.gpu.run([...packed.copies]);
+    fillTexture(this.gpu, packed);
+    this.gpu.run(plan);
   }
 
   /** The fused path's buffers, made on first use. */
