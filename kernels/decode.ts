@@ -86,8 +86,20 @@ export interface PackedBlocks {
   /** Whether the lm_head follows the blocks' matrices (see {@link stepHasHead}). */
   readonly lmHead: boolean;
   readonly copies: readonly Copy[];
-  /** rgba32float (f32) or rgba32uint (f16: 8 weights a texel), [rows, texelsPerRow]. */
-  readonly texture: GPUTexture;
+  /** The matrices as the step reads them: `mats` copied into a texture. */
+  readonly matrices: WeightTexture;
+}
+
+/**
+ * A weight tensor's bytes in a texture, read as a flat array of vec4 texels (4 f32 or 8 f16
+ * weights each), `texelsPerRow` to a texture row: on llvmpipe a texture read is ~1.4x as
+ * fast as a storage read, which loads one invocation at a time. {@link fillTexture} copies
+ * `source` into it.
+ */
+export interface WeightTexture {
+  readonly source: Tensor;
+  readonly format: WeightFormat;
+  readonly texture: GPUTexture; // rgba32float (f32) or rgba32uint (f16 pairs)
   readonly texelsPerRow: number;
 }
 
@@ -141,6 +153,70 @@ const STEP_STORAGE = 8;
 /** Texels per row of the matrices' texture (at most the adapter's width, a multiple of 16). */
 function texelsPerRow(gpu: Gpu): number {
   return Math.min(4096, gpu.device.limits.maxTextureDimension2D);
+}
+
+/** A texture for the bytes of `source` (a multiple of 16), not filled yet. */
+export function weightTexture(
+  gpu: Gpu,
+  source: Tensor,
+  format: WeightFormat,
+  label: string,
+): WeightTexture {
+  const width = texelsPerRow(gpu);
+  const texels = numel(source) / 4;
+  if (!Number.isInteger(texels)) throw new Error(`${label}: ${numel(source)} words, not vec4s`);
+  const texture = gpu.device.createTexture({
+    label,
+    size: [width, Math.ceil(texels / width)],
+    format: format === "f16" ? "rgba32uint" : "rgba32float",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+  });
+  gpu.bytesAllocated += texture.width * texture.height * 16;
+  return { source, format, texture, texelsPerRow: width };
+}
+
+/**
+ * Copies a weight texture's source into it (after what filled the source, on the same
+ * queue): one submission, whole texture rows and then the last part.
+ */
+export function fillTexture(gpu: Gpu, t: WeightTexture): void {
+  const texels = numel(t.source) / 4;
+  const width = t.texelsPerRow;
+  const rows = Math.floor(texels / width);
+  const rest = texels - rows * width;
+  const enc = gpu.device.createCommandEncoder();
+  const source = { buffer: t.source.buffer, offset: t.source.offset, bytesPerRow: width * 16 };
+  const texture = { texture: t.texture };
+  if (rows) enc.copyBufferToTexture(source, texture, [width, rows]);
+  if (rest) {
+    enc.copyBufferToTexture(
+      { ...source, offset: t.source.offset + rows * width * 16 },
+      { ...texture, origin: [0, rows] },
+      [rest, 1],
+    );
+  }
+  gpu.device.queue.submit([enc.finish()]);
+}
+
+/** Frees a weight texture (not its source). */
+export function destroyTexture(gpu: Gpu, t: WeightTexture): void {
+  gpu.bytesAllocated -= t.texture.width * t.texture.height * 16;
+  t.texture.destroy();
+}
+
+/** WGSL for reading a weight texture bound at `binding` as matmul_row.wgsl's dot_w4/dot_w8. */
+function textureReads(binding: number, t: WeightTexture): string {
+  const f16 = t.format === "f16";
+  const texel = `vec2(i % ${t.texelsPerRow}u, i / ${t.texelsPerRow}u)`;
+  return [
+    `@group(0) @binding(${binding}) var weights: texture_2d<${f16 ? "u32" : "f32"}>;`,
+    "fn dot_w4(i: u32) -> vec4<f32> {",
+    f16 ? "  return vec4(0.0);" : `  return textureLoad(weights, ${texel}, 0);`,
+    "}",
+    "fn dot_w8(i: u32) -> vec4<u32> {",
+    f16 ? `  return textureLoad(weights, ${texel}, 0);` : "  return vec4(0u);",
+    "}",
+  ].join("\n");
 }
 
 /** Texels (16 bytes each) of the packed matrices of a shape. */
@@ -237,14 +313,7 @@ export function packBlocks(
   const withHead = stepHasHead(s);
   const elements = s.nLayer * layerMatrixElements(s) + (withHead ? s.vocabSize * s.nEmbd : 0);
   const mats = gpu.tensor([elements / perWord], "decode matrices");
-  const width = texelsPerRow(gpu);
-  const texture = gpu.device.createTexture({
-    label: "decode matrices",
-    size: [width, Math.ceil(matrixTexels(s, format) / width)],
-    format: format === "f16" ? "rgba32uint" : "rgba32float",
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
-  });
-  gpu.bytesAllocated += texture.width * texture.height * 16;
+  const matrices = weightTexture(gpu, mats, format, "decode matrices");
   const vecs = gpu.tensor([s.nLayer * layerVecs(s) + 2 * s.nEmbd], "decode vectors");
   const copies: Copy[] = [];
   // Appends `from` to `to` at element `at`; returns the element after it.
@@ -273,38 +342,14 @@ export function packBlocks(
   if (m !== numel(mats) || v !== numel(vecs)) {
     throw new Error(`packBlocks: the blocks do not have the shapes of n_embd ${s.nEmbd}`);
   }
-  return { mats, vecs, format, lmHead: withHead, copies, texture, texelsPerRow: width };
-}
-
-/**
- * Copies the packed matrices from their buffer into their texture (after the buffer's
- * copies, on the same queue): one submission, whole texture rows and then the last part.
- */
-export function fillTexture(gpu: Gpu, packed: PackedBlocks): void {
-  const texels = numel(packed.mats) / 4;
-  const width = packed.texelsPerRow;
-  const rows = Math.floor(texels / width);
-  const rest = texels - rows * width;
-  const enc = gpu.device.createCommandEncoder();
-  const source = { buffer: packed.mats.buffer, bytesPerRow: width * 16 };
-  const texture = { texture: packed.texture };
-  if (rows) enc.copyBufferToTexture(source, texture, [width, rows]);
-  if (rest) {
-    enc.copyBufferToTexture(
-      { ...source, offset: rows * width * 16 },
-      { ...texture, origin: [0, rows] },
-      [rest, 1],
-    );
-  }
-  gpu.device.queue.submit([enc.finish()]);
+  return { mats, vecs, format, lmHead: withHead, copies, matrices };
 }
 
 /** Frees what {@link packBlocks} allocated. */
 export function destroyPacked(gpu: Gpu, packed: PackedBlocks): void {
   gpu.destroy(packed.mats);
   gpu.destroy(packed.vecs);
-  gpu.bytesAllocated -= packed.texture.width * packed.texture.height * 16;
-  packed.texture.destroy();
+  destroyTexture(gpu, packed.matrices);
 }
 
 /**
@@ -317,17 +362,7 @@ export function destroyPacked(gpu: Gpu, packed: PackedBlocks): void {
  */
 function generatedCode(layers: number, dtype: CacheDType, packed: PackedBlocks): string {
   const f32 = dtype === "f32";
-  const f16Weights = packed.format === "f16";
-  const texel = `vec2(i % ${packed.texelsPerRow}u, i / ${packed.texelsPerRow}u)`;
-  const lines: string[] = [
-    `@group(0) @binding(5) var mats: texture_2d<${f16Weights ? "u32" : "f32"}>;`,
-    "fn dot_w4(i: u32) -> vec4<f32> {",
-    f16Weights ? "  return vec4(0.0);" : `  return textureLoad(mats, ${texel}, 0);`,
-    "}",
-    "fn dot_w8(i: u32) -> vec4<u32> {",
-    f16Weights ? `  return textureLoad(mats, ${texel}, 0);` : "  return vec4(0u);",
-    "}",
-  ];
+  const lines = [textureReads(5, packed.matrices)];
   for (let l = 0; l < layers; l++) {
     const at = FIRST_CACHE_BINDING + 4 * l;
     const type = f32 ? "vec4<f32>" : "u32";
@@ -474,7 +509,7 @@ export function decodeStep(
     wte,
     wteh: wte,
     wpe: io.wpe,
-    mats: packed.texture.createView(),
+    weights: packed.matrices.texture.createView(),
     vecs: packed.vecs,
     hidden: io.hidden,
     best: io.best,
@@ -486,14 +521,16 @@ export function decodeStep(
 }
 
 /**
- * A one-workgroup dispatch of `kernel` whose bindings include a texture view, which
- * Gpu.dispatch does not bind: buffers and tensors as it binds them, views as they are.
+ * A dispatch of `kernel` (one workgroup unless `workgroups` say) whose bindings include a
+ * texture view, which Gpu.dispatch does not bind: buffers and tensors as it binds them,
+ * views as they are.
  */
 function withTexture(
   gpu: Gpu,
   label: string,
   kernel: Kernel,
   bindings: Record<string, Tensor | GPUBuffer | GPUTextureView>,
+  workgroups: [number, number, number] = [1, 1, 1],
 ): Dispatch {
   const entries = Object.entries(bindings).map(([name, b]): GPUBindGroupEntry => {
     const binding = kernel.slots.get(name);
@@ -506,7 +543,7 @@ function withTexture(
   });
   const layout = kernel.pipeline.getBindGroupLayout(0);
   const bindGroup = gpu.device.createBindGroup({ label, layout, entries });
-  return { label, pipeline: kernel.pipeline, bindGroup, workgroups: [1, 1, 1] };
+  return { label, pipeline: kernel.pipeline, bindGroup, workgroups };
 }
 
 /** Throws unless the sampler can draw with `o` over a vocabulary of `V`. */
@@ -540,14 +577,16 @@ export function headWorkgroups(gpu: Gpu, V: number): number {
 
 /**
  * logits = hidden @ lmHead^T over the vocabulary (written to `logits` when `writeLogits`),
- * and for each workgroup its largest logit and id into `best` (the first on ties).
- * hidden: [C]; lmHead: [V, C] in one chunk; logits: [1, ldy >= V];
+ * and for each workgroup its largest logit and id into `best` (the first on ties), reading
+ * the lm_head from `texture` (see {@link WeightTexture}; fill it before the dispatch).
+ * hidden: [C]; lmHead: [V, C] in one chunk, texture's source; logits: [1, ldy >= V];
  * best: [headWorkgroups(V), 2] u32.
  */
 export function decodeHead(
   gpu: Gpu,
   hidden: Tensor,
   lmHead: RowChunks,
+  texture: WeightTexture,
   logits: Tensor,
   best: Tensor,
   writeLogits: boolean,
@@ -560,20 +599,19 @@ export function decodeHead(
         `chunks and logits[${logits.shape}] do not fit`,
     );
   }
+  if (texture.source !== lmHead.parts[0].tensor || texture.format !== format) {
+    throw new Error("decodeHead: the texture is not the lm_head's");
+  }
   if (numel(best) < 2 * G) throw new Error(`decodeHead: best[${best.shape}] holds < ${G} pairs`);
-  const w = lmHead.parts[0].tensor;
   const WG = HEAD_WG[gpu.design];
-  const kernel = gpu.kernel(`${matmulRow}\n${headKernel}`, "decode_head", {
-    WG,
-    F16: format === "f16" ? 1 : 0,
-  });
+  const code = `${matmulRow}\n${textureReads(2, texture)}\n${headKernel}`;
+  const kernel = gpu.kernel(code, "decode_head", { WG, F16: format === "f16" ? 1 : 0 });
   const bindings = {
     p: gpu.uniform([V, C, writeLogits ? 1 : 0]),
     hidden,
-    w,
-    wh8: w,
+    weights: texture.texture.createView(),
     logits,
     best,
   };
-  return gpu.dispatch(`decode.head ${C}x${V}`, kernel, bindings, [G]);
+  return withTexture(gpu, `decode.head ${C}x${V}`, kernel, bindings, [G, 1, 1]);
 }

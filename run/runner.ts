@@ -22,6 +22,7 @@ import {
   decodeHead,
   decodeStep,
   destroyPacked,
+  destroyTexture,
   fillTexture,
   fusedDecodeLimit,
   gpuSamples,
@@ -32,6 +33,8 @@ import {
   STATE_RNG,
   type StepBuffers,
   type StepSampling,
+  type WeightTexture,
+  weightTexture,
 } from "../kernels/decode.ts";
 import type { Dispatch, Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
@@ -125,6 +128,8 @@ export class SamplerState {
 /** The fused path's buffers for one model, made on first use. */
 interface FusedBuffers extends StepBuffers {
   readonly packed: PackedBlocks;
+  /** The lm_head as decode_head reads it, unless the step runs it (packed.lmHead). */
+  readonly head: WeightTexture | null;
 }
 
 /** The fused path's dispatches for one version of one cache's buffers. */
@@ -378,6 +383,7 @@ export class Runner {
       const f = this.#fused;
       for (const t of [f.state, f.hidden, f.best, f.logits]) this.gpu.destroy(t);
       destroyPacked(this.gpu, f.packed);
+      if (f.head) destroyTexture(this.gpu, f.head);
       this.#fused = null;
     }
     for (const { ws } of this.#workspaces.values()) ws.destroy();
@@ -424,9 +430,10 @@ export class Runner {
 
   /** Refreshes the packed weights from the model's tensors, then runs fused steps. */
   #runFused(plan: Plan): void {
-    const { packed } = this.#fusedBuffers();
+    const { packed, head } = this.#fusedBuffers();
     this.gpu.run([...packed.copies]);
-    fillTexture(this.gpu, packed);
+    fillTexture(this.gpu, packed.matrices);
+    if (head) fillTexture(this.gpu, head);
     this.gpu.run(plan);
   }
 
@@ -444,8 +451,13 @@ export class Runner {
       mlpProj: b.mlp.cProj,
     }));
     const align = gpu.bindingAlignment / 4;
+    const packed = packBlocks(gpu, config, blocks, model.lnF, model.lmHead, model.weightFormat);
+    const { lmHead } = model;
     return this.#fused = {
-      packed: packBlocks(gpu, config, blocks, model.lnF, model.lmHead, model.weightFormat),
+      packed,
+      head: packed.lmHead
+        ? null
+        : weightTexture(gpu, lmHead.parts[0].tensor, lmHead.format, "decode lm_head"),
       state: gpu.tensor([STATE_HEADER + config.nPositions], "decode state"),
       wte: model.wte,
       wpe: model.wpe,
@@ -499,7 +511,8 @@ export class Runner {
   #head(writeLogits: boolean): Dispatch[] {
     const io = this.#fusedBuffers();
     if (io.packed.lmHead) return [];
-    return [decodeHead(this.gpu, io.hidden, this.model.lmHead, io.logits, io.best, writeLogits)];
+    const { lmHead } = this.model;
+    return [decodeHead(this.gpu, io.hidden, lmHead, io.head!, io.logits, io.best, writeLogits)];
   }
 
   /** The first n tokens chosen and the sampler's state, from the fused path's state. */
