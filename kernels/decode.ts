@@ -72,11 +72,10 @@ export interface CacheLayer {
  * Every block's parameters packed for {@link decodeStep}, which cannot bind a buffer per
  * tensor: the matrices one after another in `mats` (in their own format), the LayerNorms and
  * biases in `vecs` (f32), each in the layout of the model's tensor. The step reads the
- * matrices from `texture`, the same bytes as a flat array of vec4 texels, `texelsPerRow` to
- * a texture row (llvmpipe reads textures faster than storage buffers). Before the steps of
- * every submission run `copies` (which fill mats and vecs from the model's tensors on the
- * GPU) and then {@link fillTexture}, so that weights changed in place (by training) are the
- * ones used.
+ * matrices from `matrices`, a texture holding mats' bytes (see {@link WeightTexture}).
+ * Before the steps of every submission run `copies` (which fill mats and vecs from the
+ * model's tensors on the GPU) and then {@link fillTexture} of `matrices`, so that weights
+ * changed in place (by training) are the ones used.
  */
 export interface PackedBlocks {
   /** [nLayer · (4C² + 2·nInner·C) (+ V·C with the lm_head)] f32, or half as many f16 pairs. */

@@ -8,19 +8,20 @@
 //   hidden = ln_f(x), which decode_head turns into logits.
 // The wrapper puts in front: gelu_formula.wgsl (gelu_new), layernorm_row.wgsl (the LayerNorm
 // of a row), matmul_row.wgsl (one row times four weight rows), kv_codec.wgsl (the cache's
-// encoding, HD and KV) and what it writes for the model's layer count and cache storage:
-// the cache bindings of every layer, the functions the codec reads and writes them through
-// (kv_vec4, kv_word, kv_scale, kv_put, kv_put_scale), and run_blocks, which calls block()
-// once per layer with the layer as a constant. On llvmpipe a barrier inside a loop costs
-// far more than one in straight-line code (workgroups run as coroutines): a loop over the
-// layers made the char model's step ~40 % slower. The price is compile time, which grows
-// with the layers (~1.3 s for 2 layers, ~3.4 s for 4, once per process). Inner loops take
-// their bounds from the uniform (p.C, p.NI), so that the compiler does not unroll them:
-// unrolled, a small model's step took up to a minute to compile.
+// encoding, HD and KV) and what it writes for the model: the matrices' texture (binding 5)
+// with dot_w4 and dot_w8, the cache bindings of every layer, the functions the codec reads
+// and writes them through (kv_vec4, kv_word, kv_scale, kv_put, kv_put_scale), and
+// run_blocks, which calls block() once per layer with the layer as a constant.
+// On llvmpipe a barrier inside a loop costs far more than one in straight-line code
+// (workgroups run as coroutines): a loop over the layers made the char model's step ~40 %
+// slower. The price is compile time, which grows with the layers (~1.3 s for 2 layers,
+// ~3.4 s for 4; Mesa's shader cache keeps it, so once per machine). Inner loops take their
+// bounds from the uniform (p.C, p.NI), so that the compiler does not unroll them: unrolled,
+// a small model's step took up to a minute to compile.
 // With HEAD (a small vocabulary) the step ends with the lm_head itself: one dispatch a token.
 // The matrices of every block (and with HEAD the lm_head) come packed one after another, the
 // same [out, in] rows as the model's tensors (f32, or f16 pairs), in a texture read as a
-// flat array of vec4 texels (`mats`, which the wrapper declares with dot_w4 and dot_w8): on
+// flat array of vec4 texels (`weights`, which the wrapper declares with dot_w4, dot_w8): on
 // llvmpipe a texture read is ~1.4x as fast as a storage read, which reads one invocation at
 // a time. The LayerNorms and biases come packed in a buffer (vecs). decode.ts packs them,
 // because a dispatch binds at most a few dozen buffers.
@@ -89,8 +90,8 @@ fn fc_b() -> u32 { return 2u * C; }
 fn mproj_b() -> u32 { return 2u * C + NI / 4u; }
 fn layer_vecs() -> u32 { return (9u * C + NI) / 4u; }
 
-// Weights per read of `mats` (4 f32) or `math` (8 f16); offsets in reads: per layer c_attn
-// [3C, C], attn c_proj [C, C], c_fc [NI, C], mlp c_proj [C, NI].
+// Weights per texel of the matrices' texture (4 f32 or 8 f16); offsets in texels: per layer
+// c_attn [3C, C], attn c_proj [C, C], c_fc [NI, C], mlp c_proj [C, NI]; then (HEAD) lm_head.
 fn per_read() -> u32 { return select(4u, 8u, F16); }
 const ATTN_W = 0u;
 fn proj_w() -> u32 { return 3u * C * C / per_read(); }
@@ -133,7 +134,9 @@ fn layer_norm(li: u32, w: u32, b: u32) {
   if (li == 0u) { lnStats = ln_row_stats(0u, p.C / 4u, p.eps); }
   workgroupBarrier();
   let s = lnStats;
-  for (var i = li; i < C / 4u; i += WG) { act[LN_AT + i] = ln_apply(xs[i], s, vecs[w + i], vecs[b + i]); }
+  for (var i = li; i < C / 4u; i += WG) {
+    act[LN_AT + i] = ln_apply(xs[i], s, vecs[w + i], vecs[b + i]);
+  }
   workgroupBarrier();
 }
 
@@ -186,7 +189,9 @@ fn attention(li: u32, l: u32, pos: u32) {
     let h = i / n;
     let j = i % n;
     var acc = vec4(0.0);
-    for (var d = 0u; d < HD4; d++) { acc = fma(qkv[h * HD4 + d], kv_load4(2u * l, h * p.P + j, d), acc); }
+    for (var d = 0u; d < HD4; d++) {
+      acc = fma(qkv[h * HD4 + d], kv_load4(2u * l, h * p.P + j, d), acc);
+    }
     scores[h * MAXP + j] = (acc.x + acc.y + acc.z + acc.w) * p.scale;
   }
   workgroupBarrier();

@@ -1,10 +1,10 @@
 // The wide half of a fused decode step: logits = lm_head(hidden), hidden being ln_f(x) from
 // decode_step, over as many workgroups as the vocabulary needs. Each invocation takes 4 logits
-// (matmul_row.wgsl's row function, which the wrapper puts in front with the lm_head [V, K]
-// bound as a texture of vec4 texels, `weights`, and the dot_w4/dot_w8 reading it), writes them when asked,
-// and each workgroup writes the largest of its logits and its id (the first on ties) to
-// `best`, which the next decode_step reduces: the argmax of greedy decoding in two halves,
-// with no dispatch of its own.
+// (matmul_row.wgsl's row function, which the wrapper puts in front, with the lm_head [V, K]
+// bound as a texture of vec4 texels, `weights`, and the dot_w4/dot_w8 that read it), writes
+// them when asked, and each workgroup writes the largest of its logits and its id (the first
+// on ties) to `best`, which the next decode_step reduces: the argmax of greedy decoding in two
+// halves, with no dispatch of its own.
 
 override WG: u32 = 16u;     // invocations per workgroup
 override F16: bool = false; // lm_head stored as f16 pairs
