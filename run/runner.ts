@@ -46,7 +46,7 @@ import { type ForwardOptions, type ShapeOptions, Workspace } from "./workspace.t
 export type { ForwardOptions } from "./workspace.ts";
 
 /**
- * How single-token steps run: `general`, the model's plan of per-layer kernels; `fused`, one
+ * How decode steps run: `general`, the model's plan of per-layer kernels; `fused`, one
  * dispatch for every block and one for the lm_head (models whose activations fit one
  * workgroup's memory).
  */
@@ -164,7 +164,7 @@ export class Runner {
   readonly tokens: Tensor;
   /** Each row's position in a batched decode step, [nPositions] u32. */
   readonly positions: Tensor;
-  /** The path single-token steps take (see {@link DecodePath}). */
+  /** The path chained decode steps take (see {@link DecodePath}, {@link Runner.fusedForward}). */
   readonly decodePath: DecodePath;
   /** Why: what chose the path, and what keeps a general model off the fused one. */
   readonly decodeReason: string;
@@ -249,6 +249,7 @@ export class Runner {
     const { vocabSize } = this.model.config;
     checkIds([first], vocabSize);
     if (this.decodePath === "fused") {
+      if (n === 0) return []; // as the general path
       const { steps, io } = this.#prepareFused(cache, n);
       const head = this.#head(false);
       this.gpu.write(io.state, new Uint32Array([cache.length, 0, first]));
@@ -327,6 +328,8 @@ export class Runner {
     if (sampling.temperature === 0) {
       throw new RangeError("decodeSample: temperature 0 is greedy; use decodeGreedy");
     }
+    if (!Number.isInteger(n) || n < 0) throw new RangeError(`decodeSample: n is ${n}, not >= 0`);
+    if (n === 0) return [];
     if (this.decodePath !== "fused" || !gpuSamples(sampling, vocabSize)) {
       const draws = rng.rng();
       const out: number[] = [];
