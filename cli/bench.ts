@@ -134,12 +134,10 @@ const SMALL_MODELS = [
 /** The sampled decode measured on the char model: top-k 40 at temperature 1. */
 const TOP_K_40 = { temperature: 1, topK: 40, topP: 1 };
 
-/** What one decode path did: tok/s (median), dispatches per token, GPU µs per kernel. */
+/** What one decode path did: tok/s (median) and dispatches per token. */
 interface PathRun {
   tokS: number;
   dispatchesPerToken: number;
-  /** GPU time of each dispatch of one profiled single-token step (where timestamps exist). */
-  kernels: { label: string; us: number }[];
 }
 
 /**
@@ -179,25 +177,8 @@ async function decodePath(
   await once(true); // the warm-up, counting the dispatches
   const ms: number[] = [];
   for (let i = 0; i < reps; i++) ms.push(await once());
-  let kernels: PathRun["kernels"] = [];
-  if (gpu.hasTimestamps) {
-    cache.reset();
-    await model.forward(ids.slice(0, -1), cache);
-    const { profile } = await model.forward([ids.at(-1)!], cache, { profile: true });
-    kernels = profile!.map((k) => ({ label: k.label, us: k.ns / 1000 }));
-  }
   cache.destroy();
-  return { tokS: tokens / (median(ms) / 1000), dispatchesPerToken: dispatches / tokens, kernels };
-}
-
-/** GPU µs of a step's kernels, summed by kind (the label's first word). */
-function kernelSummary(kernels: PathRun["kernels"]): string {
-  const by = new Map<string, number>();
-  for (const k of kernels) {
-    const kind = k.label.split(" ")[0];
-    by.set(kind, (by.get(kind) ?? 0) + k.us);
-  }
-  return [...by].map(([kind, us]) => `${kind} ${us.toFixed(0)}`).join(", ");
+  return { tokS: tokens / (median(ms) / 1000), dispatchesPerToken: dispatches / tokens };
 }
 
 main("bench", async () => {
@@ -251,14 +232,7 @@ main("bench", async () => {
           const what = `${key}_${sampled ? "topk40" : "greedy"}_${path}`;
           record(`${what}_tok_s`, f, r.tokS, `${dir}, ${what.replaceAll("_", " ")}`);
           out[`${what}_dispatches_per_token${f === "f32" ? "" : "_f16w"}`] = r.dispatchesPerToken;
-          if (!sampled) {
-            log(
-              `    ${r.dispatchesPerToken.toFixed(1)} dispatches per token; one step's GPU µs: ` +
-                kernelSummary(r.kernels),
-            );
-            const gpuUs = r.kernels.reduce((sum, k) => sum + k.us, 0);
-            if (gpuUs > 0) out[`${key}_${path}_step_gpu_us${f === "f32" ? "" : "_f16w"}`] = gpuUs;
-          }
+          log(`    ${r.dispatchesPerToken.toFixed(1)} dispatches per token`);
         }
         model.destroy();
       }

@@ -67,7 +67,7 @@ fn kv_scale(cache: u32, row: u32) -> f32 {
 // Word w of the cache row for the HD values at qkv[at ..]. With int8 the row's scale (its
 // largest |x|) is stored too, by the invocation of word 0.
 fn encode(at: u32, w: u32, row: u32, isKey: bool) -> u32 {
-  let scale = kv_row_scale(at);
+  let scale = kv_row_scale(at, HD);
   if (KV == 2u && w == 0u) {
     if (isKey) { kScale[row] = scale; } else { vScale[row] = scale; }
   }

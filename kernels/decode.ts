@@ -9,7 +9,16 @@
  * @module
  */
 import { type CacheDType, type CacheScales, cacheWords } from "./attention.ts";
-import { type Copy, type Dispatch, f32bits, type Gpu, groups, numel, type Tensor } from "./gpu.ts";
+import {
+  type Copy,
+  type Dispatch,
+  f32bits,
+  type Gpu,
+  groups,
+  type Kernel,
+  numel,
+  type Tensor,
+} from "./gpu.ts";
 import type { RowChunks, Weight, WeightFormat } from "./matmul.ts";
 
 import formula from "./gelu_formula.wgsl" with { type: "text" };
@@ -62,9 +71,11 @@ export interface CacheLayer {
 /**
  * Every block's parameters packed for {@link decodeStep}, which cannot bind a buffer per
  * tensor: the matrices one after another in `mats` (in their own format), the LayerNorms and
- * biases in `vecs` (f32), each in the layout of the model's tensor. `copies` fill them from
- * the model's tensors on the GPU; run them before the steps of every submission, so that
- * weights changed in place (by training) are the ones used.
+ * biases in `vecs` (f32), each in the layout of the model's tensor. The step reads the
+ * matrices from `matrices`, a texture holding mats' bytes (see {@link WeightTexture}).
+ * Before the steps of every submission run `copies` (which fill mats and vecs from the
+ * model's tensors on the GPU) and then {@link fillTexture} of `matrices`, so that weights
+ * changed in place (by training) are the ones used.
  */
 export interface PackedBlocks {
   /** [nLayer · (4C² + 2·nInner·C) (+ V·C with the lm_head)] f32, or half as many f16 pairs. */
@@ -74,6 +85,21 @@ export interface PackedBlocks {
   /** Whether the lm_head follows the blocks' matrices (see {@link stepHasHead}). */
   readonly lmHead: boolean;
   readonly copies: readonly Copy[];
+  /** The matrices as the step reads them: `mats` copied into a texture. */
+  readonly matrices: WeightTexture;
+}
+
+/**
+ * A weight tensor's bytes in a texture, read as a flat array of vec4 texels (4 f32 or 8 f16
+ * weights each), `texelsPerRow` to a texture row: on llvmpipe a texture read is ~1.4x as
+ * fast as a storage read, which loads one invocation at a time. {@link fillTexture} copies
+ * `source` into it.
+ */
+export interface WeightTexture {
+  readonly source: Tensor;
+  readonly format: WeightFormat;
+  readonly texture: GPUTexture; // rgba32float (f32) or rgba32uint (f16 pairs)
+  readonly texelsPerRow: number;
 }
 
 /** Where a step's token comes from: the caller, the last step's best logit, or a draw. */
@@ -121,7 +147,82 @@ export function stepHasHead(s: DecodeShape): boolean {
 }
 
 /** Storage bindings of decodeStep besides the caches. */
-const STEP_STORAGE = 10;
+const STEP_STORAGE = 8;
+
+/** Texels per row of the matrices' texture (at most the adapter's width, a multiple of 16). */
+function texelsPerRow(gpu: Gpu): number {
+  return Math.min(4096, gpu.device.limits.maxTextureDimension2D);
+}
+
+/** A texture for the bytes of `source` (a multiple of 16), not filled yet. */
+export function weightTexture(
+  gpu: Gpu,
+  source: Tensor,
+  format: WeightFormat,
+  label: string,
+): WeightTexture {
+  const width = texelsPerRow(gpu);
+  const texels = numel(source) / 4;
+  if (!Number.isInteger(texels)) throw new Error(`${label}: ${numel(source)} words, not vec4s`);
+  const texture = gpu.device.createTexture({
+    label,
+    size: [width, Math.ceil(texels / width)],
+    format: format === "f16" ? "rgba32uint" : "rgba32float",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+  });
+  gpu.bytesAllocated += texture.width * texture.height * 16;
+  return { source, format, texture, texelsPerRow: width };
+}
+
+/**
+ * Copies a weight texture's source into it (after what filled the source, on the same
+ * queue): one submission, whole texture rows and then the last part.
+ */
+export function fillTexture(gpu: Gpu, t: WeightTexture): void {
+  const texels = numel(t.source) / 4;
+  const width = t.texelsPerRow;
+  const rows = Math.floor(texels / width);
+  const rest = texels - rows * width;
+  const enc = gpu.device.createCommandEncoder();
+  const source = { buffer: t.source.buffer, offset: t.source.offset, bytesPerRow: width * 16 };
+  const texture = { texture: t.texture };
+  if (rows) enc.copyBufferToTexture(source, texture, [width, rows]);
+  if (rest) {
+    enc.copyBufferToTexture(
+      { ...source, offset: t.source.offset + rows * width * 16 },
+      { ...texture, origin: [0, rows] },
+      [rest, 1],
+    );
+  }
+  gpu.device.queue.submit([enc.finish()]);
+}
+
+/** Frees a weight texture (not its source). */
+export function destroyTexture(gpu: Gpu, t: WeightTexture): void {
+  gpu.bytesAllocated -= t.texture.width * t.texture.height * 16;
+  t.texture.destroy();
+}
+
+/** WGSL for reading a weight texture bound at `binding` as matmul_row.wgsl's dot_w4/dot_w8. */
+function textureReads(binding: number, t: WeightTexture): string {
+  const f16 = t.format === "f16";
+  const texel = `vec2(i % ${t.texelsPerRow}u, i / ${t.texelsPerRow}u)`;
+  return [
+    `@group(0) @binding(${binding}) var weights: texture_2d<${f16 ? "u32" : "f32"}>;`,
+    "fn dot_w4(i: u32) -> vec4<f32> {",
+    f16 ? "  return vec4(0.0);" : `  return textureLoad(weights, ${texel}, 0);`,
+    "}",
+    "fn dot_w8(i: u32) -> vec4<u32> {",
+    f16 ? `  return textureLoad(weights, ${texel}, 0);` : "  return vec4(0u);",
+    "}",
+  ].join("\n");
+}
+
+/** Texels (16 bytes each) of the packed matrices of a shape. */
+function matrixTexels(s: DecodeShape, format: WeightFormat): number {
+  const head = stepHasHead(s) ? s.vocabSize * s.nEmbd : 0;
+  return Math.ceil((s.nLayer * layerMatrixElements(s) + head) * (format === "f16" ? 2 : 4) / 16);
+}
 
 /** Binding number of the first cache buffer (decode.wgsl's own end before 16). */
 const FIRST_CACHE_BINDING = 16;
@@ -177,6 +278,11 @@ export function fusedDecodeLimit(
       `${limits.maxStorageBuffersPerShaderStage} a dispatch has`;
   }
   if (matBytes > gpu.maxBinding) return `its matrices (${matBytes} bytes) exceed one binding`;
+  const textureRows = Math.ceil(matrixTexels(s, format) / texelsPerRow(gpu));
+  if (textureRows > limits.maxTextureDimension2D) {
+    return `its matrices need a texture of ${textureRows} rows, more than the adapter's ` +
+      `${limits.maxTextureDimension2D}`;
+  }
   if (wte.parts.length > 1 || lmHead.parts.length > 1) return "its wte does not fit one binding";
   return null;
 }
@@ -206,6 +312,7 @@ export function packBlocks(
   const withHead = stepHasHead(s);
   const elements = s.nLayer * layerMatrixElements(s) + (withHead ? s.vocabSize * s.nEmbd : 0);
   const mats = gpu.tensor([elements / perWord], "decode matrices");
+  const matrices = weightTexture(gpu, mats, format, "decode matrices");
   const vecs = gpu.tensor([s.nLayer * layerVecs(s) + 2 * s.nEmbd], "decode vectors");
   const copies: Copy[] = [];
   // Appends `from` to `to` at element `at`; returns the element after it.
@@ -234,17 +341,27 @@ export function packBlocks(
   if (m !== numel(mats) || v !== numel(vecs)) {
     throw new Error(`packBlocks: the blocks do not have the shapes of n_embd ${s.nEmbd}`);
   }
-  return { mats, vecs, format, lmHead: withHead, copies };
+  return { mats, vecs, format, lmHead: withHead, copies, matrices };
+}
+
+/** Frees what {@link packBlocks} allocated. */
+export function destroyPacked(gpu: Gpu, packed: PackedBlocks): void {
+  gpu.destroy(packed.mats);
+  gpu.destroy(packed.vecs);
+  destroyTexture(gpu, packed.matrices);
 }
 
 /**
- * decode.wgsl's cache bindings for `layers` layers of a `dtype` cache, and the functions
- * kv_codec.wgsl reads them through (cache c is layer c / 2's K when even, V when odd). f32
- * caches are bound as vec4s, so that a key's 4 values are one read.
+ * What decode.wgsl's code depends on besides its overrides: the matrices' texture and the
+ * functions matmul_row.wgsl reads it through (dot_w4 for f32, dot_w8 for f16), the cache
+ * bindings of `layers` layers of a `dtype` cache and the functions kv_codec.wgsl reads and
+ * writes them through (cache c is layer c / 2's K when even, V when odd), and run_blocks, a
+ * call of block() per layer. f32 caches are bound as vec4s, so that a key's 4 values are one
+ * read.
  */
-function cacheCode(layers: number, dtype: CacheDType): string {
+function generatedCode(layers: number, dtype: CacheDType, packed: PackedBlocks): string {
   const f32 = dtype === "f32";
-  const lines: string[] = [];
+  const lines = [textureReads(5, packed.matrices)];
   for (let l = 0; l < layers; l++) {
     const at = FIRST_CACHE_BINDING + 4 * l;
     const type = f32 ? "vec4<f32>" : "u32";
@@ -351,9 +468,11 @@ export function decodeStep(
     f32bits(sampling.temperature),
     sampling.topK,
     f32bits(sampling.topP),
+    s.nEmbd,
+    s.nInner,
   ]);
-  const code = `${formula}\n${normRow}\n${matmulRow}\n${codec}\n${cacheCode(s.nLayer, dtype)}\n` +
-    stepKernel;
+  const generated = generatedCode(s.nLayer, dtype, packed);
+  const code = `${formula}\n${normRow}\n${matmulRow}\n${codec}\n${generated}\n${stepKernel}`;
   const kernel = gpu.kernel(code, "decode_step", {
     WG: STEP_WG[gpu.design],
     C: s.nEmbd,
@@ -363,7 +482,8 @@ export function decodeStep(
     MAXP: s.nPositions,
     F16: packed.format === "f16" ? 1 : 0,
     HEAD: packed.lmHead ? 1 : 0,
-    MAXK: MAX_SAMPLE_CANDIDATES,
+    SAMPLE: options.source === "sample" ? 1 : 0,
+    MAXK: options.source === "sample" ? MAX_SAMPLE_CANDIDATES : 1,
     X4: s.nEmbd / 4,
     ACT4: (2 * s.nEmbd + s.nInner) / 4,
     QKV4: 3 * s.nEmbd / 4,
@@ -388,18 +508,41 @@ export function decodeStep(
     wte,
     wteh: wte,
     wpe: io.wpe,
-    mats: packed.mats,
-    math: packed.mats,
+    weights: packed.matrices.texture.createView(),
     vecs: packed.vecs,
     hidden: io.hidden,
     best: io.best,
     logits: io.logits,
     ...cacheBindings,
   };
-  const label = `decode.step ${options.source}${
-    options.blocks ? "" : " only"
-  } ${s.nLayer}x${s.nEmbd}`;
-  return gpu.dispatch(label, kernel, bindings, [1]);
+  const what = `${options.source}${options.blocks ? "" : " only"}`;
+  return withTexture(gpu, `decode.step ${what} ${s.nLayer}x${s.nEmbd}`, kernel, bindings);
+}
+
+/**
+ * A dispatch of `kernel` (one workgroup unless `workgroups` say) whose bindings include a
+ * texture view, which Gpu.dispatch does not bind: buffers and tensors as it binds them,
+ * views as they are.
+ */
+function withTexture(
+  gpu: Gpu,
+  label: string,
+  kernel: Kernel,
+  bindings: Record<string, Tensor | GPUBuffer | GPUTextureView>,
+  workgroups: [number, number, number] = [1, 1, 1],
+): Dispatch {
+  const entries = Object.entries(bindings).map(([name, b]): GPUBindGroupEntry => {
+    const binding = kernel.slots.get(name);
+    if (binding === undefined) throw new Error(`${label}: no binding named "${name}"`);
+    if (b instanceof GPUBuffer) return { binding, resource: { buffer: b } };
+    if (b instanceof GPUTextureView) return { binding, resource: b };
+    if (b.offset % gpu.bindingAlignment) throw new Error(`${label}: ${name} is not aligned`);
+    const size = Math.max(4, numel(b) * 4);
+    return { binding, resource: { buffer: b.buffer, offset: b.offset, size } };
+  });
+  const layout = kernel.pipeline.getBindGroupLayout(0);
+  const bindGroup = gpu.device.createBindGroup({ label, layout, entries });
+  return { label, pipeline: kernel.pipeline, bindGroup, workgroups };
 }
 
 /** Throws unless the sampler can draw with `o` over a vocabulary of `V`. */
@@ -433,14 +576,16 @@ export function headWorkgroups(gpu: Gpu, V: number): number {
 
 /**
  * logits = hidden @ lmHead^T over the vocabulary (written to `logits` when `writeLogits`),
- * and for each workgroup its largest logit and id into `best` (the first on ties).
- * hidden: [C]; lmHead: [V, C] in one chunk; logits: [1, ldy >= V];
+ * and for each workgroup its largest logit and id into `best` (the first on ties), reading
+ * the lm_head from `texture` (see {@link WeightTexture}; fill it before the dispatch).
+ * hidden: [C]; lmHead: [V, C] in one chunk, texture's source; logits: [1, ldy >= V];
  * best: [headWorkgroups(V), 2] u32.
  */
 export function decodeHead(
   gpu: Gpu,
   hidden: Tensor,
   lmHead: RowChunks,
+  texture: WeightTexture,
   logits: Tensor,
   best: Tensor,
   writeLogits: boolean,
@@ -453,20 +598,19 @@ export function decodeHead(
         `chunks and logits[${logits.shape}] do not fit`,
     );
   }
+  if (texture.source !== lmHead.parts[0].tensor || texture.format !== format) {
+    throw new Error("decodeHead: the texture is not the lm_head's");
+  }
   if (numel(best) < 2 * G) throw new Error(`decodeHead: best[${best.shape}] holds < ${G} pairs`);
-  const w = lmHead.parts[0].tensor;
   const WG = HEAD_WG[gpu.design];
-  const kernel = gpu.kernel(`${matmulRow}\n${headKernel}`, "decode_head", {
-    WG,
-    F16: format === "f16" ? 1 : 0,
-  });
+  const code = `${matmulRow}\n${textureReads(2, texture)}\n${headKernel}`;
+  const kernel = gpu.kernel(code, "decode_head", { WG, F16: format === "f16" ? 1 : 0 });
   const bindings = {
     p: gpu.uniform([V, C, writeLogits ? 1 : 0]),
     hidden,
-    w,
-    wh8: w,
+    weights: texture.texture.createView(),
     logits,
     best,
   };
-  return gpu.dispatch(`decode.head ${C}x${V}`, kernel, bindings, [G]);
+  return withTexture(gpu, `decode.head ${C}x${V}`, kernel, bindings, [G, 1, 1]);
 }

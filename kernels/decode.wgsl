@@ -8,14 +8,23 @@
 //   hidden = ln_f(x), which decode_head turns into logits.
 // The wrapper puts in front: gelu_formula.wgsl (gelu_new), layernorm_row.wgsl (the LayerNorm
 // of a row), matmul_row.wgsl (one row times four weight rows), kv_codec.wgsl (the cache's
-// encoding, HD and KV) and what it writes for the model's layer count and cache storage:
-// the cache bindings of every layer, the functions the codec reads them through (kv_vec4,
-// kv_word, kv_scale, kv_put, kv_put_scale), and run_blocks, which calls block() once per
-// layer with the layer as a constant, so that every cache is picked at compile time.
+// encoding, HD and KV) and what it writes for the model: the matrices' texture (binding 5)
+// with dot_w4 and dot_w8, the cache bindings of every layer, the functions the codec reads
+// and writes them through (kv_vec4, kv_word, kv_scale, kv_put, kv_put_scale), and
+// run_blocks, which calls block() once per layer with the layer as a constant.
+// On llvmpipe a barrier inside a loop costs far more than one in straight-line code
+// (workgroups run as coroutines): a loop over the layers made the char model's step ~40 %
+// slower. The price is compile time, which grows with the layers (~1.3 s for 2 layers,
+// ~3.4 s for 4; Mesa's shader cache keeps it, so once per machine). Inner loops take their
+// bounds from the uniform (p.C, p.NI), so that the compiler does not unroll them: unrolled,
+// a small model's step took up to a minute to compile.
 // With HEAD (a small vocabulary) the step ends with the lm_head itself: one dispatch a token.
-// The matrices of every block (and with HEAD the lm_head) come packed in one buffer (mats,
-// or math as f16), the LayerNorms and biases in another (vecs): the same [out, in] rows as the model's tensors,
-// copied one after another (decode.ts), because a dispatch binds at most a few dozen buffers.
+// The matrices of every block (and with HEAD the lm_head) come packed one after another, the
+// same [out, in] rows as the model's tensors (f32, or f16 pairs), in a texture read as a
+// flat array of vec4 texels (`weights`, which the wrapper declares with dot_w4, dot_w8): on
+// llvmpipe a texture read is ~1.4x as fast as a storage read, which reads one invocation at
+// a time. The LayerNorms and biases come packed in a buffer (vecs). decode.ts packs them,
+// because a dispatch binds at most a few dozen buffers.
 // Each product gives an invocation 4 outputs at a time; LayerNorm statistics, the softmax of
 // each head and the choice of the token are one invocation's work.
 
@@ -27,7 +36,9 @@ override NL: u32 = 2u;      // n_layer
 override MAXP: u32 = 128u;  // n_positions: most keys a head attends to
 override F16: bool = false; // matrices and wte stored as f16 pairs
 override HEAD: bool = false; // the lm_head here too (a small vocabulary): logits, no hidden
-override MAXK: u32 = 256u;  // most candidates the sampler sorts (top-k, or the vocabulary)
+override SAMPLE: bool = false; // a pipeline that draws its tokens (source 2) and sorts
+override MAXK: u32 = 256u;     // at most MAXK candidates (top-k, or the vocabulary); without
+                               // SAMPLE the sampler is not compiled and MAXK is 1
 // Sizes of the workgroup arrays, from the wrapper: naga 29 panics on some override
 // expressions as array sizes (C / 4u, for one).
 override X4: u32 = 16u;     // C / 4
@@ -46,7 +57,9 @@ struct Params {
   temperature: f32, // sampling: softmax temperature (> 0)
   topK: u32,        // sampling: keep the topK best tokens, 0 all
   topP: f32,        // sampling: keep the nucleus of mass topP, 1 all
-}
+  C: u32,           // n_embd and n_inner again, as the bounds of the inner loops: bounds
+  NI: u32,          // the compiler cannot see keep it from unrolling them, which made the
+}                   // compile of a small model's step take minutes on llvmpipe
 
 // Words of `state`.
 const POS = 0u;     // position of the token fed: its K/V go to this cache row
@@ -60,8 +73,6 @@ const TOKENS = 8u;  // the tokens chosen, in order
 @group(0) @binding(2) var<storage, read> wte: array<vec4<f32>>;     // [V, C] f32
 @group(0) @binding(3) var<storage, read> wteh: array<vec2<u32>>;    // [V, C] as f16 pairs
 @group(0) @binding(4) var<storage, read> wpe: array<vec4<f32>>;     // [n_positions, C]
-@group(0) @binding(5) var<storage, read> mats: array<vec4<f32>>;    // blocks' matrices (, lm_head)
-@group(0) @binding(6) var<storage, read> math: array<vec4<u32>>;    // the same as f16, 8 a read
 @group(0) @binding(7) var<storage, read> vecs: array<vec4<f32>>;    // LayerNorms and biases
 @group(0) @binding(8) var<storage, read_write> hidden: array<vec4<f32>>; // [C] ln_f(x)
 @group(0) @binding(9) var<storage, read> best: array<u32>;          // [partials, 2] value, id
@@ -79,8 +90,8 @@ fn fc_b() -> u32 { return 2u * C; }
 fn mproj_b() -> u32 { return 2u * C + NI / 4u; }
 fn layer_vecs() -> u32 { return (9u * C + NI) / 4u; }
 
-// Weights per read of `mats` (4 f32) or `math` (8 f16); offsets in reads: per layer c_attn
-// [3C, C], attn c_proj [C, C], c_fc [NI, C], mlp c_proj [C, NI].
+// Weights per texel of the matrices' texture (4 f32 or 8 f16); offsets in texels: per layer
+// c_attn [3C, C], attn c_proj [C, C], c_fc [NI, C], mlp c_proj [C, NI]; then (HEAD) lm_head.
 fn per_read() -> u32 { return select(4u, 8u, F16); }
 const ATTN_W = 0u;
 fn proj_w() -> u32 { return 3u * C * C / per_read(); }
@@ -104,7 +115,8 @@ const LN_AT = 0u; // act offsets, vec4s
 fn att_at() -> u32 { return C / 4u; }
 fn fc_at() -> u32 { return C / 2u; }
 
-// What the shared row functions read: LayerNorm's row is x, products read act and mats.
+// What the shared row functions read: LayerNorm's row is x, products read act (and the
+// matrices, through dot_w4 and dot_w8, which the wrapper writes with their binding).
 fn ln_x4(row: u32, i: u32) -> vec4<f32> {
   return xs[row + i];
 }
@@ -113,24 +125,18 @@ fn dot_x4(i: u32) -> vec4<f32> {
   return act[i];
 }
 
-fn dot_w4(i: u32) -> vec4<f32> {
-  return mats[i];
-}
-
-fn dot_w8(i: u32) -> vec4<u32> {
-  return math[i];
-}
-
 fn kv_src(at: u32) -> f32 {
   return qkv[at / 4u][at % 4u];
 }
 
 // act[LN_AT ..] = LayerNorm(x) with the weight and bias at vecs[w ..], vecs[b ..].
 fn layer_norm(li: u32, w: u32, b: u32) {
-  if (li == 0u) { lnStats = ln_row_stats(0u, C / 4u, p.eps); }
+  if (li == 0u) { lnStats = ln_row_stats(0u, p.C / 4u, p.eps); }
   workgroupBarrier();
   let s = lnStats;
-  for (var i = li; i < C / 4u; i += WG) { act[LN_AT + i] = ln_apply(xs[i], s, vecs[w + i], vecs[b + i]); }
+  for (var i = li; i < C / 4u; i += WG) {
+    act[LN_AT + i] = ln_apply(xs[i], s, vecs[w + i], vecs[b + i]);
+  }
   workgroupBarrier();
 }
 
@@ -167,7 +173,7 @@ fn store_kv(li: u32, l: u32, pos: u32) {
     let isV = i / (words * NH);
     let at = (1u + isV) * C + h * HD;
     let row = h * p.P + pos;
-    let scale = kv_row_scale(at);
+    let scale = kv_row_scale(at, p.C / NH);
     if (KV == 2u && w == 0u) { kv_put_scale(2u * l + isV, row, scale); }
     kv_put(2u * l + isV, row * words + w, kv_encode(at, w, scale));
   }
@@ -178,12 +184,14 @@ fn store_kv(li: u32, l: u32, pos: u32) {
 // act[att ..] = softmax(q · K^T · scale) · V of every head over layer l's keys 0 .. pos.
 fn attention(li: u32, l: u32, pos: u32) {
   let n = pos + 1u;
-  let HD4 = HD / 4u;
+  let HD4 = p.C / (4u * NH);
   for (var i = li; i < NH * n; i += WG) { // scores: an invocation per (head, key)
     let h = i / n;
     let j = i % n;
     var acc = vec4(0.0);
-    for (var d = 0u; d < HD4; d++) { acc = fma(qkv[h * HD4 + d], kv_load4(2u * l, h * p.P + j, d), acc); }
+    for (var d = 0u; d < HD4; d++) {
+      acc = fma(qkv[h * HD4 + d], kv_load4(2u * l, h * p.P + j, d), acc);
+    }
     scores[h * MAXP + j] = (acc.x + acc.y + acc.z + acc.w) * p.scale;
   }
   workgroupBarrier();
@@ -215,7 +223,7 @@ fn attention(li: u32, l: u32, pos: u32) {
 // With HEAD: logits = act[LN ..] · lm_head^T, 4 rows per invocation (the last clamped); the
 // lm_head is packed after the blocks' matrices.
 fn lm_head(li: u32) {
-  let reads = C / per_read();
+  let reads = p.C / per_read();
   for (var t = li; t < (p.V + 3u) / 4u; t += WG) {
     let n = 4u * t;
     let rows = NL * layer_mats() + min(n + vec4(0u, 1u, 2u, 3u), vec4(p.V - 1u)) * reads;
@@ -232,13 +240,13 @@ fn block(li: u32, l: u32, pos: u32) {
   let v = l * layer_vecs();
   let m = l * layer_mats();
   layer_norm(li, v + LN1_W, v + ln1_b());
-  product(li, m + ATTN_W, v + attn_b(), 3u * C, C, LN_AT, TO_QKV);
+  product(li, m + ATTN_W, v + attn_b(), 3u * C, p.C, LN_AT, TO_QKV);
   store_kv(li, l, pos);
   attention(li, l, pos);
-  product(li, m + proj_w(), v + proj_b(), C, C, att_at(), ADD_TO_X);
+  product(li, m + proj_w(), v + proj_b(), C, p.C, att_at(), ADD_TO_X);
   layer_norm(li, v + ln2_w(), v + ln2_b());
-  product(li, m + fc_w(), v + fc_b(), NI, C, LN_AT, GELU_TO_FC);
-  product(li, m + mproj_w(), v + mproj_b(), C, NI, fc_at(), ADD_TO_X);
+  product(li, m + fc_w(), v + fc_b(), NI, p.C, LN_AT, GELU_TO_FC);
+  product(li, m + mproj_w(), v + mproj_b(), C, p.NI, fc_at(), ADD_TO_X);
 }
 
 // The largest logit of the last step, the first on ties (as torch.argmax): with HEAD from
@@ -400,7 +408,7 @@ fn sample_token() -> u32 {
 fn choose_token() -> u32 {
   if (p.source == 0u) { return state[INPUT]; }
   var t: u32;
-  if (p.source == 1u) { t = best_logit(); } else { t = sample_token(); }
+  if (SAMPLE) { t = sample_token(); } else { t = best_logit(); }
   let n = state[CHOSEN];
   state[TOKENS + n] = t;
   state[CHOSEN] = n + 1u;
@@ -424,7 +432,7 @@ fn decode_step(@builtin(local_invocation_index) li: u32) {
   let pos = state[POS];
   for (var i = li; i < C / 4u; i += WG) { xs[i] = wte4(t, i) + wpe[pos * (C / 4u) + i]; }
   workgroupBarrier();
-  run_blocks(li, pos); // block(li, l, pos) for every layer l: the wrapper writes it out
+  run_blocks(li, pos); // block(li, l, pos) for each layer l, written out by the wrapper
   let f = NL * layer_vecs();
   layer_norm(li, f, f + C / 4u);
   if (HEAD) {

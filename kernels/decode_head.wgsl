@@ -1,9 +1,10 @@
 // The wide half of a fused decode step: logits = lm_head(hidden), hidden being ln_f(x) from
 // decode_step, over as many workgroups as the vocabulary needs. Each invocation takes 4 logits
-// (matmul_row.wgsl's row function, which the wrapper puts in front), writes them when asked,
-// and each workgroup writes the largest of its logits and its id (the first on ties) to
-// `best`, which the next decode_step reduces: the argmax of greedy decoding in two halves,
-// with no dispatch of its own.
+// (matmul_row.wgsl's row function, which the wrapper puts in front, with the lm_head [V, K]
+// bound as a texture of vec4 texels, `weights`, and the dot_w4/dot_w8 that read it), writes
+// them when asked, and each workgroup writes the largest of its logits and its id (the first
+// on ties) to `best`, which the next decode_step reduces: the argmax of greedy decoding in two
+// halves, with no dispatch of its own.
 
 override WG: u32 = 16u;     // invocations per workgroup
 override F16: bool = false; // lm_head stored as f16 pairs
@@ -16,8 +17,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> hidden: array<vec4<f32>>;  // [K]
-@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;       // [V, K] f32
-@group(0) @binding(3) var<storage, read> wh8: array<vec4<u32>>;     // [V, K] as f16, 8 a read
 @group(0) @binding(4) var<storage, read_write> logits: array<f32>;  // [V]
 @group(0) @binding(5) var<storage, read_write> best: array<u32>;    // [workgroups, 2] value, id
 
@@ -26,14 +25,6 @@ var<workgroup> bestId: array<u32, WG>;
 
 fn dot_x4(i: u32) -> vec4<f32> {
   return hidden[i];
-}
-
-fn dot_w4(i: u32) -> vec4<f32> {
-  return w[i];
-}
-
-fn dot_w8(i: u32) -> vec4<u32> {
-  return wh8[i];
 }
 
 // Grid: (V / 4 / WG).

@@ -17,12 +17,13 @@ fn kv_per_word() -> u32 {
   return select(select(4u, 2u, KV == 1u), 1u, KV == 0u);
 }
 
-// The int8 scale of the HD values kv_src(at ..): their largest |x|, 1 for a row of zeros
-// (and 1 for the other storages, which have no scale).
-fn kv_row_scale(at: u32) -> f32 {
+// The int8 scale of the `hd` (= HD) values kv_src(at ..): their largest |x|, 1 for a row of
+// zeros (and 1 for the other storages, which have no scale). `hd` is a parameter so that a
+// caller can pass a bound the compiler does not see, which keeps the loop rolled.
+fn kv_row_scale(at: u32, hd: u32) -> f32 {
   if (KV != 2u) { return 1.0; }
   var m = 0.0;
-  for (var d = 0u; d < HD; d++) { m = max(m, abs(kv_src(at + d))); }
+  for (var d = 0u; d < hd; d++) { m = max(m, abs(kv_src(at + d))); }
   return select(m, 1.0, m == 0.0);
 }
 

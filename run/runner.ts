@@ -8,7 +8,11 @@
  * dispatches per block), or for models small enough the fused one (kernels/decode.ts: one
  * dispatch runs every block, a second the lm_head). The runner picks by shape and adapter;
  * {@link Runner.decodePath} says which, and `KVGPT_DECODE=general|fused` or
- * {@link ModelOptions.decode} overrides it. Both write the same KV cache.
+ * {@link ModelOptions.decode} overrides it. Chained steps ({@link Runner.decodeGreedy},
+ * {@link Runner.decodeSample}) take the chosen path; a lone single-token forward takes the
+ * fused one only where it was asked for (see {@link Runner.fusedForward}), and never when it
+ * asks for hidden states, attention rows or a per-kernel profile. Both paths write the same
+ * KV cache.
  *
  * @module
  */
@@ -17,6 +21,9 @@ import {
   type BlockTensors,
   decodeHead,
   decodeStep,
+  destroyPacked,
+  destroyTexture,
+  fillTexture,
   fusedDecodeLimit,
   gpuSamples,
   headWorkgroups,
@@ -26,6 +33,8 @@ import {
   STATE_RNG,
   type StepBuffers,
   type StepSampling,
+  type WeightTexture,
+  weightTexture,
 } from "../kernels/decode.ts";
 import type { Dispatch, Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
@@ -37,7 +46,7 @@ import { type ForwardOptions, type ShapeOptions, Workspace } from "./workspace.t
 export type { ForwardOptions } from "./workspace.ts";
 
 /**
- * How single-token steps run: `general`, the model's plan of per-layer kernels; `fused`, one
+ * How decode steps run: `general`, the model's plan of per-layer kernels; `fused`, one
  * dispatch for every block and one for the lm_head (models whose activations fit one
  * workgroup's memory).
  */
@@ -119,6 +128,8 @@ export class SamplerState {
 /** The fused path's buffers for one model, made on first use. */
 interface FusedBuffers extends StepBuffers {
   readonly packed: PackedBlocks;
+  /** The lm_head as decode_head reads it, unless the step runs it (packed.lmHead). */
+  readonly head: WeightTexture | null;
 }
 
 /** The fused path's dispatches for one version of one cache's buffers. */
@@ -153,10 +164,17 @@ export class Runner {
   readonly tokens: Tensor;
   /** Each row's position in a batched decode step, [nPositions] u32. */
   readonly positions: Tensor;
-  /** The path single-token steps take (see {@link DecodePath}). */
+  /** The path chained decode steps take (see {@link DecodePath}, {@link Runner.fusedForward}). */
   readonly decodePath: DecodePath;
   /** Why: what chose the path, and what keeps a general model off the fused one. */
   readonly decodeReason: string;
+  /**
+   * Whether a lone single-token {@link Runner.forward} takes the fused step too: only where
+   * the fused path was asked for (option or KVGPT_DECODE). Such a call waits for its logits
+   * on the CPU anyway (~10 ms on llvmpipe), and the fused step's first compile takes seconds
+   * there (once per machine: Mesa caches it on disk), so by default only chains use it.
+   */
+  readonly fusedForward: boolean;
   #workspaces = new Map<string, { ws: Workspace; plans: WeakMap<KVCache, RecordedPlan> }>();
   #fused: FusedBuffers | null = null;
   #fusedSteps = new WeakMap<KVCache, FusedSteps>();
@@ -178,6 +196,7 @@ export class Runner {
     const fromEnv = decodeFromEnv();
     const wanted = options.decode ?? fromEnv;
     const by = options.decode ? "asked for" : fromEnv ? `KVGPT_DECODE=${fromEnv}` : "";
+    this.fusedForward = wanted === "fused" && !limit;
     if (wanted === "general" || limit) {
       this.decodePath = "general";
       this.decodeReason = wanted === "general"
@@ -196,8 +215,11 @@ export class Runner {
     options: ForwardOptions = {},
   ): Promise<ForwardOutput> {
     checkIds(ids, this.model.config.vocabSize);
-    if (ids.length === 1 && this.decodePath === "fused" && !options.hidden && !options.attention) {
-      return this.#forwardFused(ids[0], cache, options);
+    // The fused step returns neither hidden states nor attention rows, and a profile asks for
+    // the time of each kernel, which the per-layer kernels give: those take the general path.
+    const general = options.hidden || options.attention || options.profile;
+    if (ids.length === 1 && this.fusedForward && !general) {
+      return this.#forwardFused(ids[0], cache);
     }
     const { ws, plan } = this.#prepare(ids.length, cache, ids.length, options);
     this.gpu.write(this.ids, new Uint32Array(ids));
@@ -227,11 +249,11 @@ export class Runner {
     const { vocabSize } = this.model.config;
     checkIds([first], vocabSize);
     if (this.decodePath === "fused") {
+      if (n === 0) return []; // as the general path
       const { steps, io } = this.#prepareFused(cache, n);
       const head = this.#head(false);
       this.gpu.write(io.state, new Uint32Array([cache.length, 0, first]));
-      this.gpu.run([
-        ...io.packed.copies,
+      this.#runFused([
         steps.first,
         ...head,
         ...Array.from({ length: n - 1 }, () => [steps.next, ...head]).flat(),
@@ -306,6 +328,8 @@ export class Runner {
     if (sampling.temperature === 0) {
       throw new RangeError("decodeSample: temperature 0 is greedy; use decodeGreedy");
     }
+    if (!Number.isInteger(n) || n < 0) throw new RangeError(`decodeSample: n is ${n}, not >= 0`);
+    if (n === 0) return [];
     if (this.decodePath !== "fused" || !gpuSamples(sampling, vocabSize)) {
       const draws = rng.rng();
       const out: number[] = [];
@@ -328,8 +352,7 @@ export class Runner {
     state.set([cache.length, 0, first]);
     state.set(rng.words, STATE_RNG);
     this.gpu.write(io.state, state);
-    this.gpu.run([
-      ...io.packed.copies,
+    this.#runFused([
       steps.first,
       ...head,
       ...Array.from({ length: n - 1 }, () => [drawn.next, ...head]).flat(),
@@ -361,9 +384,9 @@ export class Runner {
     for (const t of [this.ids, this.start, this.tokens, this.positions]) this.gpu.destroy(t);
     if (this.#fused) {
       const f = this.#fused;
-      for (const t of [f.state, f.hidden, f.best, f.logits, f.packed.mats, f.packed.vecs]) {
-        this.gpu.destroy(t);
-      }
+      for (const t of [f.state, f.hidden, f.best, f.logits]) this.gpu.destroy(t);
+      destroyPacked(this.gpu, f.packed);
+      if (f.head) destroyTexture(this.gpu, f.head);
       this.#fused = null;
     }
     for (const { ws } of this.#workspaces.values()) ws.destroy();
@@ -400,15 +423,21 @@ export class Runner {
   }
 
   /** One fused step on `id` at position cache.length, its logits read back. */
-  async #forwardFused(id: number, cache: KVCache, options: ForwardOptions): Promise<ForwardOutput> {
+  async #forwardFused(id: number, cache: KVCache): Promise<ForwardOutput> {
     const { steps, io } = this.#prepareFused(cache, 1);
     this.gpu.write(io.state, new Uint32Array([cache.length, 0, id]));
-    this.gpu.run([...io.packed.copies, steps.first, ...this.#head(true)], {
-      profile: options.profile,
-    });
+    this.#runFused([steps.first, ...this.#head(true)]);
     cache.length += 1;
-    const logits = (await this.gpu.read1(io.logits)).slice(0, this.model.config.vocabSize);
-    return options.profile ? { logits, profile: await this.gpu.readProfile() } : { logits };
+    return { logits: (await this.gpu.read1(io.logits)).slice(0, this.model.config.vocabSize) };
+  }
+
+  /** Refreshes the packed weights from the model's tensors, then runs fused steps. */
+  #runFused(plan: Plan): void {
+    const { packed, head } = this.#fusedBuffers();
+    this.gpu.run([...packed.copies]);
+    fillTexture(this.gpu, packed.matrices);
+    if (head) fillTexture(this.gpu, head);
+    this.gpu.run(plan);
   }
 
   /** The fused path's buffers, made on first use. */
@@ -425,8 +454,13 @@ export class Runner {
       mlpProj: b.mlp.cProj,
     }));
     const align = gpu.bindingAlignment / 4;
+    const packed = packBlocks(gpu, config, blocks, model.lnF, model.lmHead, model.weightFormat);
+    const { lmHead } = model;
     return this.#fused = {
-      packed: packBlocks(gpu, config, blocks, model.lnF, model.lmHead, model.weightFormat),
+      packed,
+      head: packed.lmHead
+        ? null
+        : weightTexture(gpu, lmHead.parts[0].tensor, lmHead.format, "decode lm_head"),
       state: gpu.tensor([STATE_HEADER + config.nPositions], "decode state"),
       wte: model.wte,
       wpe: model.wpe,
@@ -480,7 +514,8 @@ export class Runner {
   #head(writeLogits: boolean): Dispatch[] {
     const io = this.#fusedBuffers();
     if (io.packed.lmHead) return [];
-    return [decodeHead(this.gpu, io.hidden, this.model.lmHead, io.logits, io.best, writeLogits)];
+    const { lmHead } = this.model;
+    return [decodeHead(this.gpu, io.hidden, lmHead, io.head!, io.logits, io.best, writeLogits)];
   }
 
   /** The first n tokens chosen and the sampler's state, from the fused path's state. */

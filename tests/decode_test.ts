@@ -85,6 +85,11 @@ function roundedToF16(w: GPT2Weights): GPT2Weights {
   };
 }
 
+/** The labels of the dispatches of `plans`, in order. */
+function dispatchLabels(plans: Plan[]): string[] {
+  return plans.flat().filter((s): s is Dispatch => "pipeline" in s).map((s) => s.label);
+}
+
 /** Runs `f` and returns the plans it submitted. */
 async function capturePlans(f: () => Promise<unknown>): Promise<Plan[]> {
   const plans: Plan[] = [];
@@ -128,12 +133,12 @@ for (const [c, weights] of [[SMALL_VOCAB, "f32"], [LARGE_VOCAB, "f32"], [CHARS, 
     const cache = m.fused.newCache();
     await m.fused.forward(ids.slice(0, 5), cache); // a prefill: the general path
     for (let n = 6; n <= ids.length; n++) {
-      const [plan] = await capturePlans(async () => {
+      const plans = await capturePlans(async () => {
         const { logits } = await m.fused.forward([ids[n - 1]], cache);
         const want = gpt2Ref(c, ref, ids.slice(0, n)).logits.subarray((n - 1) * c.vocabSize);
         assertClose(logits, want, TOL, `${name}: logits after ${n} tokens`);
       });
-      const dispatches = plan.filter((s): s is Dispatch => "pipeline" in s).map((s) => s.label);
+      const dispatches = dispatchLabels(plans);
       assert.equal(dispatches.length, stepHasHead(c) ? 1 : 2, dispatches.join());
     }
     const { cache: want } = gpt2Ref(c, ref, ids);
@@ -160,7 +165,7 @@ for (const c of [SMALL_VOCAB, LARGE_VOCAB]) {
     const cache = m.fused.newCache();
     await m.fused.forward(ids.slice(0, 3), cache);
     const n = 6;
-    const [plan] = await capturePlans(async () => {
+    const plans = await capturePlans(async () => {
       const got = await m.fused.decodeGreedy(ids[3], cache, n);
       const seq = [...ids];
       for (let i = 0; i < n; i++) {
@@ -169,7 +174,7 @@ for (const c of [SMALL_VOCAB, LARGE_VOCAB]) {
       }
       assert.deepEqual(got, seq.slice(ids.length));
     });
-    const dispatches = plan.filter((s) => "pipeline" in s).length;
+    const dispatches = dispatchLabels(plans).length;
     assert.equal(dispatches, (stepHasHead(c) ? 1 : 2) * n + 1, "dispatches of the chain");
     assert.equal(cache.length, 3 + n);
     cache.destroy();
@@ -283,7 +288,8 @@ for (const c of [CHARS, SMALL_VOCAB, LARGE_VOCAB]) {
       // On the GPU one submission chains every step; else each step's logits come back.
       const onGpu = gpuSamples(sampling, c.vocabSize);
       assert.equal(onGpu, c.vocabSize <= 256 || sampling.topK > 0 || sampling.topP === 1, what);
-      assert.equal(plans.length, onGpu ? 1 : n, `${what}: submissions`);
+      const stepping = plans.filter((plan) => dispatchLabels([plan]).length > 0);
+      assert.equal(stepping.length, onGpu ? 1 : n, `${what}: submissions of steps`);
       const after = new SamplerState(seed);
       after.skip(n);
       assert.deepEqual(state.words, after.words, `${what}: the generator advanced by ${n}`);
@@ -296,14 +302,22 @@ for (const c of [CHARS, SMALL_VOCAB, LARGE_VOCAB]) {
 /** The path and reason of a CHARS model made with `decode`. */
 function pathOf(decode?: DecodePath) {
   const model = new GPT2(gpu, CHARS, randomWeights(CHARS, 11), decode ? { decode } : {});
-  const { decodePath, decodeReason } = model.runner;
+  const { decodePath, decodeReason, fusedForward } = model.runner;
   model.destroy();
-  return { decodePath, decodeReason };
+  return { decodePath, decodeReason, fusedForward };
 }
 
 fusedTest("decode: the runner picks the path by shape, or as the options say", () => {
-  assert.equal(pathOf("general").decodePath, "general");
-  assert.equal(pathOf("fused").decodePath, "fused");
+  assert.deepEqual(pathOf("general"), {
+    decodePath: "general",
+    decodeReason: "asked for",
+    fusedForward: false,
+  });
+  assert.deepEqual(pathOf("fused"), {
+    decodePath: "fused",
+    decodeReason: "asked for",
+    fusedForward: true,
+  });
   // f16 weights need rows of a multiple of 8: n_inner 100 keeps this model general.
   const odd = config({ ...configFields(CHARS), n_inner: 100 }, "n_inner 100");
   const oddWeights = randomWeights(odd, 12);
@@ -320,15 +334,25 @@ fusedTest("decode: KVGPT_DECODE overrides the choice by shape", () => {
   const saved = Deno.env.get("KVGPT_DECODE");
   try {
     Deno.env.delete("KVGPT_DECODE");
+    // Chains take the fused path; a lone forward of one token only where it was asked for.
     assert.deepEqual(pathOf(), {
       decodePath: "fused",
       decodeReason: "the model's activations fit one workgroup",
+      fusedForward: false,
     });
     Deno.env.set("KVGPT_DECODE", "general");
-    assert.deepEqual(pathOf(), { decodePath: "general", decodeReason: "KVGPT_DECODE=general" });
+    assert.deepEqual(pathOf(), {
+      decodePath: "general",
+      decodeReason: "KVGPT_DECODE=general",
+      fusedForward: false,
+    });
     assert.equal(pathOf("fused").decodePath, "fused", "an option overrides the environment");
     Deno.env.set("KVGPT_DECODE", "fused");
-    assert.equal(pathOf().decodePath, "fused");
+    assert.deepEqual(pathOf(), {
+      decodePath: "fused",
+      decodeReason: "KVGPT_DECODE=fused",
+      fusedForward: true,
+    });
     const odd = config({ ...configFields(CHARS), n_inner: 100 }, "n_inner 100");
     const model = new GPT2(gpu, odd, randomWeights(odd, 12), { weights: "f16" });
     assert.equal(model.runner.decodePath, "general");
