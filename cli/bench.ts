@@ -71,9 +71,9 @@ async function decodeTokS(
   n: number,
   useCache: boolean,
   reps: number,
-  argmaxOnGpu = true,
+  chainOnGpu = true,
 ): Promise<number> {
-  const opts = { ...greedyOptions(n + 1), useCache, argmaxOnGpu };
+  const opts = { ...greedyOptions(n + 1), useCache, chainOnGpu };
   const cache = model.newCache();
   const rates: number[] = [];
   for (let i = 0; i <= reps; i++) { // the first run is the warm-up

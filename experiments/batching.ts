@@ -67,7 +67,7 @@ for (const B of batches) {
   let same = true;
   for (const [b, p] of prompts.entries()) {
     const cache = model.newCache();
-    const alone = await generate(model, cache, p, { ...opts, argmaxOnGpu: false });
+    const alone = await generate(model, cache, p, { ...opts, chainOnGpu: false });
     cache.destroy();
     same &&= alone.ids.join() === batch.ids[b].join();
   }

@@ -42,6 +42,7 @@ import {
   type ModelOptions,
   Runner,
 } from "../run/runner.ts";
+import type { Rng, SamplingOptions } from "../run/sampling.ts";
 
 export type { ForwardOptions, ForwardOutput, ModelOptions } from "../run/runner.ts";
 
@@ -441,6 +442,21 @@ export class GPT2 {
    */
   decodeGreedy(first: number, cache: KVCache, n: number): Promise<number[]> {
     return this.runner.decodeGreedy(first, cache, n);
+  }
+
+  /**
+   * Sampled decoding, on the GPU where the fused path can draw: feeds `first`, then each
+   * token drawn from `rng` (advanced one draw per token) as run/sampling.ts's `sampleToken`
+   * would draw it, `n` steps. Returns the n tokens (see {@link Runner.decodeSample}).
+   */
+  decodeSample(
+    first: number,
+    cache: KVCache,
+    n: number,
+    sampling: SamplingOptions,
+    rng: Rng,
+  ): Promise<number[]> {
+    return this.runner.decodeSample(first, cache, n, sampling, rng);
   }
 
   /**

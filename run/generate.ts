@@ -36,8 +36,11 @@ export interface GenerateOptions extends SamplingOptions {
    * at their old positions). Needs the cache.
    */
   window?: { sinks: number; recent: number };
-  /** Greedy with the cache picks tokens on the GPU (default true); false picks on the CPU. */
-  argmaxOnGpu?: boolean;
+  /**
+   * With the cache, pick tokens on the GPU and chain the steps with no CPU wait between them
+   * (default true: the same ids as picking on the CPU); false reads every step's logits back.
+   */
+  chainOnGpu?: boolean;
 }
 
 /** What a generation produced and what it cost. */
@@ -158,22 +161,22 @@ export async function generate(
   let decodeSteps = 0;
   t0 = performance.now();
   choose(sampleToken(logits, opts, rng));
-  if (opts.temperature === 0 && opts.useCache && opts.argmaxOnGpu !== false) {
-    // Greedy through the cache: the argmax runs on the GPU, steps follow each other without
-    // a CPU wait, and tokens come back in batches sized to stream about every 200 ms.
+  if (opts.useCache && opts.chainOnGpu !== false) {
+    // Through the cache the GPU picks each token (the argmax, or a draw from the same
+    // generator as sampleToken's), steps follow each other without a CPU wait, and tokens
+    // come back in batches sized to stream about every 200 ms.
     let batch = 1;
     while (!stop) {
       makeRoom();
       const n = Math.min(batch, opts.maxTokens - ids.length, nPositions - 1 - cache.length);
       const before = cache.length;
       const tb = performance.now();
-      const chosen = await model.decodeGreedy(ids.at(-1)!, cache, n);
-      const perToken = (performance.now() - tb) / n;
+      const chosen = await decodeChain(model, ids.at(-1)!, cache, n, opts, rng);
       let used = 0;
       while (!stop && used < n) choose(chosen[used++]);
       cache.length = before + used; // steps after an end-of-text token do not count
       decodeSteps += used;
-      batch = Math.max(1, Math.min(64, Math.round(200 / perToken)));
+      batch = streamBatch((performance.now() - tb) / n);
     }
   } else {
     while (!stop) {
@@ -197,6 +200,29 @@ export async function generate(
     cacheBytesUsed: cache.bytesUsed,
     cacheBytesAllocated: cache.bytesAllocated,
   };
+}
+
+/**
+ * `n` decode steps chained on the GPU after `first` (see {@link GPT2.decodeGreedy} and
+ * {@link GPT2.decodeSample}): the argmax at temperature 0, else draws from `rng`, which
+ * advances one draw per token as {@link sampleToken} would.
+ */
+export function decodeChain(
+  model: GPT2,
+  first: number,
+  cache: KVCache,
+  n: number,
+  sampling: SamplingOptions,
+  rng: Rng,
+): Promise<number[]> {
+  return sampling.temperature === 0
+    ? model.decodeGreedy(first, cache, n)
+    : model.decodeSample(first, cache, n, sampling, rng);
+}
+
+/** Tokens per chained batch that stream about every 200 ms at `msPerToken` (1 to 64). */
+export function streamBatch(msPerToken: number): number {
+  return Math.max(1, Math.min(64, Math.round(200 / msPerToken)));
 }
 
 /**

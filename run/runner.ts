@@ -40,7 +40,7 @@ import type { Dispatch, Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts"
 import type { WeightFormat } from "../kernels/matmul.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
-import { Rng, sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
+import { type Rng, sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
 import { type ForwardOptions, type ShapeOptions, Workspace } from "./workspace.ts";
 
 export type { ForwardOptions } from "./workspace.ts";
@@ -78,51 +78,6 @@ export interface ModelOptions {
    * "fused" for a model that cannot take it is an error.
    */
   decode?: DecodePath;
-}
-
-/**
- * The sampler's generator on the CPU: xoshiro128** seeded exactly as run/sampling.ts's
- * `Rng(seed)`, whose state words the GPU sampler continues from, so that it draws the
- * numbers `Rng(seed)` would. Each sampled token takes one draw.
- */
-export class SamplerState {
-  /** The four words of xoshiro128** state. */
-  readonly words = new Uint32Array(4);
-
-  /** The state of `new Rng(seed)`. */
-  constructor(seed: number) {
-    if (!Number.isSafeInteger(seed)) {
-      throw new RangeError(`SamplerState: seed must be a safe integer, got ${seed}`);
-    }
-    let x = (seed >>> 0) ^ Math.imul(Math.floor(seed / 2 ** 32) >>> 0, 0x85ebca6b);
-    for (let i = 0; i < 4; i++) {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      this.words[i] = z ^ (z >>> 16);
-    }
-  }
-
-  /** Advances the state by `draws` draws, as that many `Rng.nextUint32()` calls would. */
-  skip(draws: number): void {
-    const s = this.words;
-    for (let i = 0; i < draws; i++) {
-      const t = s[1] << 9;
-      s[2] ^= s[0];
-      s[3] ^= s[1];
-      s[1] ^= s[2];
-      s[0] ^= s[3];
-      s[2] ^= t;
-      s[3] = (s[3] << 11) | (s[3] >>> 21);
-    }
-  }
-
-  /** An `Rng` at this state (it advances on its own; see {@link SamplerState.skip}). */
-  rng(): Rng {
-    const [a, b, c, d] = this.words;
-    return Rng.fromState([a, b, c, d]);
-  }
 }
 
 /** The fused path's buffers for one model, made on first use. */
@@ -320,7 +275,7 @@ export class Runner {
     cache: KVCache,
     n: number,
     sampling: SamplingOptions,
-    rng: SamplerState,
+    rng: Rng,
   ): Promise<number[]> {
     const { vocabSize } = this.model.config;
     checkIds([first], vocabSize);
@@ -331,13 +286,11 @@ export class Runner {
     if (!Number.isInteger(n) || n < 0) throw new RangeError(`decodeSample: n is ${n}, not >= 0`);
     if (n === 0) return [];
     if (this.decodePath !== "fused" || !gpuSamples(sampling, vocabSize)) {
-      const draws = rng.rng();
       const out: number[] = [];
       for (let token = first; out.length < n;) {
         const { logits } = await this.forward([token], cache);
-        out.push(token = sampleToken(logits, sampling, draws));
+        out.push(token = sampleToken(logits, sampling, rng));
       }
-      rng.skip(n);
       return out;
     }
     const { steps, io } = this.#prepareFused(cache, n);
@@ -350,7 +303,7 @@ export class Runner {
     const head = this.#head(true);
     const state = new Uint32Array(STATE_HEADER);
     state.set([cache.length, 0, first]);
-    state.set(rng.words, STATE_RNG);
+    state.set(rng.state(), STATE_RNG);
     this.gpu.write(io.state, state);
     this.#runFused([
       steps.first,
@@ -360,7 +313,7 @@ export class Runner {
     ]);
     cache.length += n;
     const read = await this.#readState(n);
-    rng.words.set(read.rng);
+    rng.setState(read.rng);
     return [...read.tokens];
   }
 

@@ -50,6 +50,18 @@ export class Rng {
     return rng;
   }
 
+  /** The four words of xoshiro128** state (a copy), e.g. for a sampler on the GPU to go on from. */
+  state(): [number, number, number, number] {
+    const [a, b, c, d] = this.#s;
+    return [a, b, c, d];
+  }
+
+  /** Goes on from `state`, the words a sampler elsewhere (the GPU's) left after its draws. */
+  setState(state: ArrayLike<number>): void {
+    if (state.length !== 4) throw new RangeError("Rng.setState: state must be four 32-bit words");
+    this.#s.set(Array.from(state, (w) => w >>> 0));
+  }
+
   /** Next 32-bit unsigned integer of the xoshiro128** sequence. */
   nextUint32(): number {
     const s = this.#s;

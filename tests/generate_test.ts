@@ -46,15 +46,18 @@ Deno.test(
 );
 
 Deno.test(
-  "greedy with the argmax on the GPU equals the CPU argmax, over long runs",
+  "tokens picked on the GPU (argmax or draw) equal the CPU's, over long runs",
   needs("read"),
   async () => {
-    const long = { ...greedy, maxTokens: 100 };
-    const gpuPicked = await run(prompt, long);
-    const cpuPicked = await run(prompt, { ...long, argmaxOnGpu: false });
-    assert.deepEqual(gpuPicked.ids, cpuPicked.ids);
-    assert.equal(gpuPicked.decodeSteps, 99);
-    assert.equal(gpuPicked.cacheBytesUsed, cpuPicked.cacheBytesUsed);
+    for (const opts of [greedy, sampled, { ...sampled, topK: 0, topP: 1, temperature: 0.9 }]) {
+      const long = { ...opts, maxTokens: 100 };
+      const gpuPicked = await run(prompt, long);
+      const cpuPicked = await run(prompt, { ...long, chainOnGpu: false });
+      const what = JSON.stringify(opts);
+      assert.deepEqual(gpuPicked.ids, cpuPicked.ids, what);
+      assert.equal(gpuPicked.decodeSteps, 99, what);
+      assert.equal(gpuPicked.cacheBytesUsed, cpuPicked.cacheBytesUsed, what);
+    }
   },
 );
 
@@ -94,10 +97,10 @@ Deno.test(
     const rest = prompt.slice(6);
     const prefix = await prefillPrefix(model, system);
     assert.equal(prefix.length, 6);
-    for (const argmaxOnGpu of [true, false]) {
+    for (const chainOnGpu of [true, false]) {
       // Several requests share the prefix; each one matches HF's greedy ids for the whole prompt.
       for (let request = 0; request < 2; request++) {
-        const r = await run(rest, { ...greedy, systemIds: system, prefix, argmaxOnGpu });
+        const r = await run(rest, { ...greedy, systemIds: system, prefix, chainOnGpu });
         assert.deepEqual(r.ids, hfGreedy);
       }
     }
@@ -142,11 +145,11 @@ Deno.test("generation stops at the context and at end-of-text", needs("read"), a
   const { config, weights } = await loadCheckpoint("data/tiny-gpt2");
   const eosModel = new GPT2(gpu, { ...config, eosTokenId: hfGreedy[k] }, weights);
   const cache = eosModel.newCache();
-  for (const argmaxOnGpu of [true, false]) {
+  for (const chainOnGpu of [true, false]) {
     const eos = await generate(eosModel, cache, prompt, {
       ...greedy,
       stopAtEos: true,
-      argmaxOnGpu,
+      chainOnGpu,
     });
     assert.equal(eos.stop, "eos");
     assert.deepEqual(eos.ids, hfGreedy.slice(0, k + 1));
@@ -163,14 +166,14 @@ Deno.test(
   async () => {
     const { nPositions, nLayer, nEmbd } = model.config;
     const window = { sinks: 4, recent: 60 };
-    for (const argmaxOnGpu of [true, false]) {
+    for (const chainOnGpu of [true, false]) {
       const lengths: number[] = [];
       const cache = model.newCache();
       const r = await generate(model, cache, prompt, {
         ...greedy,
         maxTokens: 4 * nPositions,
         window,
-        argmaxOnGpu,
+        chainOnGpu,
         onToken: () => lengths.push(cache.length),
       });
       // Until the cache is first full, it is plain greedy decoding (HF's ids).
