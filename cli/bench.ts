@@ -13,7 +13,8 @@ import type { WeightFormat } from "../kernels/matmul.ts";
 import { generate, greedyOptions } from "../run/generate.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import { EMBEDDED, openModel } from "../run/open_model.ts";
-import { type DecodePath, SamplerState } from "../run/runner.ts";
+import type { DecodePath } from "../run/runner.ts";
+import { Rng } from "../run/sampling.ts";
 import { integer, main, parseOptions, UsageError } from "./usage.ts";
 import { GPT2_SIZES, parseConfig } from "../model/config.ts";
 import { measureTraining, type TrainingSpeed } from "../train/throughput.ts";
@@ -167,7 +168,7 @@ async function decodePath(
     try {
       const first = ids.at(-1)!;
       if (sampled) {
-        await model.runner.decodeSample(first, cache, tokens, TOP_K_40, new SamplerState(1));
+        await model.decodeSample(first, cache, tokens, TOP_K_40, new Rng(1));
       } else await model.decodeGreedy(first, cache, tokens);
     } finally {
       gpu.run = run;

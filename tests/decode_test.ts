@@ -13,7 +13,7 @@ import { type GPT2Config, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import type { CacheDType } from "../model/kv_cache.ts";
 import { type GPT2Weights, randomWeights } from "../model/weights.ts";
-import { type DecodePath, SamplerState } from "../run/runner.ts";
+import type { DecodePath } from "../run/runner.ts";
 import { argmax, Rng as SamplingRng, sampleToken, type SamplingOptions } from "../run/sampling.ts";
 import { gpt2Ref } from "./cpu_reference.ts";
 import { assertClose, needs, Rng } from "./helpers.ts";
@@ -241,16 +241,14 @@ for (const dtype of ["f16", "int8"] as const satisfies CacheDType[]) {
   });
 }
 
-Deno.test("SamplerState: the state of Rng(seed), advanced as Rng draws", () => {
+Deno.test("Rng: state() and setState() carry the generator's position", () => {
   for (const seed of [0, 1, -7, 2 ** 40 + 3]) {
-    const state = new SamplerState(seed);
     const rng = new SamplingRng(seed);
-    const copy = state.rng();
+    const copy = new SamplingRng(99);
+    copy.setState(rng.state());
     for (let i = 0; i < 5; i++) assert.equal(copy.nextUint32(), rng.nextUint32(), `seed ${seed}`);
-    state.skip(5);
-    assert.equal(state.rng().nextUint32(), rng.nextUint32(), `seed ${seed} after skip(5)`);
   }
-  assert.throws(() => new SamplerState(0.5), /seed must be a safe integer, got 0.5/);
+  assert.throws(() => new SamplingRng(1).setState([1, 2, 3]), /four 32-bit words/);
 });
 
 const SAMPLINGS: SamplingOptions[] = [
@@ -278,10 +276,10 @@ for (const c of [CHARS, SMALL_VOCAB, LARGE_VOCAB]) {
       }
       const cache = m.fused.newCache();
       await m.fused.forward([3, 4], cache);
-      const state = new SamplerState(seed);
+      const drawn = new SamplingRng(seed);
       let got: number[] = [];
       const plans = await capturePlans(async () => {
-        got = await m.fused.runner.decodeSample(first, cache, n, sampling, state);
+        got = await m.fused.decodeSample(first, cache, n, sampling, drawn);
       });
       const what = `${JSON.stringify(sampling)}, seed ${seed}`;
       assert.deepEqual(got, want, what);
@@ -290,9 +288,7 @@ for (const c of [CHARS, SMALL_VOCAB, LARGE_VOCAB]) {
       assert.equal(onGpu, c.vocabSize <= 256 || sampling.topK > 0 || sampling.topP === 1, what);
       const stepping = plans.filter((plan) => dispatchLabels([plan]).length > 0);
       assert.equal(stepping.length, onGpu ? 1 : n, `${what}: submissions of steps`);
-      const after = new SamplerState(seed);
-      after.skip(n);
-      assert.deepEqual(state.words, after.words, `${what}: the generator advanced by ${n}`);
+      assert.deepEqual(drawn.state(), rng.state(), `${what}: the generator advanced by ${n}`);
       assert.equal(cache.length, 2 + n);
       for (const c of [cache, cpuCache]) c.destroy();
     }
