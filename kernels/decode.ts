@@ -234,10 +234,42 @@ const STEP_WG = { cpu: 64, gpu: 256 };
 const HEAD_WG = { cpu: 16, gpu: 64 };
 
 /** Bytes of decodeStep's workgroup memory for a shape (decode.wgsl's var<workgroup>s). */
-function workgroupBytes(s: DecodeShape): number {
+function workgroupBytes(s: DecodeShape, wg: number): number {
   const C = s.nEmbd;
   const floats = C + (2 * C + s.nInner) + 3 * C + s.nHead * s.nPositions;
-  return 4 * (floats + 3 * MAX_SAMPLE_CANDIDATES) + 16;
+  const sampler = 4 * MAX_SAMPLE_CANDIDATES + 2 * wg + SAMPLE_BINS;
+  return 4 * (floats + sampler) + 32;
+}
+
+/** Bins of the sampler's radix select (8 bits of a key a pass). */
+const SAMPLE_BINS = 256;
+
+/**
+ * llvmpipe ends the loops of one shader invocation after 65,535 iterations in all, with no
+ * error: a step past this many would compute wrong values there.
+ */
+const LOOP_BUDGET = 60_000;
+
+/**
+ * An upper bound on the loop iterations one invocation of decodeStep runs (decode.wgsl's
+ * loops at the longest context, sampling included), to keep under {@link LOOP_BUDGET}.
+ */
+export function stepLoopIterations(s: DecodeShape, format: WeightFormat, wg: number): number {
+  const C = s.nEmbd, NI = s.nInner, n = s.nPositions;
+  const perRead = format === "f16" ? 8 : 4;
+  const spread = (work: number) => Math.ceil(work / wg); // a loop shared by the workgroup
+  const product = (N: number, K: number) => spread(N / 4) * (K / perRead + 1);
+  const layerNorm = 2 * (C / 4) + spread(C / 4);
+  const attention = spread(s.nHead * n) * (C / s.nHead / 4 + 1) + 3 * n +
+    spread(C / 4) * n;
+  const layer = 2 * layerNorm + product(3 * C, C) + product(C, C) + product(NI, C) +
+    product(C, NI) + spread(2 * C) + attention;
+  const head = stepHasHead(s) ? product(s.vocabSize, C) + s.vocabSize : 0;
+  const block = Math.ceil(s.vocabSize / wg); // the sampler's share of the vocabulary
+  const K = MAX_SAMPLE_CANDIDATES;
+  const sampler = 7 * block + 4 * (SAMPLE_BINS + spread(SAMPLE_BINS)) + 3 * wg +
+    spread(K) * K + 4 * K + (s.vocabSize <= K ? s.vocabSize : 0);
+  return s.nLayer * layer + layerNorm + 2 * spread(C / 4) + head + sampler;
 }
 
 /** Matrix elements per layer: c_attn, attn c_proj, c_fc, mlp c_proj. */
@@ -260,7 +292,8 @@ export function fusedDecodeLimit(
 ): string | null {
   const limits = gpu.device.limits;
   const headDim = s.nEmbd / s.nHead;
-  const bytes = workgroupBytes(s);
+  const bytes = workgroupBytes(s, STEP_WG[gpu.design]);
+  const loops = stepLoopIterations(s, format, STEP_WG[gpu.design]);
   const bindings = STEP_STORAGE + 4 * s.nLayer;
   const matBytes = s.nLayer * layerMatrixElements(s) * (format === "f16" ? 2 : 4);
   if (!Number.isInteger(headDim) || headDim % 4) {
@@ -272,6 +305,10 @@ export function fusedDecodeLimit(
   if (bytes > limits.maxComputeWorkgroupStorageSize) {
     return `its activations take ${bytes} bytes of workgroup memory, more than the ` +
       `${limits.maxComputeWorkgroupStorageSize} a workgroup has`;
+  }
+  if (loops > LOOP_BUDGET) {
+    return `a step would loop ~${loops} times in one invocation, past the ${LOOP_BUDGET} ` +
+      "that llvmpipe runs before it stops a shader's loops";
   }
   if (bindings > limits.maxStorageBuffersPerShaderStage) {
     return `${s.nLayer} layers need ${bindings} storage bindings, more than the ` +
@@ -484,6 +521,7 @@ export function decodeStep(
     HEAD: packed.lmHead ? 1 : 0,
     SAMPLE: options.source === "sample" ? 1 : 0,
     MAXK: options.source === "sample" ? MAX_SAMPLE_CANDIDATES : 1,
+    BINS: options.source === "sample" ? SAMPLE_BINS : 1,
     X4: s.nEmbd / 4,
     ACT4: (2 * s.nEmbd + s.nInner) / 4,
     QKV4: 3 * s.nEmbd / 4,

@@ -46,6 +46,17 @@ const LARGE_VOCAB = config({
   n_inner: null,
   tie_word_embeddings: false,
 }, "large vocabulary");
+/**
+ * 40000 tokens: more than llvmpipe lets one invocation loop over (65,535 iterations in all),
+ * so the sampler must share the vocabulary across the workgroup.
+ */
+const HUGE_VOCAB = config({
+  n_layer: 1,
+  n_head: 2,
+  n_embd: 32,
+  n_positions: 24,
+  vocab_size: 40000,
+}, "huge vocabulary");
 /** A character model's shape, 65 tokens: top-p alone is sampled on the GPU. */
 const CHARS = config({
   n_layer: 2,
@@ -258,7 +269,7 @@ const SAMPLINGS: SamplingOptions[] = [
   { temperature: 0.7, topK: 0, topP: 0.85 },
 ];
 
-for (const c of [CHARS, SMALL_VOCAB, LARGE_VOCAB]) {
+for (const c of [CHARS, SMALL_VOCAB, LARGE_VOCAB, HUGE_VOCAB]) {
   fusedTest(`decode (${c.vocabSize} tokens): sampled ids are the CPU sampler's`, async () => {
     using m = models(c, randomWeights(c, 10));
     const n = 12;
@@ -391,4 +402,7 @@ Deno.test("fusedDecodeLimit: what keeps a model off the fused step", () => {
   // One layer, so that the bindings of OpenGL's llvmpipe (16) are not the first reason.
   assert.match(limit({ nLayer: 1, nHead: 16 }) ?? "", /head_dim 2 is not a multiple of 4/);
   assert.match(limit({ nLayer: 1 }, 2) ?? "", /wte does not fit one binding/);
+  // Deep enough that one invocation would loop past what llvmpipe runs (~3,600 a layer here).
+  const deep = { nLayer: 20, nEmbd: 256, nHead: 4, nInner: 1024, nPositions: 512 };
+  assert.match(limit(deep) ?? "", /would loop ~\d+ times in one invocation/);
 });
