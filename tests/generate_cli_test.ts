@@ -42,6 +42,12 @@ Deno.test("generate --json: greedy tokens equal HF's, with and without the cache
     // back); without it nothing is kept between steps, and the summary says so.
     assert.equal(out.cache_bytes_used, cached ? 2 * 2 * 8 * 64 * 4 : null);
     assert.equal(out.cache_policy, cached ? "preallocated" : null);
+    // The path depends on the adapter (OpenGL's llvmpipe has too few storage bindings for
+    // the fused step); either way the summary names it and why.
+    if (cached) {
+      assert.match(out.decode_path, /^(fused|general)$/);
+      assert.equal(typeof out.decode_path_reason, "string");
+    } else assert.equal(out.decode_path, null);
   }
 });
 
