@@ -20,10 +20,13 @@ import { GPT2_SIZES, parseConfig } from "../model/config.ts";
 import { measureTraining, type TrainingSpeed } from "../train/throughput.ts";
 
 const USAGE =
-  `usage: deno task bench [--json] [--reps N] [--quick] [--weights f32|f16|both] [--train]
+  `usage: deno task bench [--json] [--reps N] [--quick] [--weights f32|f16|both] [--train] [--peer]
   --json        print one JSON line of every result instead of the table
   --reps N      timed runs per measurement, after one warm-up (default 3)
   --quick       the small models only (seconds), not GPT-2 small's shape
+  --peer        also time HF transformers on the same small models right after each
+                (scripts/hf_decode_peer.py with $HF_VENV/bin/python, default
+                ~/.cache/hf-venv), and print kvgpt's fused decode against it
   --weights W   which weight storage to measure (default both: f32, the parity path, and
                 f16; f16 fields end in _f16w)
   --train       training speed instead: nanoGPT's char "baby" shape (4 layers, 128 wide,
@@ -132,6 +135,82 @@ const SMALL_MODELS = [
   { key: "char", dir: "data/shakespeare-char", prompt: 16, tokens: 47 },
 ];
 
+/**
+ * HF transformers' cached decode tok/s on `dir` (scripts/hf_decode_peer.py): `greedy_tok_s`,
+ * and with `topK40` also `topk40_tok_s`.
+ */
+async function hfDecodePeer(
+  dir: string,
+  prompt: number,
+  tokens: number,
+  reps: number,
+  topK40: boolean,
+): Promise<Record<string, number>> {
+  const venv = Deno.env.get("HF_VENV") ?? `${Deno.env.get("HOME") ?? ""}/.cache/hf-venv`;
+  const args = ["scripts/hf_decode_peer.py", dir, "--prompt", `${prompt}`, "--tokens", `${tokens}`];
+  args.push("--reps", `${Math.max(reps, 3)}`, ...(topK40 ? ["--top-k", "40"] : []));
+  let r: Deno.CommandOutput;
+  try {
+    r = await new Deno.Command(`${venv}/bin/python`, { args, stdout: "piped", stderr: "piped" })
+      .output();
+  } catch {
+    throw new Error(`--peer: no ${venv}/bin/python (set HF_VENV to a venv with transformers)`);
+  }
+  const text = new TextDecoder().decode(r.stdout).trim();
+  if (!r.success || !text) {
+    const err = new TextDecoder().decode(r.stderr).trim().split("\n").at(-1);
+    throw new Error(`--peer: scripts/hf_decode_peer.py ${dir} failed: ${err}`);
+  }
+  const o = JSON.parse(text.split("\n").at(-1)!);
+  return Object.fromEntries(
+    Object.entries(o).filter(([k, v]) =>
+      /^(greedy|topk40)_tok_s$/.test(k) && typeof v === "number"
+    ),
+  ) as Record<string, number>;
+}
+
+/** The issue's targets: kvgpt's fused decode over HF's, per measurement. */
+const TARGETS = [
+  {
+    what: "tiny fixture, greedy",
+    ours: "tiny_greedy_fused_tok_s",
+    peer: "peer_tiny_greedy_tok_s",
+    x: 1.5,
+  },
+  {
+    what: "char model, greedy",
+    ours: "char_greedy_fused_tok_s",
+    peer: "peer_char_greedy_tok_s",
+    x: 2,
+  },
+  {
+    what: "char model, top-k 40",
+    ours: "char_topk40_fused_tok_s",
+    peer: "peer_char_topk40_tok_s",
+    x: 1,
+  },
+];
+
+/** A table of kvgpt's fused decode (each weight format) against the peer of the same run. */
+function peerTable(out: Record<string, string | number>, formats: WeightFormat[]): string {
+  const lines = ["fused decode against HF transformers (same run):"];
+  for (const t of TARGETS) {
+    const peer = out[t.peer] as number;
+    const cells = formats.map((f) => {
+      const ours = out[f === "f32" ? t.ours : `${t.ours}_f16w`] as number;
+      const ratio = ours / peer;
+      return `${f} ${ours.toFixed(0)} tok/s = ${ratio.toFixed(2)}x (${
+        ratio >= t.x ? "met" : "not met"
+      })`;
+    });
+    lines.push(
+      `  ${t.what.padEnd(21)} target ${t.x}x · HF ${peer.toFixed(0).padStart(5)} tok/s · ` +
+        cells.join(" · "),
+    );
+  }
+  return lines.join("\n");
+}
+
 /** The sampled decode measured on the char model: top-k 40 at temperature 1. */
 const TOP_K_40 = { temperature: 1, topK: 40, topP: 1 };
 
@@ -189,6 +268,7 @@ main("bench", async () => {
     reps: { type: "string", default: "3" },
     weights: { type: "string", default: "both" },
     train: { type: "boolean", default: false },
+    peer: { type: "boolean", default: false },
   });
   const reps = integer("--reps", values.reps, 1, Infinity);
   if (!["f32", "f16", "both"].includes(values.weights)) {
@@ -237,8 +317,17 @@ main("bench", async () => {
         }
         model.destroy();
       }
+      if (values.peer && f === formats[0]) {
+        log(`  HF transformers on ${dir} (same prompt and tokens, 2 threads):`);
+        const peer = await hfDecodePeer(dir, prompt, tokens, reps, key === "char");
+        for (const [field, v] of Object.entries(peer)) {
+          out[`peer_${key}_${field}`] = v;
+          log(`    ${field.replace("_tok_s", "")}: ${v.toFixed(1)} tok/s`);
+        }
+      }
     }
   }
+  if (values.peer) log(peerTable(out, formats));
 
   for (const f of values.quick ? [] : formats) {
     const { model } = await openModel(gpu, EMBEDDED, { weights: f });
