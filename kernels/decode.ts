@@ -73,9 +73,9 @@ export interface CacheLayer {
  * tensor: the matrices one after another in `mats` (in their own format), the LayerNorms and
  * biases in `vecs` (f32), each in the layout of the model's tensor. The step reads the
  * matrices from `matrices`, a texture holding mats' bytes (see {@link WeightTexture}).
- * Before the steps of every submission run `copies` (which fill mats and vecs from the
- * model's tensors on the GPU) and then {@link fillTexture} of `matrices`, so that weights
- * changed in place (by training) are the ones used.
+ * Before the first steps, and again whenever the model's tensors change in place (by
+ * training), run `copies` (which fill mats and vecs from them on the GPU) and then
+ * {@link fillTexture} of `matrices`.
  */
 export interface PackedBlocks {
   /** [nLayer · (4C² + 2·nInner·C) (+ V·C with the lm_head)] f32, or half as many f16 pairs. */

@@ -336,6 +336,11 @@ export class GPT2 {
   readonly weightFormat: WeightFormat;
   /** Records, submits and reads back this model's passes (forward, decoding, batches). */
   readonly runner: Runner;
+  /**
+   * Bumped by whatever writes the weights in place (train/trainer.ts), so that copies of them
+   * (the fused decode step's packed matrices) know to refresh.
+   */
+  weightsVersion = 0;
 
   constructor(
     readonly gpu: Gpu,

@@ -132,6 +132,8 @@ export class Runner {
   readonly fusedForward: boolean;
   #workspaces = new Map<string, { ws: Workspace; plans: WeakMap<KVCache, RecordedPlan> }>();
   #fused: FusedBuffers | null = null;
+  /** The model's weightsVersion the packed weights were last filled from; -1: never. */
+  #packedVersion = -1;
   #fusedSteps = new WeakMap<KVCache, FusedSteps>();
 
   constructor(readonly model: GPT2, options: ModelOptions = {}) {
@@ -341,6 +343,7 @@ export class Runner {
       destroyPacked(this.gpu, f.packed);
       if (f.head) destroyTexture(this.gpu, f.head);
       this.#fused = null;
+      this.#packedVersion = -1;
     }
     for (const { ws } of this.#workspaces.values()) ws.destroy();
     this.#workspaces.clear();
@@ -384,12 +387,18 @@ export class Runner {
     return { logits: (await this.gpu.read1(io.logits)).slice(0, this.model.config.vocabSize) };
   }
 
-  /** Refreshes the packed weights from the model's tensors, then runs fused steps. */
+  /**
+   * Runs fused steps, first refreshing the packed weights from the model's tensors if these
+   * changed since (see {@link GPT2.weightsVersion}).
+   */
   #runFused(plan: Plan): void {
     const { packed, head } = this.#fusedBuffers();
-    this.gpu.run([...packed.copies]);
-    fillTexture(this.gpu, packed.matrices);
-    if (head) fillTexture(this.gpu, head);
+    if (this.#packedVersion !== this.model.weightsVersion) {
+      this.gpu.run([...packed.copies]);
+      fillTexture(this.gpu, packed.matrices);
+      if (head) fillTexture(this.gpu, head);
+      this.#packedVersion = this.model.weightsVersion;
+    }
     this.gpu.run(plan);
   }
 

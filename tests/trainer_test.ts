@@ -126,6 +126,11 @@ Deno.test("trainer: the trained model generates through its cache with the updat
   const rng = new Rng(4);
   const batch = batchOf(rng, 2, 8, 65);
   try {
+    // Decode once before training, so that any copy of the weights a decode path keeps
+    // (the fused step packs them) is filled with the untrained ones.
+    const before = model.newCache();
+    await model.decodeGreedy(batch[0][0], before, 4);
+    before.destroy();
     const first = await trainer.loss(batch);
     for (let i = 0; i < 5; i++) await trainer.step(batch);
     const after = await trainer.loss(batch);
@@ -140,6 +145,10 @@ Deno.test("trainer: the trained model generates through its cache with the updat
       const a = await model.forward(ids, cacheA);
       const b = await copy.forward(ids, cacheB);
       assert.deepEqual(a.logits, b.logits);
+      // Chained decoding (the fused step where the adapter allows) uses the trained weights.
+      const last = ids.at(-1)!;
+      const chained = await model.decodeGreedy(last, cacheA, 7);
+      assert.deepEqual(chained, await copy.decodeGreedy(last, cacheB, 7));
     } finally {
       cacheA.destroy();
       cacheB.destroy();

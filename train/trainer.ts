@@ -113,6 +113,7 @@ export class Trainer {
     const { beta1, beta2 } = this.options;
     this.gpu.write(this.#stepInfo, new Float32Array([lr, 1 - beta1 ** t, 1 - beta2 ** t, 0]));
     this.gpu.run(this.#plan("step"));
+    this.model.weightsVersion++;
     return options.loss === false ? NaN : await this.#meanLoss();
   }
 
@@ -295,6 +296,7 @@ export class Trainer {
       const len = t.shape.reduce((a, b) => a * b, 1);
       this.gpu.write(t, stored.subarray(at, at += len));
     }
+    this.model.weightsVersion++;
   }
 
   #own(t: Tensor): Tensor {
