@@ -40,7 +40,7 @@ import type { Dispatch, Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts"
 import type { WeightFormat } from "../kernels/matmul.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
-import { type Rng, sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
+import { Rng, sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
 import { type ForwardOptions, type ShapeOptions, Workspace } from "./workspace.ts";
 
 export type { ForwardOptions } from "./workspace.ts";
@@ -320,7 +320,8 @@ export class Runner {
   }
 
   /**
-   * Finishes the weight upload and compiles every pipeline (prefill and decode shapes), so
+   * Finishes the weight upload and compiles every pipeline (prefill and decode shapes, and
+   * the fused steps where the model takes them), so
    * that timings taken afterwards measure the model, not one-time start-up.
    */
   async warmup(): Promise<void> {
@@ -329,6 +330,12 @@ export class Runner {
       const T = Math.min(8, this.model.config.nPositions - 1);
       await this.forward(Array.from({ length: T }, () => 0), cache);
       await this.forward([0], cache);
+      if (this.decodePath === "fused") { // its steps, greedy and sampled (~0.3 s each)
+        cache.reset();
+        await this.decodeGreedy(0, cache, 1);
+        cache.reset();
+        await this.decodeSample(0, cache, 1, { temperature: 1, topK: 0, topP: 1 }, new Rng(0));
+      }
     } finally {
       cache.destroy();
     }
