@@ -321,8 +321,8 @@ export class Runner {
 
   /**
    * Finishes the weight upload and compiles every pipeline (prefill and decode shapes, and
-   * the fused steps where the model takes them), so
-   * that timings taken afterwards measure the model, not one-time start-up.
+   * the fused steps where the model takes them), so that timings taken afterwards measure
+   * the model, not one-time start-up.
    */
   async warmup(): Promise<void> {
     const cache = this.model.newCache();
