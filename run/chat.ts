@@ -12,7 +12,8 @@
  */
 import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
-import { checkWindow, validateGenerate } from "./generate.ts";
+import { checkWindow, decodeChain, streamBatch, validateGenerate } from "./generate.ts";
+import type { DecodePath } from "./runner.ts";
 import { Rng, sampleToken, type SamplingOptions } from "./sampling.ts";
 import { TextStream, type Tokenizer } from "./tokenizer.ts";
 
@@ -32,6 +33,12 @@ export interface ChatSettings extends SamplingOptions {
    * GPT-2 the text then degrades, since each kept row carries the position it was made at.
    */
   windowMode?: "recompute" | "sinks";
+  /**
+   * With the cache, pick tokens on the GPU and chain the decode steps with no CPU wait
+   * between them, reading tokens back in batches (default true: the same ids as picking on
+   * the CPU); false reads every step's logits back, as generate's `chainOnGpu`.
+   */
+  chainOnGpu?: boolean;
 }
 
 /** How to open a {@link ChatSession}. */
@@ -59,7 +66,10 @@ export interface ReplyResult {
   reusedTokens: number;
   /** Time from the prefill's start to the first reply token, ms. */
   prefillMs: number;
-  /** Time of each later token (a forward and the sampling), ms. */
+  /**
+   * Time of each later token (a forward and the sampling), ms; a token of a chained batch
+   * gets the batch's time over its length.
+   */
   tokenMs: number[];
   /** Whether the reply ran through the cache. */
   useCache: boolean;
@@ -86,6 +96,12 @@ export interface ChatStats {
   uncached: { tokens: number; ms: number };
   /** Tokens dropped by the sliding window so far. */
   droppedTokens: number;
+  /**
+   * The model's decode path, and whether replies now chain its steps ({@link decodeChain}:
+   * tokens read back in batches; on the general path a sampled step still reads its logits).
+   */
+  decodePath: DecodePath;
+  chained: boolean;
 }
 
 /** A message the chat cannot take (bad text or bad command): shown as one line. */
@@ -100,7 +116,8 @@ export const CHAT_HELP = `commands:
   /topk K         keep the K most likely tokens, 0 = off
   /topp P         nucleus sampling mass in (0, 1], 1 = off
   /reset          forget the conversation (the system text stays cached)
-  /stats          tokens cached, cache bytes, mean ms/token with and without the cache
+  /stats          tokens cached, cache bytes, mean ms/token with and without the cache,
+                  the decode path
   /help           this list
   /quit           leave (so does Ctrl-D); Ctrl-C stops a reply
 any other line is your next turn: it is appended to the conversation and the model replies`;
@@ -133,7 +150,8 @@ export class ChatSession {
   private constructor(model: GPT2, tokenizer: Tokenizer, options: ChatOptions) {
     const { maxTokens, temperature, topK, topP, seed, useCache } = options;
     const windowMode = options.windowMode ?? "recompute";
-    this.settings = { maxTokens, temperature, topK, topP, seed, useCache, windowMode };
+    const chainOnGpu = options.chainOnGpu ?? true;
+    this.settings = { maxTokens, temperature, topK, topP, seed, useCache, windowMode, chainOnGpu };
     const { nPositions, vocabSize } = model.config;
     if (tokenizer.vocabSize > vocabSize) {
       throw new Error(
@@ -185,6 +203,12 @@ export class ChatSession {
    * token by token. Stops after `maxTokens` tokens, at end of text, or when `signal` is
    * aborted (checked between tokens). Throws {@link ChatInputError}, changing nothing, when
    * the text cannot be encoded or does not fit the context.
+   *
+   * Through the cache, while only the last token is unfed, the tokens are chosen on the GPU
+   * in chained batches ({@link decodeChain}) sized to stream about every 200 ms; otherwise
+   * (cache off, the window's refill, `chainOnGpu` false, a model vocabulary wider than the
+   * tokenizer's) each token's logits are read back and sampled on the CPU. Both give the same
+   * ids and leave the sampler in the same state.
    */
   async reply(
     text: string,
@@ -226,6 +250,15 @@ export class ChatSession {
     const ids: number[] = [];
     const tokenMs: number[] = [];
     const stream = new TextStream(this.#tokenizer);
+    const chain = this.#chains();
+    // The last chained batch: its tokens, how many were used, the cache's length and the
+    // sampler's state before it, and its time per token.
+    let chosen: number[] = [];
+    let used = 0;
+    let before = 0;
+    let rngBefore = this.#rng.state();
+    let stepMs = 0;
+    let batch = 1;
     let stop: ReplyResult["stop"];
     while (true) {
       ids.push(id);
@@ -243,10 +276,41 @@ export class ChatSession {
         stop = "interrupted";
         break;
       }
+      if (used < chosen.length) {
+        id = chosen[used++];
+        tokenMs.push(stepMs);
+        continue;
+      }
       makeRoom();
-      t0 = performance.now();
-      id = sampleToken(await this.#forward(useCache), this.settings, this.#rng);
-      tokenMs.push(performance.now() - t0);
+      if (chain && this.#history.length - this.cache.length === 1) {
+        // Up to `batch` steps on the GPU, never past the context's last free position.
+        const n = Math.min(
+          batch,
+          this.settings.maxTokens - ids.length,
+          nPositions - 1 - this.cache.length,
+        );
+        before = this.cache.length;
+        rngBefore = this.#rng.state();
+        t0 = performance.now();
+        chosen = await decodeChain(this.#model, id, this.cache, n, this.settings, this.#rng);
+        stepMs = (performance.now() - t0) / n;
+        batch = streamBatch(stepMs);
+        id = chosen[0];
+        used = 1;
+        tokenMs.push(stepMs);
+      } else {
+        t0 = performance.now();
+        id = sampleToken(await this.#forward(useCache), this.settings, this.#rng);
+        tokenMs.push(performance.now() - t0);
+      }
+    }
+    if (used < chosen.length) {
+      // Stopped inside a batch: its later steps do not count, in the cache or the sampler
+      // (one draw per sampled token, as sampleToken makes).
+      this.cache.length = before + used;
+      this.#rng.setState(rngBefore);
+      const draws = this.settings.temperature > 0 ? used : 0;
+      for (let i = 0; i < draws; i++) this.#rng.next();
     }
     write(stream.flush());
     const timing = useCache ? this.#cached : this.#uncached;
@@ -313,12 +377,22 @@ export class ChatSession {
       cached: { ...this.#cached },
       uncached: { ...this.#uncached },
       droppedTokens: this.#droppedTokens,
+      decodePath: this.#model.runner.decodePath,
+      chained: this.#chains(),
     };
   }
 
   /** Frees the cache. */
   destroy(): void {
     this.cache.destroy();
+  }
+
+  // Whether replies choose tokens on the GPU in chained batches: with the cache, unless
+  // asked not to, and only where the model's vocabulary is the tokenizer's (the CPU path
+  // samples from logits cut to the tokenizer's ids).
+  #chains(): boolean {
+    return this.settings.useCache && this.settings.chainOnGpu !== false &&
+      this.#model.config.vocabSize === this.#tokenizer.vocabSize;
   }
 
   // Next-token logits after the whole history, [tokenizer.vocabSize] (a model's vocabulary
@@ -453,6 +527,8 @@ export function formatStats(s: ChatStats): string[] {
     `(conversation ${s.conversationTokens} tokens, ${s.droppedTokens} dropped by the window)`,
     `cache bytes: ${bytes(s.cacheBytesUsed)} used of ${bytes(s.cacheBytesAllocated)} allocated`,
     `mean decode time: cached ${mean(s.cached)}, uncached ${mean(s.uncached)}`,
+    `decode: ${s.decodePath} path, ` +
+    (s.chained ? "steps chained, tokens read back in batches" : "logits read back per token"),
   ];
 }
 

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { needs } from "./helpers.ts";
 import { Gpu } from "../kernels/gpu.ts";
+import { parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
+import { randomWeights } from "../model/weights.ts";
 import { CharTokenizer } from "../run/char_tokenizer.ts";
 import {
   type ChatOptions,
@@ -11,7 +13,7 @@ import {
   sparkline,
 } from "../run/chat.ts";
 import { generate } from "../run/generate.ts";
-import { gpt2Tokenizer } from "../run/tokenizer.ts";
+import { gpt2Tokenizer, type Tokenizer } from "../run/tokenizer.ts";
 
 const gpu = await Gpu.open();
 /** Every test but the two on plain data reads the fixture: ignored without read access. */
@@ -245,7 +247,7 @@ Deno.test(
       assert.equal(stats.cacheBytesUsed, stats.cachedTokens * 2 * 2 * 64 * 4);
       assert.equal(stats.cacheBytesAllocated, 128 * 2 * 2 * 64 * 4);
       const lines = (await handle(s, "/stats")).trimEnd().split("\n");
-      assert.equal(lines.length, 3);
+      assert.equal(lines.length, 4);
       assert.match(lines[0], new RegExp(`^tokens cached: ${stats.cachedTokens} of 128 positions`));
       assert.match(
         lines[1],
@@ -260,6 +262,13 @@ Deno.test(
         `mean decode time: cached ${mean(stats.cached.ms, 14)} ms/token (14 tokens), ` +
           `uncached ${mean(stats.uncached.ms, 7)} ms/token (7 tokens)`,
       );
+      assert.equal(stats.chained, false); // the cache is off
+      assert.equal(
+        lines[3],
+        `decode: ${model.runner.decodePath} path, logits read back per token`,
+      );
+      await handle(s, "/cache on");
+      assert.equal(s.stats().chained, true);
     });
   },
 );
@@ -402,3 +411,144 @@ Deno.test(
     });
   },
 );
+
+/** `chars` with "\n" as its end of text: a reply stops at the end of its line. */
+function endingLines(chars: CharTokenizer): Tokenizer {
+  return {
+    name: chars.name,
+    vocabSize: chars.vocabSize,
+    eosTokenId: chars.encode("\n")[0],
+    encode: (text, options) => chars.encode(text, options),
+    decode: (ids) => chars.decode(ids),
+  };
+}
+
+/**
+ * A conversation of `turns` on a new session: each reply's ids and why it stopped. The turn
+ * whose index is `interrupt` is aborted after its 30th token.
+ */
+async function converse(
+  m: GPT2,
+  tokenizer: Tokenizer,
+  options: Partial<ChatOptions>,
+  turns: string[],
+  interrupt = -1,
+) {
+  const s = await ChatSession.open(m, tokenizer, { ...greedy, ...options });
+  try {
+    const replies: { ids: number[]; stop: string }[] = [];
+    for (const [i, text] of turns.entries()) {
+      const abort = new AbortController();
+      let tokens = 0;
+      const { ids, stop } = await s.reply(text, () => {
+        if (i === interrupt && ++tokens === 30) abort.abort();
+      }, abort.signal);
+      replies.push({ ids, stop });
+    }
+    return { replies, history: [...s.history], stats: s.stats() };
+  } finally {
+    s.destroy();
+  }
+}
+
+Deno.test(
+  "chained replies are the ids of per-token ones, through stops mid-batch and the window",
+  io,
+  async () => {
+    const dir = "data/shakespeare-char";
+    const chars = await GPT2.load(gpu, dir);
+    const plain = (await CharTokenizer.load(dir))!;
+    const lines = endingLines(plain);
+    const turns = ["ROMEO:\n", "JULIET:\n", "ROMEO:\n", "MERCUTIO:\n"];
+    const cases: [Tokenizer, Partial<ChatOptions>][] = [
+      // Replies of 64 tokens fill the 64 positions: the window drops and refills every turn.
+      [plain, { temperature: 0.8, topK: 40, topP: 1, seed: 5, maxTokens: 64 }],
+      [plain, { maxTokens: 64 }],
+      // Replies end at a line's end, mostly inside a batch; the sinks window keeps the cache.
+      [lines, { temperature: 1, topK: 0, topP: 0.9, seed: 6, maxTokens: 100, windowMode: "sinks" }],
+    ];
+    try {
+      assert.equal(chars.config.nPositions, 64);
+      for (const [tokenizer, options] of cases) {
+        const what = `${tokenizer.eosTokenId} ${JSON.stringify(options)}`;
+        const chained = await converse(chars, tokenizer, options, turns, 1);
+        const perToken = await converse(
+          chars,
+          tokenizer,
+          { ...options, chainOnGpu: false },
+          turns,
+          1,
+        );
+        assert.deepEqual(chained.replies, perToken.replies, what);
+        assert.deepEqual(chained.history, perToken.history, what);
+        assert.equal(chained.stats.cachedTokens, perToken.stats.cachedTokens, what);
+        assert.equal(chained.stats.cached.tokens, perToken.stats.cached.tokens, what);
+        assert.ok(chained.stats.droppedTokens > 0, `${what}: the window slid`);
+        assert.equal(chained.stats.chained, true);
+        assert.equal(perToken.stats.chained, false);
+        assert.equal(chained.replies[1].stop, "interrupted", what);
+        assert.equal(chained.replies[1].ids.length, 30, what);
+        if (tokenizer === lines) assert.ok(chained.replies.some((r) => r.stop === "eos"), what);
+      }
+    } finally {
+      chars.destroy();
+    }
+  },
+);
+
+/** 65 characters: the line break, then " " to "_" (capitals, digits, punctuation). */
+const ASCII = new CharTokenizer(
+  ["\n", ...Array.from({ length: 64 }, (_, i) => String.fromCharCode(32 + i))],
+);
+const RANDOM_CHARS = parseConfig({
+  n_layer: 2,
+  n_head: 2,
+  n_embd: 32,
+  n_positions: 128,
+  vocab_size: 65,
+  bos_token_id: 0,
+  eos_token_id: 0,
+}, "random characters");
+/** A random model over those characters: on the fused path where the adapter allows it. */
+const randomChars = new GPT2(gpu, RANDOM_CHARS, randomWeights(RANDOM_CHARS, 11));
+
+Deno.test({
+  name: "a chained reply reads tokens back in batches, far fewer times than it has tokens",
+  // OpenGL's llvmpipe has too few storage bindings for the fused step: every step is general.
+  ignore: randomChars.runner.decodePath !== "fused",
+  fn: async () => {
+    const sampled = { temperature: 0.8, topK: 40, topP: 1, seed: 2 };
+    for (const options of [greedy, { ...greedy, ...sampled }]) {
+      const replies: Record<string, { ids: number[]; reads: number }> = {};
+      for (const chainOnGpu of [true, false]) {
+        const s = await ChatSession.open(randomChars, ASCII, { ...options, chainOnGpu });
+        try {
+          await s.reply("HI\n", () => {}); // the first chained steps compile
+          s.settings.maxTokens = 60;
+          let reads = 0;
+          const read = gpu.read;
+          gpu.read = (tensors) => {
+            reads++;
+            return read.call(gpu, tensors);
+          };
+          try {
+            const r = await s.reply("HELLO THERE\n", () => {});
+            assert.equal(r.stop, "max-tokens");
+            assert.equal(r.tokenMs.length, 59);
+            replies[String(chainOnGpu)] = { ids: r.ids, reads };
+          } finally {
+            gpu.read = read;
+          }
+          assert.equal(s.stats().droppedTokens, 0);
+        } finally {
+          s.destroy();
+        }
+      }
+      const { true: chained, false: perToken } = replies;
+      assert.deepEqual(chained.ids, perToken.ids);
+      assert.equal(perToken.reads, 60, "the prefill, then one read per token");
+      // The prefill, a first batch of one token, then batches sized to stream every 200 ms.
+      assert.ok(chained.reads <= 60 / 4, `${chained.reads} reads for 60 tokens`);
+    }
+  },
+});
