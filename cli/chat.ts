@@ -9,9 +9,7 @@
  */
 import { Gpu } from "../kernels/gpu.ts";
 import { CHAT_HELP, type ChatOptions, ChatSession, readLines } from "../run/chat.ts";
-import { decodeChain } from "../run/generate.ts";
 import { openModel, tokenizerFor, TRAINED } from "../run/open_model.ts";
-import { Rng } from "../run/sampling.ts";
 import { integer, main, number, parseOptions, UsageError, weightFormat } from "./usage.ts";
 
 const FALLBACK_MODEL = "data/tiny-gpt2";
@@ -81,12 +79,6 @@ main("chat", async () => {
   } catch (e) {
     if (!args.system) throw e;
     throw new UsageError(`--system: ${(e as Error).message}`);
-  }
-  {
-    // Chained decode steps compile on first use (~0.2 s on llvmpipe): compile them now, for
-    // the starting sampling settings, so that the first reply's token times measure decoding.
-    using scratch = opened.model.newCache();
-    await decodeChain(opened.model, 0, scratch, 1, options, new Rng(0));
   }
   const encoder = new TextEncoder();
   const write = (s: string) => {

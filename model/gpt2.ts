@@ -450,9 +450,10 @@ export class GPT2 {
   }
 
   /**
-   * Sampled decoding, on the GPU where the fused path can draw: feeds `first`, then each
-   * token drawn from `rng` (advanced one draw per token) as run/sampling.ts's `sampleToken`
-   * would draw it, `n` steps. Returns the n tokens (see {@link Runner.decodeSample}).
+   * Decoding by `sampling`, chained on the GPU where the fused path can draw: feeds `first`,
+   * then each token picked as run/sampling.ts's `sampleToken` would pick it (the argmax at
+   * temperature 0; else a draw from `rng`, advanced one draw per token), `n` steps. Returns
+   * the n tokens (see {@link Runner.decodeSample}).
    */
   decodeSample(
     first: number,

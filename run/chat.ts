@@ -12,7 +12,7 @@
  */
 import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
-import { checkWindow, decodeChain, streamBatch, validateGenerate } from "./generate.ts";
+import { checkWindow, streamBatch, validateGenerate } from "./generate.ts";
 import type { DecodePath } from "./runner.ts";
 import { Rng, sampleToken, type SamplingOptions } from "./sampling.ts";
 import { TextStream, type Tokenizer } from "./tokenizer.ts";
@@ -97,7 +97,7 @@ export interface ChatStats {
   /** Tokens dropped by the sliding window so far. */
   droppedTokens: number;
   /**
-   * The model's decode path, and whether replies now chain its steps ({@link decodeChain}:
+   * The model's decode path, and whether replies now chain its steps ({@link GPT2.decodeSample}:
    * tokens read back in batches; on the general path a sampled step still reads its logits).
    */
   decodePath: DecodePath;
@@ -205,7 +205,7 @@ export class ChatSession {
    * the text cannot be encoded or does not fit the context.
    *
    * Through the cache, while only the last token is unfed, the tokens are chosen on the GPU
-   * in chained batches ({@link decodeChain}) sized to stream about every 200 ms; otherwise
+   * in chained batches ({@link GPT2.decodeSample}) sized to stream about every 200 ms; otherwise
    * (cache off, the window's refill, `chainOnGpu` false, a model vocabulary wider than the
    * tokenizer's) each token's logits are read back and sampled on the CPU. Both give the same
    * ids and leave the sampler in the same state.
@@ -292,7 +292,7 @@ export class ChatSession {
         before = this.cache.length;
         rngBefore = this.#rng.state();
         t0 = performance.now();
-        chosen = await decodeChain(this.#model, id, this.cache, n, this.settings, this.#rng);
+        chosen = await this.#model.decodeSample(id, this.cache, n, this.settings, this.#rng);
         stepMs = (performance.now() - t0) / n;
         batch = streamBatch(stepMs);
         id = chosen[0];

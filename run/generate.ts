@@ -171,7 +171,7 @@ export async function generate(
       const n = Math.min(batch, opts.maxTokens - ids.length, nPositions - 1 - cache.length);
       const before = cache.length;
       const tb = performance.now();
-      const chosen = await decodeChain(model, ids.at(-1)!, cache, n, opts, rng);
+      const chosen = await model.decodeSample(ids.at(-1)!, cache, n, opts, rng);
       let used = 0;
       while (!stop && used < n) choose(chosen[used++]);
       cache.length = before + used; // steps after an end-of-text token do not count
@@ -200,24 +200,6 @@ export async function generate(
     cacheBytesUsed: cache.bytesUsed,
     cacheBytesAllocated: cache.bytesAllocated,
   };
-}
-
-/**
- * `n` decode steps chained on the GPU after `first` (see {@link GPT2.decodeGreedy} and
- * {@link GPT2.decodeSample}): the argmax at temperature 0, else draws from `rng`, which
- * advances one draw per token as {@link sampleToken} would.
- */
-export function decodeChain(
-  model: GPT2,
-  first: number,
-  cache: KVCache,
-  n: number,
-  sampling: SamplingOptions,
-  rng: Rng,
-): Promise<number[]> {
-  return sampling.temperature === 0
-    ? model.decodeGreedy(first, cache, n)
-    : model.decodeSample(first, cache, n, sampling, rng);
 }
 
 /** Tokens per chained batch that stream about every 200 ms at `msPerToken` (1 to 64). */

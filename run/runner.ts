@@ -265,7 +265,8 @@ export class Runner {
   /**
    * Sampled decoding on the GPU: feeds `first` at position cache.length, then each token drawn
    * from the step's logits as run/sampling.ts's `sampleToken(logits, sampling, rng)` draws it
-   * (temperature > 0), `n` steps in all with no CPU wait between them on the fused path.
+   * (at temperature 0 the argmax, as {@link Runner.decodeGreedy}, drawing nothing), `n`
+   * steps in all with no CPU wait between them on the fused path.
    * `rng` holds the generator's state: the draws continue from it, one per token, and it is
    * advanced past them. Returns the n drawn tokens, read back once. Where the GPU sampler
    * cannot (the general path, or top-p over a large vocabulary without top-k), each step's
@@ -282,9 +283,7 @@ export class Runner {
     const { vocabSize } = this.model.config;
     checkIds([first], vocabSize);
     validateSampling(sampling);
-    if (sampling.temperature === 0) {
-      throw new RangeError("decodeSample: temperature 0 is greedy; use decodeGreedy");
-    }
+    if (sampling.temperature === 0) return this.decodeGreedy(first, cache, n); // no draws
     if (!Number.isInteger(n) || n < 0) throw new RangeError(`decodeSample: n is ${n}, not >= 0`);
     if (n === 0) return [];
     if (this.decodePath !== "fused" || !gpuSamples(sampling, vocabSize)) {
