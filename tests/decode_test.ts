@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { fusedDecodeLimit, gpuSamples, stepHasHead } from "../kernels/decode.ts";
-import { type Dispatch, Gpu, type Plan, type RunOptions } from "../kernels/gpu.ts";
+import { type Dispatch, Gpu, type Plan } from "../kernels/gpu.ts";
 import type { RowChunks } from "../kernels/matmul.ts";
 import { type GPT2Config, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
@@ -16,7 +16,7 @@ import { type GPT2Weights, randomWeights } from "../model/weights.ts";
 import type { DecodePath } from "../run/runner.ts";
 import { argmax, Rng as SamplingRng, sampleToken, type SamplingOptions } from "../run/sampling.ts";
 import { gpt2Ref } from "./cpu_reference.ts";
-import { assertClose, needs, Rng } from "./helpers.ts";
+import { assertClose, capturePlans, needs, Rng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -101,22 +101,6 @@ function dispatchLabels(plans: Plan[]): string[] {
   return plans.flat().filter((s): s is Dispatch => "pipeline" in s).map((s) => s.label);
 }
 
-/** Runs `f` and returns the plans it submitted. */
-async function capturePlans(f: () => Promise<unknown>): Promise<Plan[]> {
-  const plans: Plan[] = [];
-  const run = gpu.run;
-  gpu.run = (plan: Plan, options?: RunOptions) => {
-    plans.push(plan);
-    run.call(gpu, plan, options);
-  };
-  try {
-    await f();
-  } finally {
-    gpu.run = run;
-  }
-  return plans;
-}
-
 /**
  * Whether this adapter takes the fused step at all: OpenGL's llvmpipe gives a dispatch 16
  * storage bindings, fewer than two layers need, so there every model decodes on the general
@@ -144,7 +128,7 @@ for (const [c, weights] of [[SMALL_VOCAB, "f32"], [LARGE_VOCAB, "f32"], [CHARS, 
     const cache = m.fused.newCache();
     await m.fused.forward(ids.slice(0, 5), cache); // a prefill: the general path
     for (let n = 6; n <= ids.length; n++) {
-      const plans = await capturePlans(async () => {
+      const plans = await capturePlans(gpu, async () => {
         const { logits } = await m.fused.forward([ids[n - 1]], cache);
         const want = gpt2Ref(c, ref, ids.slice(0, n)).logits.subarray((n - 1) * c.vocabSize);
         assertClose(logits, want, TOL, `${name}: logits after ${n} tokens`);
@@ -176,7 +160,7 @@ for (const c of [SMALL_VOCAB, LARGE_VOCAB]) {
     const cache = m.fused.newCache();
     await m.fused.forward(ids.slice(0, 3), cache);
     const n = 6;
-    const plans = await capturePlans(async () => {
+    const plans = await capturePlans(gpu, async () => {
       const got = await m.fused.decodeGreedy(ids[3], cache, n);
       const seq = [...ids];
       for (let i = 0; i < n; i++) {
@@ -289,7 +273,7 @@ for (const c of [CHARS, SMALL_VOCAB, LARGE_VOCAB, HUGE_VOCAB]) {
       await m.fused.forward([3, 4], cache);
       const drawn = new SamplingRng(seed);
       let got: number[] = [];
-      const plans = await capturePlans(async () => {
+      const plans = await capturePlans(gpu, async () => {
         got = await m.fused.decodeSample(first, cache, n, sampling, drawn);
       });
       const what = `${JSON.stringify(sampling)}, seed ${seed}`;

@@ -4,14 +4,14 @@
  * tests/cpu_reference.ts, cached decode against the no-cache forward, and input errors.
  */
 import assert from "node:assert/strict";
-import { type Copy, type Dispatch, Gpu, type Plan, type RunOptions } from "../kernels/gpu.ts";
+import { type Copy, type Dispatch, Gpu } from "../kernels/gpu.ts";
 import { type GPT2Config, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
 import { randomWeights } from "../model/weights.ts";
 import { Workspace } from "../run/workspace.ts";
 import { gpt2Ref } from "./cpu_reference.ts";
-import { assertClose, Rng } from "./helpers.ts";
+import { assertClose, capturePlans, Rng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -51,22 +51,6 @@ const MODELS = [TIED, UNTIED].map((config, i) => {
 
 function tokens(rng: Rng, T: number, V: number): number[] {
   return Array.from({ length: T }, () => rng.int(V));
-}
-
-/** Runs `f` and returns the plans it submitted. */
-async function capturePlans(f: () => Promise<unknown>): Promise<Plan[]> {
-  const plans: Plan[] = [];
-  const run = gpu.run;
-  gpu.run = (plan: Plan, options?: RunOptions) => {
-    plans.push(plan);
-    run.call(gpu, plan, options);
-  };
-  try {
-    await f();
-  } finally {
-    gpu.run = run;
-  }
-  return plans;
 }
 
 /** The labels (with their shapes) the plan of one forward must have, in order. */
@@ -113,7 +97,7 @@ for (const { config: c, model } of MODELS) {
     for (const [T, logits] of [[7, "all"], [1, "last"], [5, "last"], [1, "all"]] as const) {
       const before = cache.length;
       let out!: Awaited<ReturnType<GPT2["forward"]>>;
-      const [plan] = await capturePlans(async () => {
+      const [plan] = await capturePlans(gpu, async () => {
         out = await model.forward(tokens(rng, T, V), cache, {
           logits,
           hidden: true,
@@ -278,7 +262,7 @@ Deno.test({
     assert.equal(plain.profile, undefined);
     cache.reset();
     let profiled!: Awaited<ReturnType<GPT2["forward"]>>;
-    const [plan] = await capturePlans(async () => {
+    const [plan] = await capturePlans(gpu, async () => {
       profiled = await model.forward(ids, cache, { profile: true });
     });
     assert.deepEqual(profiled.logits, plain.logits);

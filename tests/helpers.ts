@@ -6,7 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Gpu, Tensor } from "../kernels/gpu.ts";
+import type { Gpu, Plan, RunOptions, Tensor } from "../kernels/gpu.ts";
 import type { RowChunks } from "../kernels/matmul.ts";
 
 /** mulberry32: a small seeded PRNG, good enough for test inputs. */
@@ -63,6 +63,21 @@ export function poisoned(gpu: Gpu, shape: readonly number[], label = "poisoned")
   return t;
 }
 
+/** Runs `f` and returns the plans it submitted through `gpu.run`, in order. */
+export async function capturePlans(gpu: Gpu, f: () => Promise<unknown>): Promise<Plan[]> {
+  const plans: Plan[] = [];
+  const run = gpu.run;
+  gpu.run = (plan: Plan, options?: RunOptions) => {
+    plans.push(plan);
+    run.call(gpu, plan, options);
+  };
+  try {
+    await f();
+  } finally {
+    gpu.run = run;
+  }
+  return plans;
+}
 /** Tensors allocated by one test, freed together at its end. */
 export class Arena {
   readonly tensors: Tensor[] = [];
