@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { type Dispatch, type Gpu, groups, type Tensor, workgrid } from "./gpu.ts";
+import { checkLoopTrips, type Dispatch, type Gpu, groups, type Tensor, workgrid } from "./gpu.ts";
 import type { RowChunks } from "./matmul.ts";
 
 import code from "./embedding.wgsl" with { type: "text" };
@@ -52,8 +52,10 @@ export function embedding(
  * dwte += scatter of dx rows by token id (accumulates: the lm_head's gradient is already
  * there); dwpe[t] = sum_b dx[b*T + t] for t < T, and 0 for rows t >= T (written).
  * ids: [B*T] u32 (or longer: the first B*T are read), dx: [B*T, C], dwte: [V, C] RowChunks f32
- * (same chunking as wte), dwpe: [P, C]. Deterministic: each token's rows are summed in order
- * by one invocation. One dispatch per chunk of dwte.
+ * (same chunking as wte), dwpe: [P, C], links: [>= B*T] u32 scratch (each row's next row of
+ * the same token). Deterministic: each token's rows are added in row order, each vec4 column
+ * by one invocation, which loops at most B*T times (so B*T may not pass about 65,500: see
+ * MAX_LOOP_TRIPS in gpu.ts). Dispatches: the links, dwpe, then one per chunk of dwte.
  */
 export function embeddingBackward(
   gpu: Gpu,
@@ -62,6 +64,7 @@ export function embeddingBackward(
   T: number,
   dwte: RowChunks,
   dwpe: Tensor,
+  links: Tensor,
 ): Dispatch[] {
   if (dwte.format !== "f32") {
     throw new Error(`embeddingBackward: dwte is stored ${dwte.format}; gradients need f32`);
@@ -70,21 +73,40 @@ export function embeddingBackward(
   const P = dwpe.shape[0];
   if (
     C % 4 || dwte.cols !== C || dwpe.shape[1] !== C || ids.shape[0] < N || T < 1 || N % T ||
-    T > P
+    T > P || links.shape[0] < N
   ) {
     throw new Error(
       `embeddingBackward: ids[${ids.shape}] dx[${dx.shape}] T=${T} ` +
-        `dwte[${dwte.rows},${dwte.cols}] dwpe[${dwpe.shape}] do not fit`,
+        `dwte[${dwte.rows},${dwte.cols}] dwpe[${dwpe.shape}] links[${links.shape}] do not fit`,
     );
   }
+  // Per invocation: embedding_links looks over the other N - 1 rows (and its SIMD batch's
+  // neighbours' reach, 8 rows more); embedding_backward walks at most N rows.
+  checkLoopTrips(`embeddingBackward: dx[${dx.shape}]`, N + 8);
   // Small workgroups on a CPU adapter, so that a few hundred rows spread over every core.
   const WG = gpu.design === "cpu" ? 8 : 64;
-  const kernel = gpu.kernel(code, "embedding_backward", { WG });
-  return dwte.parts.map((part, i) => {
-    const positions = i === 0 ? 1 : 0;
-    const params = gpu.uniform([N, T, P, C / 4, part.row0, part.tensor.shape[0], positions]);
-    const bindings = { gp: params, ids, dx, dwte: part.tensor, dwpe };
-    const rows = positions ? Math.max(N, P) : N;
-    return gpu.dispatch(`embedding backward ${N}x${C}`, kernel, bindings, [groups(rows, WG)]);
-  });
+  const kernel = (entry: string) => gpu.kernel(code, entry, { WG });
+  const C4 = C / 4;
+  const label = `embedding backward ${N}x${C}`;
+  const params = (row0: number, rows: number) => gpu.uniform([N, T, P, C4, row0, rows]);
+  const gp = params(0, 0);
+  return [
+    gpu.dispatch(`${label} links`, kernel("embedding_links"), { gp, ids, links }, [
+      groups(N, WG),
+    ]),
+    gpu.dispatch(
+      `${label} dwpe`,
+      kernel("embedding_positions"),
+      { gp, dx, dwpe },
+      workgrid(P * C4, WG),
+    ),
+    ...dwte.parts.map((part) =>
+      gpu.dispatch(
+        `${label} dwte`,
+        kernel("embedding_backward"),
+        { gp: params(part.row0, part.tensor.shape[0]), ids, dx, dwte: part.tensor, next: links },
+        workgrid(N * C4, WG),
+      )
+    ),
+  ];
 }

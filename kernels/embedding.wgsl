@@ -5,7 +5,7 @@
 // With F16, wte is stored as f16 pairs (as matmul.wgsl's weights) and read through wteh.
 
 override F16: bool = false;
-override WG: u32 = 64u; // invocations per workgroup of embedding_backward
+override WG: u32 = 64u; // invocations per workgroup of the backward kernels
 
 struct Params {
   T: u32,     // tokens
@@ -46,10 +46,16 @@ fn embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // ---- Backward, for training: B sequences of T tokens, row n = b·T + t at position t.
 //   dwte[v] += Σ dx[n] over the rows n whose token is v,   dwpe[t] = Σ_b dx[b·T + t].
-// WGSL has no float atomics, so every sum is one invocation's, in row order: the invocation
-// of the first row holding a token adds the rows holding it into that token's dwte row (the
-// other rows' invocations return); with `positions`, invocation t also writes dwpe row t (0
-// from row T on). A dispatch per wte chunk, as in the forward; the first writes dwpe.
+// WGSL has no float atomics, so every sum has one owner that adds in row order, and no
+// invocation loops over more than N rows (llvmpipe ends an invocation's loops silently past
+// 65,535 iterations in all; the wrapper refuses larger N):
+// embedding_links:     links[n] = the next row after n holding n's token (N if none), with
+//                      bit 31 set when no earlier row holds it. Grid: (N / WG).
+// embedding_backward:  invocation (n, c) of a row whose token is first seen there walks the
+//                      token's rows through links and adds vec4 c of each into its dwte row.
+//                      A dispatch per wte chunk, as in the forward. Grid: workgrid(N · C4).
+// embedding_positions: invocation (t, c) writes dwpe[t] vec4 c (0 from row T on).
+//                      Grid: workgrid(P · C4).
 
 struct GradParams {
   N: u32,         // rows of dx: B·T
@@ -58,36 +64,72 @@ struct GradParams {
   C4: u32,        // n_embd / 4
   row0: u32,      // first vocab row of this dwte chunk
   rows: u32,      // vocab rows in this chunk
-  positions: u32, // 1: this dispatch also writes dwpe
 }
+
+const FIRST = 0x80000000u; // links: no earlier row holds this token
 
 @group(0) @binding(8) var<uniform> gp: GradParams;
 @group(0) @binding(9) var<storage, read> dx: array<vec4<f32>>;          // [N, C]
 @group(0) @binding(10) var<storage, read_write> dwte: array<vec4<f32>>; // [rows, C] chunk
 @group(0) @binding(11) var<storage, read_write> dwpe: array<vec4<f32>>; // [P, C]
+@group(0) @binding(12) var<storage, read_write> links: array<u32>;      // [N]
+@group(0) @binding(13) var<storage, read> next: array<u32>;             // links, to read
 
-// Grid: (max(N, P) / WG).
+// Each row looks back to the nearest row of its token, then on to the next one: at most
+// n + (N - 1 - n) iterations.
 @compute @workgroup_size(WG)
-fn embedding_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn embedding_links(@builtin(global_invocation_id) gid: vec3<u32>) {
   let r = gid.x;
-  if (gp.positions == 1u && r < gp.P) {
-    for (var c = 0u; c < gp.C4; c++) {
-      var s = vec4(0.0);
-      if (r < gp.T) {
-        for (var n = r; n < gp.N; n += gp.T) { s += dx[n * gp.C4 + c]; }
-      }
-      dwpe[r * gp.C4 + c] = s;
-    }
-  }
   if (r >= gp.N) { return; }
   let v = ids[r];
-  if (v - gp.row0 >= gp.rows) { return; } // another chunk's token (wraps below row0)
-  for (var n = 0u; n < r; n++) {
-    if (ids[n] == v) { return; } // an earlier row holds this token and sums it
+  var first = FIRST;
+  for (var n = r; n > 0u; n--) {
+    if (ids[n - 1u] == v) {
+      first = 0u;
+      break;
+    }
   }
-  let o = (v - gp.row0) * gp.C4;
-  for (var n = r; n < gp.N; n++) {
-    if (ids[n] != v) { continue; }
-    for (var c = 0u; c < gp.C4; c++) { dwte[o + c] += dx[n * gp.C4 + c]; }
+  var following = gp.N;
+  for (var n = r + 1u; n < gp.N; n++) {
+    if (ids[n] == v) {
+      following = n;
+      break;
+    }
   }
+  links[r] = first | following;
+}
+
+// One iteration per row of the token: at most N.
+@compute @workgroup_size(WG)
+fn embedding_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.y * 65535u * WG + gid.x;
+  if (i >= gp.N * gp.C4) { return; }
+  let r = i / gp.C4;
+  let c = i % gp.C4;
+  if ((next[r] & FIRST) == 0u) { return; } // an earlier row holds this token and sums it
+  let v = ids[r] - gp.row0; // wraps around for ids below row0
+  if (v >= gp.rows) { return; } // another chunk's token
+  let o = v * gp.C4 + c;
+  var s = dwte[o];
+  var n = r;
+  loop {
+    s += dx[n * gp.C4 + c];
+    n = next[n] & ~FIRST;
+    if (n >= gp.N) { break; }
+  }
+  dwte[o] = s;
+}
+
+// One iteration per sequence: B = N / T.
+@compute @workgroup_size(WG)
+fn embedding_positions(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.y * 65535u * WG + gid.x;
+  if (i >= gp.P * gp.C4) { return; }
+  let t = i / gp.C4;
+  let c = i % gp.C4;
+  var s = vec4(0.0);
+  if (t < gp.T) {
+    for (var n = t; n < gp.N; n += gp.T) { s += dx[n * gp.C4 + c]; }
+  }
+  dwpe[i] = s;
 }

@@ -542,6 +542,31 @@ export function f32bits(v: number): number {
   return new Uint32Array(new Float32Array([v]).buffer)[0];
 }
 
+/**
+ * Loop iterations an invocation may run, all its loops together, on Mesa's llvmpipe and
+ * lavapipe: once an invocation's loops have iterated 65,535 times in all, each loop it is
+ * in or enters exits at once, silently (gallivm's LP_MAX_TGSI_LOOP_ITERATIONS, in the Vulkan
+ * and the GL driver alike). The invocations of one SIMD batch (8 of them at 256 bits) share
+ * the count, each loop counting as often as its longest-running lane; small constant loops
+ * that the compiler unrolls do not count. Kernels keep every invocation under it at the
+ * shapes they serve, and their wrappers refuse the shapes that would pass it
+ * ({@link checkLoopTrips}), on every adapter alike.
+ */
+export const MAX_LOOP_TRIPS = 65535;
+
+/**
+ * Throws unless `trips`, the most loop iterations one invocation of a kernel runs at the
+ * shape that `what` names, stays within {@link MAX_LOOP_TRIPS}.
+ */
+export function checkLoopTrips(what: string, trips: number): void {
+  if (trips > MAX_LOOP_TRIPS) {
+    throw new Error(
+      `${what}: up to ${trips} loop iterations in one invocation, past the ${MAX_LOOP_TRIPS} ` +
+        `that Mesa's llvmpipe runs`,
+    );
+  }
+}
+
 /** Number of workgroups of `size` needed to cover `n` items. */
 export function groups(n: number, size: number): number {
   return Math.max(1, Math.ceil(n / size));

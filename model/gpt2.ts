@@ -104,6 +104,7 @@ export interface ActivationGrads {
   readonly fcPre: Tensor; // [N, nInner] d c_fc output
   readonly probs: Tensor; // [B · nHead, T, T] scratch of the attention backward
   readonly lnStats: Tensor; // [N, 2] scratch of the LayerNorm backward: mean, 1/std per row
+  readonly links: Tensor; // [N] u32 scratch of the embedding backward: next row of each token
 }
 
 /** Where each parameter's gradient goes: a tensor shaped like it, or chunks like its. */
@@ -406,7 +407,7 @@ export class GPT2 {
       ...(tied
         ? []
         : g.chunks(this.wte).parts.map((c) => ({ label: "clear d wte", clear: c.tensor }))),
-      ...embeddingBackward(gpu, p.ids, d.x, T, g.chunks(this.wte), g.of(this.wpe)), // d wte += ..
+      ...embeddingBackward(gpu, p.ids, d.x, T, g.chunks(this.wte), g.of(this.wpe), d.links), // d wte +=
     ];
   }
 

@@ -154,7 +154,7 @@ for (const design of ["cpu", "gpu"] as const) {
     const dxT = arena.upload(dx, [N, c], "dx");
     for (const [name, dwte] of chunkings) {
       const dwpe = arena.poisoned([p, c], "dwpe"); // rows T .. P must be written too, with 0
-      gpu.run(embeddingBackward(gpu, idsT, dxT, T, dwte, dwpe));
+      gpu.run(embeddingBackward(gpu, idsT, dxT, T, dwte, dwpe, arena.poisoned([N], "links")));
       const parts = await gpu.read(dwte.parts.map((part) => part.tensor));
       const got = new Float32Array(v * c);
       dwte.parts.forEach((part, i) => got.set(parts[i], part.row0 * c));
@@ -170,22 +170,68 @@ for (const design of ["cpu", "gpu"] as const) {
   });
 }
 
-Deno.test("embeddingBackward: refuses f16 and shapes that do not fit", () => {
+/** n multiples of 1/8 in [-1, 1]: their f32 sums below 2^21 are exact, so they match f64. */
+function eighths(rng: Rng, n: number): Float32Array {
+  return Float32Array.from({ length: n }, () => (rng.int(17) - 8) / 8);
+}
+
+for (const design of ["cpu", "gpu"] as const) {
+  Deno.test(`embeddingBackward: one token in 2000 of 2400 rows, C = 256, ${design} design`, async () => {
+    // 2000 rows x 64 vec4s of one token is 128,000 loop iterations if one invocation sums
+    // them all: past the 65,535 at which llvmpipe and lavapipe end every loop silently.
+    const gpu = await Gpu.open({ design });
+    const rng = new Rng(43);
+    const arena = new Arena(gpu);
+    const [B, T, v, c] = [8, 300, 37, 256];
+    const N = B * T;
+    // Token 5 in every row but each sixth (the last row too), other tokens between.
+    const tokens = Uint32Array.from({ length: N }, (_, n) => n % 6 ? 5 : 6 + rng.int(v - 6));
+    const repeats = tokens.filter((t) => t === 5).length;
+    assert.equal(repeats, 2000);
+    const dx = eighths(rng, N * c);
+    const dwte0 = eighths(rng, v * c);
+    const ref = embeddingBackwardRef(tokens, dx, T, dwte0, T, c);
+    const dwte = arena.addChunks(uploadRowChunks(gpu, dwte0, v, c, "dwte"));
+    const dwpe = arena.poisoned([T, c], "dwpe");
+    const idsT = arena.upload(tokens, [N], "ids");
+    const links = arena.poisoned([N], "links");
+    gpu.run(embeddingBackward(gpu, idsT, arena.upload(dx, [N, c], "dx"), T, dwte, dwpe, links));
+    const [gotWte, gotWpe] = await gpu.read([dwte.parts[0].tensor, dwpe]);
+    assertClose(gotWte, ref.dwte, 0, `dwte, token 5 in ${repeats} rows`);
+    assertClose(gotWpe, ref.dwpe, 0, "dwpe");
+    arena.destroy();
+  });
+}
+
+Deno.test("embeddingBackward: refuses f16, shapes that do not fit, and too many rows", () => {
   const arena = new Arena(gpu);
   const ids = arena.upload(new Uint32Array(6), [6]);
   const dx = arena.poisoned([6, 8]);
   const part = { row0: 0, tensor: arena.poisoned([10, 8]) };
   const dwte: RowChunks = { rows: 10, cols: 8, format: "f32", parts: [part] };
   const dwpe = arena.poisoned([4, 8]);
+  const links = arena.poisoned([6]);
   assert.throws(
-    () => embeddingBackward(gpu, ids, dx, 3, { ...dwte, format: "f16" }, dwpe),
+    () => embeddingBackward(gpu, ids, dx, 3, { ...dwte, format: "f16" }, dwpe, links),
     /dwte is stored f16/,
   );
-  assert.throws(() => embeddingBackward(gpu, ids, dx, 4, dwte, dwpe), /do not fit/); // 6 % 4
-  assert.throws(() => embeddingBackward(gpu, ids, dx, 6, dwte, dwpe), /do not fit/); // T > P
+  assert.throws(() => embeddingBackward(gpu, ids, dx, 4, dwte, dwpe, links), /do not fit/); // 6 % 4
+  assert.throws(() => embeddingBackward(gpu, ids, dx, 6, dwte, dwpe, links), /do not fit/); // T > P
   assert.throws(
-    () => embeddingBackward(gpu, ids, dx, 3, dwte, arena.poisoned([4, 4])),
+    () => embeddingBackward(gpu, ids, dx, 3, dwte, arena.poisoned([4, 4]), links),
     /do not fit/,
+  );
+  assert.throws(
+    () => embeddingBackward(gpu, ids, dx, 3, dwte, dwpe, arena.poisoned([5])),
+    /do not fit/,
+  );
+  // 65,536 rows: an invocation would loop past the 65,535 iterations llvmpipe runs.
+  const N = 65536;
+  const many = [arena.poisoned([N]), arena.poisoned([N, 4]), arena.poisoned([N])];
+  const w4: RowChunks = { ...dwte, cols: 4, parts: [{ row0: 0, tensor: arena.poisoned([10, 4]) }] };
+  assert.throws(
+    () => embeddingBackward(gpu, many[0], many[1], 256, w4, arena.poisoned([256, 4]), many[2]),
+    /embeddingBackward: dx\[65536,4\]: up to 65544 loop iterations in one invocation/,
   );
   arena.destroy();
 });

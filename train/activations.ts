@@ -89,6 +89,7 @@ export class TrainingActivations {
       fcPre: make([N, I], "d fc_pre"),
       probs: make([B * H, T, T], "d probs"),
       lnStats: make([N, 2], "layernorm stats"),
+      links: make([N], "embedding links"),
     };
   }
 
