@@ -19,10 +19,18 @@ export interface AdamWOptions {
 }
 
 /**
+ * Elements one grad_sumsq dispatch sums: each invocation of its workgroup of 256 loops
+ * 32,768 times over them (and 512 over their blocks), half the 65,535 loop iterations that
+ * llvmpipe runs (MAX_LOOP_TRIPS in gpu.ts).
+ */
+const SUMSQ_SLICE = 2 ** 23;
+
+/**
  * The global L2 norm of all gradients, on the GPU: norm[0] = sqrt(sum of squares of every
- * tensor), as torch's norm of the per-tensor norms: a dispatch per tensor writes its norm to
- * partials[i] (one workgroup, fixed order), then one more combines them. Deterministic.
- * grads: any shapes; partials: [>= grads.length] f32 scratch; norm: [1+] f32.
+ * tensor), as torch's norm of the per-tensor norms: a dispatch per tensor (per 2^23 elements
+ * of it) writes its norm to partials[i] (one workgroup, fixed order), then one more combines
+ * them. Deterministic. grads: any shapes; partials: [>= grads.length] f32 scratch; norm: [1+]
+ * f32.
  */
 export function gradNorm(
   gpu: Gpu,
@@ -36,9 +44,14 @@ export function gradNorm(
   }
   if (numel(norm) < 1) throw new Error(`gradNorm: norm[${norm.shape}] is empty`);
   const sumsq = gpu.kernel(code, "grad_sumsq");
-  const dispatches = grads.map((grad, index) => {
-    const sq = gpu.uniform([numel(grad), index]);
-    return gpu.dispatch(`grad_sumsq ${numel(grad)}`, sumsq, { sq, grad, partials }, [1]);
+  const dispatches = grads.flatMap((grad, index) => {
+    const n = numel(grad);
+    return Array.from({ length: Math.max(1, Math.ceil(n / SUMSQ_SLICE)) }, (_, k) => {
+      const [start, end] = [k * SUMSQ_SLICE, Math.min(n, (k + 1) * SUMSQ_SLICE)];
+      const sq = gpu.uniform([n, index, start, end]);
+      const label = `grad_sumsq ${n}${n > SUMSQ_SLICE ? ` [${start}:${end}]` : ""}`;
+      return gpu.dispatch(label, sumsq, { sq, grad, partials }, [1]);
+    });
   });
   const total = gpu.uniform([grads.length]);
   const kernel = gpu.kernel(code, "grad_norm");

@@ -2,7 +2,11 @@
 // with torch.nn.utils.clip_grad_norm_'s global-norm clipping applied as the gradient is read.
 //
 // grad_sumsq: partials[index] = sqrt(sum of g^2) over one gradient tensor (torch's
-//             per-tensor norm), one workgroup summing in a fixed order. Grid: (1).
+//             per-tensor norm), one workgroup summing in a fixed order, a dispatch per slice
+//             of at most 2^23 elements (32,768 per invocation: llvmpipe ends an invocation's
+//             loops silently past 65,535 iterations in all). A slice after the first adds
+//             onto the sum its predecessors left in partials[index]; the last takes the root.
+//             Grid: (1).
 // grad_norm:  norm[0] = sqrt(sum over tensors of partials[i]^2) (torch: the norm of the
 //             stacked per-tensor norms). Grid: (1).
 // adamw:      one step of one parameter tensor, an invocation per element, in torch's order:
@@ -18,6 +22,8 @@ const WG = 256u;
 struct SumSqParams {
   n: u32,       // elements of this gradient
   index: u32,   // its slot in partials
+  start: u32,   // first element of this dispatch's slice
+  end: u32,     // one past its last
 }
 
 struct NormParams {
@@ -54,10 +60,10 @@ var<workgroup> lanes: array<f32, WG>;
 @compute @workgroup_size(WG)
 fn grad_sumsq(@builtin(local_invocation_index) li: u32) {
   var sum = 0.0;
-  var i = li;
-  while (i < sq.n) {
+  var i = sq.start + li;
+  while (i < sq.end) {
     var block = 0.0;
-    for (var k = 0u; k < 64u && i < sq.n; k++) {
+    for (var k = 0u; k < 64u && i < sq.end; k++) {
       block = fma(grad[i], grad[i], block);
       i += WG;
     }
@@ -69,7 +75,11 @@ fn grad_sumsq(@builtin(local_invocation_index) li: u32) {
     if (li < half) { lanes[li] += lanes[li + half]; }
     workgroupBarrier();
   }
-  if (li == 0u) { partials[sq.index] = sqrt(lanes[0]); }
+  if (li == 0u) {
+    var total = lanes[0];
+    if (sq.start > 0u) { total = partials[sq.index] + total; }
+    partials[sq.index] = select(total, sqrt(total), sq.end == sq.n);
+  }
 }
 
 @compute @workgroup_size(1)

@@ -45,6 +45,28 @@ Deno.test("gradNorm: several tensors of odd sizes, per tensor and together, dete
   assert.equal(n2[0], n1[0], "rerun gives the same bits");
 });
 
+Deno.test("gradNorm: a tensor of 20M elements, in slices that llvmpipe sums whole", async () => {
+  // One workgroup of 256 summing 20M squares loops 78,125 times per invocation: past the
+  // 65,535 at which llvmpipe and lavapipe end an invocation's loops silently.
+  const rng = new Rng(4);
+  const data = [rng.uniforms(20_000_000, -1, 1), rng.uniforms(1000, -1, 1)];
+  const arena = new Arena(gpu);
+  const grads = data.map((d, i) => arena.upload(d, [d.length], `grad ${i}`));
+  const partials = arena.poisoned([2], "partials");
+  const norm = arena.poisoned([1], "norm");
+  const plan = gradNorm(gpu, grads, partials, norm);
+  assert.equal(plan.length, 3 + 1 + 1, "slices of 2^23 elements, the small tensor, the norm");
+  gpu.run(plan);
+  const [p, n] = await gpu.read([partials, norm]);
+  arena.destroy();
+  data.forEach((d, i) => {
+    const own = gradNormRef([d]);
+    assert.ok(Math.abs(p[i] - own) <= TOL_NORM * own, `tensor ${i}: norm ${p[i]} vs ${own}`);
+  });
+  const want = gradNormRef(data);
+  assert.ok(Math.abs(n[0] - want) <= TOL_NORM * want, `global norm ${n[0]}, expected ${want}`);
+});
+
 const OPTIONS: AdamWOptions = { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1, gradClip: 1 };
 
 /**
