@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { type Dispatch, f32bits, type Gpu, groups, type Tensor } from "./gpu.ts";
+import { checkLoopTrips, type Dispatch, f32bits, type Gpu, groups, type Tensor } from "./gpu.ts";
 
 import row from "./layernorm_row.wgsl" with { type: "text" };
 import kernels from "./layernorm.wgsl" with { type: "text" };
@@ -35,7 +35,8 @@ export function layerNorm(
  * dx += LayerNorm backward (recomputes mean/rstd from x); dweight = sum_t dy*xhat, dbias =
  * sum_t dy (written). x, dy, dx: [T, C]; weight, dweight, dbias: [C]; stats: [>= T, 2]
  * scratch. Deterministic (no atomics): a dispatch over rows (dx, and each row's mean and rstd
- * into stats), then one over columns (dweight, dbias).
+ * into stats), then one over columns (dweight, dbias), whose invocations loop over all T rows:
+ * T may not pass about 65,500 (see MAX_LOOP_TRIPS in gpu.ts).
  */
 export function layerNormBackward(
   gpu: Gpu,
@@ -59,6 +60,8 @@ export function layerNormBackward(
         `dx[${dx.shape}] dweight[${dweight.shape}] dbias[${dbias.shape}] do not fit`,
     );
   }
+  // Per invocation: 4 loops over a row's C / 4 vec4s, or one over the T rows of a column.
+  checkLoopTrips(`layerNormBackward: x[${x.shape}]`, Math.max(C + 4, T + 1));
   const p = gpu.uniform([T, C, f32bits(eps)]);
   // Small workgroups on a CPU adapter, so that a few hundred rows spread over every core.
   const WG = gpu.design === "cpu" ? 8 : 64;

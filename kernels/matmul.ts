@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type Dispatch, type Gpu, groups, type Tensor } from "./gpu.ts";
+import { checkLoopTrips, type Dispatch, type Gpu, groups, type Tensor } from "./gpu.ts";
 
 import formula from "./gelu_formula.wgsl" with { type: "text" };
 import kernels from "./matmul.wgsl" with { type: "text" };
@@ -256,6 +256,8 @@ function inputGradient(
 ): Dispatch {
   const [N, K] = w.shape;
   const { M, DY_VEC4, bindings } = gradInputs(gpu, dy, col0, N, K, accumulate, false);
+  // An invocation loops over the N weight rows, 16 (gpu) or 4 (cpu) at a time.
+  checkLoopTrips(`${label}: w[${w.shape}]`, Math.ceil(N / (gpu.design === "gpu" ? 16 : 4)) + 1);
   const all = { ...bindings, w, dx };
   if (gpu.design === "gpu") {
     const kernel = gpu.kernel(code, "matmul_backward_input_tiled", { DY_VEC4 });
@@ -280,7 +282,9 @@ function weightGradient(
   accumulate: boolean,
 ): Dispatch {
   const [N, K] = dw.shape;
-  const { DY_VEC4, bindings } = gradInputs(gpu, dy, col0, N, K, accumulate, db !== null);
+  const { M, DY_VEC4, bindings } = gradInputs(gpu, dy, col0, N, K, accumulate, db !== null);
+  // An invocation loops over the M rows of dy and x, 16 (gpu) or 1 (cpu) at a time.
+  checkLoopTrips(`${label}: dy[${dy.shape}]`, Math.ceil(M / (gpu.design === "gpu" ? 16 : 1)) + 1);
   // Without a bias the kernel never writes db, but names it: a small tensor stands in (not
   // dw, since two writable bindings of one buffer are invalid on some WebGPU implementations).
   const all = { ...bindings, x, dw, db: db ?? gpu.unused("no bias gradient") };
@@ -295,7 +299,8 @@ function weightGradient(
 /**
  * dx = dy @ w, or dx += dy @ w with `accumulate`: the input gradient of y = x @ w^T + b.
  * dy: [M, N] (row stride may exceed N: dy.shape = [M, ldy], only the first w.rows columns
- * are read), w: [N, K] f32 Weight, dx: [M, K]. K a multiple of 4.
+ * are read), w: [N, K] f32 Weight, dx: [M, K]. K a multiple of 4. An invocation loops over the
+ * N weight rows, 4 (cpu design) or 16 (gpu) at a time: see MAX_LOOP_TRIPS in gpu.ts.
  */
 export function matmulBackwardInput(
   gpu: Gpu,
@@ -322,7 +327,9 @@ export function matmulBackwardInput(
  * of dy ([N]): the weight and bias gradients of y = x @ w^T + b.
  * dy: [M, N] (row stride may exceed N: dy.shape = [M, ldy]; then N comes from dw.shape[0] and
  * `col0` picks the first column of dy that belongs to dw's row 0), x: [M, K], dw: [N, K] f32,
- * db: [N] or null. K a multiple of 4. One dispatch: db is summed by the same kernel.
+ * db: [N] or null. K a multiple of 4. One dispatch: db is summed by the same kernel. An
+ * invocation loops over the M rows, 1 (cpu design) or 16 (gpu) at a time: M may not pass about
+ * 65,500 on the cpu design (see MAX_LOOP_TRIPS in gpu.ts).
  */
 export function matmulBackwardWeight(
   gpu: Gpu,

@@ -4,16 +4,29 @@
  *
  * @module
  */
-import { type Dispatch, f32bits, type Gpu, groups, numel, type Tensor, workgrid } from "./gpu.ts";
+import {
+  checkLoopTrips,
+  type Dispatch,
+  f32bits,
+  type Gpu,
+  groups,
+  numel,
+  type Tensor,
+  workgrid,
+} from "./gpu.ts";
 
 import code from "./softmax.wgsl" with { type: "text" };
 
 /**
  * Causal softmax in place over x: [nHead, T, ld]: row (h, t) covers keys 0 .. pos0 + t
- * (pos0 = start[0]); with `zeroTail` the rest of each row is set to 0.
+ * (pos0 = start[0]); with `zeroTail` the rest of each row is set to 0. An invocation per row
+ * loops about 3·ld times, so ld may not pass about 21,800 (see MAX_LOOP_TRIPS in gpu.ts).
  */
 export function causalSoftmax(gpu: Gpu, start: Tensor, x: Tensor, zeroTail: boolean): Dispatch {
   const [nHead, T, ld] = x.shape;
+  // Three loops over a row's keys and one over the rest; the 8 rows of a SIMD batch differ by
+  // up to 7 keys, and the longest of them counts in each loop.
+  checkLoopTrips(`causalSoftmax: x[${x.shape}]`, 3 * ld + 11);
   const rows = nHead * T;
   const params = gpu.uniform([rows, T, ld, zeroTail ? 1 : 0]);
   const kernel = gpu.kernel(code, "softmax");

@@ -200,6 +200,32 @@ Deno.test("layerNormBackward: dx matches finite differences of the layerNorm ker
   arena.destroy();
 });
 
+Deno.test("layerNormBackward: refuses more rows than a column's sum may loop over", () => {
+  // An invocation sums a column over all T rows: 65,535 loop iterations at most.
+  const arena = new Arena(gpu);
+  const c = arena.poisoned([4]);
+  const backward = (T: number) => {
+    const x = arena.poisoned([T, 4]);
+    return layerNormBackward(
+      gpu,
+      x,
+      c,
+      x,
+      arena.poisoned([T, 4]),
+      c,
+      arena.poisoned([4]),
+      1e-5,
+      arena.poisoned([T, 2]),
+    );
+  };
+  assert.equal(backward(65534).length, 2);
+  assert.throws(
+    () => backward(65535),
+    /layerNormBackward: x\[65535,4\]: up to 65536 loop iterations in one invocation/,
+  );
+  arena.destroy();
+});
+
 Deno.test("layerNormBackward: rejects tensors that do not fit", () => {
   const arena = new Arena(gpu);
   const x = arena.poisoned([2, 8]);

@@ -489,6 +489,32 @@ Deno.test("lmHeadBackward: GPT-2's vocabulary of 50257 in 512 KiB chunks, cpu de
   arena.destroy();
 });
 
+for (const gpu of [cpuDesign, gpuDesign]) {
+  Deno.test(`matmul backward: refuses sums that would loop past llvmpipe's bound, ${gpu.design} design`, () => {
+    // An invocation loops over the rows of dy (weight gradient) or the weight rows (input
+    // gradient), 1 (cpu) or 16 (gpu) at a time for dw, 4 or 16 for dx: 65,535 loops at most.
+    const arena = new Arena(gpu);
+    const [dwStep, dxStep] = gpu.design === "cpu" ? [1, 4] : [16, 16];
+    const fits = 65534 * dwStep;
+    const dw = arena.poisoned([4, 4]);
+    const rows = (M: number) => [arena.poisoned([M, 4]), arena.poisoned([M, 4])];
+    const [dy, x] = rows(fits);
+    assert.equal(matmulBackwardWeight(gpu, dy, x, dw, null).length, 1);
+    const [dyOver, xOver] = rows(fits + 1);
+    assert.throws(
+      () => matmulBackwardWeight(gpu, dyOver, xOver, dw, arena.poisoned([4])),
+      new RegExp(`dy\\[${fits + 1},4\\]: up to 65536 loop iterations in one invocation`),
+    );
+    const N = 65535 * dxStep;
+    const w: Weight = { tensor: arena.poisoned([N, 4]), rows: N, cols: 4, format: "f32" };
+    assert.throws(
+      () => matmulBackwardInput(gpu, arena.poisoned([1, N]), w, arena.poisoned([1, 4])),
+      new RegExp(`w\\[${N},4\\]: up to 65536 loop iterations`),
+    );
+    arena.destroy();
+  });
+}
+
 Deno.test("matmul backward: refuses f16 weights and shapes that do not fit", () => {
   const arena = new Arena(gpu);
   const w16 = uploadWeight(gpu, new Float32Array(8 * 4), 8, 4, "h.0.attn.c_attn.weight", "f16");

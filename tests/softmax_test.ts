@@ -89,6 +89,19 @@ async function checkCrossEntropy(rng: Rng, N: number, V: number, ld: number, std
   assertClose(got, want.dlogits, TOL_GRAD * scale, `dlogits ${label}`);
 }
 
+Deno.test("softmax: refuses rows longer than an invocation may loop over", () => {
+  // Each row loops about 3·ld times: 65,535 loop iterations at most.
+  const arena = new Arena(gpu);
+  const start = arena.step(0);
+  const fits = Math.floor((65535 - 11) / 3); // 21,841
+  assert.ok(causalSoftmax(gpu, start, arena.poisoned([1, 1, fits]), true));
+  assert.throws(
+    () => causalSoftmax(gpu, start, arena.poisoned([1, 1, fits + 1]), true),
+    /causalSoftmax: x\[1,1,21842\]: up to 65537 loop iterations in one invocation/,
+  );
+  arena.destroy();
+});
+
 Deno.test("crossEntropy: V = 37 in rows padded to 40, and unpadded", async () => {
   const rng = new Rng(37);
   await checkCrossEntropy(rng, 5, 37, 40, 3);
