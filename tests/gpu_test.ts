@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { designFor, Gpu } from "../kernels/gpu.ts";
+import { designFor, Gpu, MAX_LOOP_TRIPS } from "../kernels/gpu.ts";
 
 Deno.test("no adapter: the error says how to get one", async () => {
   const gpu = navigator.gpu;
@@ -60,4 +60,40 @@ Deno.test("Gpu.open: the design can be chosen, and the description names it", as
   const g = await Gpu.open({ design: "gpu" });
   assert.equal(g.design, "gpu");
   assert.match(g.description, /gpu kernels$/);
+});
+
+Deno.test("loops: an invocation may iterate MAX_LOOP_TRIPS times in all, in one loop or several", async () => {
+  // Mesa's llvmpipe and lavapipe end every loop of an invocation, silently, once its loops
+  // have iterated 65,535 times in all; kvgpt's wrappers keep each invocation within
+  // MAX_LOOP_TRIPS. Loops that stay within it run whole on any adapter: one of MAX_LOOP_TRIPS
+  // iterations, two after each other, and a nested pair. Each counts what it read, so that no
+  // compiler can fold the loops away. A workgroup each: the invocations that run as one SIMD
+  // batch share llvmpipe's count.
+  const code = `
+    @group(0) @binding(0) var<storage, read> bounds: array<u32>;
+    @group(0) @binding(1) var<storage, read_write> counts: array<u32>;
+    fn one(i: u32) -> u32 { return u32(bounds[4u + i % 4u] == 1u); }
+    @compute @workgroup_size(1)
+    fn main(@builtin(workgroup_id) wg: vec3<u32>) {
+      var c = 0u;
+      if (wg.x == 0u) {
+        for (var i = 0u; i < bounds[0]; i++) { c += one(i); }
+      } else if (wg.x == 1u) {
+        for (var i = 0u; i < bounds[1]; i++) { c += one(i); }
+        for (var i = 0u; i < bounds[2]; i++) { c += one(i); }
+      } else {
+        for (var i = 0u; i < bounds[3]; i++) {
+          for (var j = 0u; j < bounds[3]; j++) { c += one(j); }
+        }
+      }
+      counts[wg.x] = c;
+    }`;
+  using gpu = await Gpu.open();
+  // 250 x 250 iterations cost 250 x 252 of the count: each inner loop's exit counts too.
+  const bounds = gpu.upload(new Uint32Array([MAX_LOOP_TRIPS, 32000, 33000, 250, 1, 1, 1, 1]), [
+    8,
+  ], "bounds");
+  const counts = gpu.tensor([3], "counts");
+  gpu.run([gpu.dispatch("loops", gpu.kernel(code, "main"), { bounds, counts }, [3])]);
+  assert.deepEqual([...await gpu.readU32(counts)], [MAX_LOOP_TRIPS, 65000, 62500]);
 });
