@@ -16,6 +16,7 @@ import {
   type Gpu,
   groups,
   type Kernel,
+  MAX_LOOP_TRIPS,
   numel,
   type Tensor,
 } from "./gpu.ts";
@@ -245,10 +246,11 @@ function workgroupBytes(s: DecodeShape, wg: number): number {
 const SAMPLE_BINS = 256;
 
 /**
- * llvmpipe ends the loops of one shader invocation after 65,535 iterations in all, with no
- * error: a step past this many would compute wrong values there.
+ * The loop iterations a step may estimate for one invocation: {@link MAX_LOOP_TRIPS} (past
+ * it llvmpipe silently ends the loops) less a tenth, as {@link stepLoopIterations} counts
+ * each loop's iterations but not the exits and lanes that share the count.
  */
-const LOOP_BUDGET = 60_000;
+const LOOP_BUDGET = Math.floor(0.9 * MAX_LOOP_TRIPS);
 
 /**
  * An upper bound on the loop iterations one invocation of decodeStep runs (decode.wgsl's
@@ -308,7 +310,7 @@ export function fusedDecodeLimit(
   }
   if (loops > LOOP_BUDGET) {
     return `a step would loop ~${loops} times in one invocation, past the ${LOOP_BUDGET} ` +
-      "that llvmpipe runs before it stops a shader's loops";
+      "that Mesa's llvmpipe runs before it silently ends a shader's loops";
   }
   if (bindings > limits.maxStorageBuffersPerShaderStage) {
     return `${s.nLayer} layers need ${bindings} storage bindings, more than the ` +
