@@ -136,26 +136,36 @@ const SMALL_MODELS = [
 ];
 
 /**
+ * The Python of HF transformers' environment for --peer: $HF_VENV/bin/python (default
+ * ~/.cache/hf-venv), checked before anything is measured.
+ */
+function peerPython(): string {
+  const venv = Deno.env.get("HF_VENV") ?? `${Deno.env.get("HOME") ?? ""}/.cache/hf-venv`;
+  const python = `${venv}/bin/python`;
+  try {
+    Deno.statSync(python);
+  } catch {
+    throw new Error(`--peer: no ${python} (set HF_VENV to a venv with torch and transformers)`);
+  }
+  return python;
+}
+
+/**
  * HF transformers' cached decode tok/s on `dir` (scripts/hf_decode_peer.py): `greedy_tok_s`,
  * and with `topK40` also `topk40_tok_s`.
  */
 async function hfDecodePeer(
+  python: string,
   dir: string,
   prompt: number,
   tokens: number,
   reps: number,
   topK40: boolean,
 ): Promise<Record<string, number>> {
-  const venv = Deno.env.get("HF_VENV") ?? `${Deno.env.get("HOME") ?? ""}/.cache/hf-venv`;
-  const args = ["scripts/hf_decode_peer.py", dir, "--prompt", `${prompt}`, "--tokens", `${tokens}`];
+  const script = new URL("../scripts/hf_decode_peer.py", import.meta.url).pathname;
+  const args = [script, dir, "--prompt", `${prompt}`, "--tokens", `${tokens}`];
   args.push("--reps", `${Math.max(reps, 3)}`, ...(topK40 ? ["--top-k", "40"] : []));
-  let r: Deno.CommandOutput;
-  try {
-    r = await new Deno.Command(`${venv}/bin/python`, { args, stdout: "piped", stderr: "piped" })
-      .output();
-  } catch {
-    throw new Error(`--peer: no ${venv}/bin/python (set HF_VENV to a venv with transformers)`);
-  }
+  const r = await new Deno.Command(python, { args, stdout: "piped", stderr: "piped" }).output();
   const text = new TextDecoder().decode(r.stdout).trim();
   if (!r.success || !text) {
     const err = new TextDecoder().decode(r.stderr).trim().split("\n").at(-1);
@@ -167,6 +177,14 @@ async function hfDecodePeer(
       /^(greedy|topk40)_tok_s$/.test(k) && typeof v === "number"
     ),
   ) as Record<string, number>;
+}
+
+/** Why the model in `dir` cannot take the fused decode step here, or null. */
+async function fusedLimit(gpu: Gpu, dir: string, weights: WeightFormat): Promise<string | null> {
+  const { model } = await openModel(gpu, dir, { weights, decode: "general" });
+  const limit = model.runner.fusedLimit;
+  model.destroy();
+  return limit;
 }
 
 /** The issue's targets: kvgpt's fused decode over HF's, per measurement. */
@@ -195,9 +213,11 @@ const TARGETS = [
 function peerTable(out: Record<string, string | number>, formats: WeightFormat[]): string {
   const lines = ["fused decode against HF transformers (same run):"];
   for (const t of TARGETS) {
-    const peer = out[t.peer] as number;
+    const peer = out[t.peer] as number | undefined;
+    if (peer === undefined) continue;
     const cells = formats.map((f) => {
-      const ours = out[f === "f32" ? t.ours : `${t.ours}_f16w`] as number;
+      const ours = out[f === "f32" ? t.ours : `${t.ours}_f16w`] as number | undefined;
+      if (ours === undefined) return `${f}: no fused path here`;
       const ratio = ours / peer;
       return `${f} ${ours.toFixed(0)} tok/s = ${ratio.toFixed(2)}x (${
         ratio >= t.x ? "met" : "not met"
@@ -278,6 +298,7 @@ main("bench", async () => {
     ? ["f32", "f16"]
     : [values.weights as WeightFormat];
   const log = values.json ? () => {} : (s: string) => console.log(s);
+  const python = values.peer ? peerPython() : null;
   const gpu = await Gpu.open();
   log(`adapter: ${gpu.description}`);
   const out: Record<string, string | number> = { adapter: gpu.description };
@@ -305,6 +326,11 @@ main("bench", async () => {
   for (const f of formats) {
     for (const { key, dir, prompt, tokens } of SMALL_MODELS) {
       for (const path of ["general", "fused"] as DecodePath[]) {
+        const limit = path === "fused" ? await fusedLimit(gpu, dir, f) : null;
+        if (limit) { // e.g. OpenGL's llvmpipe: too few storage bindings
+          log(`  ${dir}: no fused path on this adapter: ${limit}`);
+          continue;
+        }
         const { model } = await openModel(gpu, dir, { weights: f, decode: path });
         await model.warmup();
         const modes = key === "char" ? [false, true] : [false];
@@ -319,7 +345,7 @@ main("bench", async () => {
       }
       if (values.peer && f === formats[0]) {
         log(`  HF transformers on ${dir} (same prompt and tokens, 2 threads):`);
-        const peer = await hfDecodePeer(dir, prompt, tokens, reps, key === "char");
+        const peer = await hfDecodePeer(python!, dir, prompt, tokens, reps, key === "char");
         for (const [field, v] of Object.entries(peer)) {
           out[`peer_${key}_${field}`] = v;
           log(`    ${field.replace("_tok_s", "")}: ${v.toFixed(1)} tok/s`);

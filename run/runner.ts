@@ -130,6 +130,8 @@ export class Runner {
    * there (once per machine: Mesa caches it on disk), so by default only chains use it.
    */
   readonly fusedForward: boolean;
+  /** Why this model cannot take the fused step on this adapter, or null when it can. */
+  readonly fusedLimit: string | null;
   #workspaces = new Map<string, { ws: Workspace; plans: WeakMap<KVCache, RecordedPlan> }>();
   #fused: FusedBuffers | null = null;
   /** The model's weightsVersion the packed weights were last filled from; -1: never. */
@@ -144,6 +146,7 @@ export class Runner {
     this.tokens = gpu.tensor([P], "tokens");
     this.positions = gpu.tensor([P], "positions");
     const limit = fusedDecodeLimit(gpu, model.config, model.weightFormat, model.wte, model.lmHead);
+    this.fusedLimit = limit;
     if (options.decode !== undefined && !["general", "fused"].includes(options.decode)) {
       throw new RangeError(`decode must be "general" or "fused", got "${options.decode}"`);
     }

@@ -26,6 +26,15 @@ Deno.test(
     ) {
       assert.ok(out[f] > 0 && Number.isFinite(out[f]), `${f}: ${out[f]}`);
     }
+    // The small models on both decode paths; the fused one only where the adapter has it
+    // (not on OpenGL's llvmpipe), always in fewer dispatches a token.
+    assert.equal(out.char_greedy_general_dispatches_per_token, 36);
+    if (out.char_greedy_fused_tok_s !== undefined) {
+      // One dispatch a token (two with the tiny fixture's wide lm_head), and one more a call:
+      // the last step only picks its token. 47 and 100 tokens a call.
+      assert.equal(out.char_greedy_fused_dispatches_per_token, 48 / 47);
+      assert.equal(out.tiny_greedy_fused_dispatches_per_token, 201 / 100);
+    }
     assert.equal(out.prefill_512_tok_s, undefined); // --quick skips the 124M shape
   },
 );
@@ -48,7 +57,7 @@ Deno.test(
 Deno.test("bench --help lists every option", needs("run", "read"), async () => {
   const r = await bench("--help");
   assert.equal(r.code, 0, r.stderr);
-  for (const flag of ["--json", "--reps", "--quick", "--weights", "--train"]) {
+  for (const flag of ["--json", "--reps", "--quick", "--weights", "--train", "--peer"]) {
     assert.match(r.stdout, new RegExp(`^  ${flag} `, "m"), flag);
   }
 });
