@@ -1,6 +1,8 @@
 /**
  * `deno task parity [--model DIR]`: compares the WGSL GPT-2 with HuggingFace's reference
- * outputs and prints a table; the last line is `parity: PASS|FAIL max_abs_diff=… tensors=…`.
+ * outputs on each decode path the model can take here (general, and fused where it fits) and
+ * prints a table per path; the last line is
+ * `parity: PASS|FAIL max_abs_diff=… tensors=… paths=general,fused`.
  *
  * @module
  */
@@ -25,9 +27,13 @@ main("parity", async () => {
   const dir = values.model;
   const weights = weightFormat(values.weights);
   const gpu = await Gpu.open();
-  let report: ParityReport;
+  // Both decode paths where the model can take the fused step here; else the general one.
+  const reports: ParityReport[] = [];
   try {
-    report = await runParity(gpu, dir, { weights });
+    reports.push(await runParity(gpu, dir, { weights, decode: "general" }));
+    if (!reports[0].fusedLimit) {
+      reports.push(await runParity(gpu, dir, { weights, decode: "fused" }));
+    }
   } catch (e) {
     // Scripts read the last line of standard output: it says FAIL, the error says why.
     console.log("parity: FAIL max_abs_diff=NaN tensors=0");
@@ -35,7 +41,31 @@ main("parity", async () => {
   }
   console.log(`adapter: ${gpu.description}`);
   console.log(`model:   ${dir} (${weights} weights)`);
+  for (const report of reports) printTable(report, weights);
+  const fused = reports[0].fusedLimit;
+  if (fused) console.log(`decode path fused: not on this adapter (${fused})`);
+  const maxDiff = Math.max(...reports.map((r) => r.maxAbsDiff)).toExponential(3);
+  const paths = `paths=${reports.map((r) => r.decodePath).join(",")}`;
+  const summary = `max_abs_diff=${maxDiff} tensors=${reports[0].rows.length} ${paths}`;
+  if (weights === "f16") {
+    // Rounding every weight to f16 moves the outputs by far more than 1e-5: the diffs are the
+    // measurement. Only a non-finite diff (a broken kernel) is a failure.
+    const finite = reports.every((r) => Number.isFinite(r.maxAbsDiff));
+    const bound = TOLERANCE.toExponential(0);
+    console.log(`tolerance: none with f16 weights (the ${bound} bound is for f32 weights)`);
+    console.log(`parity: ${finite ? "REPORTED" : "FAIL"} weights=f16 ${summary}`);
+    return finite ? 0 : 1;
+  }
+  const pass = reports.every((r) => r.pass);
+  console.log(`tolerance: ${TOLERANCE} (ids exact)`);
+  console.log(`parity: ${pass ? "PASS" : "FAIL"} ${summary}`);
+  return pass ? 0 : 1;
+});
+
+/** One path's table: every compared tensor, its diff, and pass or FAIL. */
+function printTable(report: ParityReport, weights: string): void {
   const width = Math.max(...report.rows.map((r) => r.tensor.length));
+  console.log(`\ndecode path: ${report.decodePath}`);
   console.log(
     `${"tensor".padEnd(width)}  ${"shape".padEnd(14)}  max_abs_diff  max|ref|  rel_diff  result`,
   );
@@ -54,18 +84,4 @@ main("parity", async () => {
         `${ref.padStart(8)}  ${rel.padStart(8)}  ${result(r)}`,
     );
   }
-  const maxDiff = report.maxAbsDiff.toExponential(3);
-  const summary = `max_abs_diff=${maxDiff} tensors=${report.rows.length}`;
-  if (weights === "f16") {
-    // Rounding every weight to f16 moves the outputs by far more than 1e-5: the diffs are the
-    // measurement. Only a non-finite diff (a broken kernel) is a failure.
-    const finite = Number.isFinite(report.maxAbsDiff);
-    const bound = TOLERANCE.toExponential(0);
-    console.log(`tolerance: none with f16 weights (the ${bound} bound is for f32 weights)`);
-    console.log(`parity: ${finite ? "REPORTED" : "FAIL"} weights=f16 ${summary}`);
-    return finite ? 0 : 1;
-  }
-  console.log(`tolerance: ${TOLERANCE} (ids exact)`);
-  console.log(`parity: ${report.pass ? "PASS" : "FAIL"} ${summary}`);
-  return report.pass ? 0 : 1;
-});
+}

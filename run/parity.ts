@@ -10,6 +10,7 @@ import type { Gpu } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
 import { GPT2, type ModelOptions } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
+import type { DecodePath } from "./runner.ts";
 import { generate, greedyOptions } from "./generate.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 
@@ -34,6 +35,10 @@ export interface ParityReport {
   adapter: string;
   /** How the model's matrices were stored: the 1e-5 bound holds for f32 weights. */
   weights: WeightFormat;
+  /** The decode path the model's steps took (see run/runner.ts). */
+  decodePath: DecodePath;
+  /** Why this model cannot take the fused decode step on this adapter, or null. */
+  fusedLimit: string | null;
   rows: ParityRow[];
   /** Max abs diff over all float tensors. */
   maxAbsDiff: number;
@@ -100,6 +105,8 @@ export async function runParity(
     model: dir,
     adapter: gpu.description,
     weights: model.weightFormat,
+    decodePath: model.runner.decodePath,
+    fusedLimit: model.runner.fusedLimit,
     rows,
     maxAbsDiff: maxDiff,
     pass: rows.every((r) => r.pass),
