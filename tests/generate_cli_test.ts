@@ -55,7 +55,10 @@ Deno.test("generate streams the text, then one summary line", io, async () => {
   const r = await generate(...tiny, "--prompt", "Hello", "--max-tokens", "5", "--seed", "3");
   assert.equal(r.code, 0, r.stderr);
   assert.ok(r.stdout.startsWith("Hello"));
-  assert.match(r.stderr, /prefill [\d.]+ ms · decode 4 tok at [\d.]+ tok\/s \(KV cache\)/);
+  assert.match(
+    r.stderr,
+    /prefill [\d.]+ ms · decode 4 tok at [\d.]+ tok\/s \(KV cache, (fused|general) decode path\)/,
+  );
   assert.match(r.stderr, /cache [\d.]+ MiB used of [\d.]+ MiB/);
   const again = await generate(...tiny, "--prompt", "Hello", "--max-tokens", "5", "--seed", "3");
   assert.equal(again.stdout, r.stdout, "same seed, same text");

@@ -135,13 +135,15 @@ Deno.test(
   async () => {
     await inTempDir(async (dir) => {
       const path = join(dir, "s.safetensors");
-      // The model keeps a workspace per input length: make those of this test first.
+      // The model keeps a workspace per input length, and the fused decode path its packed
+      // weights: make those of this test first.
       const warm = model.newCache();
       for (const ids of [prompt, prompt.slice(0, 50), [1]]) {
         warm.reset();
         await model.forward(ids, warm);
       }
       warm.destroy();
+      await model.warmup();
       const before = gpu.bytesAllocated;
       const original = await prefilled(path);
       const kv = await original.read();
