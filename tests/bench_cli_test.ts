@@ -1,6 +1,6 @@
 /** `deno task bench`: its JSON line and its option errors (speed itself is never asserted). */
 import assert from "node:assert/strict";
-import { assertUsageError, needs, runScript } from "./helpers.ts";
+import { assertUsageError, hfPython, needs, runDeno, runScript } from "./helpers.ts";
 
 function bench(...args: string[]) {
   return runScript("cli/bench.ts", ...args);
@@ -74,5 +74,38 @@ Deno.test(
       [["--json=yes"], /--json: takes no value/],
     ];
     for (const [args, pattern] of cases) assertUsageError(await bench(...args), "bench", pattern);
+  },
+);
+
+const peer = await hfPython();
+
+Deno.test({
+  name: "hf_decode_peer.py: HF's cached decode tok/s, greedy and top-k, as one JSON line",
+  ignore: peer.unavailable !== null,
+  async fn() {
+    const args = ["data/shakespeare-char", "--tokens", "4", "--reps", "1", "--top-k", "40"];
+    const r = await new Deno.Command(peer.python, {
+      args: ["scripts/hf_decode_peer.py", ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.ok(r.success, new TextDecoder().decode(r.stderr));
+    const out = JSON.parse(new TextDecoder().decode(r.stdout).trim().split("\n").at(-1)!);
+    assert.equal(out.tokens, 4);
+    for (const f of ["greedy_tok_s", "topk40_tok_s"]) {
+      assert.ok(out[f] > 0 && Number.isFinite(out[f]), `${f}: ${out[f]}`);
+    }
+  },
+});
+
+Deno.test(
+  "bench --peer without HF's Python: one line, exit 1, before measuring anything",
+  needs("run", "read"),
+  async () => {
+    const env = { HF_VENV: "/nonexistent-venv" };
+    const r = await runDeno({ flags: ["-A"], env }, "cli/bench.ts", "--quick", "--peer");
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^bench: --peer: no \/nonexistent-venv\/bin\/python /m);
+    assert.equal(r.stdout, "");
   },
 );

@@ -297,3 +297,30 @@ function announce(kind: string, line: string) {
   console.log(line);
 }
 const announcedHere = new Set<string>();
+
+/**
+ * HF transformers' Python for the tests that run it: $HF_VENV/bin/python (default
+ * ~/.cache/hf-venv, as /work/shared/tools/setup_hf_env.sh builds it), and why it cannot run
+ * (no env/read/write/run access, no such Python, or no torch/transformers/safetensors), or
+ * null when it can.
+ */
+export async function hfPython(): Promise<{ python: string; unavailable: string | null }> {
+  if (!granted("env", "read", "write", "run")) {
+    return { python: "", unavailable: "needs env, read, write and run access" };
+  }
+  const home = Deno.env.get("HOME") ?? "";
+  const python = `${Deno.env.get("HF_VENV") ?? `${home}/.cache/hf-venv`}/bin/python`;
+  try {
+    const check = await new Deno.Command(python, {
+      args: ["-c", "import torch, transformers, safetensors"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    const unavailable = check.success
+      ? null
+      : `${python} cannot import torch/transformers/safetensors`;
+    return { python, unavailable };
+  } catch {
+    return { python, unavailable: `no ${python} (build it with setup_hf_env.sh)` };
+  }
+}

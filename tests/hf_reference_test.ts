@@ -9,34 +9,16 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { granted, needs } from "./helpers.ts";
+import { granted, hfPython, needs } from "./helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const TINY = join(ROOT, "data/tiny-gpt2");
 // Plain `deno test` grants no environment, file or subprocess access: the test is ignored.
-const allowed = granted("env", "read", "write", "run");
-const VENV = allowed
-  ? Deno.env.get("HF_VENV") ?? join(Deno.env.get("HOME") ?? "", ".cache/hf-venv")
-  : "";
-const PYTHON = join(VENV, "bin/python");
+const { python: PYTHON, unavailable: reason } = await hfPython();
 const TOLERANCE = 1e-6;
-
-/** Why the test cannot run here, or null when python with transformers is there. */
-async function unavailable(): Promise<string | null> {
-  try {
-    const check = await new Deno.Command(PYTHON, {
-      args: ["-c", "import torch, transformers, safetensors"],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return check.success ? null : `${PYTHON} cannot import torch/transformers/safetensors`;
-  } catch {
-    return `no ${PYTHON} (build it with bash /work/shared/tools/setup_hf_env.sh)`;
-  }
+if (granted("env", "read", "write", "run") && reason !== null) {
+  console.log(`hf_reference_test skipped: ${reason}`);
 }
-
-const reason = allowed ? await unavailable() : "needs env, read, write and run access";
-if (allowed && reason !== null) console.log(`hf_reference_test skipped: ${reason}`);
 
 /** Largest |a - b| over two equally long arrays (Infinity if either holds a NaN). */
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
