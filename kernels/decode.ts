@@ -15,7 +15,6 @@ import {
   f32bits,
   type Gpu,
   groups,
-  type Kernel,
   MAX_LOOP_TRIPS,
   numel,
   type Tensor,
@@ -556,33 +555,7 @@ export function decodeStep(
     ...cacheBindings,
   };
   const what = `${options.source}${options.blocks ? "" : " only"}`;
-  return withTexture(gpu, `decode.step ${what} ${s.nLayer}x${s.nEmbd}`, kernel, bindings);
-}
-
-/**
- * A dispatch of `kernel` (one workgroup unless `workgroups` say) whose bindings include a
- * texture view, which Gpu.dispatch does not bind: buffers and tensors as it binds them,
- * views as they are.
- */
-function withTexture(
-  gpu: Gpu,
-  label: string,
-  kernel: Kernel,
-  bindings: Record<string, Tensor | GPUBuffer | GPUTextureView>,
-  workgroups: [number, number, number] = [1, 1, 1],
-): Dispatch {
-  const entries = Object.entries(bindings).map(([name, b]): GPUBindGroupEntry => {
-    const binding = kernel.slots.get(name);
-    if (binding === undefined) throw new Error(`${label}: no binding named "${name}"`);
-    if (b instanceof GPUBuffer) return { binding, resource: { buffer: b } };
-    if (b instanceof GPUTextureView) return { binding, resource: b };
-    if (b.offset % gpu.bindingAlignment) throw new Error(`${label}: ${name} is not aligned`);
-    const size = Math.max(4, numel(b) * 4);
-    return { binding, resource: { buffer: b.buffer, offset: b.offset, size } };
-  });
-  const layout = kernel.pipeline.getBindGroupLayout(0);
-  const bindGroup = gpu.device.createBindGroup({ label, layout, entries });
-  return { label, pipeline: kernel.pipeline, bindGroup, workgroups };
+  return gpu.dispatch(`decode.step ${what} ${s.nLayer}x${s.nEmbd}`, kernel, bindings, [1]);
 }
 
 /** Throws unless the sampler can draw with `o` over a vocabulary of `V`. */
@@ -652,5 +625,5 @@ export function decodeHead(
     logits,
     best,
   };
-  return withTexture(gpu, `decode.head ${C}x${V}`, kernel, bindings, [G, 1, 1]);
+  return gpu.dispatch(`decode.head ${C}x${V}`, kernel, bindings, [G]);
 }

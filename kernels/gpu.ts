@@ -45,8 +45,8 @@ export interface Clear {
 /** A recorded sequence of GPU work, run as one submission. */
 export type Plan = (Dispatch | Copy | Clear)[];
 
-/** What a binding of a kernel receives: a tensor, or a whole buffer. */
-export type Binding = Tensor | GPUBuffer;
+/** What a binding of a kernel receives: a tensor, a whole buffer, or a texture's view. */
+export type Binding = Tensor | GPUBuffer | GPUTextureView;
 
 /** A dispatch's bindings, by the names of the kernel's WGSL variables. */
 export type Bindings = Readonly<Record<string, Binding>>;
@@ -413,6 +413,7 @@ export class Gpu {
 
   #entry(label: string, name: string, binding: number, b: Binding): GPUBindGroupEntry {
     if (b instanceof GPUBuffer) return { binding, resource: { buffer: b } };
+    if (b instanceof GPUTextureView) return { binding, resource: b };
     if (b.offset % this.bindingAlignment !== 0) {
       throw new Error(`${label}: binding ${name} offset ${b.offset} is not aligned`);
     }
