@@ -136,10 +136,9 @@ function onFirstKey(attention: Float32Array[], l: number, T: number, t: number):
   return sum / nHead;
 }
 
-/** Feeds the text token by token through one cache that evicts as `generate` does. */
-async function streamed(keepSinks: number, keepRecent: number): Promise<Run> {
-  const cache = model.newCache();
-  const run: Run = {
+/** A run with nothing measured yet. */
+function emptyRun(): Run {
+  return {
     nll: [],
     firstMass: Array.from({ length: nLayer }, () => []),
     keys: [],
@@ -148,6 +147,12 @@ async function streamed(keepSinks: number, keepRecent: number): Promise<Run> {
     flatBytes: true,
     maxLength: 0,
   };
+}
+
+/** Feeds the text token by token through one cache that evicts as `generate` does. */
+async function streamed(keepSinks: number, keepRecent: number): Promise<Run> {
+  const cache = model.newCache();
+  const run = emptyRun();
   for (let i = 0; i < STEPS; i++) {
     const t0 = performance.now();
     if (cache.length >= nPositions - 1) run.evicted += cache.evict(keepSinks, keepRecent);
@@ -171,15 +176,7 @@ async function streamed(keepSinks: number, keepRecent: number): Promise<Run> {
 async function recomputed(): Promise<Run> {
   const cache = model.newCache();
   const readAttention = nLayer * nHead * W * nPositions * 4 <= 64 * 2 ** 20;
-  const run: Run = {
-    nll: [],
-    firstMass: Array.from({ length: nLayer }, () => []),
-    keys: [],
-    ms: [],
-    evicted: 0,
-    flatBytes: true,
-    maxLength: 0,
-  };
+  const run = emptyRun();
   for (let i = 0; i < STEPS; i++) {
     const t0 = performance.now();
     const window = text.slice(Math.max(0, i - W + 1), i + 1);
