@@ -255,7 +255,7 @@ const LOOP_BUDGET = Math.floor(0.9 * MAX_LOOP_TRIPS);
  * An upper bound on the loop iterations one invocation of decodeStep runs (decode.wgsl's
  * loops at the longest context, sampling included), to keep under {@link LOOP_BUDGET}.
  */
-export function stepLoopIterations(s: DecodeShape, format: WeightFormat, wg: number): number {
+function stepLoopIterations(s: DecodeShape, format: WeightFormat, wg: number): number {
   const C = s.nEmbd, NI = s.nInner, n = s.nPositions;
   const perRead = format === "f16" ? 8 : 4;
   const spread = (work: number) => Math.ceil(work / wg); // a loop shared by the workgroup
