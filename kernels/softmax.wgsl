@@ -59,6 +59,13 @@ struct CrossEntropyParams {
 
 var<workgroup> ceShared: array<f32, CE_WG>;
 
+// A quiet NaN, built at run time: Tint (Dawn's WGSL compiler) evaluates bitcast<f32>(0x7fc00000u)
+// as a constant and refuses it, since a WGSL constant cannot be NaN.
+fn quiet_nan() -> f32 {
+  var bits = 0x7fc00000u;
+  return bitcast<f32>(bits);
+}
+
 // Reduces every invocation's v to one value: op 0 max, 1 sum. Every invocation calls it.
 fn ceReduce(li: u32, v: f32, op: u32) -> f32 {
   ceShared[li] = v;
@@ -95,7 +102,7 @@ fn cross_entropy(
     if (j == wanted) { losses[n] = logSum - x; }
     logits[row + j] = (exp(x) / sum - select(0.0, 1.0, j == wanted)) * ce.scale;
   }
-  if (li == 0u && wanted >= ce.V) { losses[n] = bitcast<f32>(0x7fc00000u); }
+  if (li == 0u && wanted >= ce.V) { losses[n] = quiet_nan(); }
 }
 
 // The same for a small vocabulary (a char model's 65 columns): one invocation per row, its
@@ -111,7 +118,7 @@ fn cross_entropy_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
   var sum = 0.0;
   for (var j = 0u; j < ce.V; j++) { sum += exp(logits[row + j] - m); }
   let logSum = log(sum);
-  losses[n] = select(bitcast<f32>(0x7fc00000u), logSum - (logits[row + min(wanted, ce.V - 1u)] - m),
+  losses[n] = select(quiet_nan(), logSum - (logits[row + min(wanted, ce.V - 1u)] - m),
     wanted < ce.V);
   for (var j = 0u; j < ce.V; j++) {
     let x = logits[row + j] - m;
