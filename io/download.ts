@@ -10,7 +10,7 @@
 
 import { createHash, type Hash } from "node:crypto";
 import { basename, dirname, join } from "node:path";
-import { clip } from "./describe.ts";
+import { clip } from "../base/describe.ts";
 import { ProgressBar } from "./progress_bar.ts";
 import {
   CHECKPOINT_FILES,

@@ -8,7 +8,7 @@
  */
 
 import { join } from "node:path";
-import { describe } from "./describe.ts";
+import { describe } from "../base/describe.ts";
 
 /** Environment variables, e.g. `Deno.env.toObject()`. */
 export type Env = Readonly<Record<string, string | undefined>>;

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { clip, describe } from "./describe.ts";
+import { clip, describe } from "../base/describe.ts";
 
 /** Element types of the safetensors format that this module knows. */
 export type DType =

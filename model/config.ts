@@ -8,7 +8,7 @@
  * @module
  */
 
-import { clip, describe } from "../io/describe.ts";
+import { clip, describe } from "../base/describe.ts";
 
 /** GPT-2 hyper-parameters, from a HuggingFace GPT2Config. */
 export interface GPT2Config {

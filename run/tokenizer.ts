@@ -21,7 +21,7 @@
 
 import { encode as bpeEncode } from "gpt-tokenizer/encoding/gpt2";
 import bpeRanks from "gpt-tokenizer/bpeRanks/r50k_base";
-import { describe } from "../io/describe.ts";
+import { describe } from "../base/describe.ts";
 
 /** Turns text into token ids and back. */
 export interface Tokenizer {
