@@ -60,7 +60,8 @@ export {
   greedyOptions,
   prefillPrefix,
 } from "./run/generate.ts";
-export { argmax, Rng, sampleToken, type SamplingOptions } from "./run/sampling.ts";
+export { Rng } from "./base/rng.ts";
+export { argmax, sampleToken, type SamplingOptions } from "./run/sampling.ts";
 export { gpt2Tokenizer, TextStream, type Tokenizer } from "./run/tokenizer.ts";
 export { CharTokenizer } from "./run/char_tokenizer.ts";
 export { EMBEDDED, type OpenedModel, openModel, tokenizerFor, TRAINED } from "./run/open_model.ts";

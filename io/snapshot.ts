@@ -22,7 +22,7 @@
 import type { Tensor } from "../kernels/gpu.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
-import { clip, describe } from "./describe.ts";
+import { clip, describe } from "../base/describe.ts";
 import {
   firstNonFinite,
   SafetensorsFile,

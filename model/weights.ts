@@ -14,8 +14,8 @@
 import { join } from "node:path";
 import { type GPT2Config, loadConfig } from "./config.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { clip } from "../io/describe.ts";
-import { Rng } from "../run/sampling.ts";
+import { clip } from "../base/describe.ts";
+import { Rng } from "../base/rng.ts";
 
 /** One Conv1D / Linear layer: y = x @ weight + bias, weight stored [in, out] as in HF Conv1D. */
 export interface Linear {

@@ -14,7 +14,8 @@ import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
 import { checkWindow, streamBatch, validateGenerate } from "./generate.ts";
 import type { DecodePath } from "./runner.ts";
-import { Rng, sampleToken, type SamplingOptions } from "./sampling.ts";
+import { Rng } from "../base/rng.ts";
+import { sampleToken, type SamplingOptions } from "./sampling.ts";
 import { TextStream, type Tokenizer } from "./tokenizer.ts";
 
 /** Settings of a chat that commands can change between replies. */

@@ -7,7 +7,8 @@
  */
 import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
-import { Rng, sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
+import { Rng } from "../base/rng.ts";
+import { sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
 
 /** How to generate. */
 export interface GenerateOptions extends SamplingOptions {

@@ -23,7 +23,7 @@ import type { KVCache } from "../model/kv_cache.ts";
 import { type GPT2Weights, loadCheckpoint, randomWeights } from "../model/weights.ts";
 import { encodeSafetensors, SafetensorsFile, type TensorData } from "../io/safetensors.ts";
 import { loadSnapshot, saveSnapshot } from "../io/snapshot.ts";
-import { Rng } from "../run/sampling.ts";
+import { Rng } from "../base/rng.ts";
 import { gpt2Tokenizer, TextStream, TooManyTokensError } from "../run/tokenizer.ts";
 
 /** Longest error message a clean refusal may have. */

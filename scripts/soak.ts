@@ -17,7 +17,7 @@ import { GPT2 } from "../model/gpt2.ts";
 import { KVCache } from "../model/kv_cache.ts";
 import { loadSnapshot, saveSnapshot } from "../io/snapshot.ts";
 import { generate, generateBatch, type GenerateOptions, greedyOptions } from "../run/generate.ts";
-import { Rng } from "../run/sampling.ts";
+import { Rng } from "../base/rng.ts";
 import { parseConfig } from "../model/config.ts";
 import { gpt2Init } from "../model/weights.ts";
 import { Trainer } from "../train/trainer.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Rng } from "../run/sampling.ts";
+import { Rng } from "../base/rng.ts";
 import type { Tokenizer } from "../run/tokenizer.ts";
 
 /** Tiny Shakespeare (karpathy/char-rnn), shipped in data/tinyshakespeare/. */
