@@ -9,7 +9,7 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { maxAbsDiff } from "../run/parity.ts";
+import { maxAbsDiff } from "../base/max_abs_diff.ts";
 import { Trainer, type TrainerOptions } from "./trainer.ts";
 
 /** Bounds: torch's own f32-vs-f64 noise is 6e-8 (gradients), 1e-5 (steps), 4.3e-4 (final). */
