@@ -62,8 +62,9 @@ export {
 } from "./run/generate.ts";
 export { Rng } from "./base/rng.ts";
 export { argmax, sampleToken, type SamplingOptions } from "./run/sampling.ts";
-export { gpt2Tokenizer, TextStream, type Tokenizer } from "./run/tokenizer.ts";
-export { CharTokenizer } from "./run/char_tokenizer.ts";
+export { gpt2Tokenizer } from "./tokenizers/gpt2.ts";
+export { TextStream, type Tokenizer } from "./tokenizers/tokenizer.ts";
+export { CharTokenizer } from "./tokenizers/char.ts";
 export { EMBEDDED, type OpenedModel, openModel, tokenizerFor, TRAINED } from "./run/open_model.ts";
 export { ChatSession } from "./run/chat.ts";
 export { downloadCheckpoint } from "./io/download.ts";

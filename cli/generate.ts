@@ -9,7 +9,7 @@ import { GPT2_SIZES, loadConfig } from "../model/config.ts";
 import { checkWindow, generate, type GenerateOptions, validateGenerate } from "../run/generate.ts";
 import { type CachePolicy, parseCachePolicy } from "../run/cache_policy.ts";
 import { defaultSpeakingModel, EMBEDDED, openModel, tokenizerFor } from "../run/open_model.ts";
-import { TextStream, type Tokenizer, TooManyTokensError } from "../run/tokenizer.ts";
+import { TextStream, type Tokenizer, TooManyTokensError } from "../tokenizers/tokenizer.ts";
 import { integer, main, number, parseOptions, UsageError, weightFormat } from "./usage.ts";
 
 const USAGE = `usage: deno task generate [options]

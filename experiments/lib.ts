@@ -26,7 +26,7 @@ import {
   type WeightFormat,
 } from "../mod.ts";
 import { fail, integer, parseOptions, UsageError, weightFormat } from "../cli/usage.ts";
-import { CharTokenizer } from "../run/char_tokenizer.ts";
+import { CharTokenizer } from "../tokenizers/char.ts";
 import { splitDataset, TINY_SHAKESPEARE } from "../train/data.ts";
 import shakespeare from "../data/tinyshakespeare/input.txt" with { type: "text" };
 

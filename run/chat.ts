@@ -16,7 +16,7 @@ import { checkWindow, streamBatch, validateGenerate } from "./generate.ts";
 import type { DecodePath } from "./runner.ts";
 import { Rng } from "../base/rng.ts";
 import { sampleToken, type SamplingOptions } from "./sampling.ts";
-import { TextStream, type Tokenizer } from "./tokenizer.ts";
+import { TextStream, type Tokenizer } from "../tokenizers/tokenizer.ts";
 
 /** Settings of a chat that commands can change between replies. */
 export interface ChatSettings extends SamplingOptions {

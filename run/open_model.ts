@@ -10,8 +10,9 @@ import { GPT2_SIZES, parameterCount } from "../model/config.ts";
 import { downloadCheckpoint, findInHfCache, resolveRepo } from "../io/download.ts";
 import { GPT2, type ModelOptions } from "../model/gpt2.ts";
 import { loadCheckpoint, randomWeights } from "../model/weights.ts";
-import { CharTokenizer } from "./char_tokenizer.ts";
-import { gpt2Tokenizer, type Tokenizer } from "./tokenizer.ts";
+import { CharTokenizer } from "../tokenizers/char.ts";
+import { gpt2Tokenizer } from "../tokenizers/gpt2.ts";
+import { type Tokenizer } from "../tokenizers/tokenizer.ts";
 
 /** The name that selects the embedded random-weight model. */
 export const EMBEDDED = "embedded";

@@ -24,7 +24,8 @@ import { type GPT2Weights, loadCheckpoint, randomWeights } from "../model/weight
 import { encodeSafetensors, SafetensorsFile, type TensorData } from "../io/safetensors.ts";
 import { loadSnapshot, saveSnapshot } from "../io/snapshot.ts";
 import { Rng } from "../base/rng.ts";
-import { gpt2Tokenizer, TextStream, TooManyTokensError } from "../run/tokenizer.ts";
+import { gpt2Tokenizer } from "../tokenizers/gpt2.ts";
+import { TextStream, TooManyTokensError } from "../tokenizers/tokenizer.ts";
 
 /** Longest error message a clean refusal may have. */
 export const MAX_MESSAGE = 300;

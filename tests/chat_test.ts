@@ -4,7 +4,7 @@ import { Gpu } from "../kernels/gpu.ts";
 import { parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { randomWeights } from "../model/weights.ts";
-import { CharTokenizer } from "../run/char_tokenizer.ts";
+import { CharTokenizer } from "../tokenizers/char.ts";
 import {
   type ChatOptions,
   ChatSession,
@@ -13,7 +13,8 @@ import {
   sparkline,
 } from "../run/chat.ts";
 import { generate } from "../run/generate.ts";
-import { gpt2Tokenizer, type Tokenizer } from "../run/tokenizer.ts";
+import { gpt2Tokenizer } from "../tokenizers/gpt2.ts";
+import { type Tokenizer } from "../tokenizers/tokenizer.ts";
 
 const gpu = await Gpu.open();
 /** Every test but the two on plain data reads the fixture: ignored without read access. */

@@ -11,7 +11,7 @@
  */
 import type { GPT2Config } from "../model/config.ts";
 import { SafetensorsFile, type TensorData, writeSafetensors } from "../io/safetensors.ts";
-import { CHAR_VOCAB_FILE, type CharTokenizer } from "../run/char_tokenizer.ts";
+import { CHAR_VOCAB_FILE, type CharTokenizer } from "../tokenizers/char.ts";
 import type { Trainer } from "./trainer.ts";
 
 /** The file of AdamW's moments. */

@@ -5,7 +5,7 @@
  * @module
  */
 import { Rng } from "../base/rng.ts";
-import type { Tokenizer } from "../run/tokenizer.ts";
+import type { Tokenizer } from "../tokenizers/tokenizer.ts";
 
 /** Tiny Shakespeare (karpathy/char-rnn), shipped in data/tinyshakespeare/. */
 export const TINY_SHAKESPEARE = {
