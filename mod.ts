@@ -50,7 +50,7 @@ export {
   SNAPSHOT_FORMAT,
   SNAPSHOT_VERSION,
   SnapshotError,
-} from "./io/snapshot.ts";
+} from "./model/snapshot.ts";
 export {
   type BatchResult,
   generate,

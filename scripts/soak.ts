@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { KVCache } from "../model/kv_cache.ts";
-import { loadSnapshot, saveSnapshot } from "../io/snapshot.ts";
+import { loadSnapshot, saveSnapshot } from "../model/snapshot.ts";
 import { generate, generateBatch, type GenerateOptions, greedyOptions } from "../run/generate.ts";
 import { Rng } from "../base/rng.ts";
 import { parseConfig } from "../model/config.ts";
