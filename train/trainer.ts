@@ -37,6 +37,8 @@ export interface StepOptions {
   lr?: number;
   /** Read the loss back (one CPU wait); default true. */
   loss?: boolean;
+  /** Time every dispatch (GPU timestamps; read them with `gpu.readProfile()`). */
+  profile?: boolean;
 }
 
 /** What the optimizer keeps for one parameter: its gradient and AdamW's two moments. */
@@ -97,6 +99,11 @@ export class Trainer {
     return this.#slots.reduce((n, s) => n + s.parameter.shape.reduce((a, b) => a * b, 1), 0);
   }
 
+  /** Compute dispatches in one training step (forward, backward and update). */
+  get dispatchesPerStep(): number {
+    return this.#plan("step").filter((s) => "pipeline" in s).length;
+  }
+
   get gpu(): Gpu {
     return this.model.gpu;
   }
@@ -112,7 +119,7 @@ export class Trainer {
     const t = ++this.steps;
     const { beta1, beta2 } = this.options;
     this.gpu.write(this.#stepInfo, new Float32Array([lr, 1 - beta1 ** t, 1 - beta2 ** t, 0]));
-    this.gpu.run(this.#plan("step"));
+    this.gpu.run(this.#plan("step"), { profile: options.profile });
     this.model.weightsVersion++;
     return options.loss === false ? NaN : await this.#meanLoss();
   }
