@@ -16,7 +16,7 @@
  * @module
  */
 import { join } from "node:path";
-import { Gpu } from "../kernels/gpu.ts";
+import type { Gpu } from "../kernels/gpu.ts";
 import { CONFIG_LIMITS, type GPT2Config, loadConfig, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
@@ -26,6 +26,7 @@ import { loadSnapshot, saveSnapshot } from "../model/snapshot.ts";
 import { Rng } from "../base/rng.ts";
 import { gpt2Tokenizer } from "../tokenizers/gpt2.ts";
 import { TextStream, TooManyTokensError } from "../tokenizers/tokenizer.ts";
+import { openGpu } from "../cli/env_options.ts";
 
 /** Longest error message a clean refusal may have. */
 export const MAX_MESSAGE = 300;
@@ -131,7 +132,7 @@ function checkpointTensors(w: GPT2Weights, c: GPT2Config): Record<string, Tensor
 
 /** Opens the device and builds the base inputs, in a fresh temporary folder. */
 export async function makeContext(): Promise<FuzzContext> {
-  const gpu = await Gpu.open();
+  const gpu = await openGpu();
   const dir = await Deno.makeTempDir({ prefix: "kvgpt-fuzz-" });
   const config = parseConfig(BASE_CONFIG, "base");
   const weights = randomWeights(config, 14);

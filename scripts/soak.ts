@@ -21,6 +21,7 @@ import { Rng } from "../base/rng.ts";
 import { parseConfig } from "../model/config.ts";
 import { gpt2Init } from "../model/weights.ts";
 import { Trainer } from "../train/trainer.ts";
+import { openGpu } from "../cli/env_options.ts";
 
 /** The model every phase runs. */
 const FIXTURE = new URL("../data/tiny-gpt2", import.meta.url).pathname;
@@ -336,7 +337,7 @@ async function main(): Promise<number> {
       throw new Error(`soak: ${name} must be a positive integer`);
     }
   }
-  using gpu = await Gpu.open();
+  using gpu = await openGpu();
   const log = values.json ? () => {} : (line: string) => console.log(line);
   log(
     `soak: ${generations} generations, ${modelCycles} model cycles, ${trainingCycles} training ` +

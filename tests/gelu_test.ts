@@ -1,15 +1,16 @@
 /** gelu and geluBackward (GPT-2's gelu_new) against the float64 CPU reference, both designs. */
 import assert from "node:assert/strict";
 import { gelu, geluBackward } from "../kernels/gelu.ts";
-import { Gpu } from "../kernels/gpu.ts";
+
 import { geluNewBackwardRef, geluNewRef } from "./cpu_reference.ts";
 import { Arena, assertClose, Rng } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
 /** diff <= TOL · max(1, |ref|): a few f32 roundings and llvmpipe's tanh (seen: 3.4e-7). */
 const TOL = 2e-6;
 
-const cpuDesign = await Gpu.open({ design: "cpu" });
-const gpuDesign = await Gpu.open({ design: "gpu" });
+const cpuDesign = await openGpu({ design: "cpu" });
+const gpuDesign = await openGpu({ design: "gpu" });
 
 for (const gpu of [cpuDesign, gpuDesign]) {
   Deno.test(`gelu and geluBackward: [7, 20] over both tails and the clamp, ${gpu.design} design`, async () => {

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { Gpu } from "../kernels/gpu.ts";
+
 import { GPT2 } from "../model/gpt2.ts";
 import { KVCache } from "../model/kv_cache.ts";
 import { argmax } from "../run/sampling.ts";
@@ -26,8 +26,9 @@ import {
 } from "../model/snapshot.ts";
 import { randomWeights } from "../model/weights.ts";
 import { granted, needs } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 // Every test here needs the fixture: without read access (plain `deno test`) they are ignored.
 const readable = granted("read");
 const model = readable ? await GPT2.load(gpu, "data/tiny-gpt2") : undefined!;
