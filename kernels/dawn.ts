@@ -5,7 +5,10 @@
  *
  * @module
  */
-import { create, globals } from "webgpu";
+// The full specifier, not an import-map name: the library may be imported from a project
+// whose deno.json does not map "webgpu".
+// deno-lint-ignore no-import-prefix
+import { create, globals } from "npm:webgpu@0.6.2";
 
 /**
  * Dawn's `navigator.gpu`, and `release`, to call once its device is destroyed. Dawn works on

@@ -228,7 +228,11 @@ export class Gpu {
   /** Whether an empty submission is queued to return freed buffers' memory. */
   #releaseQueued = false;
   #closed = false;
-  #release: () => void;
+  /**
+   * Where the adapter came from, held as long as the device: Dawn's objects crash the
+   * process (segfault in mapAsync) once its `navigator.gpu` object has been garbage-collected.
+   */
+  #source: WebGpuEntry;
 
   private constructor(
     readonly adapter: GPUAdapter,
@@ -238,7 +242,7 @@ export class Gpu {
     options: GpuOptions,
   ) {
     const info = adapter.info;
-    this.#release = entry.release;
+    this.#source = entry;
     this.webgpu = webgpu;
     this.software = isSoftwareAdapter(info);
     const design = this.design = options.design ?? designFor(info);
@@ -380,7 +384,7 @@ export class Gpu {
     this.#kernels.clear();
     this.#modules.clear();
     this.device.destroy();
-    this.#release();
+    this.#source.release();
   }
 
   /** {@link Gpu.close}, for `using gpu = await Gpu.open()`. */
