@@ -229,7 +229,7 @@ main("generate", async () => {
     ? `system ${result.systemTokens} tok in ${summary.system_prefill_ms} ms · `
     : "";
   const cacheNote = opts.useCache
-    ? `(KV cache, ${model.runner.decodePath} decode path) · cache ${
+    ? `(KV cache, ${model.runner.decodePath} decode path: ${model.runner.decodeReason}) · cache ${
       mb(result.cacheBytesUsed)
     } used of ${mb(result.cacheBytesAllocated)}`
     : "(no cache: every step recomputed the whole sequence)";

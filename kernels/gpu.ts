@@ -249,7 +249,7 @@ export class Gpu {
     this.designReason = options.design
       ? options.designSource ?? "asked for"
       : this.software
-      ? "a software adapter (runs WGSL on the CPU)"
+      ? "a software adapter, which runs WGSL on the CPU"
       : "a GPU adapter";
     const name = info.description || `${info.vendor} ${info.device}`.trim() || "unknown adapter";
     this.hasF16 = device.features.has("shader-f16");
