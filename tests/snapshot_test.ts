@@ -6,6 +6,8 @@
  * no temporary file is left and no GPU memory leaks.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
@@ -22,6 +24,7 @@ import {
   modelFingerprint,
   saveSnapshot,
   SNAPSHOT_FORMAT,
+  snapshotChecksum,
   SnapshotError,
 } from "../model/snapshot.ts";
 import { randomWeights } from "../model/weights.ts";
@@ -360,24 +363,6 @@ async function readTensors(path: string) {
   return { tensors, meta: { ...file.metadata } };
 }
 
-/** The documented data_sha256 of a snapshot's tensors, computed here independently. */
-async function checksumOf(tensors: Record<string, TensorData>): Promise<string> {
-  const names = ["token_ids"];
-  for (let i = 0; `layer.${i}.key` in tensors; i++) {
-    names.push(`layer.${i}.key`, `layer.${i}.value`);
-  }
-  const digests = await Promise.all(
-    names.map((n) => crypto.subtle.digest("SHA-256", tensors[n].data as Uint8Array<ArrayBuffer>)),
-  );
-  const all = new Uint8Array(32 * digests.length);
-  digests.forEach((d, i) => all.set(new Uint8Array(d), 32 * i));
-  const hex = Array.from(
-    new Uint8Array(await crypto.subtle.digest("SHA-256", all)),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
-  return `sha256:${hex}`;
-}
-
 Deno.test(
   "snapshot: NaN/Inf K/V is refused even with a valid checksum",
   needs("read", "write", "run"),
@@ -387,7 +372,11 @@ Deno.test(
       (await prefilled(path)).destroy();
       const before = gpu.bytesAllocated;
       const { tensors: untouched, meta } = await readTensors(path);
-      assert.equal(await checksumOf(untouched), meta.data_sha256, "the checksum is recomputed");
+      assert.equal(
+        await snapshotChecksum(untouched),
+        meta.data_sha256,
+        "the checksum is recomputed",
+      );
       const edited = join(dir, "edited.safetensors");
       for (
         const [tensor, index, value, message] of [
@@ -401,7 +390,7 @@ Deno.test(
         // A valid checksum over the bad values: only the finiteness check can refuse the file.
         await writeSafetensors(edited, tensors, {
           ...meta,
-          data_sha256: await checksumOf(tensors),
+          data_sha256: await snapshotChecksum(tensors),
         });
         await assert.rejects(loadSnapshot(edited, model), (e: Error) => {
           assert.ok(e instanceof SnapshotError, String(e));
@@ -414,9 +403,29 @@ Deno.test(
       // The same edit with a finite value loads.
       const { tensors } = await readTensors(path);
       (tensors["layer.1.value"].data as Float32Array)[100] = 0.25;
-      await writeSafetensors(edited, tensors, { ...meta, data_sha256: await checksumOf(tensors) });
+      await writeSafetensors(edited, tensors, {
+        ...meta,
+        data_sha256: await snapshotChecksum(tensors),
+      });
       (await loadSnapshot(edited, model)).cache.destroy();
       assert.equal(gpu.bytesAllocated, before);
     });
   },
 );
+
+Deno.test("snapshotChecksum: the SHA-256 of the digests of token_ids, then each layer's key and value", async () => {
+  const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest();
+  const bytes = (a: Int32Array | Float32Array) => new Uint8Array(a.buffer);
+  const ids = new Int32Array([3, 1, 4]);
+  const k0 = new Float32Array([1.5, -2]);
+  const v0 = new Float32Array([0.25, 8]);
+  const want = createHash("sha256")
+    .update(Buffer.concat([sha(bytes(ids)), sha(bytes(k0)), sha(bytes(v0))]))
+    .digest("hex");
+  const tensors = {
+    "layer.0.value": { data: v0 }, // the order of the record does not matter
+    token_ids: { data: ids },
+    "layer.0.key": { data: k0 },
+  };
+  assert.equal(await snapshotChecksum(tensors), `sha256:${want}`);
+});
