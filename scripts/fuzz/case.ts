@@ -21,6 +21,7 @@ import { join } from "node:path";
 import { Gpu } from "../../kernels/gpu.ts";
 import { type GPT2Config, parseConfig } from "../../model/config.ts";
 import { GPT2 } from "../../model/gpt2.ts";
+import { Runner } from "../../run/runner.ts";
 import { type GPT2Weights, randomWeights } from "../../model/weights.ts";
 import { encodeSafetensors, type TensorData } from "../../io/safetensors.ts";
 import { saveSnapshot } from "../../model/snapshot.ts";
@@ -73,7 +74,7 @@ export interface FuzzContext {
   /** A real fixture checkpoint (data/shapes/l1-h2-e96). */
   fixture: { configText: string; weights: Uint8Array };
   /** The base model on the GPU, and a snapshot of 5 tokens of it. */
-  model: GPT2;
+  model: Runner;
   snapshot: Uint8Array;
   /** `gpu.bytesAllocated` between cases. */
   bytesAtRest: number;
@@ -143,12 +144,12 @@ export async function makeContext(): Promise<FuzzContext> {
     configText: await Deno.readTextFile(new URL("config.json", fixtureDir)),
     weights: await Deno.readFile(new URL("model.safetensors", fixtureDir)),
   };
-  const model = new GPT2(gpu, config, weights);
+  const model = new Runner(new GPT2(gpu, config, weights));
   const cache = model.newCache();
   const ids = [1, 2, 3, 4, 5];
   await model.forward(ids, cache);
   const path = join(dir, "base-snapshot.safetensors");
-  await saveSnapshot(path, cache, ids, model);
+  await saveSnapshot(path, cache, ids, model.model);
   cache.destroy();
   const snapshot = await Deno.readFile(path);
   await gpu.sync();

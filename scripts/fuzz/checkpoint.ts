@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { Gpu } from "../../kernels/gpu.ts";
 import { type GPT2Config } from "../../model/config.ts";
 import { GPT2 } from "../../model/gpt2.ts";
+import { Runner } from "../../run/runner.ts";
 import { KVCache } from "../../model/kv_cache.ts";
 import { type GPT2Weights, loadCheckpoint } from "../../model/weights.ts";
 import { Draw, type FuzzContext, judge } from "./case.ts";
@@ -39,10 +40,10 @@ export async function forwardCheck(
 
 /** A model and a cache, freed together. */
 class ModelAndCache {
-  readonly model: GPT2;
+  readonly model: Runner;
   readonly cache: KVCache;
   constructor(gpu: Gpu, config: GPT2Config, weights: GPT2Weights) {
-    this.model = new GPT2(gpu, config, weights);
+    this.model = new Runner(new GPT2(gpu, config, weights));
     this.cache = this.model.newCache();
   }
   [Symbol.dispose]() {

@@ -64,7 +64,7 @@ export async function snapshotCase(ctx: FuzzContext, d: Draw, index: number, mut
   await Deno.writeFile(path, bytes);
   try {
     return await judge(path, async () => {
-      const restored = await loadSnapshot(path, ctx.model);
+      const restored = await loadSnapshot(path, ctx.model.model);
       try {
         const file = SafetensorsFile.parse(bytes, "restored");
         const layers = await restored.cache.read();
