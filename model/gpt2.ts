@@ -1,10 +1,12 @@
 /**
  * GPT-2, top to bottom as in the diagram: token + position embeddings, n_layer blocks of
- * x = x + attn(ln_1(x)) and x = x + mlp(ln_2(x)), a final LayerNorm and the lm_head tied to
- * the token embedding. Every number comes from a WGSL kernel: each module's `forward`
- * returns the kernels it runs as a {@link Plan}. Where the activations live, which rows
- * belong to which sequence and how the plan is submitted is the runner's business
- * (`run/runner.ts`); the model only says what is computed from what.
+ * x = x + attn(ln_1(x)) and x = x + mlp(ln_2(x)), a final LayerNorm and the lm_head (tied to
+ * the token embedding, as GPT-2's checkpoints have it, or the checkpoint's own). Every number
+ * comes from a WGSL kernel: each module's `forward` returns the kernels it runs as a
+ * {@link Plan}, and {@link GPT2.record} returns the whole pass's; each `backward` beside it
+ * returns its gradient's. The model holds weights and says what is computed from what; where
+ * the activations live, which rows belong to which sequence, and submitting the plan and
+ * reading back numbers is run/'s business (`Runner` in run/runner.ts).
  *
  * @module
  */
@@ -37,16 +39,16 @@ import {
   type Linear as LinearWeights,
   loadCheckpoint,
 } from "./weights.ts";
-import {
-  type ForwardOptions,
-  type ForwardOutput,
-  type ModelOptions,
-  Runner,
-} from "../run/runner.ts";
-import type { Rng } from "../base/rng.ts";
-import type { SamplingOptions } from "../run/sampling.ts";
 
-export type { ForwardOptions, ForwardOutput, ModelOptions } from "../run/runner.ts";
+/** How a model is put on the GPU. */
+export interface ModelOptions {
+  /**
+   * Storage of the matrices (every Linear, wte and lm_head): "f32" (default, HF parity) or
+   * "f16", half the bytes per decode step with each weight rounded to f16. LayerNorms,
+   * biases and wpe stay f32.
+   */
+  weights?: WeightFormat;
+}
 
 /**
  * One sequence's share of a layer's attention: its rows of the activations, the cache its
@@ -371,8 +373,6 @@ export class GPT2 {
   readonly weightFormat: WeightFormat;
   /** Every parameter, in one buffer (each tensor a view of it; matrices first). */
   readonly arena: TensorArena;
-  /** Records, submits and reads back this model's passes (forward, decoding, batches). */
-  readonly runner: Runner;
   /**
    * Bumped by whatever writes the weights in place (train/trainer.ts), so that copies of them
    * (the fused decode step's packed matrices) know to refresh.
@@ -397,7 +397,6 @@ export class GPT2 {
       ? uploadRowChunks(gpu, w.lmHead, V, C, "lm_head", gpu.maxBinding, f, arena)
       : this.wte;
     arena.allocate();
-    this.runner = new Runner(this, options);
   }
 
   /** Loads a HuggingFace checkpoint folder (config.json + *.safetensors) onto the GPU. */
@@ -467,64 +466,13 @@ export class GPT2 {
     ];
   }
 
-  /**
-   * Runs T tokens through the model at positions cache.length .. cache.length+T-1, appending
-   * their K/V to the cache: a prefill when T > 1, a decode step when T = 1. An empty cache
-   * makes this the plain (no-cache) forward over `ids`.
-   */
-  forward(
-    ids: readonly number[],
-    cache: KVCache,
-    options: ForwardOptions = {},
-  ): Promise<ForwardOutput> {
-    return this.runner.forward(ids, cache, options);
-  }
-
-  /**
-   * Greedy decoding with the argmax on the GPU: feeds `first` at position cache.length, then
-   * each token it chooses, `n` steps with no CPU wait between them. Returns the n tokens.
-   */
-  decodeGreedy(first: number, cache: KVCache, n: number): Promise<number[]> {
-    return this.runner.decodeGreedy(first, cache, n);
-  }
-
-  /**
-   * Decoding by `sampling`, chained on the GPU where the fused path can draw: feeds `first`,
-   * then each token picked as run/sampling.ts's `sampleToken` would pick it (the argmax at
-   * temperature 0; else a draw from `rng`, advanced one draw per token), `n` steps. Returns
-   * the n tokens (see {@link Runner.decodeSample}).
-   */
-  decodeSample(
-    first: number,
-    cache: KVCache,
-    n: number,
-    sampling: SamplingOptions,
-    rng: Rng,
-  ): Promise<number[]> {
-    return this.runner.decodeSample(first, cache, n, sampling, rng);
-  }
-
-  /**
-   * One decode step for B sequences at once, `ids[b]` fed to `caches[b]` at its own position;
-   * returns each sequence's next-token logits.
-   */
-  forwardBatch(ids: readonly number[], caches: readonly KVCache[]): Promise<Float32Array[]> {
-    return this.runner.forwardBatch(ids, caches);
-  }
-
-  /** Compiles every pipeline and finishes the upload, so later timings measure the model. */
-  warmup(): Promise<void> {
-    return this.runner.warmup();
-  }
-
   /** A new, empty KV cache for this model (preallocated unless `options` say "grow"). */
   newCache(options?: KVCacheOptions): KVCache {
     return new KVCache(this.gpu, this.config, options);
   }
 
-  /** Frees the model's GPU buffers: weights and scratch (caches are freed on their own). */
+  /** Frees the model's weights on the GPU (caches, and a runner's scratch, are freed on their own). */
   destroy(): void {
-    this.runner.destroy();
     this.gpu.destroy(this.arena.whole);
   }
 
