@@ -16,6 +16,7 @@ import {
   type ReplyResult,
 } from "../run/chat.ts";
 import { openModel, tokenizerFor, TRAINED } from "../run/open_model.ts";
+import type { SlidingWindow } from "../run/sliding_window.ts";
 import { integer, main, number, parseOptions, UsageError, weightFormat } from "./usage.ts";
 
 /** The commands, as `/help` prints them. */
@@ -242,7 +243,7 @@ function command(
 export function formatReply(
   r: ReplyResult,
   nPositions: number,
-  window: { sinks: number; recent: number },
+  window: SlidingWindow,
 ): string[] {
   const lines: string[] = [];
   const n = r.tokenMs.length;

@@ -153,8 +153,9 @@ async function openModel(gpu: Gpu, s: Settings, from: string | null, tokenizer: 
       n_embd: s.nEmbd,
       n_layer: s.nLayer,
       n_head: s.nHead,
-      bos_token_id: 0,
-      eos_token_id: tokenizer.name === "gpt2" ? tokenizer.eosTokenId : 0,
+      // A char vocabulary has no end-of-text (nor start) token: none, not a character.
+      bos_token_id: tokenizer.name === "gpt2" ? tokenizer.eosTokenId : null,
+      eos_token_id: tokenizer.name === "gpt2" ? tokenizer.eosTokenId : null,
     }, "the model options");
   } catch (e) {
     throw new UsageError((e as Error).message);

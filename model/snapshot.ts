@@ -256,7 +256,7 @@ export async function loadSnapshot(
     if (info === undefined) fail(`tensor "${name}" is missing`);
     if (info!.dtype !== dtype || info!.shape.join() !== shape.join()) {
       fail(
-        `tensor "${name}" is ${info!.dtype} [${info!.shape.join(", ")}], expected ` +
+        `tensor "${name}" is ${info!.dtype} [${clip(info!.shape.join(", "))}], expected ` +
           `${dtype} [${shape.join(", ")}]`,
       );
     }

@@ -11,10 +11,17 @@
  * @module
  */
 import type { KVCache } from "../model/kv_cache.ts";
-import { checkWindow, streamBatch, validateGenerate } from "./generate.ts";
+import { streamBatch, validateGenerate } from "./generate.ts";
 import type { DecodePath, Runner } from "./runner.ts";
 import { Rng } from "../base/rng.ts";
 import { sampleToken, type SamplingOptions } from "./sampling.ts";
+import {
+  checkWindow,
+  defaultWindow,
+  slideWindow,
+  type SlidingWindow,
+  type WindowMode,
+} from "./sliding_window.ts";
 import { TextStream, type Tokenizer } from "../tokenizers/tokenizer.ts";
 
 /** Settings of a chat that commands can change between replies. */
@@ -32,7 +39,7 @@ export interface ChatSettings extends SamplingOptions {
    * rows stay cached where they were (StreamingLLM's attention sinks, no recomputation); on
    * GPT-2 the text then degrades, since each kept row carries the position it was made at.
    */
-  windowMode?: "recompute" | "sinks";
+  windowMode?: WindowMode;
   /**
    * With the cache, pick tokens on the GPU and chain the decode steps with no CPU wait
    * between them, reading tokens back in batches (default true: the same ids as picking on
@@ -50,7 +57,7 @@ export interface ChatOptions extends ChatSettings {
    * last `recent` ones. Default: sinks max(4, system tokens), recent ¾ n_positions − sinks.
    * `sinks` must cover the system prompt.
    */
-  window?: { sinks: number; recent: number };
+  window?: SlidingWindow;
 }
 
 /** What one reply produced and what it cost. */
@@ -77,7 +84,7 @@ export interface ReplyResult {
   droppedTokens: number;
   evictions: number;
   /** What the window did to the cache when it slid. */
-  windowMode: "recompute" | "sinks";
+  windowMode: WindowMode;
 }
 
 /** Numbers shown by `/stats`. */
@@ -118,7 +125,7 @@ export class ChatSession {
   /** The system text's tokens, always the first rows of the cache. */
   readonly systemIds: readonly number[];
   /** The sliding window applied when the context is full. */
-  readonly window: { readonly sinks: number; readonly recent: number };
+  readonly window: Readonly<SlidingWindow>;
   readonly #model: Runner;
   readonly #tokenizer: Tokenizer;
   readonly #systemEndsLine: boolean;
@@ -149,8 +156,13 @@ export class ChatSession {
           `(${nPositions / 2} of ${nPositions}) may be system text`,
       );
     }
-    const sinks = Math.max(4, this.systemIds.length);
-    this.window = options.window ?? { sinks, recent: Math.floor((3 * nPositions) / 4) - sinks };
+    const window = options.window ?? defaultWindow(nPositions, Math.max(4, this.systemIds.length));
+    if (!window) {
+      throw new RangeError(
+        `the context (${nPositions} positions) is too short for a sliding window`,
+      );
+    }
+    this.window = window;
     if (this.window.sinks < this.systemIds.length) {
       throw new RangeError(
         `window: ${this.window.sinks} sinks do not cover the ${this.systemIds.length} system tokens`,
@@ -371,19 +383,14 @@ export class ChatSession {
     return logits.subarray(0, this.#tokenizer.vocabSize);
   }
 
-  // When the history would not fit the context (one position kept free, as generate does),
-  // the window drops the cached middle: the first `sinks` rows and the last `recent` cached
-  // rows stay (fewer if the unfed tail needs the room). Returns the tokens dropped.
+  // When the history would not fit the context, the window drops the cached middle
+  // (sliding_window.ts). Returns the tokens dropped.
   #makeRoom(): number {
-    const limit = this.#model.config.nPositions - 1;
-    if (this.#history.length <= limit) return 0;
-    const { sinks } = this.window;
-    const cached = this.cache.length;
-    const unfed = this.#history.length - cached;
-    const recent = Math.min(this.window.recent, limit - sinks - unfed);
-    const dropped = this.cache.evict(sinks, recent);
-    this.#history = [...this.#history.slice(0, sinks), ...this.#history.slice(cached - recent)];
-    if (this.settings.windowMode === "recompute") this.cache.reset();
-    return dropped;
+    const { nPositions } = this.#model.config;
+    const mode = this.settings.windowMode ?? "recompute";
+    const slide = slideWindow(this.#history, this.cache, this.window, nPositions, mode);
+    if (!slide) return 0;
+    this.#history = slide.history;
+    return slide.dropped;
   }
 }

@@ -56,6 +56,7 @@ function checkConfig(c: GPT2Config): string {
   }
   if (c.headDim * c.nHead !== c.nEmbd || c.headDim % 4 !== 0) return `headDim ${c.headDim}`;
   for (const id of [c.bosTokenId, c.eosTokenId]) {
+    if (id === null) continue; // none, as HF's None
     if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) return `token id ${id}`;
   }
   const eps = c.layerNormEpsilon;
