@@ -1,12 +1,12 @@
 /**
- * The fused decode step (kernels/decode.ts) on small random models: its logits and cache
+ * The fused decode step (kernels/fused_decode.ts) on small random models: its logits and cache
  * against a float64 CPU GPT-2 (tests/cpu_reference.ts), its greedy chain against the CPU
  * argmax of that reference (ties to the first id, across the lm_head's workgroups too), its
  * sampler against run/sampling.ts's on the same generator state, f16/int8 caches and f16
  * weights, and how the runner picks the path.
  */
 import assert from "node:assert/strict";
-import { fusedDecodeLimit, gpuSamples, stepHasHead } from "../kernels/decode.ts";
+import { fusedDecodeLimit, gpuSamples, stepHasHead } from "../kernels/fused_decode.ts";
 import { type Dispatch, Gpu, type Plan } from "../kernels/gpu.ts";
 import type { RowChunks } from "../kernels/matmul.ts";
 import { type GPT2Config, parseConfig } from "../model/config.ts";
