@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { greedyPick } from "../kernels/argmax.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { argmax } from "../run/sampling.ts";
-import { Arena, Rng } from "./helpers.ts";
+import { Arena, TestRng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -21,7 +21,7 @@ async function pick(logits: Float32Array, n: number, chosenBefore: number) {
 }
 
 Deno.test("argmax over a GPT-2-sized row equals the CPU argmax", async () => {
-  const rng = new Rng(3);
+  const rng = new TestRng(3);
   for (const n of [1, 7, 50257]) {
     const logits = rng.normals(n + 47, 2); // padding columns past n are never read
     logits.fill(1e9, n);
