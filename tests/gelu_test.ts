@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { gelu, geluBackward } from "../kernels/gelu.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { geluNewBackwardRef, geluNewRef } from "./cpu_reference.ts";
-import { Arena, assertClose, Rng } from "./helpers.ts";
+import { Arena, assertClose, TestRng } from "./helpers.ts";
 
 /** diff <= TOL · max(1, |ref|): a few f32 roundings and llvmpipe's tanh (seen: 3.4e-7). */
 const TOL = 2e-6;
@@ -13,7 +13,7 @@ const gpuDesign = await Gpu.open({ design: "gpu" });
 
 for (const gpu of [cpuDesign, gpuDesign]) {
   Deno.test(`gelu and geluBackward: [7, 20] over both tails and the clamp, ${gpu.design} design`, async () => {
-    const rng = new Rng(30);
+    const rng = new TestRng(30);
     const arena = new Arena(gpu);
     const [M, N] = [7, 20];
     // Values over [-12, 12]: both tails, where tanh saturates and its argument is clamped at
