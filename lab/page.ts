@@ -193,8 +193,11 @@ async function runGeneration(): Promise<void> {
         result = await model.forward(seq, cache);
       }
       run.tokenMs.push(performance.now() - t0);
+      const delay = Number(input("delay").value);
+      if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
       showCache(cache, config, cached);
       showStrip(run);
+      $("phases").innerHTML = phaseTable(run);
       if (performance.now() - lastDraw > 400) {
         lastDraw = performance.now();
         drawAttention();
@@ -242,15 +245,16 @@ function showCache(cache: KVCache, config: GPT2Config, cached: boolean): void {
   const rows = Array.from(
     { length: config.nLayer },
     (_, l) =>
-      `<tr><td>layer ${l}</td><td>${cache.length} / ${cache.capacity}</td>` +
+      `<tr><td>${l}</td><td>${cache.length} / ${cache.capacity}</td>` +
       `<td><span class="bar"><div class="alloc" style="width:${100 * allocated / full}%"></div>` +
       `<div style="width:${100 * used / full}%"></div></span></td>` +
       `<td>${kib(used)} / ${kib(allocated)}</td></tr>`,
   ).join("");
   $("cache").innerHTML = (cached ? "" : "<p>Cache off: each step refills it from nothing.</p>") +
-    `<table><tr><th>layer</th><th>rows used / capacity</th>` +
-    `<th>K+V bytes (dark: used, light: allocated, width: the whole context)</th>` +
+    `<table><tr><th>layer</th><th>rows used / capacity</th><th>K+V bytes</th>` +
     `<th>used / allocated</th></tr>${rows}</table>` +
+    `<div>Bars: dark = bytes holding tokens, light = allocated, full width = the whole ` +
+    `context (${config.nPositions} positions).</div>` +
     `<div>all layers: ${kib(cache.bytesUsed)} used of ${kib(cache.bytesAllocated)} allocated ` +
     `(${cache.growths} growths; the cache doubles when full)</div>`;
 }
@@ -325,19 +329,28 @@ function drawAttention(): void {
   canvas.onmouseleave = () => $("tip").style.display = "none";
 }
 
+/** Prefill against decode in wall time: the run's prefill and its mean decode step. */
+function phaseTable(run: Run): string {
+  const ms = run.tokenMs;
+  const mean = ms.length ? ms.reduce((a, b) => a + b, 0) / ms.length : NaN;
+  const row = (phase: string, tokens: number, total: number) =>
+    `<tr><td>${phase}</td><td>${tokens}</td><td>${total.toFixed(1)}</td>` +
+    `<td>${(total / tokens).toFixed(2)}</td></tr>`;
+  return `<table><tr><th>phase</th><th>tokens</th><th>ms</th><th>ms per token</th></tr>` +
+    row("prefill (one pass)", run.promptTokens, run.prefillMs) +
+    (ms.length ? row(`decode (mean of ${ms.length} steps)`, 1, mean) : "") +
+    `</table><p>Wall time in the page, ${
+      run.cached ? "with the cache" : "without the cache"
+    }, logits read back every step.</p>`;
+}
+
 /**
  * Prefill against decode: wall time of the run, and where the adapter has `timestamp-query`,
  * each kernel's GPU time in one profiled prefill and one profiled decode step.
  */
 async function showPhases(run: Run, promptIds: number[], model: GPT2): Promise<void> {
-  if (!run.cached || !run.tokenMs.length) return;
-  const mean = run.tokenMs.reduce((a, b) => a + b, 0) / run.tokenMs.length;
-  let html = `<table><tr><th>phase</th><th>tokens</th><th>ms</th><th>ms per token</th></tr>` +
-    `<tr><td>prefill</td><td>${run.promptTokens}</td><td>${run.prefillMs.toFixed(1)}</td>` +
-    `<td>${(run.prefillMs / run.promptTokens).toFixed(2)}</td></tr>` +
-    `<tr><td>decode (mean step)</td><td>1</td><td>${mean.toFixed(1)}</td>` +
-    `<td>${mean.toFixed(2)}</td></tr></table>` +
-    `<p>Wall time in the page, logits read back every step.</p>`;
+  let html = phaseTable(run);
+  if (!run.cached) return;
   if (!gpu!.hasTimestamps) {
     $("phases").innerHTML = html + "<p>This adapter has no <code>timestamp-query</code>: " +
       "no per-kernel GPU times.</p>";
@@ -362,8 +375,9 @@ async function showPhases(run: Run, promptIds: number[], model: GPT2): Promise<v
         color: { field: "kernel", type: "nominal", legend: { orient: "bottom", columns: 4 } },
       },
     });
-    html += svg + `<p>Per-kernel GPU timestamps. Chrome rounds them to 100 µs unless its ` +
-      `WebGPU developer features are on (chrome://flags/#enable-webgpu-developer-features).</p>`;
+    html += svg + `<p>Per-kernel GPU timestamps of one profiled prefill and one decode step. ` +
+      `Chrome rounds them to 100 µs unless its WebGPU developer features are on ` +
+      `(chrome://flags/#enable-webgpu-developer-features).</p>`;
   } finally {
     cache.destroy();
   }
@@ -442,6 +456,18 @@ async function selftest(): Promise<void> {
     (result.error ? ` error=${result.error}` : "");
 }
 
+/**
+ * `/?demo`: generates without the cache, then with it in slow motion (100 ms per token), so
+ * that both time curves, the filling cache and the attention rows show (the screenshot).
+ */
+async function demo(): Promise<void> {
+  $("useCache").checked = false;
+  await runGeneration();
+  $("useCache").checked = true;
+  $("delay").value = "100";
+  await runGeneration();
+}
+
 /** Runs `task`, showing its failure in the status line instead of throwing. */
 function guarded(task: () => Promise<unknown>, status: string): () => Promise<void> {
   return async () => {
@@ -486,7 +512,7 @@ async function start(): Promise<void> {
     return;
   }
   await guarded(() => loadModel(select.value), "status")();
-  if (pageLocation.search.includes("autorun")) $("generate").click();
+  if (pageLocation.search.includes("demo")) await demo();
 }
 
 start().catch((e) => {
