@@ -2,11 +2,11 @@
  * `deno task lab [--port N] [--model DIR]`: serves the KV-cache lab, a page that runs the same
  * GPT-2 modules on the browser's WebGPU, on 127.0.0.1 only, and prints
  * `lab: http://127.0.0.1:PORT/`. The page's script is bundled at start by `deno bundle
- * --platform browser` from lab/page.ts. What is served, and what is refused, is lab/server.ts.
+ * --platform browser` from lab/page.ts. What is served, and what is refused, is cli/lab_server.ts.
  *
  * @module
  */
-import { labHandler, offeredFolders } from "../lab/server.ts";
+import { labHandler, offeredFolders } from "./lab_server.ts";
 import { integer, main, parseOptions, UsageError } from "./usage.ts";
 
 const USAGE = [
@@ -23,7 +23,7 @@ const ROOT = new URL("..", import.meta.url);
 /**
  * The page's script: lab/page.ts bundled for the browser. Until the kernels read no
  * environment variable, the bundle starts with a stand-in `Deno.permissions` that denies
- * reading it (io/files.ts still sees no Deno file API and fetches).
+ * reading it (base/files.ts still sees no Deno file API and fetches).
  */
 async function bundlePage(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "kvgpt-lab-" });

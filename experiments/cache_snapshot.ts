@@ -22,13 +22,13 @@ import { argmax, gpt2Tokenizer, type KVCache, loadSnapshot, saveSnapshot } from 
 import { integer, integerList } from "../cli/usage.ts";
 import {
   fitContext,
-  lineChart,
   measure,
   printTable,
   startExperiment,
   textTokens,
   writeResults,
 } from "./lib.ts";
+import { lineChart } from "../cli/chart.ts";
 
 const BUDGET_MS = 20_000;
 /** What the conversation goes on with after the snapshot. */
@@ -96,8 +96,12 @@ try {
       reps,
       BUDGET_MS,
     );
-    const save = await measure(() => saveSnapshot(path, prefilled, prompt, model), reps, BUDGET_MS);
-    const restore = await measure(() => loadSnapshot(path, model, restored), reps, BUDGET_MS);
+    const save = await measure(
+      () => saveSnapshot(path, prefilled, prompt, model.model),
+      reps,
+      BUDGET_MS,
+    );
+    const restore = await measure(() => loadSnapshot(path, model.model, restored), reps, BUDGET_MS);
 
     const file = await Deno.readFile(path);
     const fileBytes = file.length;

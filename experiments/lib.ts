@@ -2,7 +2,7 @@
  * What every experiment shares: its command line (`--model`, `--quick`, `--out`, `--weights`,
  * `--reps` where it times things, and its own options) and error path (cli/usage.ts), the model
  * it runs, timing (medians of repetitions after a warm-up), a table on the terminal, and its
- * results under `--out`: the raw numbers as JSON and a chart as SVG, drawn by Vega-Lite.
+ * results under `--out`: the raw numbers as JSON and a chart as SVG (cli/chart.ts).
  *
  * A plain `deno run experiments/NAME.ts` works too: with no flags it runs the embedded model,
  * reads no file and no environment variable, and writes its results only if allowed (asked
@@ -12,8 +12,6 @@
  *
  * @module
  */
-import type { TopLevelSpec } from "vega-lite";
-import { renderSvg } from "./charts.ts";
 import {
   type DecodePath,
   EMBEDDED,
@@ -26,9 +24,10 @@ import {
   type WeightFormat,
 } from "../mod.ts";
 import { fail, integer, parseOptions, UsageError, weightFormat } from "../cli/usage.ts";
-import { CharTokenizer } from "../run/char_tokenizer.ts";
+import { renderSvg } from "../cli/chart.ts";
+import type { TopLevelSpec } from "vega-lite";
+import { CharTokenizer } from "../tokenizers/char.ts";
 import { splitDataset, TINY_SHAKESPEARE } from "../train/data.ts";
-export { type Axis, lineChart, renderSvg } from "./charts.ts";
 import shakespeare from "../data/tinyshakespeare/input.txt" with { type: "text" };
 
 /** The fixture `--quick` runs: GPT-2's code with 2 layers, n_embd 64, 128 positions. */

@@ -7,8 +7,8 @@
  * @module
  */
 
-import { joinPath } from "./files.ts";
-import { describe } from "./describe.ts";
+import { joinPath } from "../base/files.ts";
+import { describe } from "../base/describe.ts";
 
 /** Environment variables, e.g. `Deno.env.toObject()`. */
 export type Env = Readonly<Record<string, string | undefined>>;

@@ -151,7 +151,7 @@ const STEP_STORAGE = 8;
 
 /** Texels per row of the matrices' texture (at most the adapter's width, a multiple of 16). */
 function texelsPerRow(gpu: Gpu): number {
-  return Math.min(4096, gpu.device.limits.maxTextureDimension2D);
+  return Math.min(4096, gpu.limits.maxTextureDimension2D);
 }
 
 /** A texture for the bytes of `source` (a multiple of 16), not filled yet. */
@@ -164,13 +164,13 @@ export function weightTexture(
   const width = texelsPerRow(gpu);
   const texels = numel(source) / 4;
   if (!Number.isInteger(texels)) throw new Error(`${label}: ${numel(source)} words, not vec4s`);
-  const texture = gpu.device.createTexture({
+  const height = Math.ceil(texels / width);
+  const texture = gpu.texture(
+    width,
+    height,
+    format === "f16" ? "rgba32uint" : "rgba32float",
     label,
-    size: [width, Math.ceil(texels / width)],
-    format: format === "f16" ? "rgba32uint" : "rgba32float",
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
-  });
-  gpu.bytesAllocated += texture.width * texture.height * 16;
+  );
   return { source, format, texture, texelsPerRow: width };
 }
 
@@ -179,28 +179,12 @@ export function weightTexture(
  * queue): one submission, whole texture rows and then the last part.
  */
 export function fillTexture(gpu: Gpu, t: WeightTexture): void {
-  const texels = numel(t.source) / 4;
-  const width = t.texelsPerRow;
-  const rows = Math.floor(texels / width);
-  const rest = texels - rows * width;
-  const enc = gpu.device.createCommandEncoder();
-  const source = { buffer: t.source.buffer, offset: t.source.offset, bytesPerRow: width * 16 };
-  const texture = { texture: t.texture };
-  if (rows) enc.copyBufferToTexture(source, texture, [width, rows]);
-  if (rest) {
-    enc.copyBufferToTexture(
-      { ...source, offset: t.source.offset + rows * width * 16 },
-      { ...texture, origin: [0, rows] },
-      [rest, 1],
-    );
-  }
-  gpu.device.queue.submit([enc.finish()]);
+  gpu.copyToTexture(t.source, t.texture, numel(t.source) / 4);
 }
 
 /** Frees a weight texture (not its source). */
 export function destroyTexture(gpu: Gpu, t: WeightTexture): void {
-  gpu.bytesAllocated -= t.texture.width * t.texture.height * 16;
-  t.texture.destroy();
+  gpu.destroyTexture(t.texture);
 }
 
 /** WGSL for reading a weight texture bound at `binding` as matmul_row.wgsl's dot_w4/dot_w8. */
@@ -291,7 +275,7 @@ export function fusedDecodeLimit(
   wte: RowChunks,
   lmHead: RowChunks,
 ): string | null {
-  const limits = gpu.device.limits;
+  const { limits } = gpu;
   const headDim = s.nEmbd / s.nHead;
   const bytes = workgroupBytes(s, STEP_WG[gpu.design]);
   const loops = stepLoopIterations(s, format, STEP_WG[gpu.design]);

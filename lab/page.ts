@@ -1,7 +1,7 @@
 /**
  * The lab page's script (bundled by cli/lab.ts for the browser): the same GPT2, kernels,
  * tokenizers, sampling and cache as the command line, run on the browser's WebGPU, with the
- * cache shown as it fills. Every file comes from the lab server through io/files.ts.
+ * cache shown as it fills. Every file comes from the lab server through base/files.ts.
  *
  * `/?selftest` runs parity on data/tiny-gpt2 and 20 greedy tokens of data/shakespeare-char,
  * then sets `document.title` to `selftest: PASS …` or `selftest: FAIL …` and writes one JSON
@@ -22,15 +22,16 @@ import {
   loadCheckpoint,
   type ParityReport,
   Rng,
+  Runner,
   runParity,
   sampleToken,
   TextStream,
   type Tokenizer,
   TOLERANCE,
 } from "../mod.ts";
-import { fetchSource, setFileSource } from "../io/files.ts";
-import { sparkline } from "../run/chat.ts";
-import { lineChart, renderSvg } from "../experiments/charts.ts";
+import { fetchSource, setFileSource } from "../base/files.ts";
+import { defaultWindow } from "../run/sliding_window.ts";
+import { lineChart, renderSvg } from "../cli/chart.ts";
 import { byId, doc, type El, pageLocation } from "./dom.ts";
 
 /** The model parity runs on, with HF's reference outputs beside it. */
@@ -49,7 +50,7 @@ setFileSource(fetchSource(new URL("/", pageLocation.href)));
 /** A model open in the page. */
 interface Loaded {
   name: string;
-  model: GPT2;
+  model: Runner;
   config: GPT2Config;
   tokenizer: Tokenizer;
 }
@@ -107,7 +108,7 @@ async function loadModel(name: string): Promise<Loaded> {
     },
   });
   const tokenizer = (await CharTokenizer.load(name)) ?? gpt2Tokenizer();
-  const model = new GPT2(gpu!, config, weights);
+  const model = new Runner(new GPT2(gpu!, config, weights));
   $("progressText").textContent = "compiling kernels…";
   await model.warmup();
   $("loading").hidden = true;
@@ -259,9 +260,21 @@ function showCache(cache: KVCache, config: GPT2Config, cached: boolean): void {
     `(${cache.growths} growths; the cache doubles when full)</div>`;
 }
 
-/** The per-token time strip, as the chat prints it. */
+/** A strip of thin bars, one per token, as tall as its time (the chat's strip, drawn). */
+function timeStrip(ms: readonly number[]): string {
+  const max = Math.max(...ms, 1e-9);
+  const width = Math.min(4, 320 / Math.max(ms.length, 1));
+  const bars = ms.map((v, i) => {
+    const h = Math.max(1, 24 * v / max);
+    return `<rect x="${i * width}" y="${24 - h}" width="${Math.max(width - 0.5, 0.5)}" ` +
+      `height="${h}" fill="#3060c0"/>`;
+  }).join("");
+  return `<svg width="${width * ms.length}" height="24">${bars}</svg>`;
+}
+
+/** The per-token time strip and its numbers, as the chat prints them. */
 function showStrip(run: Run): void {
-  $("strip").textContent = sparkline(run.tokenMs, 80);
+  $("strip").innerHTML = timeStrip(run.tokenMs);
   const ms = run.tokenMs;
   if (!ms.length) return;
   const mean = ms.reduce((a, b) => a + b, 0) / ms.length;
@@ -348,7 +361,7 @@ function phaseTable(run: Run): string {
  * Prefill against decode: wall time of the run, and where the adapter has `timestamp-query`,
  * each kernel's GPU time in one profiled prefill and one profiled decode step.
  */
-async function showPhases(run: Run, promptIds: number[], model: GPT2): Promise<void> {
+async function showPhases(run: Run, promptIds: number[], model: Runner): Promise<void> {
   let html = phaseTable(run);
   if (!run.cached) return;
   if (!gpu!.hasTimestamps) {
@@ -434,13 +447,16 @@ async function selftest(): Promise<void> {
       seed: 0,
       useCache: true,
       stopAtEos: false,
+      // generate slides past the context by default; 20 tokens after "ROMEO:\n" stay inside
+      window: defaultWindow(model.config.nPositions, 0) ?? undefined,
+      windowMode: "recompute",
     };
     const cache = model.newCache({ policy: "preallocate" });
     const greedy = await generate(model, cache, tokenizer.encode(GREEDY_PROMPT), options);
     cache.destroy();
     result.greedy_ids = greedy.ids;
     result.greedy_text = tokenizer.decode(greedy.ids);
-    result.decode_path = model.runner.decodePath;
+    result.decode_path = model.decodePath;
     result.decode_tok_s = greedy.decodeSteps / (greedy.decodeMs / 1000);
     pass = report.pass && report.maxAbsDiff <= TOLERANCE && greedy.ids.length === 20;
   } catch (e) {

@@ -1,13 +1,16 @@
 /**
  * GPT-2, top to bottom as in the diagram: token + position embeddings, n_layer blocks of
- * x = x + attn(ln_1(x)) and x = x + mlp(ln_2(x)), a final LayerNorm and the lm_head tied to
- * the token embedding. Every number comes from a WGSL kernel: each module's `forward`
- * returns the kernels it runs as a {@link Plan}. Where the activations live, which rows
- * belong to which sequence and how the plan is submitted is the runner's business
- * (`run/runner.ts`); the model only says what is computed from what.
+ * x = x + attn(ln_1(x)) and x = x + mlp(ln_2(x)), a final LayerNorm and the lm_head (tied to
+ * the token embedding, as GPT-2's checkpoints have it, or the checkpoint's own). Every number
+ * comes from a WGSL kernel: each module's `forward` returns the kernels it runs as a
+ * {@link Plan}, and {@link GPT2.record} returns the whole pass's; each `backward` beside it
+ * returns its gradient's. The model holds weights and says what is computed from what; where
+ * the activations live, which rows belong to which sequence, and submitting the plan and
+ * reading back numbers is run/'s business (`Runner` in run/runner.ts).
  *
  * @module
  */
+import { TensorArena, type Uploader } from "../kernels/arena.ts";
 import { attend, attendBackward, type QueryRows, storeKv } from "../kernels/attention.ts";
 import { embedding, embeddingBackward } from "../kernels/embedding.ts";
 import { gelu, geluBackward } from "../kernels/gelu.ts";
@@ -36,15 +39,16 @@ import {
   type Linear as LinearWeights,
   loadCheckpoint,
 } from "./weights.ts";
-import {
-  type ForwardOptions,
-  type ForwardOutput,
-  type ModelOptions,
-  Runner,
-} from "../run/runner.ts";
-import type { Rng, SamplingOptions } from "../run/sampling.ts";
 
-export type { ForwardOptions, ForwardOutput, ModelOptions } from "../run/runner.ts";
+/** How a model is put on the GPU. */
+export interface ModelOptions {
+  /**
+   * Storage of the matrices (every Linear, wte and lm_head): "f32" (default, HF parity) or
+   * "f16", half the bytes per decode step with each weight rounded to f16. LayerNorms,
+   * biases and wpe stay f32.
+   */
+  weights?: WeightFormat;
+}
 
 /**
  * One sequence's share of a layer's attention: its rows of the activations, the cache its
@@ -129,9 +133,15 @@ export interface Parameter {
 class LayerNorm {
   readonly weight: Tensor; // [C]
   readonly bias: Tensor; //   [C]
-  constructor(readonly gpu: Gpu, w: LayerNormWeights, readonly eps: number, name: string) {
-    this.weight = gpu.upload(w.weight, [w.weight.length], `${name}.weight`);
-    this.bias = gpu.upload(w.bias, [w.bias.length], `${name}.bias`);
+  constructor(
+    readonly gpu: Gpu,
+    w: LayerNormWeights,
+    readonly eps: number,
+    name: string,
+    to: Uploader,
+  ) {
+    this.weight = to.upload(w.weight, [w.weight.length], `${name}.weight`);
+    this.bias = to.upload(w.bias, [w.bias.length], `${name}.bias`);
   }
 
   // x: [T, C] -> y: [T, C]
@@ -157,10 +167,17 @@ class LayerNorm {
 class Linear {
   readonly weight: Weight; // [out, in]
   readonly bias: Tensor; //   [out]
-  constructor(readonly gpu: Gpu, w: LinearWeights, name: string, format: WeightFormat) {
+  constructor(
+    readonly gpu: Gpu,
+    w: LinearWeights,
+    name: string,
+    format: WeightFormat,
+    to: Uploader,
+  ) {
     const { inFeatures: n, outFeatures: m } = w;
-    this.weight = uploadWeight(gpu, transpose(w.weight, n, m), m, n, `${name}.weight`, format);
-    this.bias = gpu.upload(w.bias, [m], `${name}.bias`);
+    const weight = transpose(w.weight, n, m);
+    this.weight = uploadWeight(gpu, weight, m, n, `${name}.weight`, format, to);
+    this.bias = to.upload(w.bias, [m], `${name}.bias`);
   }
 
   // x: [T, in] -> y: [T, out]; `then` gelu: y = gelu(x @ W + b); add: y += x @ W + b
@@ -190,9 +207,15 @@ class Linear {
 class CausalSelfAttention {
   readonly cAttn: Linear;
   readonly cProj: Linear;
-  constructor(readonly gpu: Gpu, w: BlockWeights["attn"], name: string, f: WeightFormat) {
-    this.cAttn = new Linear(gpu, w.cAttn, `${name}.c_attn`, f);
-    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f);
+  constructor(
+    readonly gpu: Gpu,
+    w: BlockWeights["attn"],
+    name: string,
+    f: WeightFormat,
+    to: Uploader,
+  ) {
+    this.cAttn = new Linear(gpu, w.cAttn, `${name}.c_attn`, f, to);
+    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f, to);
   }
 
   // x: [T, C] -> residual += attn(x): [T, C]; each sequence's K/V go to its cache at pos0 ..
@@ -233,9 +256,15 @@ class CausalSelfAttention {
 class MLP {
   readonly cFc: Linear;
   readonly cProj: Linear;
-  constructor(readonly gpu: Gpu, w: BlockWeights["mlp"], name: string, f: WeightFormat) {
-    this.cFc = new Linear(gpu, w.cFc, `${name}.c_fc`, f);
-    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f);
+  constructor(
+    readonly gpu: Gpu,
+    w: BlockWeights["mlp"],
+    name: string,
+    f: WeightFormat,
+    to: Uploader,
+  ) {
+    this.cFc = new Linear(gpu, w.cFc, `${name}.c_fc`, f, to);
+    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f, to);
   }
 
   // x: [T, C] -> residual += mlp(x): [T, C], through fc = gelu(x @ W_fc + b): [T, nInner]
@@ -270,11 +299,18 @@ class Block {
   readonly attn: CausalSelfAttention;
   readonly ln2: LayerNorm;
   readonly mlp: MLP;
-  constructor(readonly gpu: Gpu, w: BlockWeights, eps: number, name: string, f: WeightFormat) {
-    this.ln1 = new LayerNorm(gpu, w.ln1, eps, `${name}.ln_1`);
-    this.attn = new CausalSelfAttention(gpu, w.attn, `${name}.attn`, f);
-    this.ln2 = new LayerNorm(gpu, w.ln2, eps, `${name}.ln_2`);
-    this.mlp = new MLP(gpu, w.mlp, `${name}.mlp`, f);
+  constructor(
+    readonly gpu: Gpu,
+    w: BlockWeights,
+    eps: number,
+    name: string,
+    f: WeightFormat,
+    to: Uploader,
+  ) {
+    this.ln1 = new LayerNorm(gpu, w.ln1, eps, `${name}.ln_1`, to);
+    this.attn = new CausalSelfAttention(gpu, w.attn, `${name}.attn`, f, to);
+    this.ln2 = new LayerNorm(gpu, w.ln2, eps, `${name}.ln_2`, to);
+    this.mlp = new MLP(gpu, w.mlp, `${name}.mlp`, f, to);
   }
 
   // x: [T, C] -> a.out: [T, C]
@@ -335,8 +371,8 @@ export class GPT2 {
   readonly lmHead: RowChunks; // wte itself unless the checkpoint has its own lm_head
   /** How the matrices are stored on the GPU. */
   readonly weightFormat: WeightFormat;
-  /** Records, submits and reads back this model's passes (forward, decoding, batches). */
-  readonly runner: Runner;
+  /** Every parameter, in one buffer (each tensor a view of it; matrices first). */
+  readonly arena: TensorArena;
   /**
    * Bumped by whatever writes the weights in place (train/trainer.ts), so that copies of them
    * (the fused decode step's packed matrices) know to refresh.
@@ -352,14 +388,15 @@ export class GPT2 {
     const { vocabSize: V, nEmbd: C, nPositions: P, layerNormEpsilon: eps } = config;
     checkConfigFits(config, gpu.maxBinding, "the model's config");
     const f = this.weightFormat = options.weights ?? "f32";
-    this.wte = uploadRowChunks(gpu, w.wte, V, C, "wte", gpu.maxBinding, f);
-    this.wpe = gpu.upload(w.wpe, [P, C], "wpe");
-    this.blocks = w.blocks.map((b, i) => new Block(gpu, b, eps, `h.${i}`, f));
-    this.lnF = new LayerNorm(gpu, w.lnF, eps, "ln_f");
+    const arena = this.arena = new TensorArena(gpu, "parameters");
+    this.wte = uploadRowChunks(gpu, w.wte, V, C, "wte", gpu.maxBinding, f, arena);
+    this.wpe = arena.upload(w.wpe, [P, C], "wpe");
+    this.blocks = w.blocks.map((b, i) => new Block(gpu, b, eps, `h.${i}`, f, arena));
+    this.lnF = new LayerNorm(gpu, w.lnF, eps, "ln_f", arena);
     this.lmHead = w.lmHead
-      ? uploadRowChunks(gpu, w.lmHead, V, C, "lm_head", gpu.maxBinding, f)
+      ? uploadRowChunks(gpu, w.lmHead, V, C, "lm_head", gpu.maxBinding, f, arena)
       : this.wte;
-    this.runner = new Runner(this, options);
+    arena.allocate();
   }
 
   /** Loads a HuggingFace checkpoint folder (config.json + *.safetensors) onto the GPU. */
@@ -429,65 +466,14 @@ export class GPT2 {
     ];
   }
 
-  /**
-   * Runs T tokens through the model at positions cache.length .. cache.length+T-1, appending
-   * their K/V to the cache: a prefill when T > 1, a decode step when T = 1. An empty cache
-   * makes this the plain (no-cache) forward over `ids`.
-   */
-  forward(
-    ids: readonly number[],
-    cache: KVCache,
-    options: ForwardOptions = {},
-  ): Promise<ForwardOutput> {
-    return this.runner.forward(ids, cache, options);
-  }
-
-  /**
-   * Greedy decoding with the argmax on the GPU: feeds `first` at position cache.length, then
-   * each token it chooses, `n` steps with no CPU wait between them. Returns the n tokens.
-   */
-  decodeGreedy(first: number, cache: KVCache, n: number): Promise<number[]> {
-    return this.runner.decodeGreedy(first, cache, n);
-  }
-
-  /**
-   * Decoding by `sampling`, chained on the GPU where the fused path can draw: feeds `first`,
-   * then each token picked as run/sampling.ts's `sampleToken` would pick it (the argmax at
-   * temperature 0; else a draw from `rng`, advanced one draw per token), `n` steps. Returns
-   * the n tokens (see {@link Runner.decodeSample}).
-   */
-  decodeSample(
-    first: number,
-    cache: KVCache,
-    n: number,
-    sampling: SamplingOptions,
-    rng: Rng,
-  ): Promise<number[]> {
-    return this.runner.decodeSample(first, cache, n, sampling, rng);
-  }
-
-  /**
-   * One decode step for B sequences at once, `ids[b]` fed to `caches[b]` at its own position;
-   * returns each sequence's next-token logits.
-   */
-  forwardBatch(ids: readonly number[], caches: readonly KVCache[]): Promise<Float32Array[]> {
-    return this.runner.forwardBatch(ids, caches);
-  }
-
-  /** Compiles every pipeline and finishes the upload, so later timings measure the model. */
-  warmup(): Promise<void> {
-    return this.runner.warmup();
-  }
-
   /** A new, empty KV cache for this model (preallocated unless `options` say "grow"). */
   newCache(options?: KVCacheOptions): KVCache {
     return new KVCache(this.gpu, this.config, options);
   }
 
-  /** Frees the model's GPU buffers: weights and scratch (caches are freed on their own). */
+  /** Frees the model's weights on the GPU (caches, and a runner's scratch, are freed on their own). */
   destroy(): void {
-    this.runner.destroy();
-    for (const t of this.parameters().flatMap((p) => p.parts)) this.gpu.destroy(t);
+    this.gpu.destroy(this.arena.whole);
   }
 
   /** `using model = …` frees it at the end of the scope. */

@@ -13,9 +13,9 @@
 
 import { type GPT2Config, loadConfig } from "./config.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { clip } from "../io/describe.ts";
-import { joinPath, readDir } from "../io/files.ts";
-import { Rng } from "../run/sampling.ts";
+import { clip } from "../base/describe.ts";
+import { joinPath, readDir } from "../base/files.ts";
+import { Rng } from "../base/rng.ts";
 
 /** One Conv1D / Linear layer: y = x @ weight + bias, weight stored [in, out] as in HF Conv1D. */
 export interface Linear {

@@ -6,11 +6,11 @@
  *
  * @module
  */
+import { maxAbsDiff } from "../base/max_abs_diff.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
-import { GPT2, type ModelOptions } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
-import type { DecodePath } from "./runner.ts";
+import { type DecodePath, Runner, type RunnerOptions } from "./runner.ts";
 import { generate, greedyOptions } from "./generate.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 
@@ -45,17 +45,6 @@ export interface ParityReport {
   pass: boolean;
 }
 
-/** Compares two float arrays; a length mismatch or NaN counts as an infinite diff. */
-export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  if (a.length !== b.length) return Infinity;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
-}
-
 function maxAbs(a: Float32Array): number {
   let m = 0;
   for (const v of a) m = Math.max(m, Math.abs(v));
@@ -69,9 +58,9 @@ function maxAbs(a: Float32Array): number {
 export async function runParity(
   gpu: Gpu,
   dir: string,
-  options: ModelOptions = {},
+  options: RunnerOptions = {},
 ): Promise<ParityReport> {
-  const model = await GPT2.load(gpu, dir, options);
+  const model = await Runner.load(gpu, dir, options);
   const ref = await SafetensorsFile.open(`${dir}/reference.safetensors`);
   const prompts = [...ref.tensors.keys()]
     .filter((k) => k.endsWith(".input_ids"))
@@ -105,8 +94,8 @@ export async function runParity(
     model: dir,
     adapter: gpu.description,
     weights: model.weightFormat,
-    decodePath: model.runner.decodePath,
-    fusedLimit: model.runner.fusedLimit,
+    decodePath: model.decodePath,
+    fusedLimit: model.fusedLimit,
     rows,
     maxAbsDiff: maxDiff,
     pass: rows.every((r) => r.pass),
@@ -114,7 +103,7 @@ export async function runParity(
 }
 
 async function comparePrompt(
-  model: GPT2,
+  model: Runner,
   cache: KVCache,
   ref: SafetensorsFile,
   p: string,
@@ -169,7 +158,7 @@ async function comparePrompt(
 }
 
 async function greedy(
-  model: GPT2,
+  model: Runner,
   cache: KVCache,
   ids: number[],
   n: number,

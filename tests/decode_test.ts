@@ -11,10 +11,12 @@ import { type Dispatch, Gpu, type Plan } from "../kernels/gpu.ts";
 import type { RowChunks } from "../kernels/matmul.ts";
 import { type GPT2Config, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
+import { Runner } from "../run/runner.ts";
 import type { CacheDType } from "../model/kv_cache.ts";
 import { type GPT2Weights, randomWeights } from "../model/weights.ts";
 import type { DecodePath } from "../run/runner.ts";
-import { argmax, Rng as SamplingRng, sampleToken, type SamplingOptions } from "../run/sampling.ts";
+import { Rng as SamplingRng } from "../base/rng.ts";
+import { argmax, sampleToken, type SamplingOptions } from "../run/sampling.ts";
 import { gpt2Ref } from "./cpu_reference.ts";
 import { assertClose, capturePlans, needs, Rng } from "./helpers.ts";
 
@@ -68,8 +70,8 @@ const CHARS = config({
 
 /** A model on the fused path and one on the general path, with the same weights. */
 function models(c: GPT2Config, w: GPT2Weights, weights: "f32" | "f16" = "f32") {
-  const fused = new GPT2(gpu, c, w, { decode: "fused", weights });
-  const general = new GPT2(gpu, c, w, { decode: "general", weights });
+  const fused = new Runner(new GPT2(gpu, c, w, { weights }), { decode: "fused" });
+  const general = new Runner(new GPT2(gpu, c, w, { weights }), { decode: "general" });
   return { fused, general, [Symbol.dispose]: () => [fused, general].forEach((m) => m.destroy()) };
 }
 
@@ -132,7 +134,7 @@ for (const [c, weights] of [[SMALL_VOCAB, "f32"], [LARGE_VOCAB, "f32"], [CHARS, 
     const w = randomWeights(c, c.vocabSize);
     const ref = weights === "f16" ? roundedToF16(w) : w;
     using m = models(c, w, weights);
-    assert.equal(m.fused.runner.decodePath, "fused");
+    assert.equal(m.fused.decodePath, "fused");
     const ids = tokens(new Rng(1), 9, c.vocabSize);
     const cache = m.fused.newCache();
     await m.fused.forward(ids.slice(0, 5), cache); // a prefill: the general path
@@ -313,8 +315,11 @@ for (const c of [CHARS, SMALL_VOCAB, LARGE_VOCAB, HUGE_VOCAB]) {
 
 /** The path and reason of a CHARS model made with `decode`. */
 function pathOf(decode?: DecodePath) {
-  const model = new GPT2(gpu, CHARS, randomWeights(CHARS, 11), decode ? { decode } : {});
-  const { decodePath, decodeReason, fusedForward } = model.runner;
+  const model = new Runner(
+    new GPT2(gpu, CHARS, randomWeights(CHARS, 11)),
+    decode ? { decode } : {},
+  );
+  const { decodePath, decodeReason, fusedForward } = model;
   model.destroy();
   return { decodePath, decodeReason, fusedForward };
 }
@@ -333,11 +338,13 @@ fusedTest("decode: the runner picks the path by shape, or as the options say", [
   // f16 weights need rows of a multiple of 8: n_inner 100 keeps this model general.
   const odd = config({ ...configFields(CHARS), n_inner: 100 }, "n_inner 100");
   const oddWeights = randomWeights(odd, 12);
-  const general = new GPT2(gpu, odd, oddWeights, { weights: "f16", decode: "general" });
-  assert.equal(general.runner.decodePath, "general");
+  const general = new Runner(new GPT2(gpu, odd, oddWeights, { weights: "f16" }), {
+    decode: "general",
+  });
+  assert.equal(general.decodePath, "general");
   general.destroy();
   assert.throws(
-    () => new GPT2(gpu, odd, oddWeights, { weights: "f16", decode: "fused" }),
+    () => new Runner(new GPT2(gpu, odd, oddWeights, { weights: "f16" }), { decode: "fused" }),
     /decode "fused": this model cannot take the fused step: f16 rows of n_embd 32 and n_inner 100/,
   );
 });
@@ -366,10 +373,10 @@ fusedTest("decode: KVGPT_DECODE overrides the choice by shape", [CHARS], () => {
       fusedForward: true,
     });
     const odd = config({ ...configFields(CHARS), n_inner: 100 }, "n_inner 100");
-    const model = new GPT2(gpu, odd, randomWeights(odd, 12), { weights: "f16" });
-    assert.equal(model.runner.decodePath, "general");
+    const model = new Runner(new GPT2(gpu, odd, randomWeights(odd, 12), { weights: "f16" }));
+    assert.equal(model.decodePath, "general");
     assert.match(
-      model.runner.decodeReason,
+      model.decodeReason,
       /^KVGPT_DECODE=fused, but the fused step does not fit: f16/,
     );
     model.destroy();

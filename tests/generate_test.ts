@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
 import { generate, generateBatch, type GenerateOptions, prefillPrefix } from "../run/generate.ts";
 import { GPT2 } from "../model/gpt2.ts";
+import { Runner } from "../run/runner.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { loadCheckpoint } from "../model/weights.ts";
 import { granted, needs } from "./helpers.ts";
@@ -9,7 +10,7 @@ import { granted, needs } from "./helpers.ts";
 const gpu = await Gpu.open();
 // Every test here needs the fixture: without read access (plain `deno test`) they are ignored.
 const readable = granted("read");
-const model = readable ? await GPT2.load(gpu, "data/tiny-gpt2") : undefined!;
+const model = readable ? await Runner.load(gpu, "data/tiny-gpt2") : undefined!;
 const ref = readable
   ? await SafetensorsFile.open("data/tiny-gpt2/reference.safetensors")
   : undefined!;
@@ -143,7 +144,7 @@ Deno.test("generation stops at the context and at end-of-text", needs("read"), a
   // A model whose end-of-text token is a later greedy token stops right after its first use.
   const k = hfGreedy.findIndex((id, i) => i > 0 && hfGreedy.indexOf(id) === i);
   const { config, weights } = await loadCheckpoint("data/tiny-gpt2");
-  const eosModel = new GPT2(gpu, { ...config, eosTokenId: hfGreedy[k] }, weights);
+  const eosModel = new Runner(new GPT2(gpu, { ...config, eosTokenId: hfGreedy[k] }, weights));
   const cache = eosModel.newCache();
   for (const chainOnGpu of [true, false]) {
     const eos = await generate(eosModel, cache, prompt, {
@@ -185,6 +186,41 @@ Deno.test(
       assert.ok(r.cacheBytesUsed <= 2 * nLayer * (nPositions - 1) * nEmbd * 4);
       cache.destroy();
     }
+  },
+);
+
+Deno.test(
+  "a recomputed sliding window goes past the context as a cropped sequence would",
+  needs("read"),
+  async () => {
+    const { nPositions } = model.config;
+    const window = { sinks: 2, recent: 90 };
+    const opts = { ...greedy, maxTokens: 2 * nPositions, window, windowMode: "recompute" as const };
+    // Through the cache a slide prefills the kept tokens again; without the cache every step
+    // recomputes the kept sequence anyway: the same tokens at the same positions.
+    const chained = await run(prompt, opts);
+    const stepped = await run(prompt, { ...opts, chainOnGpu: false });
+    const uncached = await run(prompt, { ...opts, useCache: false });
+    assert.deepEqual(chained.ids.slice(0, hfGreedy.length), hfGreedy);
+    assert.equal(chained.ids.length, 2 * nPositions);
+    assert.equal(chained.stop, "max-tokens");
+    assert.deepEqual(stepped.ids, chained.ids);
+    assert.deepEqual(uncached.ids, chained.ids);
+    // 10 + 256 tokens through a context of 128 that keeps 92 per slide: a slide when the
+    // sequence reaches 128, then every 35 tokens.
+    const slides = Math.ceil((prompt.length + 2 * nPositions - nPositions) / 35);
+    assert.equal(chained.slides.length, slides);
+    for (const s of chained.slides) {
+      assert.equal(s.refilled, window.sinks + window.recent, "the kept tokens but the unfed one");
+      assert.ok(s.ms > 0);
+    }
+    assert.equal(chained.evictedTokens, chained.slides.reduce((n, s) => n + s.dropped, 0));
+    assert.ok(uncached.slides.every((s) => s.refilled === 0), "nothing cached to refill");
+    // The first token after the first slide is the greedy choice after the kept tokens alone.
+    const before = [...prompt, ...chained.ids].slice(0, nPositions);
+    const kept = [...before.slice(0, 2), ...before.slice(nPositions - 1 - 90)];
+    const fresh = await run(kept, { ...greedy, maxTokens: 1 });
+    assert.equal(chained.ids[nPositions - prompt.length], fresh.ids[0]);
   },
 );
 

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { type Copy, type Dispatch, Gpu } from "../kernels/gpu.ts";
 import { type GPT2Config, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
+import { Runner } from "../run/runner.ts";
 import type { KVCache } from "../model/kv_cache.ts";
 import { randomWeights } from "../model/weights.ts";
 import { Workspace } from "../run/workspace.ts";
@@ -46,7 +47,7 @@ const UNTIED = parseConfig({
 
 const MODELS = [TIED, UNTIED].map((config, i) => {
   const weights = randomWeights(config, 100 + i);
-  return { config, weights, model: new GPT2(gpu, config, weights) };
+  return { config, weights, model: new Runner(new GPT2(gpu, config, weights)) };
 });
 
 function tokens(rng: Rng, T: number, V: number): number[] {
@@ -96,7 +97,7 @@ for (const { config: c, model } of MODELS) {
     assert.equal(cache.bytesAllocated, 2 * L * P * C * 4);
     for (const [T, logits] of [[7, "all"], [1, "last"], [5, "last"], [1, "all"]] as const) {
       const before = cache.length;
-      let out!: Awaited<ReturnType<GPT2["forward"]>>;
+      let out!: Awaited<ReturnType<Runner["forward"]>>;
       const [plan] = await capturePlans(gpu, async () => {
         out = await model.forward(tokens(rng, T, V), cache, {
           logits,
@@ -261,7 +262,7 @@ Deno.test({
     const plain = await model.forward(ids, cache);
     assert.equal(plain.profile, undefined);
     cache.reset();
-    let profiled!: Awaited<ReturnType<GPT2["forward"]>>;
+    let profiled!: Awaited<ReturnType<Runner["forward"]>>;
     const [plan] = await capturePlans(gpu, async () => {
       profiled = await model.forward(ids, cache, { profile: true });
     });

@@ -7,7 +7,7 @@ import {
   type OfferedFolder,
   offeredFolders,
   realFileInside,
-} from "../lab/server.ts";
+} from "../cli/lab_server.ts";
 import { Browser, findChromium } from "../scripts/chromium.ts";
 import { needs, slow } from "./helpers.ts";
 

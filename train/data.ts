@@ -4,9 +4,9 @@
  *
  * @module
  */
-import { isNotFound, readBytes } from "../io/files.ts";
-import { Rng } from "../run/sampling.ts";
-import type { Tokenizer } from "../run/tokenizer.ts";
+import { isNotFound, readBytes } from "../base/files.ts";
+import { Rng } from "../base/rng.ts";
+import type { Tokenizer } from "../tokenizers/tokenizer.ts";
 
 /** Tiny Shakespeare (karpathy/char-rnn), shipped in data/tinyshakespeare/. */
 export const TINY_SHAKESPEARE = {

@@ -9,7 +9,7 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { maxAbsDiff } from "../run/parity.ts";
+import { maxAbsDiff } from "../base/max_abs_diff.ts";
 import { readText } from "./data.ts";
 import { Trainer, type TrainerOptions } from "./trainer.ts";
 

@@ -1,6 +1,6 @@
 /**
- * The charts of the experiments and of the lab page: Vega-Lite specs and their rendering to
- * SVG, headless (no browser, no canvas), so the same code draws in Deno and in a page.
+ * Charts as SVG, drawn by Vega-Lite with no browser: the one chart home of `deno task train`'s
+ * loss curve and every experiment's figure.
  *
  * @module
  */
