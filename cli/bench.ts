@@ -14,13 +14,15 @@ import { generate, greedyOptions } from "../run/generate.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import { EMBEDDED, openModel } from "../run/open_model.ts";
 import type { DecodePath } from "../run/runner.ts";
-import { Rng } from "../run/sampling.ts";
+import { Rng } from "../base/rng.ts";
 import { integer, main, parseOptions, UsageError } from "./usage.ts";
 import { GPT2_SIZES, parseConfig } from "../model/config.ts";
 import { measureTraining, type TrainingSpeed } from "../train/throughput.ts";
+import { type Ceiling, measureCeiling } from "../kernels/ceiling.ts";
 
 const USAGE =
   `usage: deno task bench [--json] [--reps N] [--quick] [--weights f32|f16|both] [--train] [--peer]
+                       [--ceiling]
   --json        print one JSON line of every result instead of the table
   --reps N      timed runs per measurement, after one warm-up (default 3)
   --quick       the small models only (seconds), not GPT-2 small's shape
@@ -31,7 +33,10 @@ const USAGE =
                 f16; f16 fields end in _f16w)
   --train       training speed instead: nanoGPT's char "baby" shape (4 layers, 128 wide,
                 vocabulary 65, batch 12 x 64) for 200 steps (--quick: 20), and GPT-2
-                small's shape (124M, batch 4 x 64) for 3 steps (--quick: skipped)
+                small's shape (124M, batch 4 x 64) for 3 steps (--quick: skipped), with
+                the ceiling, dispatches per step and each matrix product's share of it
+  --ceiling     only the adapter's ceiling: best FMA rate and vec4 read rates
+                (kernels/ceiling.wgsl)
   -h, --help    this text`;
 
 function median(xs: number[]): number {
@@ -102,31 +107,62 @@ const BABY = parseConfig({
 /** GPT-2 small (124M) with a context of 64 for training. */
 const SMALL = { ...GPT2_SIZES.gpt2, nPositions: 64 };
 
-/** Training tok/s, ms per step and GFLOP/s of the baby shape and of GPT-2 small's. */
+/** Measures the adapter's ceiling and records it in `out`. */
+async function benchCeiling(
+  gpu: Gpu,
+  out: Record<string, string | number>,
+  log: (s: string) => void,
+): Promise<Ceiling> {
+  const c = await measureCeiling(gpu);
+  log(
+    `ceiling (kernels/ceiling.wgsl, best of 5): FMA ${c.fmaGflops.toFixed(1)} GFLOP/s ` +
+      `(${c.fmaChains} chains per invocation); vec4 reads ${c.cachedReadGBs.toFixed(1)} GB/s ` +
+      `from the caches, ${c.memoryReadGBs.toFixed(1)} GB/s from memory`,
+  );
+  out.ceiling_fma_gflops = c.fmaGflops;
+  out.ceiling_cached_read_gb_s = c.cachedReadGBs;
+  out.ceiling_memory_read_gb_s = c.memoryReadGBs;
+  return c;
+}
+
+/**
+ * Training tok/s, ms per step, GFLOP/s and dispatches per step of the baby shape and of GPT-2
+ * small's, each matrix product's rate as a fraction of the measured FMA ceiling.
+ */
 async function benchTraining(
   gpu: Gpu,
   quick: boolean,
   out: Record<string, string | number>,
   log: (s: string) => void,
 ): Promise<void> {
-  const show = (what: string, s: TrainingSpeed) =>
+  const ceiling = await benchCeiling(gpu, out, log);
+  const share = (gflops: number) => `${(100 * gflops / ceiling.fmaGflops).toFixed(0)} %`;
+  const show = (what: string, key: string, s: TrainingSpeed) => {
     log(
       `  ${what}: ${s.tokS.toFixed(0)} tok/s, ${s.msPerIter.toFixed(1)} ms/step, ` +
-        `${s.gflops.toFixed(1)} GFLOP/s (${(s.parameters / 1e6).toFixed(2)}M parameters, ` +
-        `batch ${s.B} x ${s.T}, ${s.iters} steps)`,
+        `${s.gflops.toFixed(1)} GFLOP/s = ${share(s.gflops)} of the ceiling, ` +
+        `${s.dispatchesPerStep} dispatches per step (${(s.parameters / 1e6).toFixed(2)}M ` +
+        `parameters, batch ${s.B} x ${s.T}, ${s.iters} steps)`,
     );
+    out[`${key}_tok_s`] = s.tokS;
+    out[`${key}_ms_per_iter`] = s.msPerIter;
+    out[`${key}_gflops`] = s.gflops;
+    out[`${key}_dispatches_per_step`] = s.dispatchesPerStep;
+    if (s.products.length) log("    matrix products of one profiled step (GPU time):");
+    for (const p of s.products) {
+      log(
+        `      ${p.label.padEnd(44)} x${String(p.count).padEnd(3)} ${
+          p.ms.toFixed(1).padStart(7)
+        } ` +
+          `ms ${p.gflops.toFixed(1).padStart(6)} GFLOP/s = ${share(p.gflops).padStart(4)}`,
+      );
+      out[`${key}_gflops ${p.label}`] = p.gflops;
+    }
+  };
   log("training, f32 (forward, backward and AdamW in one submission per step):");
-  const baby = await measureTraining(gpu, BABY, 12, 64, quick ? 20 : 200);
-  show("baby shape", baby);
-  out.train_tok_s = baby.tokS;
-  out.train_ms_per_iter = baby.msPerIter;
-  out.train_gflops = baby.gflops;
+  show("baby shape", "train", await measureTraining(gpu, BABY, 12, 64, quick ? 20 : 200));
   if (quick) return;
-  const small = await measureTraining(gpu, SMALL, 4, 64, 3);
-  show("GPT-2 small shape", small);
-  out.train_small_tok_s = small.tokS;
-  out.train_small_ms_per_iter = small.msPerIter;
-  out.train_small_gflops = small.gflops;
+  show("GPT-2 small shape", "train_small", await measureTraining(gpu, SMALL, 4, 64, 3));
 }
 
 /** The small models both decode paths are measured on: tokens of prompt, tokens decoded. */
@@ -281,6 +317,7 @@ main("bench", async () => {
     weights: { type: "string", default: "both" },
     train: { type: "boolean", default: false },
     peer: { type: "boolean", default: false },
+    ceiling: { type: "boolean", default: false },
   });
   const reps = integer("--reps", values.reps, 1, Infinity);
   if (!["f32", "f16", "both"].includes(values.weights)) {
@@ -294,6 +331,11 @@ main("bench", async () => {
   const gpu = await Gpu.open();
   log(`adapter: ${gpu.description}`);
   const out: Record<string, string | number> = { adapter: gpu.description };
+  if (values.ceiling) {
+    await benchCeiling(gpu, out, log);
+    if (values.json) console.log(JSON.stringify(out));
+    return;
+  }
   if (values.train) {
     await benchTraining(gpu, values.quick, out, log);
     if (values.json) console.log(JSON.stringify(out));

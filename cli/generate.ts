@@ -15,7 +15,7 @@ import {
 import { checkWindow, defaultWindow, type SlidingWindow } from "../run/sliding_window.ts";
 import { type CachePolicy, parseCachePolicy } from "../run/cache_policy.ts";
 import { defaultSpeakingModel, EMBEDDED, openModel, tokenizerFor } from "../run/open_model.ts";
-import { TextStream, type Tokenizer, TooManyTokensError } from "../run/tokenizer.ts";
+import { TextStream, type Tokenizer, TooManyTokensError } from "../tokenizers/tokenizer.ts";
 import { integer, main, number, parseOptions, UsageError, weightFormat } from "./usage.ts";
 
 const USAGE = `usage: deno task generate [options]

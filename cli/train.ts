@@ -12,13 +12,14 @@ import { Gpu } from "../kernels/gpu.ts";
 import { type GPT2Config, loadConfig, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { gpt2Init, loadCheckpoint } from "../model/weights.ts";
-import { CharTokenizer } from "../run/char_tokenizer.ts";
-import { gpt2Tokenizer, type Tokenizer } from "../run/tokenizer.ts";
+import { CharTokenizer } from "../tokenizers/char.ts";
+import { gpt2Tokenizer } from "../tokenizers/gpt2.ts";
+import { type Tokenizer } from "../tokenizers/tokenizer.ts";
 import { resumeCheckpoint, saveCheckpoint, type TrainState } from "../train/checkpoint.ts";
 import { batchRng, readText, sampleBatch, splitDataset, TINY_SHAKESPEARE } from "../train/data.ts";
 import { cosineLr, type Schedule } from "../train/schedule.ts";
 import { Trainer } from "../train/trainer.ts";
-import { renderSvg } from "../experiments/lib.ts";
+import { renderSvg } from "./chart.ts";
 import { integer, main, number, parseOptions, UsageError } from "./usage.ts";
 
 const USAGE = `usage: deno task train [options]

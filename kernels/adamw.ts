@@ -1,10 +1,13 @@
 /**
- * Typed wrappers for `adamw.wgsl`: the global gradient norm and one AdamW step per
- * parameter tensor, as torch.optim.AdamW with torch.nn.utils.clip_grad_norm_.
+ * Typed wrappers for `adamw.wgsl`: the global gradient norm and one AdamW step of every
+ * parameter at once, as torch.optim.AdamW with torch.nn.utils.clip_grad_norm_, over
+ * parameters, gradients and moments that each lie in one buffer of the same layout
+ * (kernels/arena.ts). Two dispatches per step for any model that fits one binding (and two
+ * per binding-sized chunk beyond).
  *
  * @module
  */
-import { type Dispatch, f32bits, type Gpu, numel, type Tensor, workgrid } from "./gpu.ts";
+import { checkLoopTrips, type Dispatch, f32bits, type Gpu, numel, type Tensor } from "./gpu.ts";
 
 import code from "./adamw.wgsl" with { type: "text" };
 
@@ -18,83 +21,95 @@ export interface AdamWOptions {
   gradClip: number;
 }
 
-/**
- * Elements one grad_sumsq dispatch sums: each invocation of its workgroup of 256 loops
- * 32,768 times over them (and 512 over their blocks), half the 65,535 loop iterations that
- * llvmpipe runs (MAX_LOOP_TRIPS in gpu.ts).
- */
-const SUMSQ_SLICE = 2 ** 23;
+/** Workgroups of one grad_sumsq dispatch: partial sums per chunk (PARTS in adamw.wgsl). */
+const PARTS = 64;
+/** Elements per adamw workgroup: 64 invocations of 16 (AWG · ELEMS in adamw.wgsl). */
+const ADAMW_SPAN = 64 * 16;
 
-/**
- * The global L2 norm of all gradients, on the GPU: norm[0] = sqrt(sum of squares of every
- * tensor), as torch's norm of the per-tensor norms: a dispatch per tensor (per 2^23 elements
- * of it) writes its norm to partials[i] (one workgroup, fixed order), then one more combines
- * them. Deterministic. grads: any shapes; partials: [>= grads.length] f32 scratch; norm: [1+]
- * f32.
- */
-export function gradNorm(
-  gpu: Gpu,
-  grads: readonly Tensor[],
-  partials: Tensor,
-  norm: Tensor,
-): Dispatch[] {
-  if (grads.length === 0) throw new Error("gradNorm: no gradients");
-  if (numel(partials) < grads.length) {
-    throw new Error(`gradNorm: partials[${partials.shape}] has no room for ${grads.length}`);
-  }
-  if (numel(norm) < 1) throw new Error(`gradNorm: norm[${norm.shape}] is empty`);
-  const sumsq = gpu.kernel(code, "grad_sumsq");
-  const dispatches = grads.flatMap((grad, index) => {
-    const n = numel(grad);
-    return Array.from({ length: Math.max(1, Math.ceil(n / SUMSQ_SLICE)) }, (_, k) => {
-      const [start, end] = [k * SUMSQ_SLICE, Math.min(n, (k + 1) * SUMSQ_SLICE)];
-      const sq = gpu.uniform([n, index, start, end]);
-      const label = `grad_sumsq ${n}${n > SUMSQ_SLICE ? ` [${start}:${end}]` : ""}`;
-      return gpu.dispatch(label, sumsq, { sq, grad, partials }, [1]);
-    });
-  });
-  const total = gpu.uniform([grads.length]);
-  const kernel = gpu.kernel(code, "grad_norm");
-  dispatches.push(
-    gpu.dispatch(`grad_norm ${grads.length}`, kernel, { total, partials, norm }, [1]),
-  );
-  return dispatches;
+/** The flat buffers one AdamW step reads and writes, all of one layout. */
+export interface AdamWState {
+  param: Tensor; // [n] parameters
+  grad: Tensor; //  [n] their gradients
+  m: Tensor; //     [n] first moments (start at 0)
+  v: Tensor; //     [n] second moments (start at 0)
 }
 
 /**
- * One AdamW step of one parameter tensor, in place: clips with coef = min(1, gradClip /
- * (norm[0] + 1e-6)) (torch's clip_grad_norm_, gradClip <= 0 disables), then
- * p -= lr*weightDecay*p (only when `decay`), m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2,
- * p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps), in torch's arithmetic order.
- * stepInfo: [4] f32 written by the CPU before each step: [lr, 1 - beta1^t, 1 - beta2^t, 0];
- * norm: [1+] f32 from {@link gradNorm}; param, grad, m, v: same shape (m and v start at 0).
+ * The chunks of `n` elements that each fit a binding of `maxBytes`, each starting at an
+ * aligned offset: [start, count] in elements.
  */
-export function adamw(
+function chunks(gpu: Gpu, n: number, maxBytes: number): [number, number][] {
+  const align = gpu.bindingAlignment / 4;
+  const size = Math.floor(Math.min(maxBytes, gpu.maxBinding) / 4 / align) * align;
+  if (size < align) throw new Error(`adamw: chunks of ${maxBytes} bytes hold nothing`);
+  const out: [number, number][] = [];
+  for (let start = 0; start < n; start += size) out.push([start, Math.min(size, n - start)]);
+  return out;
+}
+
+const slice = (t: Tensor, start: number, count: number): Tensor => ({
+  buffer: t.buffer,
+  offset: t.offset + start * 4,
+  shape: [count],
+});
+
+/** Partial sums that {@link adamwStep} needs room for in `partials`. */
+export function adamwPartials(gpu: Gpu, n: number, maxBytes = gpu.maxBinding): number {
+  return chunks(gpu, n, maxBytes).length * PARTS;
+}
+
+/**
+ * One AdamW step of every element of `s`, in place: the global gradient norm (one dispatch
+ * per chunk, into `partials`), then the update (one per chunk), which writes the norm to
+ * norm[0] on the way. Clips with coef = min(1, gradClip / (norm + 1e-6)) (torch's
+ * clip_grad_norm_; gradClip <= 0 disables), decays the first `decayEnd` elements
+ * (p -= lr·weightDecay·p), then m = b1 m + (1-b1) g, v = b2 v + (1-b2) g²,
+ * p -= (lr / (1-b1^t)) · m / (sqrt(v) / sqrt(1-b2^t) + eps), in torch's arithmetic order.
+ * stepInfo: [4] f32 written by the CPU before each step: [lr, 1 - beta1^t, 1 - beta2^t, 0];
+ * partials: [>= adamwPartials(n)] f32 scratch; norm: [1+] f32. `maxBytes` (default: the
+ * largest binding) bounds each chunk.
+ */
+export function adamwStep(
   gpu: Gpu,
-  param: Tensor,
-  grad: Tensor,
-  m: Tensor,
-  v: Tensor,
+  s: AdamWState,
   stepInfo: Tensor,
+  partials: Tensor,
   norm: Tensor,
   options: AdamWOptions,
-  decay: boolean,
-): Dispatch {
-  const n = numel(param);
-  for (const [name, t] of [["grad", grad], ["m", m], ["v", v]] as const) {
-    if (t.shape.join() !== param.shape.join()) {
-      throw new Error(`adamw: ${name}[${t.shape}] is not param's shape [${param.shape}]`);
-    }
+  decayEnd: number,
+  maxBytes = gpu.maxBinding,
+): Dispatch[] {
+  const n = numel(s.param);
+  for (const [name, t] of [["grad", s.grad], ["m", s.m], ["v", s.v]] as const) {
+    if (numel(t) !== n) throw new Error(`adamw: ${name}[${t.shape}] is not param's [${n}]`);
   }
   if (numel(stepInfo) < 3) throw new Error(`adamw: stepInfo[${stepInfo.shape}] is not [4]`);
   if (numel(norm) < 1) throw new Error(`adamw: norm[${norm.shape}] is empty`);
+  const parts = chunks(gpu, n, maxBytes);
+  if (numel(partials) < parts.length * PARTS) {
+    throw new Error(`adamw: partials[${partials.shape}] has no room for ${parts.length * PARTS}`);
+  }
+  const sumsq = gpu.kernel(code, "grad_sumsq");
+  const update = gpu.kernel(code, "adamw");
   const { beta1, beta2, eps, weightDecay, gradClip } = options;
-  const a = gpu.uniform([
-    n,
-    ...[beta1, beta2, 1 - beta1, 1 - beta2, eps, weightDecay, gradClip].map(f32bits),
-    decay ? 1 : 0,
-  ]);
-  const kernel = gpu.kernel(code, "adamw");
-  const bindings = { a, grad, norm, param, m, v, stepInfo };
-  return gpu.dispatch(`adamw ${n}`, kernel, bindings, workgrid(n, 64));
+  const hyper = [beta1, beta2, 1 - beta1, 1 - beta2, eps, weightDecay, gradClip].map(f32bits);
+  const out: Dispatch[] = [];
+  parts.forEach(([start, count], c) => {
+    // Each invocation loops over a share of count / PARTS elements, 256 at a time.
+    const span = Math.ceil(count / PARTS);
+    checkLoopTrips(`adamw: ${count} elements`, Math.ceil(span / 256) * (1 + 1 / 64) + 2);
+    const sq = gpu.uniform([count, c * PARTS]);
+    const grad = slice(s.grad, start, count);
+    out.push(gpu.dispatch(`grad_sumsq ${count}`, sumsq, { sq, grad, partials }, [PARTS]));
+  });
+  parts.forEach(([start, count], c) => {
+    const end = Math.min(count, Math.max(0, decayEnd - start));
+    const a = gpu.uniform([count, ...hyper, end, parts.length * PARTS, c === 0 ? 1 : 0]);
+    const [param, grad, m, v] = [s.param, s.grad, s.m, s.v].map((t) => slice(t, start, count));
+    const g = Math.ceil(count / ADAMW_SPAN);
+    const grid = g <= 65535 ? [g] : [65535, Math.ceil(g / 65535)];
+    const bindings = { a, grad, norm, param, m, v, stepInfo, sums: partials };
+    out.push(gpu.dispatch(`adamw ${count}`, update, bindings, grid));
+  });
+  return out;
 }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { Uploader } from "./arena.ts";
 import { checkLoopTrips, type Dispatch, type Gpu, groups, type Tensor } from "./gpu.ts";
 
 import formula from "./gelu_formula.wgsl" with { type: "text" };
@@ -42,7 +43,7 @@ export function packHalves(data: Float32Array): Uint32Array {
   return new Uint32Array(new Float16Array(data).buffer);
 }
 
-/** Uploads a [rows, cols] matrix (already [out, in]) in `format`. */
+/** Uploads a [rows, cols] matrix (already [out, in]) in `format`, with `to` (or `gpu`). */
 export function uploadWeight(
   gpu: Gpu,
   data: Float32Array,
@@ -50,19 +51,20 @@ export function uploadWeight(
   cols: number,
   label: string,
   format: WeightFormat = "f32",
+  to: Uploader = gpu,
 ): Weight {
   if (format === "f16" && cols % 4) {
     throw new Error(`${label}: f16 weights need rows of a multiple of 4 values, not ${cols}`);
   }
   const tensor = format === "f16"
-    ? gpu.upload(packHalves(data), [rows, cols / 2], label)
-    : gpu.upload(data, [rows, cols], label);
+    ? to.upload(packHalves(data), [rows, cols / 2], label)
+    : to.upload(data, [rows, cols], label);
   return { tensor, rows, cols, format };
 }
 
 /**
  * Uploads a [rows, cols] matrix in row chunks that each fit one storage binding (of at most
- * `maxBytes`); chunks start at multiples of 4 rows.
+ * `maxBytes`); chunks start at multiples of 4 rows. Uploaded with `to` (or `gpu`).
  */
 export function uploadRowChunks(
   gpu: Gpu,
@@ -72,6 +74,7 @@ export function uploadRowChunks(
   label: string,
   maxBytes: number = gpu.maxBinding,
   format: WeightFormat = "f32",
+  to: Uploader = gpu,
 ): RowChunks {
   const rowBytes = cols * (format === "f16" ? 2 : 4);
   const perPart = Math.max(4, Math.floor(maxBytes / rowBytes / 4) * 4);
@@ -79,7 +82,8 @@ export function uploadRowChunks(
   for (let row0 = 0; row0 < rows; row0 += perPart) {
     const n = Math.min(perPart, rows - row0);
     const slice = data.subarray(row0 * cols, (row0 + n) * cols);
-    const { tensor } = uploadWeight(gpu, slice, n, cols, `${label}[${row0}:${row0 + n}]`, format);
+    const name = `${label}[${row0}:${row0 + n}]`;
+    const { tensor } = uploadWeight(gpu, slice, n, cols, name, format, to);
     parts.push({ row0, tensor });
   }
   return { rows, cols, format, parts };

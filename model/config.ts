@@ -8,7 +8,8 @@
  * @module
  */
 
-import { clip, describe } from "../io/describe.ts";
+import { clip, describe } from "../base/describe.ts";
+import { readBytes } from "../io/files.ts";
 
 /** GPT-2 hyper-parameters, from a HuggingFace GPT2Config. */
 export interface GPT2Config {
@@ -340,22 +341,7 @@ export const MAX_CONFIG_BYTES = 2 ** 20;
 export async function loadConfig(path: string): Promise<GPT2Config> {
   let bytes: Uint8Array;
   try {
-    const stat = await Deno.stat(path);
-    if (!stat.isFile) throw new Error("not a regular file");
-    if (stat.size > MAX_CONFIG_BYTES) {
-      throw new Error(`${stat.size} bytes, more than the ${MAX_CONFIG_BYTES} a config may have`);
-    }
-    using file = await Deno.open(path, { read: true });
-    // One byte more than allowed: reading it means the file grew past the limit.
-    bytes = new Uint8Array(MAX_CONFIG_BYTES + 1);
-    let length = 0;
-    while (length < bytes.length) {
-      const n = await file.read(bytes.subarray(length));
-      if (n === null) break;
-      length += n;
-    }
-    if (length > MAX_CONFIG_BYTES) throw new Error(`more than ${MAX_CONFIG_BYTES} bytes`);
-    bytes = bytes.subarray(0, length);
+    bytes = await readBytes(path, { maxBytes: MAX_CONFIG_BYTES });
   } catch (err) {
     throw new Error(`${path}: cannot read config: ${clip((err as Error).message)}`, {
       cause: err,

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { TensorArena, type Uploader } from "../kernels/arena.ts";
 import { attend, attendBackward, type QueryRows, storeKv } from "../kernels/attention.ts";
 import { embedding, embeddingBackward } from "../kernels/embedding.ts";
 import { gelu, geluBackward } from "../kernels/gelu.ts";
@@ -42,7 +43,8 @@ import {
   type ModelOptions,
   Runner,
 } from "../run/runner.ts";
-import type { Rng, SamplingOptions } from "../run/sampling.ts";
+import type { Rng } from "../base/rng.ts";
+import type { SamplingOptions } from "../run/sampling.ts";
 
 export type { ForwardOptions, ForwardOutput, ModelOptions } from "../run/runner.ts";
 
@@ -129,9 +131,15 @@ export interface Parameter {
 class LayerNorm {
   readonly weight: Tensor; // [C]
   readonly bias: Tensor; //   [C]
-  constructor(readonly gpu: Gpu, w: LayerNormWeights, readonly eps: number, name: string) {
-    this.weight = gpu.upload(w.weight, [w.weight.length], `${name}.weight`);
-    this.bias = gpu.upload(w.bias, [w.bias.length], `${name}.bias`);
+  constructor(
+    readonly gpu: Gpu,
+    w: LayerNormWeights,
+    readonly eps: number,
+    name: string,
+    to: Uploader,
+  ) {
+    this.weight = to.upload(w.weight, [w.weight.length], `${name}.weight`);
+    this.bias = to.upload(w.bias, [w.bias.length], `${name}.bias`);
   }
 
   // x: [T, C] -> y: [T, C]
@@ -157,10 +165,17 @@ class LayerNorm {
 class Linear {
   readonly weight: Weight; // [out, in]
   readonly bias: Tensor; //   [out]
-  constructor(readonly gpu: Gpu, w: LinearWeights, name: string, format: WeightFormat) {
+  constructor(
+    readonly gpu: Gpu,
+    w: LinearWeights,
+    name: string,
+    format: WeightFormat,
+    to: Uploader,
+  ) {
     const { inFeatures: n, outFeatures: m } = w;
-    this.weight = uploadWeight(gpu, transpose(w.weight, n, m), m, n, `${name}.weight`, format);
-    this.bias = gpu.upload(w.bias, [m], `${name}.bias`);
+    const weight = transpose(w.weight, n, m);
+    this.weight = uploadWeight(gpu, weight, m, n, `${name}.weight`, format, to);
+    this.bias = to.upload(w.bias, [m], `${name}.bias`);
   }
 
   // x: [T, in] -> y: [T, out]; `then` gelu: y = gelu(x @ W + b); add: y += x @ W + b
@@ -190,9 +205,15 @@ class Linear {
 class CausalSelfAttention {
   readonly cAttn: Linear;
   readonly cProj: Linear;
-  constructor(readonly gpu: Gpu, w: BlockWeights["attn"], name: string, f: WeightFormat) {
-    this.cAttn = new Linear(gpu, w.cAttn, `${name}.c_attn`, f);
-    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f);
+  constructor(
+    readonly gpu: Gpu,
+    w: BlockWeights["attn"],
+    name: string,
+    f: WeightFormat,
+    to: Uploader,
+  ) {
+    this.cAttn = new Linear(gpu, w.cAttn, `${name}.c_attn`, f, to);
+    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f, to);
   }
 
   // x: [T, C] -> residual += attn(x): [T, C]; each sequence's K/V go to its cache at pos0 ..
@@ -233,9 +254,15 @@ class CausalSelfAttention {
 class MLP {
   readonly cFc: Linear;
   readonly cProj: Linear;
-  constructor(readonly gpu: Gpu, w: BlockWeights["mlp"], name: string, f: WeightFormat) {
-    this.cFc = new Linear(gpu, w.cFc, `${name}.c_fc`, f);
-    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f);
+  constructor(
+    readonly gpu: Gpu,
+    w: BlockWeights["mlp"],
+    name: string,
+    f: WeightFormat,
+    to: Uploader,
+  ) {
+    this.cFc = new Linear(gpu, w.cFc, `${name}.c_fc`, f, to);
+    this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f, to);
   }
 
   // x: [T, C] -> residual += mlp(x): [T, C], through fc = gelu(x @ W_fc + b): [T, nInner]
@@ -270,11 +297,18 @@ class Block {
   readonly attn: CausalSelfAttention;
   readonly ln2: LayerNorm;
   readonly mlp: MLP;
-  constructor(readonly gpu: Gpu, w: BlockWeights, eps: number, name: string, f: WeightFormat) {
-    this.ln1 = new LayerNorm(gpu, w.ln1, eps, `${name}.ln_1`);
-    this.attn = new CausalSelfAttention(gpu, w.attn, `${name}.attn`, f);
-    this.ln2 = new LayerNorm(gpu, w.ln2, eps, `${name}.ln_2`);
-    this.mlp = new MLP(gpu, w.mlp, `${name}.mlp`, f);
+  constructor(
+    readonly gpu: Gpu,
+    w: BlockWeights,
+    eps: number,
+    name: string,
+    f: WeightFormat,
+    to: Uploader,
+  ) {
+    this.ln1 = new LayerNorm(gpu, w.ln1, eps, `${name}.ln_1`, to);
+    this.attn = new CausalSelfAttention(gpu, w.attn, `${name}.attn`, f, to);
+    this.ln2 = new LayerNorm(gpu, w.ln2, eps, `${name}.ln_2`, to);
+    this.mlp = new MLP(gpu, w.mlp, `${name}.mlp`, f, to);
   }
 
   // x: [T, C] -> a.out: [T, C]
@@ -335,6 +369,8 @@ export class GPT2 {
   readonly lmHead: RowChunks; // wte itself unless the checkpoint has its own lm_head
   /** How the matrices are stored on the GPU. */
   readonly weightFormat: WeightFormat;
+  /** Every parameter, in one buffer (each tensor a view of it; matrices first). */
+  readonly arena: TensorArena;
   /** Records, submits and reads back this model's passes (forward, decoding, batches). */
   readonly runner: Runner;
   /**
@@ -352,13 +388,15 @@ export class GPT2 {
     const { vocabSize: V, nEmbd: C, nPositions: P, layerNormEpsilon: eps } = config;
     checkConfigFits(config, gpu.maxBinding, "the model's config");
     const f = this.weightFormat = options.weights ?? "f32";
-    this.wte = uploadRowChunks(gpu, w.wte, V, C, "wte", gpu.maxBinding, f);
-    this.wpe = gpu.upload(w.wpe, [P, C], "wpe");
-    this.blocks = w.blocks.map((b, i) => new Block(gpu, b, eps, `h.${i}`, f));
-    this.lnF = new LayerNorm(gpu, w.lnF, eps, "ln_f");
+    const arena = this.arena = new TensorArena(gpu, "parameters");
+    this.wte = uploadRowChunks(gpu, w.wte, V, C, "wte", gpu.maxBinding, f, arena);
+    this.wpe = arena.upload(w.wpe, [P, C], "wpe");
+    this.blocks = w.blocks.map((b, i) => new Block(gpu, b, eps, `h.${i}`, f, arena));
+    this.lnF = new LayerNorm(gpu, w.lnF, eps, "ln_f", arena);
     this.lmHead = w.lmHead
-      ? uploadRowChunks(gpu, w.lmHead, V, C, "lm_head", gpu.maxBinding, f)
+      ? uploadRowChunks(gpu, w.lmHead, V, C, "lm_head", gpu.maxBinding, f, arena)
       : this.wte;
+    arena.allocate();
     this.runner = new Runner(this, options);
   }
 
@@ -487,7 +525,7 @@ export class GPT2 {
   /** Frees the model's GPU buffers: weights and scratch (caches are freed on their own). */
   destroy(): void {
     this.runner.destroy();
-    for (const t of this.parameters().flatMap((p) => p.parts)) this.gpu.destroy(t);
+    this.gpu.destroy(this.arena.whole);
   }
 
   /** `using model = …` frees it at the end of the scope. */

@@ -7,7 +7,8 @@
  */
 import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
-import { Rng, sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
+import { Rng } from "../base/rng.ts";
+import { sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
 import { checkWindow, slideWindow, type SlidingWindow, type WindowMode } from "./sliding_window.ts";
 
 /** How to generate. */

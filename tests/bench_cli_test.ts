@@ -46,9 +46,13 @@ Deno.test(
     const r = await bench("--train", "--quick", "--json");
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout.trim());
-    for (const f of ["train_tok_s", "train_ms_per_iter", "train_gflops"]) {
+    const fields = ["train_tok_s", "train_ms_per_iter", "train_gflops", "ceiling_fma_gflops"];
+    for (const f of [...fields, "ceiling_cached_read_gb_s", "ceiling_memory_read_gb_s"]) {
       assert.ok(out[f] > 0 && Number.isFinite(out[f]), `${f}: ${out[f]}`);
     }
+    assert.ok(Number.isInteger(out.train_dispatches_per_step), "dispatches per step");
+    // Every matrix product shape of the step has its rate (lavapipe and llvmpipe have timestamps).
+    assert.ok(out["train_gflops matmul 768x128x384"] > 0, JSON.stringify(out));
     assert.equal(out.train_small_tok_s, undefined); // --quick skips GPT-2 small
     assert.equal(out.tiny_decode_cache_tok_s, undefined);
   },
@@ -57,7 +61,17 @@ Deno.test(
 Deno.test("bench --help lists every option", needs("run", "read"), async () => {
   const r = await bench("--help");
   assert.equal(r.code, 0, r.stderr);
-  for (const flag of ["--json", "--reps", "--quick", "--weights", "--train", "--peer"]) {
+  for (
+    const flag of [
+      "--json",
+      "--reps",
+      "--quick",
+      "--weights",
+      "--train",
+      "--peer",
+      "--ceiling",
+    ]
+  ) {
     assert.match(r.stdout, new RegExp(`^  ${flag} `, "m"), flag);
   }
 });

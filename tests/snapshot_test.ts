@@ -23,7 +23,7 @@ import {
   saveSnapshot,
   SNAPSHOT_FORMAT,
   SnapshotError,
-} from "../io/snapshot.ts";
+} from "../model/snapshot.ts";
 import { randomWeights } from "../model/weights.ts";
 import { granted, needs } from "./helpers.ts";
 

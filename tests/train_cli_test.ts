@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { loadCheckpoint } from "../model/weights.ts";
-import { CharTokenizer } from "../run/char_tokenizer.ts";
+import { CharTokenizer } from "../tokenizers/char.ts";
 import { needs, runScript } from "./helpers.ts";
 
 /** A small model so that 40 steps take seconds. */

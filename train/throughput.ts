@@ -4,11 +4,11 @@
  *
  * @module
  */
-import type { Gpu } from "../kernels/gpu.ts";
+import type { Gpu, KernelTime } from "../kernels/gpu.ts";
 import type { GPT2Config } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { gpt2Init } from "../model/weights.ts";
-import { Rng } from "../run/sampling.ts";
+import { Rng } from "../base/rng.ts";
 import { Trainer } from "./trainer.ts";
 
 /** One measured training shape. */
@@ -23,6 +23,43 @@ export interface TrainingSpeed {
   tokS: number;
   /** Multiply-adds ×2 of the forward and backward per second, in GFLOP. */
   gflops: number;
+  /** Compute dispatches per step. */
+  dispatchesPerStep: number;
+  /** Each matrix product shape's rate in one profiled step (empty without timestamps). */
+  products: ProductRate[];
+}
+
+/** The GPU time and rate of one matrix product shape within a step. */
+export interface ProductRate {
+  /** The dispatch label, e.g. `matmul 768x128x384` (M x K x N in some order). */
+  label: string;
+  /** Dispatches of this label in the step. */
+  count: number;
+  /** GPU milliseconds of all of them. */
+  ms: number;
+  /** 2·M·N·K·count FLOP over that time, in GFLOP/s. */
+  gflops: number;
+}
+
+/**
+ * Groups the profiled dispatches that are matrix products (labels with three dimensions
+ * `AxBxC`: matmul, lm_head and their backward) by label, largest total time first.
+ */
+export function productRates(times: readonly KernelTime[]): ProductRate[] {
+  const byLabel = new Map<string, { count: number; ns: number; flop: number }>();
+  for (const { label, ns } of times) {
+    const dims = /^(matmul|lm_head)\b.*?(\d+)x(\d+)x(\d+)/.exec(label);
+    if (!dims) continue;
+    const flop = 2 * Number(dims[2]) * Number(dims[3]) * Number(dims[4]);
+    const e = byLabel.get(label) ?? { count: 0, ns: 0, flop: 0 };
+    byLabel.set(label, { count: e.count + 1, ns: e.ns + ns, flop: e.flop + flop });
+  }
+  return [...byLabel].map(([label, e]) => ({
+    label,
+    count: e.count,
+    ms: e.ns / 1e6,
+    gflops: e.flop / e.ns,
+  })).sort((a, b) => b.ms - a.ms);
 }
 
 /**
@@ -58,7 +95,14 @@ export async function measureTraining(
     const t0 = performance.now();
     for (let i = 0; i < iters; i++) await trainer.step(batches[i], { loss: i === iters - 1 });
     const msPerIter = (performance.now() - t0) / iters;
+    let products: ProductRate[] = [];
+    if (gpu.hasTimestamps) {
+      await trainer.step(batch(), { profile: true });
+      products = productRates(await gpu.readProfile());
+    }
     return {
+      dispatchesPerStep: trainer.dispatchesPerStep,
+      products,
       B,
       T,
       parameters: trainer.parameterCount,

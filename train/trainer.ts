@@ -8,7 +8,8 @@
  *
  * @module
  */
-import { adamw, type AdamWOptions, gradNorm } from "../kernels/adamw.ts";
+import { type AdamWOptions, adamwPartials, adamwStep } from "../kernels/adamw.ts";
+import { TensorArena } from "../kernels/arena.ts";
 import type { Gpu, Plan, Tensor } from "../kernels/gpu.ts";
 import { type RowChunks, transpose } from "../kernels/matmul.ts";
 import { crossEntropy } from "../kernels/softmax.ts";
@@ -37,9 +38,14 @@ export interface StepOptions {
   lr?: number;
   /** Read the loss back (one CPU wait); default true. */
   loss?: boolean;
+  /** Time every dispatch (GPU timestamps; read them with `gpu.readProfile()`). */
+  profile?: boolean;
 }
 
-/** What the optimizer keeps for one parameter: its gradient and AdamW's two moments. */
+/**
+ * What the optimizer keeps for one parameter: its gradient and AdamW's two moments, views of
+ * buffers laid out as the model's parameter arena.
+ */
 interface Slot {
   readonly parameter: Parameter;
   readonly grads: readonly Tensor[]; // like parameter.parts
@@ -58,9 +64,12 @@ export class Trainer {
   readonly activations: TrainingActivations;
   readonly #slots: Slot[];
   readonly #gradOf = new Map<Tensor, Tensor>();
+  readonly #grads: Tensor; //    every gradient, laid out as the model's parameter arena
+  readonly #m: Tensor; //        AdamW's first moments, the same layout
+  readonly #v: Tensor; //        and its second moments
   readonly #stepInfo: Tensor; // [4] f32: lr, 1 - beta1^t, 1 - beta2^t, 0
   readonly #norm: Tensor; //     [4] f32: the global gradient norm in word 0
-  readonly #partials: Tensor; // [parameter tensors] f32 scratch of the norm
+  readonly #partials: Tensor; // f32 scratch of the norm
   readonly #owned: Tensor[] = [];
   #plans = new Map<string, Plan>();
 
@@ -76,25 +85,36 @@ export class Trainer {
     checkOptions(this.options);
     const gpu = this.gpu;
     this.activations = new TrainingActivations(gpu, model.config, batch.B, batch.T);
-    const like = (t: Tensor, what: string) => this.#own(gpu.tensor(t.shape, what));
+    const { whole } = model.arena;
+    this.#grads = this.#own(gpu.tensor(whole.shape, "gradients"));
+    this.#m = this.#own(gpu.tensor(whole.shape, "adamw m"));
+    this.#v = this.#own(gpu.tensor(whole.shape, "adamw v"));
+    const at = (mirror: Tensor, t: Tensor) =>
+      TensorArena.at(mirror, { ...t, offset: t.offset - whole.offset });
     this.#slots = model.parameters().map((parameter) => {
-      const grads = parameter.parts.map((t) => like(t, `grad ${parameter.name}`));
+      const grads = parameter.parts.map((t) => at(this.#grads, t));
       grads.forEach((g, i) => this.#gradOf.set(parameter.parts[i], g));
       return {
         parameter,
         grads,
-        m: parameter.parts.map((t) => like(t, `m ${parameter.name}`)),
-        v: parameter.parts.map((t) => like(t, `v ${parameter.name}`)),
+        m: parameter.parts.map((t) => at(this.#m, t)),
+        v: parameter.parts.map((t) => at(this.#v, t)),
       };
     });
     this.#stepInfo = this.#own(gpu.tensor([4], "adamw step"));
     this.#norm = this.#own(gpu.tensor([4], "grad norm"));
-    this.#partials = this.#own(gpu.tensor([this.#gradTensors().length], "grad norm partials"));
+    const partials = adamwPartials(gpu, whole.shape[0]);
+    this.#partials = this.#own(gpu.tensor([partials], "grad norm partials"));
   }
 
   /** Parameters trained (a tied lm_head counted once). */
   get parameterCount(): number {
     return this.#slots.reduce((n, s) => n + s.parameter.shape.reduce((a, b) => a * b, 1), 0);
+  }
+
+  /** Compute dispatches in one training step (forward, backward and update). */
+  get dispatchesPerStep(): number {
+    return this.#plan("step").filter((s) => "pipeline" in s).length;
   }
 
   get gpu(): Gpu {
@@ -112,7 +132,7 @@ export class Trainer {
     const t = ++this.steps;
     const { beta1, beta2 } = this.options;
     this.gpu.write(this.#stepInfo, new Float32Array([lr, 1 - beta1 ** t, 1 - beta2 ** t, 0]));
-    this.gpu.run(this.#plan("step"));
+    this.gpu.run(this.#plan("step"), { profile: options.profile });
     this.model.weightsVersion++;
     return options.loss === false ? NaN : await this.#meanLoss();
   }
@@ -210,31 +230,22 @@ export class Trainer {
     return plan;
   }
 
-  /** The global gradient norm, then AdamW on every parameter tensor. */
+  /**
+   * The global gradient norm, then AdamW on every parameter at once: the arena puts the
+   * matrices (HF's parameters of two dimensions, which torch recipes decay) first.
+   */
   #update(): Plan {
-    const { gpu, options } = this;
-    return [
-      ...gradNorm(gpu, this.#gradTensors(), this.#partials, this.#norm),
-      ...this.#slots.flatMap(({ parameter: p, grads, m, v }) =>
-        p.parts.map((t, i) =>
-          adamw(
-            gpu,
-            t,
-            grads[i],
-            m[i],
-            v[i],
-            this.#stepInfo,
-            this.#norm,
-            options,
-            p.shape.length >= 2,
-          )
-        )
-      ),
-    ];
-  }
-
-  #gradTensors(): Tensor[] {
-    return this.#slots.flatMap((s) => s.grads);
+    const { arena } = this.model;
+    const state = { param: arena.whole, grad: this.#grads, m: this.#m, v: this.#v };
+    return adamwStep(
+      this.gpu,
+      state,
+      this.#stepInfo,
+      this.#partials,
+      this.#norm,
+      this.options,
+      arena.matrixWords,
+    );
   }
 
   #writeBatch(batch: readonly (readonly number[])[]): void {
