@@ -31,7 +31,8 @@ struct Params {
   ldy: u32,     // row stride of y
   hasBias: u32, // 1: add b
   epilogue: u32, // what the stored value v = x·w (+ b) becomes: 0 y = v; 1 y = gelu(v);
-                 // 2 y = y + v (a residual add into y)
+                 // 2 y = y + v (a residual add into y); 3 y = gelu(v) and pre = v (training
+                 // keeps the value before the activation for the backward)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -41,6 +42,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;  // [M, ldy]
 @group(0) @binding(5) var<storage, read> wh: array<vec2<u32>>; // [N, K] as f16 pairs (F16)
 @group(0) @binding(6) var<storage, read> wh8: array<vec4<u32>>; // the same, 8 weights a read
+@group(0) @binding(13) var<storage, read_write> pre: array<f32>; // [M, ldy] (epilogue 3 only)
 
 // Weights k .. k+3 of weight row n: w[n, 4·k4 ..].
 fn wrow(n: u32, k4: u32, K4: u32) -> vec4<f32> {
@@ -72,7 +74,10 @@ fn w4(n: u32, k4: u32, K4: u32) -> mat4x4<f32> {
 fn finish(o: u32, n: u32, acc: f32) {
   var v = acc;
   if (p.hasBias == 1u) { v += b[n]; }
-  if (p.epilogue == 1u) {
+  if (p.epilogue == 3u) {
+    pre[o] = v;
+    v = gelu_new(v);
+  } else if (p.epilogue == 1u) {
     v = gelu_new(v);
   } else if (p.epilogue == 2u) {
     v = y[o] + v;
@@ -338,6 +343,7 @@ struct GradParams {
   col0: u32,       // column of dy that weight row 0 belongs to
   accumulate: u32, // 1: dx (or dw) += the product; 0: dx (or dw) = the product
   hasBias: u32,    // 1: db = Σ_m dy[m, col0 ..] (written)
+  gelu: u32,       // 1: dx = the product · gelu_new'(gelu_x), GELU's backward (not with +=)
 }
 
 @group(0) @binding(7) var<uniform> gp: GradParams;
@@ -346,6 +352,7 @@ struct GradParams {
 @group(0) @binding(10) var<storage, read_write> dx: array<vec4<f32>>; // [M, K]
 @group(0) @binding(11) var<storage, read_write> dw: array<vec4<f32>>; // [N, K]
 @group(0) @binding(12) var<storage, read_write> db: array<f32>;       // [N]
+@group(0) @binding(14) var<storage, read> gelu_x: array<vec4<f32>>;   // [M, K] (gelu only)
 
 // The four floats of dy starting at element i (a multiple of 4 with DY_VEC4).
 fn dyq(i: u32) -> vec4<f32> {
@@ -381,7 +388,12 @@ fn store_dx(m: u32, k4: u32, v: vec4<f32>) {
   let K4 = gp.K / 4u;
   if (m >= gp.M || k4 >= K4) { return; }
   let o = m * K4 + k4;
-  if (gp.accumulate == 1u) { dx[o] += v; } else { dx[o] = v; }
+  var d = v;
+  if (gp.gelu == 1u) {
+    let a = gelu_x[o];
+    d *= vec4(gelu_new_grad(a.x), gelu_new_grad(a.y), gelu_new_grad(a.z), gelu_new_grad(a.w));
+  }
+  if (gp.accumulate == 1u) { dx[o] += d; } else { dx[o] = d; }
 }
 
 // dw[n, 4·k4 ..] = v, or += v; nothing past the edges.
