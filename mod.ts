@@ -50,7 +50,7 @@ export {
   SNAPSHOT_FORMAT,
   SNAPSHOT_VERSION,
   SnapshotError,
-} from "./io/snapshot.ts";
+} from "./model/snapshot.ts";
 export {
   type BatchResult,
   generate,
@@ -60,9 +60,11 @@ export {
   greedyOptions,
   prefillPrefix,
 } from "./run/generate.ts";
-export { argmax, Rng, sampleToken, type SamplingOptions } from "./run/sampling.ts";
-export { gpt2Tokenizer, TextStream, type Tokenizer } from "./run/tokenizer.ts";
-export { CharTokenizer } from "./run/char_tokenizer.ts";
+export { Rng } from "./base/rng.ts";
+export { argmax, sampleToken, type SamplingOptions } from "./run/sampling.ts";
+export { gpt2Tokenizer } from "./tokenizers/gpt2.ts";
+export { TextStream, type Tokenizer } from "./tokenizers/tokenizer.ts";
+export { CharTokenizer } from "./tokenizers/char.ts";
 export { EMBEDDED, type OpenedModel, openModel, tokenizerFor, TRAINED } from "./run/open_model.ts";
 export { ChatSession } from "./run/chat.ts";
 export { downloadCheckpoint } from "./io/download.ts";

@@ -14,7 +14,7 @@ import { generate, greedyOptions } from "../run/generate.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import { EMBEDDED, openModel } from "../run/open_model.ts";
 import type { DecodePath } from "../run/runner.ts";
-import { Rng } from "../run/sampling.ts";
+import { Rng } from "../base/rng.ts";
 import { integer, main, parseOptions, UsageError } from "./usage.ts";
 import { GPT2_SIZES, parseConfig } from "../model/config.ts";
 import { measureTraining, type TrainingSpeed } from "../train/throughput.ts";

@@ -12,13 +12,14 @@ import { Gpu } from "../kernels/gpu.ts";
 import { type GPT2Config, loadConfig, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { gpt2Init, loadCheckpoint } from "../model/weights.ts";
-import { CharTokenizer } from "../run/char_tokenizer.ts";
-import { gpt2Tokenizer, type Tokenizer } from "../run/tokenizer.ts";
+import { CharTokenizer } from "../tokenizers/char.ts";
+import { gpt2Tokenizer } from "../tokenizers/gpt2.ts";
+import { type Tokenizer } from "../tokenizers/tokenizer.ts";
 import { resumeCheckpoint, saveCheckpoint, type TrainState } from "../train/checkpoint.ts";
 import { batchRng, readText, sampleBatch, splitDataset, TINY_SHAKESPEARE } from "../train/data.ts";
 import { cosineLr, type Schedule } from "../train/schedule.ts";
 import { Trainer } from "../train/trainer.ts";
-import { renderSvg } from "../experiments/lib.ts";
+import { renderSvg } from "./chart.ts";
 import { integer, main, number, parseOptions, UsageError } from "./usage.ts";
 
 const USAGE = `usage: deno task train [options]
@@ -152,8 +153,9 @@ async function openModel(gpu: Gpu, s: Settings, from: string | null, tokenizer: 
       n_embd: s.nEmbd,
       n_layer: s.nLayer,
       n_head: s.nHead,
-      bos_token_id: 0,
-      eos_token_id: tokenizer.name === "gpt2" ? tokenizer.eosTokenId : 0,
+      // A char vocabulary has no end-of-text (nor start) token: none, not a character.
+      bos_token_id: tokenizer.name === "gpt2" ? tokenizer.eosTokenId : null,
+      eos_token_id: tokenizer.name === "gpt2" ? tokenizer.eosTokenId : null,
     }, "the model options");
   } catch (e) {
     throw new UsageError((e as Error).message);

@@ -14,14 +14,8 @@
  */
 import { generate, generateBatch, greedyOptions } from "../mod.ts";
 import { integer, integerList } from "../cli/usage.ts";
-import {
-  fitContext,
-  lineChart,
-  printTable,
-  startExperiment,
-  textTokens,
-  writeResults,
-} from "./lib.ts";
+import { fitContext, printTable, startExperiment, textTokens, writeResults } from "./lib.ts";
+import { lineChart } from "../cli/chart.ts";
 
 /** The longest of B prompts (4, 7, 10, … tokens: different lengths, nothing padded). */
 const longestPrompt = (B: number) => 4 + 3 * (B - 1);

@@ -16,7 +16,7 @@
  * @module
  */
 import { generate, greedyOptions, parseCachePolicy } from "../mod.ts";
-import { checkWindow } from "../run/generate.ts";
+import { checkWindow } from "../run/sliding_window.ts";
 import { integer, UsageError } from "../cli/usage.ts";
 import { mib, printTable, startExperiment, textTokens, writeResults } from "./lib.ts";
 

@@ -22,13 +22,13 @@ import { argmax, gpt2Tokenizer, type KVCache, loadSnapshot, saveSnapshot } from 
 import { integer, integerList } from "../cli/usage.ts";
 import {
   fitContext,
-  lineChart,
   measure,
   printTable,
   startExperiment,
   textTokens,
   writeResults,
 } from "./lib.ts";
+import { lineChart } from "../cli/chart.ts";
 
 const BUDGET_MS = 20_000;
 /** What the conversation goes on with after the snapshot. */

@@ -23,13 +23,13 @@ import { generate, greedyOptions } from "../mod.ts";
 import { integer, integerList } from "../cli/usage.ts";
 import {
   fitContext,
-  lineChart,
   measure,
   printTable,
   startExperiment,
   textTokens,
   writeResults,
 } from "./lib.ts";
+import { lineChart } from "../cli/chart.ts";
 
 const BUDGET_MS = 15_000;
 

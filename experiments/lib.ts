@@ -2,7 +2,7 @@
  * What every experiment shares: its command line (`--model`, `--quick`, `--out`, `--weights`,
  * `--reps` where it times things, and its own options) and error path (cli/usage.ts), the model
  * it runs, timing (medians of repetitions after a warm-up), a table on the terminal, and its
- * results under `--out`: the raw numbers as JSON and a chart as SVG, drawn by Vega-Lite.
+ * results under `--out`: the raw numbers as JSON and a chart as SVG (cli/chart.ts).
  *
  * A plain `deno run experiments/NAME.ts` works too: with no flags it runs the embedded model,
  * reads no file and no environment variable, and writes its results only if allowed (asked
@@ -12,8 +12,6 @@
  *
  * @module
  */
-import * as vega from "vega";
-import { compile, type TopLevelSpec } from "vega-lite";
 import {
   type DecodePath,
   EMBEDDED,
@@ -26,7 +24,9 @@ import {
   type WeightFormat,
 } from "../mod.ts";
 import { fail, integer, parseOptions, UsageError, weightFormat } from "../cli/usage.ts";
-import { CharTokenizer } from "../run/char_tokenizer.ts";
+import { renderSvg } from "../cli/chart.ts";
+import type { TopLevelSpec } from "vega-lite";
+import { CharTokenizer } from "../tokenizers/char.ts";
 import { splitDataset, TINY_SHAKESPEARE } from "../train/data.ts";
 import shakespeare from "../data/tinyshakespeare/input.txt" with { type: "text" };
 
@@ -361,48 +361,4 @@ export async function writeResults<S>(
     ex.gpu.description.split(";")[0];
   await Deno.writeTextFile(svg, await renderSvg({ ...chart, title: { text: title, subtitle } }));
   console.log(`\nwrote ${json}\nwrote ${svg}`);
-}
-
-/** A quantitative axis of a {@linkcode lineChart}: a field, its title, maybe a log scale. */
-export interface Axis {
-  field: string;
-  type: "quantitative";
-  title: string;
-  scale?: { type: "log"; domain?: number[]; nice?: boolean };
-}
-
-/**
- * A Vega-Lite line chart with a point at every value, 420 × 220: `y` against `x`, one coloured
- * line per value of the `series` field (legend at the top left), or one black line without.
- * Spread it to change what differs: `{ ...lineChart(points, x, y), width: 300 }`.
- */
-export function lineChart(values: readonly object[], x: Axis, y: Axis, series?: string) {
-  const color = {
-    field: series ?? "",
-    type: "nominal",
-    sort: null,
-    title: null,
-    legend: { orient: "top-left", labelLimit: 300 },
-  } as const;
-  return {
-    width: 420,
-    height: 220,
-    data: { values: [...values] },
-    mark: series
-      ? { type: "line", point: true } as const
-      : { type: "line", point: { color: "black" }, color: "black" } as const,
-    encoding: series ? { x, y, color } : { x, y },
-  };
-}
-
-/** Renders a Vega-Lite spec to an SVG string, headless (no browser, no canvas). */
-export async function renderSvg(spec: TopLevelSpec): Promise<string> {
-  const config = { font: "Helvetica, Arial, sans-serif", background: "white" };
-  const { spec: compiled } = compile({ config, ...spec } as TopLevelSpec);
-  const view = new vega.View(vega.parse(compiled), { renderer: "none" });
-  try {
-    return await view.toSVG();
-  } finally {
-    view.finalize();
-  }
 }

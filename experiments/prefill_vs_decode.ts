@@ -25,13 +25,13 @@ import type { KernelTime } from "../mod.ts";
 import { integerList } from "../cli/usage.ts";
 import {
   fitContext,
-  lineChart,
   measure,
   printTable,
   startExperiment,
   textTokens,
   writeResults,
 } from "./lib.ts";
+import { lineChart } from "../cli/chart.ts";
 
 const BUDGET_MS = 15_000;
 

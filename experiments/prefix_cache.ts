@@ -18,13 +18,13 @@ import { generate, greedyOptions, prefillPrefix } from "../mod.ts";
 import { integer, integerList } from "../cli/usage.ts";
 import {
   fitContext,
-  lineChart,
   measure,
   printTable,
   startExperiment,
   textTokens,
   writeResults,
 } from "./lib.ts";
+import { lineChart } from "../cli/chart.ts";
 
 const BUDGET_MS = 15_000;
 const USER_TOKENS = 8;

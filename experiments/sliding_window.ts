@@ -26,7 +26,7 @@
  * @module
  */
 import { integer, UsageError } from "../cli/usage.ts";
-import { checkWindow } from "../run/generate.ts";
+import { checkWindow } from "../run/sliding_window.ts";
 import {
   crossEntropy,
   median,

@@ -8,9 +8,9 @@
  * @module
  */
 
-import { createHash, type Hash } from "node:crypto";
-import { basename, dirname, join } from "node:path";
-import { clip } from "./describe.ts";
+import type { Hash } from "node:crypto";
+import { baseName, dirName, joinPath } from "./files.ts";
+import { clip } from "../base/describe.ts";
 import { ProgressBar } from "./progress_bar.ts";
 import {
   CHECKPOINT_FILES,
@@ -86,8 +86,8 @@ export async function downloadCheckpoint(
   const repo = resolveRepo(name);
   const env = opts.env ?? Deno.env.toObject();
   const revision = opts.revision ?? "main";
-  const dest = opts.dest ?? join("data", name);
-  const missing = CHECKPOINT_FILES.filter((file) => !isFile(join(dest, file)));
+  const dest = opts.dest ?? joinPath("data", name);
+  const missing = CHECKPOINT_FILES.filter((file) => !isFile(joinPath(dest, file)));
   if (missing.length === 0) return { dir: dest, fromCache: false, downloaded: [] };
   const cached = findInHfCache(repo, env, revision);
   if (cached) return { dir: cached, fromCache: true, downloaded: [] };
@@ -100,7 +100,7 @@ export async function downloadCheckpoint(
     signal: opts.signal,
   };
   for (const file of missing) {
-    await downloadFile(ctx, resolveUrl(ctx.endpoint, repo, revision, file), join(dest, file));
+    await downloadFile(ctx, resolveUrl(ctx.endpoint, repo, revision, file), joinPath(dest, file));
   }
   return { dir: dest, fromCache: false, downloaded: missing };
 }
@@ -133,14 +133,14 @@ interface RemoteFile {
 /** HEADs `url`, downloads it resumably into `path.incomplete`, verifies it, renames it to `path`. */
 async function downloadFile(ctx: Context, url: string, path: string): Promise<void> {
   const remote = await headFile(ctx, url);
-  await Deno.mkdir(dirname(path), { recursive: true });
+  await Deno.mkdir(dirName(path), { recursive: true });
   const part = `${path}.incomplete`;
   let have = fileSize(part);
   if (remote.size !== undefined && have > remote.size) {
     await Deno.remove(part);
     have = 0;
   }
-  const name = basename(path);
+  const name = baseName(path);
   const got = remote.size !== undefined && have === remote.size
     ? { bytes: have, sha256: await hashFile(part) }
     : await fetchInto(ctx, remote, part, have, reporter(ctx, name));
@@ -202,7 +202,7 @@ async function fetchInto(
   have: number,
   report: Reporter,
 ): Promise<Written> {
-  const hashOfPart = createHash("sha256");
+  const hashOfPart = await sha256();
   if (have > 0) await hashInto(hashOfPart, part);
   return withTimer(ctx, STALL_TIMEOUT_MS, async (signal, touch) => {
     let res = await get(ctx, remote.url, have, signal);
@@ -212,7 +212,7 @@ async function fetchInto(
       res = await get(ctx, remote.url, 0, signal);
       start = (await rangeStart(res, remote.url, 0)) ?? 0;
     }
-    const hash = start > 0 ? hashOfPart : createHash("sha256");
+    const hash = start > 0 ? hashOfPart : await sha256();
     const total = remote.size ?? contentLength(res, start);
     report.update(start, total);
     try {
@@ -402,8 +402,17 @@ async function hashInto(hash: Hash, path: string): Promise<void> {
   for await (const chunk of file.readable) hash.update(chunk); // closes the file
 }
 
+/**
+ * A new sha256 hash. `node:crypto` is imported here, on first use, so that a page bundle of
+ * the modules above (which never downloads) imports no `node:` module.
+ */
+async function sha256(): Promise<Hash> {
+  const { createHash } = await import("node:crypto");
+  return createHash("sha256");
+}
+
 async function hashFile(path: string): Promise<string> {
-  const hash = createHash("sha256");
+  const hash = await sha256();
   await hashInto(hash, path);
   return hash.digest("hex");
 }

@@ -7,8 +7,8 @@
  * @module
  */
 
-import { join } from "node:path";
-import { describe } from "./describe.ts";
+import { joinPath } from "./files.ts";
+import { describe } from "../base/describe.ts";
 
 /** Environment variables, e.g. `Deno.env.toObject()`. */
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -67,9 +67,9 @@ export function resolveUrl(endpoint: string, repo: string, revision: string, fil
 /** `huggingface_hub`'s home: `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`. */
 export function hfHome(env: Env): string | null {
   if (env.HF_HOME) return env.HF_HOME;
-  if (env.XDG_CACHE_HOME) return join(env.XDG_CACHE_HOME, "huggingface");
+  if (env.XDG_CACHE_HOME) return joinPath(env.XDG_CACHE_HOME, "huggingface");
   const home = env.HOME || env.USERPROFILE;
-  return home ? join(home, ".cache", "huggingface") : null;
+  return home ? joinPath(home, ".cache", "huggingface") : null;
 }
 
 /** The hub cache: `HF_HUB_CACHE`, else `HUGGINGFACE_HUB_CACHE`, else `{hfHome}/hub`. */
@@ -77,7 +77,7 @@ export function hfHubCache(env: Env): string | null {
   const explicit = env.HF_HUB_CACHE || env.HUGGINGFACE_HUB_CACHE;
   if (explicit) return explicit;
   const home = hfHome(env);
-  return home ? join(home, "hub") : null;
+  return home ? joinPath(home, "hub") : null;
 }
 
 /**
@@ -89,7 +89,7 @@ export function hfToken(env: Env): string | undefined {
   const fromEnv = env.HF_TOKEN || env.HUGGING_FACE_HUB_TOKEN;
   if (fromEnv) return fromEnv.trim() || undefined;
   const home = hfHome(env);
-  const path = env.HF_TOKEN_PATH || (home ? join(home, "token") : null);
+  const path = env.HF_TOKEN_PATH || (home ? joinPath(home, "token") : null);
   if (!path) return undefined;
   try {
     return Deno.readTextFileSync(path).trim() || undefined;
@@ -116,13 +116,13 @@ export function findInHfCache(
 ): string | null {
   const cache = hfHubCache(env);
   if (!cache) return null;
-  const repoDir = join(cache, `models--${repo.replaceAll("/", "--")}`);
+  const repoDir = joinPath(cache, `models--${repo.replaceAll("/", "--")}`);
   const commit = /^[0-9a-f]{40}$/.test(revision)
     ? revision
-    : readOptional(join(repoDir, "refs", revision))?.trim();
+    : readOptional(joinPath(repoDir, "refs", revision))?.trim();
   if (!commit || commit.includes("/") || commit.includes("..")) return null;
-  const snapshot = join(repoDir, "snapshots", commit);
-  return CHECKPOINT_FILES.every((file) => isFile(join(snapshot, file))) ? snapshot : null;
+  const snapshot = joinPath(repoDir, "snapshots", commit);
+  return CHECKPOINT_FILES.every((file) => isFile(joinPath(snapshot, file))) ? snapshot : null;
 }
 
 function readOptional(path: string): string | undefined {

@@ -8,14 +8,15 @@
  * The reader validates the whole header up front, so a file that opens is safe to read: the
  * header is at most 16 MiB of UTF-8 JSON without duplicate keys, holding at most 16,384
  * tensors, and the tensors tile the data section exactly (no gap, no overlap, no trailing
- * byte). {@link SafetensorsFile.open} reads the prefix and the header through a file handle
+ * byte). {@link SafetensorsFile.open} reads the prefix and the header as byte ranges (io/files.ts)
  * and checks them against the file's size before it reads the data, so a huge or endless
  * file is refused without being read. Messages echo at most ~80 characters of any value.
  *
  * @module
  */
 
-import { clip, describe } from "./describe.ts";
+import { clip, describe } from "../base/describe.ts";
+import { readBytes, stat, writeFileAtomic } from "./files.ts";
 
 /** Element types of the safetensors format that this module knows. */
 export type DType =
@@ -178,36 +179,33 @@ export class SafetensorsFile {
    * @throws {SafetensorsError} when the file cannot be read, is not a regular file, or is
    * malformed.
    */
-  static async open(path: string): Promise<SafetensorsFile> {
+  static async open(
+    path: string,
+    options: { onProgress?: (loaded: number, total: number) => void } = {},
+  ): Promise<SafetensorsFile> {
     const fail = (message: string, cause?: unknown): never => {
       throw new SafetensorsError(`${path}: ${message}`, cause === undefined ? {} : { cause });
     };
-    let size = 0;
     try {
-      const stat = await Deno.stat(path); // follows symlinks, as the hub cache needs
-      if (!stat.isFile) fail("not a regular file");
-      size = stat.size;
-    } catch (err) {
-      if (err instanceof SafetensorsError) throw err;
-      fail(`cannot read file: ${clip((err as Error).message)}`, err);
-    }
-    let file: Deno.FsFile | undefined;
-    try {
-      file = await Deno.open(path, { read: true });
-      const prefix = await readExactly(file, 8, size, fail);
+      const info = await stat(path);
+      if (!info.isFile) fail("not a regular file");
+      const size = info.size;
+      const prefix = await readBytes(path, { offset: 0, length: Math.min(8, size) });
       const dataStart = 8 + headerLength(prefix, size, fail);
       const layout = parseHeader(
-        await readExactly(file, dataStart - 8, size, fail),
+        await readBytes(path, { offset: 8, length: dataStart - 8 }),
         size - dataStart,
         fail,
       );
-      const data = await readExactly(file, size - dataStart, size, fail);
+      const data = await readBytes(path, {
+        offset: dataStart,
+        length: size - dataStart,
+        onProgress: options.onProgress,
+      });
       return new SafetensorsFile(path, layout.metadata, layout.tensors, data);
     } catch (err) {
       if (err instanceof SafetensorsError) throw err;
       return fail(`cannot read file: ${clip((err as Error).message)}`, err);
-    } finally {
-      file?.close();
     }
   }
 
@@ -366,25 +364,6 @@ function unravel(flat: number, shape: readonly number[]): number[] {
 /** A name from a file, quoted and cut to ~80 characters. */
 function quote(name: string): string {
   return JSON.stringify(clip(name));
-}
-
-/**
- * Reads exactly `length` bytes from the file's current position; fails when the file ends
- * first (it changed since its size of `size` bytes was taken).
- */
-async function readExactly(
-  file: Deno.FsFile,
-  length: number,
-  size: number,
-  fail: (message: string) => never,
-): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  for (let at = 0; at < length;) {
-    const n = await file.read(out.subarray(at));
-    if (n === null) fail(`file ended after ${at} of ${length} bytes (its size was ${size})`);
-    at += n!;
-  }
-  return out;
 }
 
 /**
@@ -660,13 +639,5 @@ export async function writeSafetensors(
   tensors: Record<string, TensorData>,
   metadata?: Record<string, string>,
 ): Promise<void> {
-  const bytes = encodeSafetensors(tensors, metadata);
-  const temp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  try {
-    await Deno.writeFile(temp, bytes);
-    await Deno.rename(temp, path);
-  } catch (err) {
-    await Deno.remove(temp).catch(() => {});
-    throw err;
-  }
+  await writeFileAtomic(path, encodeSafetensors(tensors, metadata));
 }

@@ -8,7 +8,8 @@
  * @module
  */
 
-import { clip, describe } from "../io/describe.ts";
+import { clip, describe } from "../base/describe.ts";
+import { readBytes } from "../io/files.ts";
 
 /** GPT-2 hyper-parameters, from a HuggingFace GPT2Config. */
 export interface GPT2Config {
@@ -35,10 +36,16 @@ export interface GPT2Config {
   activation: "gelu_new";
   /** Whether the LM head reuses the token embedding (`tie_word_embeddings`, default true). */
   tieWordEmbeddings: boolean;
-  /** Beginning-of-sequence token id (`bos_token_id`, default 50256). */
-  bosTokenId: number;
-  /** End-of-sequence token id (`eos_token_id`, default 50256). */
-  eosTokenId: number;
+  /**
+   * Beginning-of-sequence token id (`bos_token_id`: default 50256 when absent, none when
+   * null, as HF reads it).
+   */
+  bosTokenId: number | null;
+  /**
+   * End-of-sequence token id (`eos_token_id`: default 50256 when absent; null, as in a
+   * character vocabulary, when the model has none).
+   */
+  eosTokenId: number | null;
 }
 
 /** The `<|endoftext|>` id of the GPT-2 vocabulary, used when a config gives no bos/eos id. */
@@ -121,17 +128,18 @@ function boundedInt(json: Json, name: string, max: number, source: string): numb
 }
 
 /**
- * Reads an optional token id, which must lie in the vocabulary; absent or null gives
- * `fallback`, which must too (the GPT-2 default 50256 does not fit a smaller vocabulary).
+ * Reads an optional token id, which must lie in the vocabulary; null means none (HF's None);
+ * absent gives GPT-2's 50256, which must fit too (it does not fit a smaller vocabulary).
  */
-function tokenId(json: Json, name: string, vocabSize: number, source: string): number {
+function tokenId(json: Json, name: string, vocabSize: number, source: string): number | null {
   const value = field(json, name, source);
-  if (value === undefined || value === null) {
+  if (value === null) return null;
+  if (value === undefined) {
     if (END_OF_TEXT < vocabSize) return END_OF_TEXT;
     throw configError(
       source,
       `"${name}" is absent, and its default ${END_OF_TEXT} is outside the vocabulary ` +
-        `("vocab_size" ${vocabSize}): set it in the config`,
+        `("vocab_size" ${vocabSize}): set it in the config (null: the model has none)`,
     );
   }
   if (typeof value !== "number") {
@@ -333,22 +341,7 @@ export const MAX_CONFIG_BYTES = 2 ** 20;
 export async function loadConfig(path: string): Promise<GPT2Config> {
   let bytes: Uint8Array;
   try {
-    const stat = await Deno.stat(path);
-    if (!stat.isFile) throw new Error("not a regular file");
-    if (stat.size > MAX_CONFIG_BYTES) {
-      throw new Error(`${stat.size} bytes, more than the ${MAX_CONFIG_BYTES} a config may have`);
-    }
-    using file = await Deno.open(path, { read: true });
-    // One byte more than allowed: reading it means the file grew past the limit.
-    bytes = new Uint8Array(MAX_CONFIG_BYTES + 1);
-    let length = 0;
-    while (length < bytes.length) {
-      const n = await file.read(bytes.subarray(length));
-      if (n === null) break;
-      length += n;
-    }
-    if (length > MAX_CONFIG_BYTES) throw new Error(`more than ${MAX_CONFIG_BYTES} bytes`);
-    bytes = bytes.subarray(0, length);
+    bytes = await readBytes(path, { maxBytes: MAX_CONFIG_BYTES });
   } catch (err) {
     throw new Error(`${path}: cannot read config: ${clip((err as Error).message)}`, {
       cause: err,

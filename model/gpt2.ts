@@ -42,7 +42,8 @@ import {
   type ModelOptions,
   Runner,
 } from "../run/runner.ts";
-import type { Rng, SamplingOptions } from "../run/sampling.ts";
+import type { Rng } from "../base/rng.ts";
+import type { SamplingOptions } from "../run/sampling.ts";
 
 export type { ForwardOptions, ForwardOutput, ModelOptions } from "../run/runner.ts";
 

@@ -7,7 +7,7 @@
 import { type CacheDType, type CacheScales, cacheWords } from "../kernels/attention.ts";
 import type { Copy, Gpu, Tensor } from "../kernels/gpu.ts";
 import type { GPT2Config } from "./config.ts";
-import { describe } from "../io/describe.ts";
+import { describe } from "../base/describe.ts";
 
 export type { CacheDType } from "../kernels/attention.ts";
 

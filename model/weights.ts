@@ -11,11 +11,11 @@
  * @module
  */
 
-import { join } from "node:path";
 import { type GPT2Config, loadConfig } from "./config.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { clip } from "../io/describe.ts";
-import { Rng } from "../run/sampling.ts";
+import { clip } from "../base/describe.ts";
+import { joinPath, readDir } from "../io/files.ts";
+import { Rng } from "../base/rng.ts";
 
 /** One Conv1D / Linear layer: y = x @ weight + bias, weight stored [in, out] as in HF Conv1D. */
 export interface Linear {
@@ -214,40 +214,20 @@ export function weightsFromSafetensors(file: SafetensorsFile, config: GPT2Config
   return { wte, wpe, blocks, lnF, lmHead };
 }
 
-/**
- * True for a regular file, or a symlink to one: the HuggingFace hub cache links
- * `snapshots/<rev>/model.safetensors` to `../../blobs/<sha256>`.
- */
-async function isFileOrLinkToFile(entry: Deno.DirEntry, dir: string): Promise<boolean> {
-  if (entry.isFile) return true;
-  if (!entry.isSymlink) return false;
-  try {
-    return (await Deno.stat(join(dir, entry.name))).isFile;
-  } catch {
-    return false; // a dangling link
-  }
-}
-
 /** Picks the weights file of a checkpoint directory (links followed). */
 async function findWeightsFile(dir: string): Promise<string> {
-  const candidates: string[] = [];
+  let candidates: string[];
   try {
-    for await (const entry of Deno.readDir(dir)) {
-      const { name } = entry;
-      if (
-        name.endsWith(".safetensors") && name !== "reference.safetensors" &&
-        await isFileOrLinkToFile(entry, dir)
-      ) {
-        candidates.push(name);
-      }
-    }
+    candidates = (await readDir(dir)).filter((name) =>
+      name.endsWith(".safetensors") && name !== "reference.safetensors"
+    );
   } catch (err) {
     throw new Error(`${dir}: cannot read checkpoint directory: ${(err as Error).message}`, {
       cause: err,
     });
   }
-  if (candidates.includes("model.safetensors")) return join(dir, "model.safetensors");
-  if (candidates.length === 1) return join(dir, candidates[0]);
+  if (candidates.includes("model.safetensors")) return joinPath(dir, "model.safetensors");
+  if (candidates.length === 1) return joinPath(dir, candidates[0]);
   if (candidates.length === 0) throw new Error(`${dir}: no .safetensors weights file`);
   const listed = candidates.sort().slice(0, 4).map((name) => clip(name, 40)).join(", ");
   throw new Error(
@@ -261,14 +241,16 @@ async function findWeightsFile(dir: string): Promise<string> {
  * `model.safetensors` if present, else the only `*.safetensors` other than
  * `reference.safetensors`.
  *
+ * @param options.onProgress Called as the weights file's bytes arrive (a page's progress bar).
  * @returns The config, the weights and the path of the weights file (`source`).
  */
 export async function loadCheckpoint(
   dir: string,
+  options: { onProgress?: (loaded: number, total: number) => void } = {},
 ): Promise<{ config: GPT2Config; weights: GPT2Weights; source: string }> {
-  const config = await loadConfig(join(dir, "config.json"));
+  const config = await loadConfig(joinPath(dir, "config.json"));
   const source = await findWeightsFile(dir);
-  const file = await SafetensorsFile.open(source);
+  const file = await SafetensorsFile.open(source, options);
   return { config, weights: weightsFromSafetensors(file, config), source };
 }
 

@@ -12,10 +12,18 @@
  */
 import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
-import { checkWindow, streamBatch, validateGenerate } from "./generate.ts";
+import { streamBatch, validateGenerate } from "./generate.ts";
 import type { DecodePath } from "./runner.ts";
-import { Rng, sampleToken, type SamplingOptions } from "./sampling.ts";
-import { TextStream, type Tokenizer } from "./tokenizer.ts";
+import { Rng } from "../base/rng.ts";
+import { sampleToken, type SamplingOptions } from "./sampling.ts";
+import {
+  checkWindow,
+  defaultWindow,
+  slideWindow,
+  type SlidingWindow,
+  type WindowMode,
+} from "./sliding_window.ts";
+import { TextStream, type Tokenizer } from "../tokenizers/tokenizer.ts";
 
 /** Settings of a chat that commands can change between replies. */
 export interface ChatSettings extends SamplingOptions {
@@ -32,7 +40,7 @@ export interface ChatSettings extends SamplingOptions {
    * rows stay cached where they were (StreamingLLM's attention sinks, no recomputation); on
    * GPT-2 the text then degrades, since each kept row carries the position it was made at.
    */
-  windowMode?: "recompute" | "sinks";
+  windowMode?: WindowMode;
   /**
    * With the cache, pick tokens on the GPU and chain the decode steps with no CPU wait
    * between them, reading tokens back in batches (default true: the same ids as picking on
@@ -50,9 +58,7 @@ export interface ChatOptions extends ChatSettings {
    * last `recent` ones. Default: sinks max(4, system tokens), recent ¾ n_positions − sinks.
    * `sinks` must cover the system prompt.
    */
-  window?: { sinks: number; recent: number };
-  /** Styles summary and error lines (a terminal dims them); default: unchanged. */
-  style?: (line: string) => string;
+  window?: SlidingWindow;
 }
 
 /** What one reply produced and what it cost. */
@@ -79,7 +85,7 @@ export interface ReplyResult {
   droppedTokens: number;
   evictions: number;
   /** What the window did to the cache when it slid. */
-  windowMode: "recompute" | "sinks";
+  windowMode: WindowMode;
 }
 
 /** Numbers shown by `/stats`. */
@@ -107,21 +113,6 @@ export interface ChatStats {
 /** A message the chat cannot take (bad text or bad command): shown as one line. */
 export class ChatInputError extends Error {}
 
-/** The commands, as `/help` prints them. */
-export const CHAT_HELP = `commands:
-  /cache on|off   off: every token recomputes the whole conversation from an empty cache
-  /window recompute|sinks  when the context is full: prefill the kept tokens again
-                  (default) or keep their cached rows as StreamingLLM's sinks do
-  /temp X         sampling temperature, 0 = greedy
-  /topk K         keep the K most likely tokens, 0 = off
-  /topp P         nucleus sampling mass in (0, 1], 1 = off
-  /reset          forget the conversation (the system text stays cached)
-  /stats          tokens cached, cache bytes, mean ms/token with and without the cache,
-                  the decode path
-  /help           this list
-  /quit           leave (so does Ctrl-D); Ctrl-C stops a reply
-any other line is your next turn: it is appended to the conversation and the model replies`;
-
 /**
  * A conversation with a model, held in one KV cache. Invariant: the cache's rows are the
  * K/V of `history[0 .. cache.length)`; the history's tail after them (the last reply token,
@@ -135,10 +126,9 @@ export class ChatSession {
   /** The system text's tokens, always the first rows of the cache. */
   readonly systemIds: readonly number[];
   /** The sliding window applied when the context is full. */
-  readonly window: { readonly sinks: number; readonly recent: number };
+  readonly window: Readonly<SlidingWindow>;
   readonly #model: GPT2;
   readonly #tokenizer: Tokenizer;
-  readonly #style: (line: string) => string;
   readonly #systemEndsLine: boolean;
   #history: number[];
   #rng: Rng;
@@ -167,8 +157,13 @@ export class ChatSession {
           `(${nPositions / 2} of ${nPositions}) may be system text`,
       );
     }
-    const sinks = Math.max(4, this.systemIds.length);
-    this.window = options.window ?? { sinks, recent: Math.floor((3 * nPositions) / 4) - sinks };
+    const window = options.window ?? defaultWindow(nPositions, Math.max(4, this.systemIds.length));
+    if (!window) {
+      throw new RangeError(
+        `the context (${nPositions} positions) is too short for a sliding window`,
+      );
+    }
+    this.window = window;
     if (this.window.sinks < this.systemIds.length) {
       throw new RangeError(
         `window: ${this.window.sinks} sinks do not cover the ${this.systemIds.length} system tokens`,
@@ -178,7 +173,6 @@ export class ChatSession {
     checkWindow(this.window, nPositions);
     this.#model = model;
     this.#tokenizer = tokenizer;
-    this.#style = options.style ?? ((line) => line);
     this.#systemEndsLine = system === "" || system.endsWith("\n");
     this.cache = model.newCache();
     this.#history = [...this.systemIds];
@@ -191,6 +185,11 @@ export class ChatSession {
     const session = new ChatSession(model, tokenizer, options);
     if (session.systemIds.length) await model.forward(session.systemIds, session.cache);
     return session;
+  }
+
+  /** Whether the conversation ends with a newline, so that a new turn starts on its own line. */
+  get endsLine(): boolean {
+    return this.#endsLine;
   }
 
   /** The conversation's token ids as the model sees it: cached rows, then the unfed tail. */
@@ -334,30 +333,6 @@ export class ChatSession {
     };
   }
 
-  /**
-   * Handles one input line: a `/command`, or a turn (the line and a newline, after a newline
-   * when the conversation does not end with one) answered by a streamed reply and its
-   * summary. Mistakes are written as one `error: …` line. Returns "quit" after `/quit`.
-   */
-  async handle(
-    line: string,
-    write: (text: string) => void,
-    signal?: AbortSignal,
-  ): Promise<"quit" | "continue"> {
-    const say = (s: string) => write(this.#style(s) + "\n");
-    try {
-      if (line.startsWith("/")) return this.#command(line.trim(), say);
-      if (line.trim() === "") return "continue";
-      const r = await this.reply(`${this.#endsLine ? "" : "\n"}${line}\n`, write, signal);
-      if (!r.text.endsWith("\n")) write("\n");
-      for (const s of formatReply(r, this.#model.config.nPositions, this.window)) say(s);
-    } catch (e) {
-      if (!(e instanceof ChatInputError)) throw e;
-      say(`error: ${e.message}`);
-    }
-    return "continue";
-  }
-
   /** Forgets the conversation but the system text (its K/V stay cached); restarts the PRNG. */
   reset(): void {
     this.cache.length = Math.min(this.cache.length, this.systemIds.length);
@@ -405,177 +380,14 @@ export class ChatSession {
     return logits.subarray(0, this.#tokenizer.vocabSize);
   }
 
-  // When the history would not fit the context (one position kept free, as generate does),
-  // the window drops the cached middle: the first `sinks` rows and the last `recent` cached
-  // rows stay (fewer if the unfed tail needs the room). Returns the tokens dropped.
+  // When the history would not fit the context, the window drops the cached middle
+  // (sliding_window.ts). Returns the tokens dropped.
   #makeRoom(): number {
-    const limit = this.#model.config.nPositions - 1;
-    if (this.#history.length <= limit) return 0;
-    const { sinks } = this.window;
-    const cached = this.cache.length;
-    const unfed = this.#history.length - cached;
-    const recent = Math.min(this.window.recent, limit - sinks - unfed);
-    const dropped = this.cache.evict(sinks, recent);
-    this.#history = [...this.#history.slice(0, sinks), ...this.#history.slice(cached - recent)];
-    if (this.settings.windowMode === "recompute") this.cache.reset();
-    return dropped;
+    const { nPositions } = this.#model.config;
+    const mode = this.settings.windowMode ?? "recompute";
+    const slide = slideWindow(this.#history, this.cache, this.window, nPositions, mode);
+    if (!slide) return 0;
+    this.#history = slide.history;
+    return slide.dropped;
   }
-
-  #command(line: string, say: (s: string) => void): "quit" | "continue" {
-    const [name, ...args] = line.split(/\s+/);
-    const arg = args.join(" ");
-    const number = (check: (v: number) => boolean, want: string) => {
-      const v = Number(arg);
-      if (arg === "" || !Number.isFinite(v) || !check(v)) {
-        throw new ChatInputError(`${name}: expected ${want}, got "${arg}"`);
-      }
-      return v;
-    };
-    const noArgs = () => {
-      if (arg) throw new ChatInputError(`${name} takes no argument, got "${arg}"`);
-    };
-    switch (name) {
-      case "/cache":
-        if (arg !== "on" && arg !== "off") {
-          throw new ChatInputError(`/cache: expected on or off, got "${arg}"`);
-        }
-        this.settings.useCache = arg === "on";
-        say(arg === "on" ? "KV cache on" : "KV cache off: every token recomputes everything");
-        break;
-      case "/window":
-        if (arg !== "recompute" && arg !== "sinks") {
-          throw new ChatInputError(`/window: expected recompute or sinks, got "${arg}"`);
-        }
-        this.settings.windowMode = arg;
-        say(`sliding window: ${arg}`);
-        break;
-      case "/temp":
-        this.settings.temperature = number((v) => v >= 0, "a number >= 0");
-        say(`temperature ${this.settings.temperature}`);
-        break;
-      case "/topk":
-        this.settings.topK = number((v) => Number.isInteger(v) && v >= 0, "an integer >= 0");
-        say(`top-k ${this.settings.topK}`);
-        break;
-      case "/topp":
-        this.settings.topP = number((v) => v > 0 && v <= 1, "a number in (0, 1]");
-        say(`top-p ${this.settings.topP}`);
-        break;
-      case "/reset":
-        noArgs();
-        this.reset();
-        say(`conversation reset (${this.cache.length} system tokens stay cached)`);
-        break;
-      case "/stats":
-        noArgs();
-        for (const s of formatStats(this.stats())) say(s);
-        break;
-      case "/help":
-        say(CHAT_HELP);
-        break;
-      case "/quit":
-        return "quit";
-      default:
-        throw new ChatInputError(`unknown command ${name} (see /help)`);
-    }
-    return "continue";
-  }
-}
-
-/**
- * The lines shown after a reply: the token-time strip, then "prefilled N new tokens, reused
- * M cached; K tokens at X ms/token", and what the sliding window did, if anything.
- */
-export function formatReply(
-  r: ReplyResult,
-  nPositions: number,
-  window: { sinks: number; recent: number },
-): string[] {
-  const lines: string[] = [];
-  const n = r.tokenMs.length;
-  const mean = n ? r.tokenMs.reduce((a, b) => a + b, 0) / n : 0;
-  if (n) {
-    lines.push(
-      `token ms ${sparkline(r.tokenMs)} (min ${ms(Math.min(...r.tokenMs))}, max ` +
-        `${ms(Math.max(...r.tokenMs))})`,
-    );
-  }
-  const how = r.useCache ? "KV cache on" : "cache off: every token recomputed the conversation";
-  const speed = n ? ` at ${ms(mean)} ms/token (${Math.round(1000 / mean)} tok/s)` : "";
-  lines.push(
-    `prefilled ${r.prefilledTokens} new tokens, reused ${r.reusedTokens} cached ` +
-      `(first token ${ms(r.prefillMs)} ms); ${n} more tokens${speed} · ${how} · stop: ${r.stop}`,
-  );
-  if (r.droppedTokens) {
-    lines.push(
-      `context full (${nPositions} positions): the sliding window kept the first ` +
-        `${window.sinks} and the last ≤${window.recent} tokens, dropped ${r.droppedTokens} ` +
-        `(${r.evictions}×), ${
-          r.windowMode === "sinks" ? "kept rows cached (sinks)" : "kept tokens prefilled again"
-        }`,
-    );
-  }
-  return lines;
-}
-
-/** The lines `/stats` prints. */
-export function formatStats(s: ChatStats): string[] {
-  const mean = (t: { tokens: number; ms: number }) =>
-    t.tokens ? `${ms(t.ms / t.tokens)} ms/token (${t.tokens} tokens)` : "- (no tokens yet)";
-  return [
-    `tokens cached: ${s.cachedTokens} of ${s.nPositions} positions ` +
-    `(conversation ${s.conversationTokens} tokens, ${s.droppedTokens} dropped by the window)`,
-    `cache bytes: ${bytes(s.cacheBytesUsed)} used of ${bytes(s.cacheBytesAllocated)} allocated`,
-    `mean decode time: cached ${mean(s.cached)}, uncached ${mean(s.uncached)}`,
-    `decode: ${s.decodePath} path, ` +
-    (s.chained ? "steps chained, tokens read back in batches" : "logits read back per token"),
-  ];
-}
-
-const BARS = "▁▂▃▄▅▆▇█";
-
-/**
- * A one-line strip of `values`, one bar per value from ▁ (the smallest) to █ (the largest);
- * more than `width` values are averaged in consecutive groups to fit.
- */
-export function sparkline(values: readonly number[], width = 64): string {
-  if (!values.length) return "";
-  const groups = Math.min(width, values.length);
-  const means = Array.from({ length: groups }, (_, g) => {
-    const part = values.slice(
-      Math.floor((g * values.length) / groups),
-      Math.floor(((g + 1) * values.length) / groups),
-    );
-    return part.reduce((a, b) => a + b, 0) / part.length;
-  });
-  const lo = Math.min(...means);
-  const span = Math.max(...means) - lo;
-  return means.map((v) => BARS[span > 0 ? Math.round(((v - lo) / span) * 7) : 0]).join("");
-}
-
-/**
- * The lines of a byte stream (UTF-8), without their "\n" (or "\r\n"); a last line without a
- * newline is returned too. Reads only as far as the next line needs.
- */
-export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let pending = "";
-  for await (const chunk of stream) {
-    pending += decoder.decode(chunk, { stream: true });
-    let end;
-    while ((end = pending.indexOf("\n")) >= 0) {
-      yield pending.slice(0, end).replace(/\r$/, "");
-      pending = pending.slice(end + 1);
-    }
-  }
-  pending += decoder.decode();
-  if (pending !== "") yield pending.replace(/\r$/, "");
-}
-
-function ms(v: number): string {
-  return v >= 100 ? v.toFixed(0) : v.toFixed(1);
-}
-
-function bytes(b: number): string {
-  return b >= 2 ** 20 ? `${(b / 2 ** 20).toFixed(2)} MiB` : `${(b / 1024).toFixed(1)} KiB`;
 }

@@ -7,7 +7,9 @@
  */
 import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
-import { Rng, sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
+import { Rng } from "../base/rng.ts";
+import { sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
+import { checkWindow, slideWindow, type SlidingWindow, type WindowMode } from "./sliding_window.ts";
 
 /** How to generate. */
 export interface GenerateOptions extends SamplingOptions {
@@ -29,13 +31,19 @@ export interface GenerateOptions extends SamplingOptions {
   /** Called with each new token as soon as it is chosen (greedy on the GPU: per batch). */
   onToken?: (id: number) => void;
   /**
-   * Generate past the context with a sliding window and attention sinks (StreamingLLM): when
-   * the cache is full, keep its first `sinks` tokens and its last `recent` ones and go on.
-   * Positions are the tokens' rows in the cache (GPT-2's position embeddings are absolute:
-   * a new token gets the position of the row it fills, and kept tokens keep the K/V computed
-   * at their old positions). Needs the cache.
+   * Generate past the context with a sliding window (run/sliding_window.ts): when the
+   * sequence would not fit, keep its first `sinks` tokens and its last `recent` ones and go
+   * on. Without a window, generation stops at the context (`stop: "context"`).
    */
-  window?: { sinks: number; recent: number };
+  window?: SlidingWindow;
+  /**
+   * What a slide does to the cache. `sinks` (the default; StreamingLLM): the kept rows stay
+   * cached, with the K/V computed at their old positions (GPT-2's position embeddings are
+   * absolute: a new token gets the position of the row it fills); needs the cache.
+   * `recompute`: the kept tokens are prefilled again at positions 0.., as chat does and as
+   * nanoGPT's `sample.py` crops its input to the context.
+   */
+  windowMode?: WindowMode;
   /**
    * With the cache, pick tokens on the GPU and chain the steps with no CPU wait between them
    * (default true: the same ids as picking on the CPU); false reads every step's logits back.
@@ -58,11 +66,23 @@ export interface GenerateResult {
   decodeMs: number;
   /** Why generation stopped. */
   stop: "max-tokens" | "eos" | "context";
-  /** With a window: tokens dropped from the cache to make room. */
+  /** With a window: tokens dropped from the sequence to make room, all slides together. */
   evictedTokens: number;
+  /** Each time the window slid, in order: what it dropped, what it prefilled again, its time. */
+  slides: SlideCost[];
   /** Cache bytes holding tokens at the end, and bytes allocated. */
   cacheBytesUsed: number;
   cacheBytesAllocated: number;
+}
+
+/** What one slide of the window cost. */
+export interface SlideCost {
+  /** Tokens dropped from the middle of the sequence. */
+  dropped: number;
+  /** Tokens prefilled again (recompute through the cache; 0 otherwise). */
+  refilled: number;
+  /** Time of the slide: the eviction, or the prefill of the kept tokens, ms. */
+  ms: number;
 }
 
 /** Greedy decoding of up to `maxTokens` tokens through the cache: the argmax at every step. */
@@ -84,20 +104,9 @@ export function validateGenerate(opts: GenerateOptions): void {
     if (!Number.isInteger(sinks) || sinks < 0 || !Number.isInteger(recent) || recent < 1) {
       throw new RangeError(`window: sinks must be an integer >= 0 and recent >= 1`);
     }
-    if (!opts.useCache) throw new RangeError("window: a sliding window needs the cache");
-  }
-}
-
-/**
- * Throws unless a sliding window fits a context of `nPositions`: the sinks and the recent
- * tokens it keeps must leave room for the token being fed.
- */
-export function checkWindow(window: { sinks: number; recent: number }, nPositions: number) {
-  if (window.sinks + window.recent >= nPositions - 1) {
-    throw new RangeError(
-      `window: sinks + recent (${window.sinks} + ${window.recent}) must leave room in the ` +
-        `context (${nPositions} positions)`,
-    );
+    if (!opts.useCache && opts.windowMode !== "recompute") {
+      throw new RangeError("window: a sliding window with sinks needs the cache");
+    }
   }
 }
 
@@ -125,7 +134,9 @@ export async function generate(
     );
   }
   const rng = new Rng(opts.seed);
-  const seq = [...system, ...promptIds];
+  // The sequence the model sees: the system prompt, the prompt, the new tokens (after a
+  // slide, only what the window kept of them).
+  let seq = [...system, ...promptIds];
   cache.reset();
 
   // Prefill: the system prompt once, then the prompt after it in the same cache.
@@ -150,13 +161,21 @@ export async function generate(
     else if (ids.length >= opts.maxTokens) stop = "max-tokens";
     else if (!opts.window && seq.length >= nPositions) stop = "context";
   };
-  // With a window, a full cache drops its middle before the next token is fed.
-  let evictedTokens = 0;
-  if (opts.window) checkWindow(opts.window, nPositions);
-  const makeRoom = () => {
-    if (opts.window && cache.length >= nPositions - 1) {
-      evictedTokens += cache.evict(opts.window.sinks, opts.window.recent);
-    }
+  // With a window, a full context slides before the next token is fed. Recomputing through
+  // the cache prefills the kept tokens but the last, which the next step feeds.
+  const { window } = opts;
+  const mode = opts.windowMode ?? "sinks";
+  if (window) checkWindow(window, nPositions);
+  const slides: SlideCost[] = [];
+  const makeRoom = async () => {
+    if (!window) return;
+    const ts = performance.now();
+    const slide = slideWindow(seq, cache, window, nPositions, mode);
+    if (!slide) return;
+    seq = slide.history;
+    const refill = mode === "recompute" && opts.useCache ? seq.slice(0, -1) : [];
+    if (refill.length) await model.forward(refill, cache);
+    slides.push({ dropped: slide.dropped, refilled: refill.length, ms: performance.now() - ts });
   };
   let decodeSteps = 0;
   t0 = performance.now();
@@ -167,7 +186,7 @@ export async function generate(
     // come back in batches sized to stream about every 200 ms.
     let batch = 1;
     while (!stop) {
-      makeRoom();
+      await makeRoom();
       const n = Math.min(batch, opts.maxTokens - ids.length, nPositions - 1 - cache.length);
       const before = cache.length;
       const tb = performance.now();
@@ -180,7 +199,7 @@ export async function generate(
     }
   } else {
     while (!stop) {
-      makeRoom();
+      await makeRoom();
       const last = ids.at(-1)!;
       logits = await nextLogits(model, cache, opts.useCache ? [last] : seq, opts.useCache);
       decodeSteps++;
@@ -196,7 +215,8 @@ export async function generate(
     decodeSteps,
     decodeMs: performance.now() - t0,
     stop: stop ?? "max-tokens",
-    evictedTokens,
+    evictedTokens: slides.reduce((sum, s) => sum + s.dropped, 0),
+    slides,
     cacheBytesUsed: cache.bytesUsed,
     cacheBytesAllocated: cache.bytesAllocated,
   };

@@ -8,10 +8,12 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import { GPT2_SIZES, parameterCount } from "../model/config.ts";
 import { downloadCheckpoint, findInHfCache, resolveRepo } from "../io/download.ts";
+import { exists, permitted, readDir } from "../io/files.ts";
 import { GPT2, type ModelOptions } from "../model/gpt2.ts";
 import { loadCheckpoint, randomWeights } from "../model/weights.ts";
-import { CharTokenizer } from "./char_tokenizer.ts";
-import { gpt2Tokenizer, type Tokenizer } from "./tokenizer.ts";
+import { CharTokenizer } from "../tokenizers/char.ts";
+import { gpt2Tokenizer } from "../tokenizers/gpt2.ts";
+import { type Tokenizer } from "../tokenizers/tokenizer.ts";
 
 /** The name that selects the embedded random-weight model. */
 export const EMBEDDED = "embedded";
@@ -41,10 +43,10 @@ export interface OpenedModel {
  * plain `deno run` asks no question and falls back to the embedded model.
  */
 export async function findLocalGpt2(): Promise<string | null> {
-  if (granted({ name: "read", path: "data/gpt2" }) && (await isCheckpoint("data/gpt2"))) {
+  if (permitted("read", "data/gpt2") && (await isCheckpoint("data/gpt2"))) {
     return "data/gpt2";
   }
-  if (!granted({ name: "read" }) || !granted({ name: "env" })) return null;
+  if (!permitted("read") || !permitted("env")) return null;
   return findInHfCache(resolveRepo("gpt2"));
 }
 
@@ -55,7 +57,7 @@ export async function findLocalGpt2(): Promise<string | null> {
 export async function defaultSpeakingModel(): Promise<string> {
   const gpt2 = await findLocalGpt2();
   if (gpt2) return gpt2;
-  if (granted({ name: "read", path: TRAINED }) && (await isCheckpoint(TRAINED))) return TRAINED;
+  if (permitted("read", TRAINED) && (await isCheckpoint(TRAINED))) return TRAINED;
   return EMBEDDED;
 }
 
@@ -69,10 +71,6 @@ export async function tokenizerFor(spec: string): Promise<Tokenizer> {
     if (chars) return chars;
   }
   return gpt2Tokenizer();
-}
-
-function granted(permission: Deno.PermissionDescriptor): boolean {
-  return Deno.permissions.querySync(permission).state === "granted";
 }
 
 /**
@@ -139,19 +137,8 @@ function weightsNote(options: ModelOptions): string {
   return options.weights === "f16" ? "; weights stored as f16" : "";
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function isCheckpoint(dir: string): Promise<boolean> {
   if (!(await exists(`${dir}/config.json`))) return false;
-  for await (const e of Deno.readDir(dir)) {
-    if (e.name.endsWith(".safetensors") && e.name !== "reference.safetensors") return true;
-  }
-  return false;
+  const names = await readDir(dir);
+  return names.some((name) => name.endsWith(".safetensors") && name !== "reference.safetensors");
 }

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { maxAbsDiff } from "../base/max_abs_diff.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
 import { GPT2, type ModelOptions } from "../model/gpt2.ts";
@@ -43,17 +44,6 @@ export interface ParityReport {
   /** Max abs diff over all float tensors. */
   maxAbsDiff: number;
   pass: boolean;
-}
-
-/** Compares two float arrays; a length mismatch or NaN counts as an infinite diff. */
-export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  if (a.length !== b.length) return Infinity;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
 }
 
 function maxAbs(a: Float32Array): number {

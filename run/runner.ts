@@ -40,7 +40,8 @@ import type { Dispatch, Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts"
 import type { WeightFormat } from "../kernels/matmul.ts";
 import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
-import { Rng, sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
+import { Rng } from "../base/rng.ts";
+import { sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
 import { type ForwardOptions, type ShapeOptions, Workspace } from "./workspace.ts";
 
 export type { ForwardOptions } from "./workspace.ts";

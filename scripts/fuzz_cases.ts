@@ -22,9 +22,10 @@ import { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
 import { type GPT2Weights, loadCheckpoint, randomWeights } from "../model/weights.ts";
 import { encodeSafetensors, SafetensorsFile, type TensorData } from "../io/safetensors.ts";
-import { loadSnapshot, saveSnapshot } from "../io/snapshot.ts";
-import { Rng } from "../run/sampling.ts";
-import { gpt2Tokenizer, TextStream, TooManyTokensError } from "../run/tokenizer.ts";
+import { loadSnapshot, saveSnapshot } from "../model/snapshot.ts";
+import { Rng } from "../base/rng.ts";
+import { gpt2Tokenizer } from "../tokenizers/gpt2.ts";
+import { TextStream, TooManyTokensError } from "../tokenizers/tokenizer.ts";
 
 /** Longest error message a clean refusal may have. */
 export const MAX_MESSAGE = 300;
@@ -688,6 +689,7 @@ function checkConfig(c: GPT2Config): string {
   }
   if (c.headDim * c.nHead !== c.nEmbd || c.headDim % 4 !== 0) return `headDim ${c.headDim}`;
   for (const id of [c.bosTokenId, c.eosTokenId]) {
+    if (id === null) continue; // none, as HF's None
     if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) return `token id ${id}`;
   }
   const eps = c.layerNormEpsilon;
@@ -848,7 +850,7 @@ async function snapshotCase(ctx: FuzzContext, d: Draw, index: number, mutations:
   }
 }
 
-/** The documented checksum of a snapshot's tensors (see io/snapshot.ts). */
+/** The documented checksum of a snapshot's tensors (see model/snapshot.ts). */
 async function snapshotChecksum(tensors: Record<string, TensorData>): Promise<string> {
   const names = ["token_ids"];
   for (let i = 0; `layer.${i}.key` in tensors; i++) {

@@ -1,7 +1,7 @@
 /** The character-level tokenizer: vocabulary from a text, round trips, errors, vocab.json. */
 import assert from "node:assert/strict";
-import { CharTokenizer } from "../run/char_tokenizer.ts";
-import { TextStream } from "../run/tokenizer.ts";
+import { CharTokenizer } from "../tokenizers/char.ts";
+import { TextStream } from "../tokenizers/tokenizer.ts";
 import { needs } from "./helpers.ts";
 
 Deno.test("char tokenizer: the sorted distinct characters, one id each, round trip", () => {

@@ -4,16 +4,12 @@ import { Gpu } from "../kernels/gpu.ts";
 import { parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { randomWeights } from "../model/weights.ts";
-import { CharTokenizer } from "../run/char_tokenizer.ts";
-import {
-  type ChatOptions,
-  ChatSession,
-  readLines,
-  type ReplyResult,
-  sparkline,
-} from "../run/chat.ts";
+import { CharTokenizer } from "../tokenizers/char.ts";
+import { type ChatOptions, ChatSession, type ReplyResult } from "../run/chat.ts";
+import { handleLine, readLines, sparkline } from "../cli/chat.ts";
 import { generate } from "../run/generate.ts";
-import { gpt2Tokenizer, type Tokenizer } from "../run/tokenizer.ts";
+import { gpt2Tokenizer } from "../tokenizers/gpt2.ts";
+import { type Tokenizer } from "../tokenizers/tokenizer.ts";
 
 const gpu = await Gpu.open();
 /** Every test but the two on plain data reads the fixture: ignored without read access. */
@@ -70,7 +66,7 @@ async function reply(s: ChatSession, text: string, signal?: AbortSignal) {
 /** Handles one line, returning what it wrote. */
 async function handle(s: ChatSession, line: string): Promise<string> {
   let out = "";
-  await s.handle(line, (t) => (out += t));
+  await handleLine(s, line, (t) => (out += t));
   return out;
 }
 
@@ -150,7 +146,7 @@ Deno.test(
       assert.equal(r1.prefilledTokens, tok.encode("\nHello\n").length);
       // A turn after a reply that ends mid-line starts on a new line of its own.
       const start = s.history.length;
-      await s.handle("Again", () => {});
+      await handleLine(s, "Again", () => {});
       const turn = `${r1.text.endsWith("\n") ? "" : "\n"}Again\n`;
       assert.deepEqual(s.history.slice(start, start + tok.encode(turn).length), tok.encode(turn));
       assert.match(await handle(s, "/reset"), /conversation reset \(4 system tokens stay cached\)/);
@@ -320,8 +316,8 @@ Deno.test("bad commands print one error line and change nothing; /quit quits", i
     assert.equal(await handle(s, "/topp 0.9"), "top-p 0.9\n");
     assert.deepEqual(s.settings, { ...settings, temperature: 0.7, topK: 5, topP: 0.9 });
     assert.match(await handle(s, "/help"), /\/cache on\|off/);
-    assert.equal(await s.handle("/quit", () => {}), "quit");
-    assert.equal(await s.handle("Hello", () => {}), "continue");
+    assert.equal(await handleLine(s, "/quit", () => {}), "quit");
+    assert.equal(await handleLine(s, "Hello", () => {}), "continue");
   });
 });
 

@@ -1,6 +1,6 @@
 /** Training data: the shipped Tiny Shakespeare and its hash, the 90/10 split, batches. */
 import assert from "node:assert/strict";
-import { CharTokenizer } from "../run/char_tokenizer.ts";
+import { CharTokenizer } from "../tokenizers/char.ts";
 import { batchRng, readText, sampleBatch, splitDataset, TINY_SHAKESPEARE } from "../train/data.ts";
 import { needs } from "./helpers.ts";
 

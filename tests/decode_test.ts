@@ -14,7 +14,8 @@ import { GPT2 } from "../model/gpt2.ts";
 import type { CacheDType } from "../model/kv_cache.ts";
 import { type GPT2Weights, randomWeights } from "../model/weights.ts";
 import type { DecodePath } from "../run/runner.ts";
-import { argmax, Rng as SamplingRng, sampleToken, type SamplingOptions } from "../run/sampling.ts";
+import { Rng as SamplingRng } from "../base/rng.ts";
+import { argmax, sampleToken, type SamplingOptions } from "../run/sampling.ts";
 import { gpt2Ref } from "./cpu_reference.ts";
 import { assertClose, capturePlans, needs, Rng } from "./helpers.ts";
 

@@ -93,6 +93,10 @@ Deno.test(
       [["--cache", "window:4"], /--cache: cache policy "window:4": expected one of/],
       [["--cache", "f8"], /--cache: cache policy "f8"/],
       [["--cache", "window:4,60", "--no-cache"], /--cache window:4,60: a window needs the cache/],
+      [
+        ["--cache", "window:4,60", "--no-slide"],
+        /--cache window:4,60: a window slides; drop --no-slide/,
+      ],
       [["--weights", "f8"], /--weights: expected f32 or f16, got "f8"/],
     ];
     for (const [args, pattern] of cases) {
@@ -121,6 +125,58 @@ Deno.test("generate --cache window:4,60 runs past the context (n_positions 128)"
   assert.equal(out.new_tokens, 200);
   assert.ok(out.evicted_tokens > 0);
   assert.ok(out.cache_bytes_used <= 2 * 2 * 127 * 64 * 4);
+});
+
+const chars = ["--model", "data/shakespeare-char"];
+
+Deno.test(
+  "generate on the char model: 300 tokens by default, sliding past the 64-token context",
+  io,
+  async () => {
+    // As a newcomer types it (the model named, since a downloaded GPT-2 would be the default).
+    const r = await generate(...chars, "--temperature", "0");
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.startsWith("ROMEO:\n"));
+    assert.equal([...r.stdout].length, "ROMEO:\n".length + 300 + 1, "300 characters, a newline");
+    const summary = r.stderr.split("\n").find((line) => line.startsWith("── ")) ?? "";
+    assert.match(summary, /decode 299 tok .* stop: max-tokens/);
+    // 7 + 300 tokens through 64 positions, 48 kept per slide: a slide every 15 tokens.
+    assert.match(summary, /window slid 17× \(recompute: \d+ tok dropped, 48 tok prefilled again/);
+  },
+);
+
+Deno.test("generate --no-slide stops at the context, and says so", io, async () => {
+  const r = await generate(...chars, "--max-tokens", "300", "--no-slide", "--json");
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.stop, "context");
+  assert.equal(out.prompt_tokens + out.new_tokens, 64);
+  assert.equal(out.window, null);
+  assert.equal(out.slides, 0);
+});
+
+Deno.test(
+  "generate: BPE keeps 32 new tokens by default, and slides as the char model",
+  io,
+  async () => {
+    const r = await generate(...tiny, "--json");
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.new_tokens, 32);
+    assert.deepEqual(out.window, { mode: "recompute", sinks: 0, recent: 96 });
+    assert.equal(out.slides, 0, "32 tokens fit the context");
+  },
+);
+
+Deno.test("--stop-at-eos on a char model is refused: it has no end-of-text token", io, async () => {
+  const r = await generate(...chars, "--stop-at-eos");
+  assertUsageError(
+    r,
+    "generate",
+    /--stop-at-eos: the char vocabulary of data\/shakespeare-char has no end-of-text token/,
+  );
+  assert.doesNotMatch(r.stderr, /adapter:/, "refused before the model loads");
+  assert.equal(r.stdout, "");
 });
 
 Deno.test("generate --cache f16 holds half the bytes and reports the policy", io, async () => {
@@ -153,7 +209,7 @@ Deno.test("a prompt longer than the context is refused before the model loads", 
   assertUsageError(
     r,
     "generate",
-    /--prompt: more than 128 tokens, longer than the context \(n_positions 128\); --cache window:S,R/,
+    /--prompt: more than 128 tokens, longer than the context \(n_positions 128\); generation goes on/,
   );
   assert.doesNotMatch(r.stderr, /system/, "no system prompt was given");
   assert.equal(r.stdout, "", "nothing echoed");

@@ -189,6 +189,41 @@ Deno.test(
 );
 
 Deno.test(
+  "a recomputed sliding window goes past the context as a cropped sequence would",
+  needs("read"),
+  async () => {
+    const { nPositions } = model.config;
+    const window = { sinks: 2, recent: 90 };
+    const opts = { ...greedy, maxTokens: 2 * nPositions, window, windowMode: "recompute" as const };
+    // Through the cache a slide prefills the kept tokens again; without the cache every step
+    // recomputes the kept sequence anyway: the same tokens at the same positions.
+    const chained = await run(prompt, opts);
+    const stepped = await run(prompt, { ...opts, chainOnGpu: false });
+    const uncached = await run(prompt, { ...opts, useCache: false });
+    assert.deepEqual(chained.ids.slice(0, hfGreedy.length), hfGreedy);
+    assert.equal(chained.ids.length, 2 * nPositions);
+    assert.equal(chained.stop, "max-tokens");
+    assert.deepEqual(stepped.ids, chained.ids);
+    assert.deepEqual(uncached.ids, chained.ids);
+    // 10 + 256 tokens through a context of 128 that keeps 92 per slide: a slide when the
+    // sequence reaches 128, then every 35 tokens.
+    const slides = Math.ceil((prompt.length + 2 * nPositions - nPositions) / 35);
+    assert.equal(chained.slides.length, slides);
+    for (const s of chained.slides) {
+      assert.equal(s.refilled, window.sinks + window.recent, "the kept tokens but the unfed one");
+      assert.ok(s.ms > 0);
+    }
+    assert.equal(chained.evictedTokens, chained.slides.reduce((n, s) => n + s.dropped, 0));
+    assert.ok(uncached.slides.every((s) => s.refilled === 0), "nothing cached to refill");
+    // The first token after the first slide is the greedy choice after the kept tokens alone.
+    const before = [...prompt, ...chained.ids].slice(0, nPositions);
+    const kept = [...before.slice(0, 2), ...before.slice(nPositions - 1 - 90)];
+    const fresh = await run(kept, { ...greedy, maxTokens: 1 });
+    assert.equal(chained.ids[nPositions - prompt.length], fresh.ids[0]);
+  },
+);
+
+Deno.test(
   "evict keeps the sink rows and moves the recent rows after them",
   needs("read"),
   async () => {

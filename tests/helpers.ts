@@ -121,18 +121,6 @@ export interface CloseReport {
   maxScaled: number;
 }
 
-/** Largest |got - want| (NaN if either holds a NaN where the other does not). */
-export function maxAbsDiff(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  assert.equal(got.length, want.length, "lengths differ");
-  let m = 0;
-  for (let i = 0; i < got.length; i++) {
-    const d = Math.abs(got[i] - want[i]);
-    if (!(d <= m)) m = Number.isNaN(d) ? NaN : d;
-    if (Number.isNaN(m)) return NaN;
-  }
-  return m;
-}
-
 /**
  * Asserts |got[i] - want[i]| <= tol · max(1, |want[i]|) for every i (NaN always fails) and
  * logs the largest absolute and scaled differences under `label`.

@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { maxAbsDiff } from "../base/max_abs_diff.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { granted, hfPython, needs } from "./helpers.ts";
 
@@ -18,16 +19,6 @@ const { python: PYTHON, unavailable: reason } = await hfPython();
 const TOLERANCE = 1e-6;
 if (granted("env", "read", "write", "run") && reason !== null) {
   console.log(`hf_reference_test skipped: ${reason}`);
-}
-
-/** Largest |a - b| over two equally long arrays (Infinity if either holds a NaN). */
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= worst)) worst = Number.isNaN(d) ? Infinity : d;
-  }
-  return worst;
 }
 
 Deno.test({

@@ -23,7 +23,7 @@ import {
   saveSnapshot,
   SNAPSHOT_FORMAT,
   SnapshotError,
-} from "../io/snapshot.ts";
+} from "../model/snapshot.ts";
 import { randomWeights } from "../model/weights.ts";
 import { granted, needs } from "./helpers.ts";
 
@@ -337,6 +337,15 @@ Deno.test(
         await rewrite(path, edited, edit);
         await refused(edited, message);
       }
+      // A shape padded with 100,000 trailing 1s (the same values): a short message all the same.
+      await rewrite(path, edited, (t) => {
+        t["layer.0.key"] = { ...t["layer.0.key"], shape: [4, 108, 16, ...Array(100_000).fill(1)] };
+      });
+      await assert.rejects(loadSnapshot(edited, model), (e: Error) => {
+        assert.match(e.message, /tensor "layer.0.key" is F32 \[4, 108, 16, 1, 1, .*…\], expected/);
+        assert.ok(e.message.length < 300, `${e.message.length} characters`);
+        return true;
+      });
       // The untouched file still loads.
       await rewrite(path, edited, () => {});
       (await loadSnapshot(edited, model)).cache.destroy();

@@ -6,10 +6,8 @@ import {
   GPT2_MAX_TOKEN_BYTES,
   gpt2Tokenizer,
   MAX_PIECE_CHARS,
-  TextStream,
-  type Tokenizer,
-  TooManyTokensError,
-} from "../run/tokenizer.ts";
+} from "../tokenizers/gpt2.ts";
+import { TextStream, type Tokenizer, TooManyTokensError } from "../tokenizers/tokenizer.ts";
 import { Rng } from "./helpers.ts";
 
 const tok = gpt2Tokenizer();

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { loadCheckpoint } from "../model/weights.ts";
-import { CharTokenizer } from "../run/char_tokenizer.ts";
+import { CharTokenizer } from "../tokenizers/char.ts";
 import { needs, runScript } from "./helpers.ts";
 
 /** A small model so that 40 steps take seconds. */
@@ -42,6 +42,11 @@ Deno.test(
       assert.equal(config.vocabSize, 65);
       assert.equal(weights.lmHead, null); // tied, as GPT-2
       assert.equal((await CharTokenizer.load(out))!.vocabSize, 65);
+      // A char vocabulary has no end-of-text token: none is written, not id 0 ("\n").
+      assert.equal(config.eosTokenId, null);
+      const json = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
+      assert.equal(json.eos_token_id, null);
+      assert.equal(json.bos_token_id, null);
       for (const f of ["optimizer.safetensors", "train_state.json", "loss.svg", "log.json"]) {
         assert.ok((await Deno.stat(`${out}/${f}`)).size > 0, f);
       }

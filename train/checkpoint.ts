@@ -10,8 +10,9 @@
  * @module
  */
 import type { GPT2Config } from "../model/config.ts";
+import { isNotFound, makeDir, readText, writeFileAtomic } from "../io/files.ts";
 import { SafetensorsFile, type TensorData, writeSafetensors } from "../io/safetensors.ts";
-import { CHAR_VOCAB_FILE, type CharTokenizer } from "../run/char_tokenizer.ts";
+import { CHAR_VOCAB_FILE, type CharTokenizer } from "../tokenizers/char.ts";
 import type { Trainer } from "./trainer.ts";
 
 /** The file of AdamW's moments. */
@@ -61,7 +62,7 @@ export async function saveCheckpoint(
   tokenizer: CharTokenizer | null,
   state: TrainState,
 ): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true });
+  await makeDir(dir);
   const iteration = String(state.iteration);
   const f32 = (m: Map<string, Float32Array>, prefix = "") =>
     Object.fromEntries(
@@ -93,9 +94,9 @@ export async function resumeCheckpoint(dir: string, trainer: Trainer): Promise<T
   const statePath = `${dir}/${STATE_FILE}`;
   let state: TrainState;
   try {
-    state = JSON.parse(await Deno.readTextFile(statePath));
+    state = JSON.parse(await readText(statePath));
   } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "not found (nothing to resume)" : "unreadable";
+    const why = isNotFound(e) ? "not found (nothing to resume)" : "unreadable";
     throw new Error(`${statePath}: ${why}`);
   }
   if (!Number.isInteger(state?.iteration) || !Array.isArray(state.log)) {
@@ -125,12 +126,5 @@ export async function resumeCheckpoint(dir: string, trainer: Trainer): Promise<T
 
 // Writes text under a temporary name, then renames it over `path`.
 async function writeText(path: string, text: string): Promise<void> {
-  const temp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  try {
-    await Deno.writeTextFile(temp, text + "\n");
-    await Deno.rename(temp, path);
-  } catch (e) {
-    await Deno.remove(temp).catch(() => {});
-    throw e;
-  }
+  await writeFileAtomic(path, new TextEncoder().encode(text + "\n"));
 }

@@ -4,8 +4,9 @@
  *
  * @module
  */
-import { Rng } from "../run/sampling.ts";
-import type { Tokenizer } from "../run/tokenizer.ts";
+import { isNotFound, readBytes } from "../io/files.ts";
+import { Rng } from "../base/rng.ts";
+import type { Tokenizer } from "../tokenizers/tokenizer.ts";
 
 /** Tiny Shakespeare (karpathy/char-rnn), shipped in data/tinyshakespeare/. */
 export const TINY_SHAKESPEARE = {
@@ -27,9 +28,9 @@ export interface Dataset {
 export async function readText(path: string): Promise<string> {
   let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(path);
+    bytes = await readBytes(path);
   } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "not found" : (e as Error).message;
+    const why = isNotFound(e) ? "not found" : (e as Error).message;
     throw new Error(`${path}: ${why}`);
   }
   if (bytes.length === 0) throw new Error(`${path}: the file is empty`);

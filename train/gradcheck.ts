@@ -9,7 +9,8 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { maxAbsDiff } from "../run/parity.ts";
+import { maxAbsDiff } from "../base/max_abs_diff.ts";
+import { readText } from "./data.ts";
 import { Trainer, type TrainerOptions } from "./trainer.ts";
 
 /** Bounds: torch's own f32-vs-f64 noise is 6e-8 (gradients), 1e-5 (steps), 4.3e-4 (final). */
@@ -102,15 +103,6 @@ export async function runGradcheck(gpu: Gpu, dir: string): Promise<GradcheckRepo
     maxLossDiff: Math.max(max("loss"), max("step_losses")),
     pass: rows.every((r) => r.pass),
   };
-}
-
-async function readText(path: string): Promise<string> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "not found" : (e as Error).message;
-    throw new Error(`${path}: ${why}`);
-  }
 }
 
 function readSettings(path: string, text: string): ReferenceSettings {

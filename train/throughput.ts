@@ -8,7 +8,7 @@ import type { Gpu, KernelTime } from "../kernels/gpu.ts";
 import type { GPT2Config } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { gpt2Init } from "../model/weights.ts";
-import { Rng } from "../run/sampling.ts";
+import { Rng } from "../base/rng.ts";
 import { Trainer } from "./trainer.ts";
 
 /** One measured training shape. */

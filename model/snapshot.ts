@@ -20,15 +20,15 @@
  * @module
  */
 import type { Tensor } from "../kernels/gpu.ts";
-import type { GPT2 } from "../model/gpt2.ts";
-import type { KVCache } from "../model/kv_cache.ts";
-import { clip, describe } from "./describe.ts";
+import type { GPT2 } from "./gpt2.ts";
+import type { KVCache } from "./kv_cache.ts";
+import { clip, describe } from "../base/describe.ts";
 import {
   firstNonFinite,
   SafetensorsFile,
   type TensorData,
   writeSafetensors,
-} from "./safetensors.ts";
+} from "../io/safetensors.ts";
 
 /** The `format` metadata of a snapshot file. */
 export const SNAPSHOT_FORMAT = "kvgpt-kv-snapshot";
@@ -256,7 +256,7 @@ export async function loadSnapshot(
     if (info === undefined) fail(`tensor "${name}" is missing`);
     if (info!.dtype !== dtype || info!.shape.join() !== shape.join()) {
       fail(
-        `tensor "${name}" is ${info!.dtype} [${info!.shape.join(", ")}], expected ` +
+        `tensor "${name}" is ${info!.dtype} [${clip(info!.shape.join(", "))}], expected ` +
           `${dtype} [${shape.join(", ")}]`,
       );
     }

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { isNotFound, readText } from "../io/files.ts";
 import { type EncodeOptions, type Tokenizer, TooManyTokensError } from "./tokenizer.ts";
 
 /** The file a char-level checkpoint keeps its vocabulary in. */
@@ -51,9 +52,9 @@ export class CharTokenizer implements Tokenizer {
     const path = `${dir}/${CHAR_VOCAB_FILE}`;
     let text: string;
     try {
-      text = await Deno.readTextFile(path);
+      text = await readText(path);
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return null;
+      if (isNotFound(e)) return null;
       throw new Error(`${path}: ${(e as Error).message}`);
     }
     try {
