@@ -108,6 +108,21 @@ const EPILOGUES: Record<Epilogue, number> = { none: 0, gelu: 1, add: 2 };
 /** The `gelu` epilogue that also stores v itself (matmul.wgsl's epilogue 3). */
 const GELU_KEEPING_PRE = 3;
 
+/**
+ * How the cpu design tiles a product of M >= 4 rows: 16 x 16 register tiles per invocation,
+ * `wg` invocations per workgroup on consecutive output tiles (`matmul_rows16`) or on
+ * consecutive row tiles (`matmul_rows16_by_rows`); or 8 rows x 16 outputs (`matmul_rows8`).
+ */
+export interface Tiling {
+  readonly entry: "matmul_rows16" | "matmul_rows16_by_rows" | "matmul_rows8";
+  readonly wg: number;
+}
+
+/** The cpu design's tiling of an M x K x N product (M >= 4). */
+export function tilingFor(_M: number, _K: number, _N: number): Tiling {
+  return { entry: "matmul_rows16", wg: 8 };
+}
+
 /** One dispatch of y[:, yCol0 ..] = x[xRow0 .., :] @ w^T (+ b); M from the rows of y. */
 function product(
   gpu: Gpu,
@@ -120,6 +135,7 @@ function product(
   yCol0: number,
   epilogue: Epilogue = "none",
   pre: Tensor | null = null,
+  tiling: Tiling | null = null,
 ): Dispatch {
   const { rows: N, cols: K, tensor } = w;
   const [M, ldy] = y.shape;
@@ -142,9 +158,19 @@ function product(
   }
   // Design "cpu": register tiles, in small workgroups so that even a 768-output product
   // (48 invocations of 16 x 16 tiles in a 16-token prefill) spreads over both cores.
-  const [entry, cols, rows, wg] = M >= 4
-    ? ["matmul_rows16", 16, 16, 8]
-    : M > 1
+  if (M >= 4) {
+    const { entry, wg } = tiling ?? tilingFor(M, K, N);
+    const kernel = gpu.kernel(code, entry, { WG: wg, F16 });
+    const [tilesN, tilesM] = [
+      Math.ceil(N / 16),
+      Math.ceil(M / (entry === "matmul_rows8" ? 8 : 16)),
+    ];
+    const grid = entry === "matmul_rows16_by_rows"
+      ? [groups(tilesM, wg), tilesN]
+      : [groups(tilesN, wg), tilesM];
+    return gpu.dispatch(label, kernel, { p: params, x, ...weights, b: bias, y }, grid);
+  }
+  const [entry, cols, rows, wg] = M > 1
     ? ["matmul_rows4", 4, 4, 16]
     : f16 && K % 8 === 0
     ? ["matmul_row_f16", 4, 1, 16]
@@ -189,6 +215,26 @@ export function matmul(
   }
   const label = `matmul ${M}x${K}x${N}${epilogue === "none" ? "" : ` ${epilogue}`}`;
   return product(gpu, label, x, 0, w, b, y, 0, epilogue, pre);
+}
+
+/**
+ * {@link matmul} (no epilogue) in the cpu design with a given tiling, for comparing tilings
+ * (scripts/matmul_ab.ts); M >= 4.
+ */
+export function matmulTiled(
+  gpu: Gpu,
+  x: Tensor,
+  w: Weight,
+  b: Tensor,
+  y: Tensor,
+  tiling: Tiling,
+): Dispatch {
+  const [M, K] = x.shape;
+  if (gpu.design !== "cpu" || M < 4 || w.cols !== K || y.shape[1] !== w.rows) {
+    throw new Error(`matmulTiled: cpu design, M >= 4 and fitting shapes only`);
+  }
+  const label = `matmul ${M}x${K}x${w.rows} ${tiling.entry} wg ${tiling.wg}`;
+  return product(gpu, label, x, 0, w, b, y, 0, "none", null, tiling);
 }
 
 /**
