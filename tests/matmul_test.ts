@@ -12,6 +12,7 @@ import {
   matmul,
   matmulBackwardInput,
   matmulBackwardWeight,
+  matmulTiled,
   packHalves,
   type RowChunks,
   transpose,
@@ -134,6 +135,34 @@ Deno.test("packHalves: two f16 per word, element 2i in the low half; odd counts 
     () => uploadWeight(gpu, new Float32Array(12), 2, 6, "h.0.mlp.c_fc.weight", "f16"),
     /h\.0\.mlp\.c_fc\.weight: f16 weights need rows of a multiple of 4 values, not 6/,
   );
+});
+
+Deno.test("matmulTiled: every tiling scripts/matmul_ab.ts compares, on odd shapes, both formats", async () => {
+  const rng = new Rng(42);
+  const arena = new Arena(gpu);
+  const tilings = [
+    { entry: "matmul_rows16", wg: 8 },
+    { entry: "matmul_rows16", wg: 16 },
+    { entry: "matmul_rows16_by_rows", wg: 8 },
+    { entry: "matmul_rows8", wg: 8 },
+  ] as const;
+  for (const [M, K, N] of [[4, 12, 5], [17, 100, 37], [40, 64, 70]]) {
+    const w = rng.normals(K * N, 1 / Math.sqrt(K));
+    const b = rng.uniforms(N, -0.1, 0.1);
+    const x = rng.uniforms(M * K, -2, 2);
+    const [xT, bT] = [arena.upload(x, [M, K], "x"), arena.upload(b, [N], "b")];
+    for (const format of ["f32", "f16"] as const) {
+      const wT = uploadWeight(gpu, transpose(w, K, N), N, K, "w", format);
+      arena.add(wT.tensor);
+      const ref = matmulRef(x, format === "f16" ? halves(w) : w, b, M, K, N);
+      for (const t of tilings) {
+        const y = arena.poisoned([M, N], "y");
+        gpu.run([matmulTiled(gpu, xT, wT, bT, y, t)]);
+        assertClose(await gpu.read1(y), ref, TOL, `${t.entry} wg ${t.wg} ${format} ${M}x${K}x${N}`);
+      }
+    }
+  }
+  arena.destroy();
 });
 
 Deno.test("matmul: rejects shapes that do not fit", () => {
