@@ -14,7 +14,7 @@ import type { Gpu, KernelDesign } from "../kernels/gpu.ts";
 import { TRAINED } from "../run/open_model.ts";
 import { runParity, TOLERANCE } from "../run/parity.ts";
 import { generate, greedyOptions } from "../run/generate.ts";
-import { GPT2 } from "../model/gpt2.ts";
+import { Runner } from "../run/runner.ts";
 import { CharTokenizer } from "../tokenizers/char.ts";
 import { modelOptionsFromEnv, openGpu } from "./env_options.ts";
 import { main, parseOptions } from "./usage.ts";
@@ -104,8 +104,8 @@ main("doctor", async () => {
 
   // The decode path and its speed, on the model a user would chat with.
   try {
-    const model = await GPT2.load(gpu, TRAINED, modelOptionsFromEnv());
-    const { decodePath, decodeReason, fusedLimit } = model.runner;
+    const model = await Runner.load(gpu, TRAINED, modelOptionsFromEnv());
+    const { decodePath, decodeReason, fusedLimit } = model;
     report.decode = { picked: decodePath, reason: decodeReason, fusedLimit };
     console.log(`decode:   ${decodePath} path (${decodeReason})`);
     const tokenizer = await CharTokenizer.load(TRAINED);

@@ -5,7 +5,7 @@
  *
  * - `KVGPT_WEBGPU=deno|dawn`: the WebGPU implementation ({@link GpuOptions.webgpu});
  * - `KVGPT_KERNELS=cpu|gpu`: the kernel design ({@link GpuOptions.design});
- * - `KVGPT_DECODE=general|fused`: the decode path ({@link ModelOptions.decode}).
+ * - `KVGPT_DECODE=general|fused`: the decode path ({@link RunnerOptions.decode}).
  *
  * Each is read only where the environment may be read already, so a plain `deno run` asks no
  * question. A bad value is an error naming the variable.
@@ -19,7 +19,7 @@
  */
 import { Gpu, type GpuOptions, NoAdapterError, WEBGPU_IMPLEMENTATIONS } from "../kernels/gpu.ts";
 import type { WebGpuImplementation } from "../kernels/gpu.ts";
-import type { DecodePath, ModelOptions } from "../run/runner.ts";
+import type { DecodePath, RunnerOptions } from "../run/runner.ts";
 
 /** SwiftShader's Vulkan driver as Debian's `chromium` package installs it. */
 export const SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json";
@@ -53,7 +53,7 @@ export function gpuOptionsFromEnv(): GpuOptions {
 }
 
 /** The model options the environment sets: KVGPT_DECODE. */
-export function modelOptionsFromEnv(): ModelOptions {
+export function modelOptionsFromEnv(): RunnerOptions {
   const decode = oneOf<DecodePath>("KVGPT_DECODE", ["general", "fused"]);
   return decode ? { decode, decodeSource: `KVGPT_DECODE=${decode}` } : {};
 }

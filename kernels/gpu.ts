@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { noAdapter, type WebGpuEntry, webGpuEntry, type WebGpuImplementation } from "./webgpu.ts";
 
 /** A dense f32 (or u32) array on the GPU: `shape` elements starting `offset` bytes in. */
 export interface Tensor {
@@ -92,6 +93,8 @@ interface PendingProfile {
 /** Most timestamps in one query set (WebGPU's limit). */
 const MAX_QUERIES = 4096;
 
+export { NoAdapterError, WEBGPU_IMPLEMENTATIONS, type WebGpuImplementation } from "./webgpu.ts";
+
 /**
  * The family of kernel designs a device gets. `cpu`, for software adapters (llvmpipe,
  * lavapipe, SwiftShader, WARP), where reads cost more than arithmetic and barriers are slow:
@@ -100,16 +103,6 @@ const MAX_QUERIES = 4096;
  * workgroups read each weight row together and reduce in workgroup memory.
  */
 export type KernelDesign = "cpu" | "gpu";
-
-/**
- * The WebGPU implementation a {@link Gpu} runs on: `deno`, Deno's own `navigator.gpu` (wgpu,
- * whose WGSL compiler is naga); `dawn`, Chrome's (Dawn, whose WGSL compiler is Tint) through
- * the npm package `webgpu` (kernels/dawn.ts), loaded only when asked for.
- */
-export type WebGpuImplementation = "deno" | "dawn";
-
-/** The implementations {@link Gpu.open} knows. */
-export const WEBGPU_IMPLEMENTATIONS: readonly WebGpuImplementation[] = ["deno", "dawn"];
 
 /** Options for {@link Gpu.open}. */
 export interface GpuOptions {
@@ -135,63 +128,6 @@ export function isSoftwareAdapter(info: GPUAdapterInfo): boolean {
 /** The design suited to an adapter: software rasterizers run WGSL on the CPU. */
 export function designFor(info: GPUAdapterInfo): KernelDesign {
   return isSoftwareAdapter(info) ? "cpu" : "gpu";
-}
-
-/** {@link Gpu.open} found no adapter; the message says what to install. */
-export class NoAdapterError extends Error {
-  /** The implementation that found none. */
-  readonly webgpu: WebGpuImplementation;
-
-  constructor(webgpu: WebGpuImplementation, message: string) {
-    super(message);
-    this.name = "NoAdapterError";
-    this.webgpu = webgpu;
-  }
-}
-
-const HELP_NO_ADAPTER = [
-  "No WebGPU adapter was found.",
-  "kvgpt runs every kernel through WebGPU (Deno's navigator.gpu).",
-  "On Linux without a GPU, install Mesa's software Vulkan driver (lavapipe):",
-  "  sudo apt-get install -y mesa-vulkan-drivers",
-  "or Mesa's OpenGL driver (llvmpipe): sudo apt-get install -y libgl1-mesa-dri libegl1.",
-  "With a GPU, install its Vulkan driver.",
-].join("\n");
-
-const HELP_NO_DAWN_ADAPTER = "Dawn (npm webgpu) found no usable adapter: without a GPU, install " +
-  "Debian's chromium (SwiftShader's Vulkan driver: sudo apt-get install -y chromium) and set " +
-  "VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json and XDG_RUNTIME_DIR to a " +
-  "writable folder; with a GPU, install its Vulkan driver (Dawn refuses Mesa's lavapipe)";
-
-/** The `navigator.gpu` of an implementation, and what to call once its device is closed. */
-interface WebGpuEntry {
-  gpu: GPU;
-  release(): void;
-}
-
-/** The module that opens Dawn, named at run time so that a bundler leaves it out. */
-const DAWN_MODULE = "./dawn.ts";
-
-async function webGpuEntry(webgpu: WebGpuImplementation): Promise<WebGpuEntry> {
-  if (webgpu === "deno") {
-    if (!("gpu" in navigator) || !navigator.gpu) throw new NoAdapterError(webgpu, HELP_NO_ADAPTER);
-    return { gpu: navigator.gpu, release: () => {} };
-  }
-  if (webgpu !== "dawn") {
-    throw new Error(
-      `unknown WebGPU implementation "${webgpu}": expected ${WEBGPU_IMPLEMENTATIONS.join(" or ")}`,
-    );
-  }
-  let dawn: { openDawn(): WebGpuEntry };
-  try {
-    dawn = await import(new URL(DAWN_MODULE, import.meta.url).href);
-  } catch (e) {
-    throw new Error(
-      `Dawn could not be loaded (npm webgpu@0.6.2; it runs in Deno and Node, not in a page): ` +
-        (e as Error).message.split("\n")[0],
-    );
-  }
-  return dawn.openDawn();
 }
 
 /** The GPU device and everything that allocates on it. */
@@ -286,7 +222,7 @@ export class Gpu {
       if (!adapter) entry.release();
     }
     if (!adapter) {
-      throw new NoAdapterError(webgpu, webgpu === "dawn" ? HELP_NO_DAWN_ADAPTER : HELP_NO_ADAPTER);
+      throw noAdapter(webgpu);
     }
     const wanted: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
     const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
@@ -368,6 +304,60 @@ export class Gpu {
       this.#releaseQueued = false;
       if (!this.#closed) this.device.queue.submit([]);
     });
+  }
+
+  /** The device's limits (workgroup memory, bindings per stage, texture size, …). */
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  /**
+   * Allocates a `width` × `height` texture of 16-byte texels (four f32, or four u32) that
+   * kernels read through `textureLoad`, counted in {@link Gpu.bytesAllocated}; filled by
+   * {@link Gpu.copyToTexture}, freed by {@link Gpu.destroyTexture}.
+   */
+  texture(
+    width: number,
+    height: number,
+    format: "rgba32float" | "rgba32uint",
+    label: string,
+  ): GPUTexture {
+    const texture = this.device.createTexture({
+      label,
+      size: [width, height],
+      format,
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+    });
+    this.bytesAllocated += width * height * 16;
+    return texture;
+  }
+
+  /**
+   * Copies the first `texels` 16-byte texels of `source` into `texture` row by row (after
+   * whatever filled `source`, on the same queue): whole rows, then the last part, in one
+   * submission.
+   */
+  copyToTexture(source: Tensor, texture: GPUTexture, texels: number): void {
+    const width = texture.width;
+    const rows = Math.floor(texels / width);
+    const rest = texels - rows * width;
+    const enc = this.device.createCommandEncoder();
+    const from = { buffer: source.buffer, offset: source.offset, bytesPerRow: width * 16 };
+    if (rows) enc.copyBufferToTexture(from, { texture }, [width, rows]);
+    if (rest) {
+      enc.copyBufferToTexture(
+        { ...from, offset: source.offset + rows * width * 16 },
+        { texture, origin: [0, rows] },
+        [rest, 1],
+      );
+    }
+    this.device.queue.submit([enc.finish()]);
+  }
+
+  /** Frees a texture made by {@link Gpu.texture}. */
+  destroyTexture(texture: GPUTexture): void {
+    this.bytesAllocated -= texture.width * texture.height * 16;
+    texture.destroy();
   }
 
   /**

@@ -5,10 +5,10 @@
  * steps on the GPU; a batched step runs B sequences' rows through one plan.
  *
  * A single-token step takes one of two paths: the general one (the model's plan, ~10
- * dispatches per block), or for models small enough the fused one (kernels/decode.ts: one
+ * dispatches per block), or for models small enough the fused one (kernels/fused_decode.ts: one
  * dispatch runs every block, a second the lm_head). The runner picks by shape and adapter
  * ({@link chooseDecodePath}); {@link Runner.decodePath} says which and
- * {@link Runner.decodeReason} why, and {@link ModelOptions.decode} overrides it (the commands
+ * {@link Runner.decodeReason} why, and {@link RunnerOptions.decode} overrides it (the commands
  * read `KVGPT_DECODE` into it: cli/env_options.ts). Chained steps ({@link Runner.decodeGreedy},
  * {@link Runner.decodeSample}) take the chosen path; a lone single-token forward takes the
  * fused one only where it was asked for (see {@link Runner.fusedForward}), and never when it
@@ -17,15 +17,15 @@
  *
  * @module
  */
-import { argmax } from "../kernels/argmax.ts";
+import { greedyPick } from "../kernels/argmax.ts";
 import {
   type BlockTensors,
-  decodeHead,
-  decodeStep,
   destroyPacked,
   destroyTexture,
   fillTexture,
+  fusedDecodeHead,
   fusedDecodeLimit,
+  fusedDecodeStep,
   gpuSamples,
   headWorkgroups,
   packBlocks,
@@ -36,11 +36,11 @@ import {
   type StepSampling,
   type WeightTexture,
   weightTexture,
-} from "../kernels/decode.ts";
+} from "../kernels/fused_decode.ts";
 import type { Dispatch, Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
-import type { GPT2 } from "../model/gpt2.ts";
-import type { KVCache } from "../model/kv_cache.ts";
+import { GPT2, type ModelOptions } from "../model/gpt2.ts";
+import type { KVCache, KVCacheOptions } from "../model/kv_cache.ts";
 import { Rng } from "../base/rng.ts";
 import { sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
 import { type ForwardOptions, type ShapeOptions, Workspace } from "./workspace.ts";
@@ -66,14 +66,8 @@ export interface ForwardOutput {
   profile?: KernelTime[];
 }
 
-/** How a model is put on the GPU. */
-export interface ModelOptions {
-  /**
-   * Storage of the matrices (every Linear, wte and lm_head): "f32" (default, HF parity) or
-   * "f16", half the bytes per decode step with each weight rounded to f16. LayerNorms,
-   * biases and wpe stay f32.
-   */
-  weights?: WeightFormat;
+/** How a model is put on the GPU ({@link ModelOptions}) and how its decode steps run. */
+export interface RunnerOptions extends ModelOptions {
   /**
    * The decode path (see {@link DecodePath}); default: fused on a software adapter where the
    * model's shape allows it, else general ({@link chooseDecodePath}). "fused" for a model
@@ -92,7 +86,7 @@ export interface ModelOptions {
 export interface DecodeChoiceInput {
   /** The path asked for, if any. */
   asked?: DecodePath;
-  /** A standing preference's name (see {@link ModelOptions.decodeSource}); none: a demand. */
+  /** A standing preference's name (see {@link RunnerOptions.decodeSource}); none: a demand. */
   source?: string;
   /** Why the model cannot take the fused step on this adapter, or null when it can. */
   fusedLimit: string | null;
@@ -181,7 +175,10 @@ interface RecordedPlan {
 /** Workspaces kept at once (the shapes used last); older ones are freed. */
 const WORKSPACES = 4;
 
-/** Runs one model's passes: its input buffers, workspaces and recorded plans. */
+/**
+ * Runs one model's passes: its input buffers, workspaces and recorded plans. A runner owns
+ * its model: freeing the runner frees the model's weights too.
+ */
 export class Runner {
   readonly gpu: Gpu;
   /** Token ids of the current pass, [nPositions] u32. */
@@ -198,7 +195,7 @@ export class Runner {
   readonly decodeReason: string;
   /**
    * Whether a lone single-token {@link Runner.forward} takes the fused step too: only where
-   * the fused path was asked for ({@link ModelOptions.decode}). Such a call waits for its logits
+   * the fused path was asked for ({@link RunnerOptions.decode}). Such a call waits for its logits
    * on the CPU anyway (~10 ms on llvmpipe), and the fused step's first compile takes seconds
    * there (once per machine: Mesa caches it on disk), so by default only chains use it.
    */
@@ -211,7 +208,12 @@ export class Runner {
   #packedVersion = -1;
   #fusedSteps = new WeakMap<KVCache, FusedSteps>();
 
-  constructor(readonly model: GPT2, options: ModelOptions = {}) {
+  /** The model's config (the same object as `model.config`). */
+  readonly config: GPT2["config"];
+
+  /** A runner for `model`, which it then owns; `options.weights` was the model's to take. */
+  constructor(readonly model: GPT2, options: RunnerOptions = {}) {
+    this.config = model.config;
     const gpu = this.gpu = model.gpu;
     const P = model.config.nPositions;
     this.ids = gpu.tensor([P], "ids");
@@ -231,7 +233,26 @@ export class Runner {
     this.fusedForward = choice.fusedForward;
   }
 
-  /** See {@link GPT2.forward}. */
+  /** Loads a HuggingFace checkpoint folder (config.json + *.safetensors) and runs it. */
+  static async load(gpu: Gpu, dir: string, options: RunnerOptions = {}): Promise<Runner> {
+    return new Runner(await GPT2.load(gpu, dir, options), options);
+  }
+
+  /** How the model's matrices are stored on the GPU. */
+  get weightFormat(): WeightFormat {
+    return this.model.weightFormat;
+  }
+
+  /** A new, empty KV cache for the model (preallocated unless `options` say "grow"). */
+  newCache(options?: KVCacheOptions): KVCache {
+    return this.model.newCache(options);
+  }
+
+  /**
+   * Runs T tokens through the model at positions cache.length .. cache.length+T-1, appending
+   * their K/V to the cache: a prefill when T > 1, a decode step when T = 1. An empty cache
+   * makes this the plain (no-cache) forward over `ids`.
+   */
   async forward(
     ids: readonly number[],
     cache: KVCache,
@@ -286,7 +307,7 @@ export class Runner {
       return [...(await this.#readState(n)).tokens];
     }
     const { ws, plan } = this.#prepare(1, cache, n, { logits: "last" });
-    const pick = argmax(this.gpu, ws.logits, vocabSize, this.ids, this.start, this.tokens);
+    const pick = greedyPick(this.gpu, ws.logits, vocabSize, this.ids, this.start, this.tokens);
     this.gpu.write(this.ids, new Uint32Array([first]));
     this.gpu.write(this.start, new Uint32Array([cache.length, 0]));
     this.gpu.run(Array.from({ length: n }, () => [...plan, pick]).flat());
@@ -406,8 +427,19 @@ export class Runner {
     }
   }
 
-  /** Frees the runner's buffers and workspaces. */
+  /** Frees the runner's buffers and workspaces, and its model's weights. */
   destroy(): void {
+    this.#freeScratch();
+    this.model.destroy();
+  }
+
+  /** `using runner = …` frees it (and its model) at the end of the scope. */
+  [Symbol.dispose](): void {
+    this.destroy();
+  }
+
+  // The runner's own buffers: inputs, the fused path's buffers, the workspaces.
+  #freeScratch(): void {
     for (const t of [this.ids, this.start, this.tokens, this.positions]) this.gpu.destroy(t);
     if (this.#fused) {
       const f = this.#fused;
@@ -537,7 +569,7 @@ export class Runner {
   #step(cache: KVCache, source: "input" | "best" | "sample", blocks: boolean, s?: StepSampling) {
     const io = this.#fusedBuffers();
     const { config } = this.model;
-    return decodeStep(this.gpu, config, io.packed, io, cache.layers, {
+    return fusedDecodeStep(this.gpu, config, io.packed, io, cache.layers, {
       source,
       blocks,
       sampling: s,
@@ -549,7 +581,9 @@ export class Runner {
     const io = this.#fusedBuffers();
     if (io.packed.lmHead) return [];
     const { lmHead } = this.model;
-    return [decodeHead(this.gpu, io.hidden, lmHead, io.head!, io.logits, io.best, writeLogits)];
+    return [
+      fusedDecodeHead(this.gpu, io.hidden, lmHead, io.head!, io.logits, io.best, writeLogits),
+    ];
   }
 
   /** The first n tokens chosen and the sampler's state, from the fused path's state. */

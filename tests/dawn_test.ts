@@ -23,16 +23,17 @@ const KERNEL_TESTS = [
   "arena",
   "attention",
   "ceiling",
-  "decode",
+  "fused_decode",
   "embedding",
-  "gelu",
   "layernorm",
   "matmul",
   "softmax",
 ].map((name) => `tests/${name}_test.ts`);
 
 /** Of those, the ones with tests that take the device's default design, and depend on it. */
-const DEFAULT_DESIGN_TESTS = ["decode", "embedding", "layernorm"].map((n) => `tests/${n}_test.ts`);
+const DEFAULT_DESIGN_TESTS = ["fused_decode", "embedding", "layernorm"].map((n) =>
+  `tests/${n}_test.ts`
+);
 
 const ALL: ["read", "run", "env"] = ["read", "run", "env"];
 const unavailable = SLOW_TESTS && granted(...ALL)
