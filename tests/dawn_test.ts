@@ -3,11 +3,10 @@
  * (`KVGPT_SLOW_TESTS=1`, as `.ci/run` sets): the kernel tests, run again as they are with
  * `KVGPT_WEBGPU=dawn` (their fast set: both designs of every backward kernel, the `cpu` design
  * of the forward ones); HF parity on data/tiny-gpt2 and data/shapes, on both decode paths (each
- * with a chained greedy decode); and gradcheck on data/tiny-gpt2, with both kernel designs. The
- * `gpu` design's parity runs the one-layer fixture: on SwiftShader it runs tiny-gpt2 in ~12
- * minutes, and the kernel tests' default-design forward shapes for over ten. Where Dawn finds
- * no adapter every test here is ignored with one line saying what to install. See
- * docs/webgpu_implementations.md.
+ * with a chained greedy decode) with the `cpu` design; and gradcheck on data/tiny-gpt2 with
+ * both designs. The `gpu` design's forward passes are far slower on SwiftShader (see PARITY).
+ * Where Dawn finds no adapter every test here is ignored with one line saying what to install.
+ * See docs/webgpu_implementations.md.
  */
 import assert from "node:assert/strict";
 import { openGpu } from "../cli/env_options.ts";
@@ -61,14 +60,13 @@ Deno.test("Dawn: the kernel tests", onDawn(unavailable, ...ALL), async () => {
 /**
  * Parity runs: [fixture, design, decode path]. SwiftShader gives a dispatch 12 storage
  * buffers, so the fused step takes one layer there (data/shapes/l1-h2-e96), not tiny-gpt2's two.
- * The one-layer fixture is also the quickest for the `gpu` design: on SwiftShader under load,
- * hub-l3-h3-e48 took over 7 minutes with it (and over 3 with the `cpu` design).
+ * The `gpu` design's parity is not here: on SwiftShader it ran past 7 minutes on every fixture
+ * tried (tiny-gpt2 ~12, hub-l3-h3-e48 over 7, l1-h2-e96 over 9 at one full core), past this
+ * file's budget; `KVGPT_WEBGPU=dawn deno task doctor` checks it (hub-l3-h3-e48: 3.37e-6).
  */
 const PARITY: [string, KernelDesign, DecodePath][] = [
   ["data/tiny-gpt2", "cpu", "general"],
   ["data/shapes/l1-h2-e96", "cpu", "fused"],
-  ["data/shapes/l1-h2-e96", "gpu", "general"],
-  ["data/shapes/l1-h2-e96", "gpu", "fused"],
 ];
 
 for (const [dir, design, decode] of PARITY) {
