@@ -20,8 +20,10 @@ export {
   type GpuOptions,
   type KernelDesign,
   type KernelTime,
+  NoAdapterError,
   type RunOptions,
   type Tensor,
+  type WebGpuImplementation,
 } from "./kernels/gpu.ts";
 export type { WeightFormat } from "./kernels/matmul.ts";
 export { GPT2, type ModelOptions } from "./model/gpt2.ts";
