@@ -11,14 +11,13 @@
 import { Gpu, type Plan, type RunOptions } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
 import { generate, greedyOptions } from "../run/generate.ts";
-import type { GPT2 } from "../model/gpt2.ts";
 import { EMBEDDED, openModel } from "../run/open_model.ts";
-import type { DecodePath } from "../run/runner.ts";
+import type { DecodePath, Runner } from "../run/runner.ts";
 import { Rng } from "../base/rng.ts";
 import { integer, main, parseOptions, UsageError } from "./usage.ts";
 import { GPT2_SIZES, parseConfig } from "../model/config.ts";
 import { measureTraining, type TrainingSpeed } from "../train/throughput.ts";
-import { type Ceiling, measureCeiling } from "../kernels/ceiling.ts";
+import { type Ceiling, measureCeiling, measureF16 } from "../kernels/ceiling.ts";
 
 const USAGE =
   `usage: deno task bench [--json] [--reps N] [--quick] [--weights f32|f16|both] [--train] [--peer]
@@ -36,7 +35,8 @@ const USAGE =
                 small's shape (124M, batch 4 x 64) for 3 steps (--quick: skipped), with
                 the ceiling, dispatches per step and each matrix product's share of it
   --ceiling     only the adapter's ceiling: best FMA rate and vec4 read rates
-                (kernels/ceiling.wgsl)
+                (kernels/ceiling.wgsl), and f16 against f32 where the adapter has
+                shader-f16
   -h, --help    this text`;
 
 function median(xs: number[]): number {
@@ -60,7 +60,7 @@ function promptOf(n: number, vocabSize = 50257): number[] {
 }
 
 /** Prefill tok/s: one forward of T prompt tokens from an empty cache. */
-async function prefillTokS(model: GPT2, T: number, reps: number): Promise<number> {
+async function prefillTokS(model: Runner, T: number, reps: number): Promise<number> {
   const cache = model.newCache();
   const ms = await medianMs(reps, async () => {
     cache.reset();
@@ -75,7 +75,7 @@ async function prefillTokS(model: GPT2, T: number, reps: number): Promise<number
  * argmax on the GPU (tokens read back in batches) or on the CPU (one wait per token).
  */
 async function decodeTokS(
-  model: GPT2,
+  model: Runner,
   prompt: number,
   n: number,
   useCache: boolean,
@@ -122,6 +122,16 @@ async function benchCeiling(
   out.ceiling_fma_gflops = c.fmaGflops;
   out.ceiling_cached_read_gb_s = c.cachedReadGBs;
   out.ceiling_memory_read_gb_s = c.memoryReadGBs;
+  if (gpu.hasF16) {
+    const r = await measureF16(gpu);
+    log(
+      `  f16 / f32 time, interleaved: FMA ${r.fma.toFixed(2)}x, vec4 reads ` +
+        `${r.cachedRead.toFixed(2)}x from the caches, ${r.memoryRead.toFixed(2)}x from memory`,
+    );
+    out.f16_fma_time_ratio = r.fma;
+    out.f16_cached_read_time_ratio = r.cachedRead;
+    out.f16_memory_read_time_ratio = r.memoryRead;
+  }
   return c;
 }
 
@@ -273,7 +283,7 @@ interface PathRun {
  * from the first step to the tokens read back (one wait): the path's own throughput.
  */
 async function decodePath(
-  model: GPT2,
+  model: Runner,
   prompt: number,
   tokens: number,
   reps: number,
@@ -366,7 +376,7 @@ main("bench", async () => {
           continue;
         }
         const { model } = await openModel(gpu, dir, { weights: f, decode: path });
-        fusedLimit = model.runner.fusedLimit;
+        fusedLimit = model.fusedLimit;
         await model.warmup();
         const modes = key === "char" ? [false, true] : [false];
         for (const sampled of modes) {

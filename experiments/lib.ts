@@ -253,7 +253,7 @@ export async function validationIds(tokenizer: Tokenizer): Promise<number[]> {
 }
 
 /** −log p(target) from row `row` of `logits` ([rows, vocabSize]), in float64. */
-export function crossEntropy(
+export function negLogLikelihood(
   logits: Float32Array,
   vocabSize: number,
   row: number,

@@ -11,7 +11,7 @@ import { causalSoftmax } from "./softmax.ts";
 import codec from "./kv_codec.wgsl" with { type: "text" };
 import kernels from "./attention.wgsl" with { type: "text" };
 
-/** attention.wgsl behind the cache encoding it shares with decode.wgsl. */
+/** attention.wgsl behind the cache encoding it shares with fused_decode.wgsl. */
 const code = `${codec}\n${kernels}`;
 
 /** How the cache stores K and V: f32, f16 (two per u32 word) or int8 (four, plus scales). */

@@ -1,12 +1,13 @@
 // Causal self-attention over the KV cache, in HF's eager order:
 //   scores = (q . k) * head_dim^-0.5,  p = softmax(scores) (softmax.wgsl),  out = p @ v.
 //
-// store_kv: copies the K and V thirds of this step's qkv into the cache at positions
-//           pos0 .. pos0+T-1 (cache layout [n_head, P, head_dim]).
+// store_kv: encodes the K and V thirds of this step's qkv into the cache at positions
+//           pos0 .. pos0+T-1 (the layout below; model/kv_cache.ts says who else writes it).
 // scores:   s[h, t, j] for keys j <= pos0 + t; later keys are left for softmax to mask.
 // values:   out[t, h*HD ..] = sum over j <= pos0 + t of p[h, t, j] * v[h, j].
 // A dispatch may cover several sequences of T rows each (qkv rows row0 + b*T + t), each with
-// its own cache slab: caches are [seqs * n_head, P, words] and probs [seqs * n_head, T, P],
+// its own cache slab: caches are [seqs * n_head, P, words] (words: head_dim values in kv_codec
+// .wgsl's encoding; one sequence is [n_head, P, words]) and probs [seqs * n_head, T, P],
 // slab z = b * n_head + h, and the grid's z is that slab (store_kv: the sequence b).
 // Like matmul.wgsl, each invocation keeps a register tile of TM queries and reads vec4s;
 // the grid covers all P cache rows and invocations past the causal limit return at once,
