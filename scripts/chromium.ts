@@ -42,6 +42,12 @@ export class Browser {
       if (message.error) waiting.reject(new Error(`DevTools: ${message.error.message}`));
       else waiting.resolve(message.result);
     };
+    socket.onclose = () => {
+      for (const waiting of this.#pending.values()) {
+        waiting.reject(new Error("Chromium closed the DevTools connection"));
+      }
+      this.#pending.clear();
+    };
   }
 
   /**
@@ -87,6 +93,9 @@ export class Browser {
 
   /** Sends one DevTools command and waits for its result. */
   send(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
+    if (this.#socket.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new Error("Chromium's DevTools connection is closed"));
+    }
     const id = this.#nextId++;
     this.#socket.send(JSON.stringify({ id, method, params }));
     return new Promise((resolve, reject) => this.#pending.set(id, { resolve, reject }));
@@ -114,7 +123,10 @@ export class Browser {
   async waitFor(expression: string, timeoutMs: number, what: string): Promise<unknown> {
     const end = Date.now() + timeoutMs;
     while (Date.now() < end) {
-      const value = await this.evaluate(expression).catch(() => undefined);
+      const value = await this.evaluate(expression).catch((e: Error) => {
+        if (/DevTools connection/.test(e.message)) throw e;
+        return undefined; // the page is between documents
+      });
       if (value) return value;
       await new Promise((r) => setTimeout(r, 250));
     }
