@@ -457,6 +457,7 @@ async function selftest(): Promise<void> {
     result.greedy_ids = greedy.ids;
     result.greedy_text = tokenizer.decode(greedy.ids);
     result.decode_path = model.decodePath;
+    result.decode_path_reason = model.decodeReason;
     result.decode_tok_s = greedy.decodeSteps / (greedy.decodeMs / 1000);
     pass = report.pass && report.maxAbsDiff <= TOLERANCE && greedy.ids.length === 20;
   } catch (e) {
