@@ -87,7 +87,9 @@ async function openGpu(): Promise<Gpu | null> {
     $("adapter").textContent = `Adapter: ${opened.description}.`;
     return opened;
   } catch (e) {
-    $("nogpu").textContent = `WebGPU is here but gave no device: ${(e as Error).message}`;
+    $("nogpu").textContent = "This browser has WebGPU but gave no adapter or device (" +
+      `${(e as Error).message.split("\n")[0]}): on Linux, Chrome needs --enable-unsafe-webgpu; ` +
+      "elsewhere, check that hardware acceleration is on.";
     $("nogpu").hidden = false;
     return null;
   }
@@ -206,6 +208,10 @@ async function runGeneration(): Promise<void> {
       }
     }
     out.data += stream.flush();
+    if (seq.length >= config.nPositions) {
+      $("status").textContent = `${seq.length - promptIds.length} tokens: the context ` +
+        `(${config.nPositions} positions) is full`;
+    }
     showCache(cache, config, cached);
     showStrip(run);
     lastRuns[cached ? "cached" : "uncached"] = run;

@@ -52,18 +52,28 @@ export class Browser {
 
   /**
    * Starts headless Chromium with WebGPU on SwiftShader and attaches to its first page.
-   * `width`×`height` is the window (the screenshot's size).
+   * `width`×`height` is the window (the screenshot's size); `webgpu: false` leaves WebGPU
+   * off (a browser without it).
    */
-  static async launch(binary: string, width = 1280, height = 1000): Promise<Browser> {
+  static async launch(
+    binary: string,
+    width = 1280,
+    height = 1000,
+    webgpu = true,
+  ): Promise<Browser> {
     const profile = await Deno.makeTempDir({ prefix: "kvgpt-chromium-" });
     const process = new Deno.Command(binary, {
       args: [
         "--headless=new",
         "--no-sandbox",
-        "--enable-unsafe-webgpu",
-        "--enable-features=Vulkan",
-        "--use-vulkan=swiftshader",
-        "--use-webgpu-adapter=swiftshader",
+        ...(webgpu
+          ? [
+            "--enable-unsafe-webgpu",
+            "--enable-features=Vulkan",
+            "--use-vulkan=swiftshader",
+            "--use-webgpu-adapter=swiftshader",
+          ]
+          : ["--disable-features=WebGPU,Vulkan", "--disable-gpu"]),
         "--remote-debugging-port=0",
         `--user-data-dir=${profile}`,
         `--window-size=${width},${height}`,
