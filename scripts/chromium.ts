@@ -151,20 +151,37 @@ export class Browser {
     return Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
   }
 
-  /** Closes the browser and removes its profile. */
+  /**
+   * Closes the browser (SIGTERM lets Chromium end its helper processes; SIGKILL after 5 s)
+   * and removes its profile.
+   */
   async close(): Promise<void> {
     try {
       this.#socket.close();
     } catch {
       // already closed
     }
-    try {
-      this.#process.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
+    const stop = (signal: Deno.Signal) => {
+      try {
+        this.#process.kill(signal);
+      } catch {
+        // already gone
+      }
+    };
+    stop("SIGTERM");
+    const timer = setTimeout(() => stop("SIGKILL"), 5000);
     await this.#process.status;
-    await Deno.remove(this.#profile, { recursive: true }).catch(() => {});
+    clearTimeout(timer);
+    // Helper processes may still be writing into the profile for a moment.
+    for (let i = 0; i < 20; i++) {
+      try {
+        await Deno.remove(this.#profile, { recursive: true });
+        return;
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) return;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
   }
 }
 
