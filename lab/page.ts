@@ -21,6 +21,7 @@ import {
   type KVCache,
   loadCheckpoint,
   type ParityReport,
+  parseCachePolicy,
   Rng,
   Runner,
   runParity,
@@ -153,7 +154,7 @@ async function runGeneration(): Promise<void> {
     Number(input("maxTokens").value),
     config.nPositions - promptIds.length,
   );
-  const cache = model.newCache({ policy: "grow", growthFactor: 2 });
+  const cache = model.newCache(parseCachePolicy($("policy").value).cache);
   const run: Run = {
     cached,
     promptTokens: promptIds.length,
@@ -263,7 +264,9 @@ function showCache(cache: KVCache, config: GPT2Config, cached: boolean): void {
     `<div>Bars: dark = bytes holding tokens, light = allocated, full width = the whole ` +
     `context (${config.nPositions} positions).</div>` +
     `<div>all layers: ${kib(cache.bytesUsed)} used of ${kib(cache.bytesAllocated)} allocated ` +
-    `(${cache.growths} growths; the cache doubles when full)</div>`;
+    `(${cache.dtype} values, ${
+      cache.policy === "grow" ? `${cache.growths} growths` : "allocated once"
+    })</div>`;
 }
 
 /** A strip of thin bars, one per token, as tall as its time (the chat's strip, drawn). */
@@ -360,7 +363,7 @@ function phaseTable(run: Run): string {
     (ms.length ? row(`decode (mean of ${ms.length} steps)`, 1, mean) : "") +
     `</table><p>Wall time in the page, ${
       run.cached ? "with the cache" : "without the cache"
-    }, logits read back every step.</p>`;
+    }, logits read back every step; a pass of a new shape also records its plan.</p>`;
 }
 
 /**
