@@ -5,7 +5,7 @@
  * steps on the GPU; a batched step runs B sequences' rows through one plan.
  *
  * A single-token step takes one of two paths: the general one (the model's plan, ~10
- * dispatches per block), or for models small enough the fused one (kernels/decode.ts: one
+ * dispatches per block), or for models small enough the fused one (kernels/fused_decode.ts: one
  * dispatch runs every block, a second the lm_head). The runner picks by shape and adapter;
  * {@link Runner.decodePath} says which, and `KVGPT_DECODE=general|fused` or
  * {@link ModelOptions.decode} overrides it. Chained steps ({@link Runner.decodeGreedy},
@@ -16,15 +16,15 @@
  *
  * @module
  */
-import { argmax } from "../kernels/argmax.ts";
+import { greedyPick } from "../kernels/argmax.ts";
 import {
   type BlockTensors,
-  decodeHead,
-  decodeStep,
   destroyPacked,
   destroyTexture,
   fillTexture,
+  fusedDecodeHead,
   fusedDecodeLimit,
+  fusedDecodeStep,
   gpuSamples,
   headWorkgroups,
   packBlocks,
@@ -35,7 +35,7 @@ import {
   type StepSampling,
   type WeightTexture,
   weightTexture,
-} from "../kernels/decode.ts";
+} from "../kernels/fused_decode.ts";
 import type { Dispatch, Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
 import { GPT2, type ModelOptions } from "../model/gpt2.ts";
@@ -245,7 +245,7 @@ export class Runner {
       return [...(await this.#readState(n)).tokens];
     }
     const { ws, plan } = this.#prepare(1, cache, n, { logits: "last" });
-    const pick = argmax(this.gpu, ws.logits, vocabSize, this.ids, this.start, this.tokens);
+    const pick = greedyPick(this.gpu, ws.logits, vocabSize, this.ids, this.start, this.tokens);
     this.gpu.write(this.ids, new Uint32Array([first]));
     this.gpu.write(this.start, new Uint32Array([cache.length, 0]));
     this.gpu.run(Array.from({ length: n }, () => [...plan, pick]).flat());
@@ -507,7 +507,7 @@ export class Runner {
   #step(cache: KVCache, source: "input" | "best" | "sample", blocks: boolean, s?: StepSampling) {
     const io = this.#fusedBuffers();
     const { config } = this.model;
-    return decodeStep(this.gpu, config, io.packed, io, cache.layers, {
+    return fusedDecodeStep(this.gpu, config, io.packed, io, cache.layers, {
       source,
       blocks,
       sampling: s,
@@ -519,7 +519,9 @@ export class Runner {
     const io = this.#fusedBuffers();
     if (io.packed.lmHead) return [];
     const { lmHead } = this.model;
-    return [decodeHead(this.gpu, io.hidden, lmHead, io.head!, io.logits, io.best, writeLogits)];
+    return [
+      fusedDecodeHead(this.gpu, io.hidden, lmHead, io.head!, io.logits, io.best, writeLogits),
+    ];
   }
 
   /** The first n tokens chosen and the sampler's state, from the fused path's state. */

@@ -10,7 +10,7 @@ import { Runner } from "../run/runner.ts";
 import type { CacheDType, KVCache, LayerKV } from "../model/kv_cache.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { attentionRef } from "./cpu_reference.ts";
-import { Arena, assertClose, granted, needs, Rng } from "./helpers.ts";
+import { Arena, assertClose, granted, needs, TestRng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 // Every test here needs the fixture: without read access (plain `deno test`) they are ignored.
@@ -79,7 +79,7 @@ for (const dtype of ["f16", "int8"] as const) {
         // T = 1 is decode's single-dispatch attend_one.
         const [H, D, P, pos0] = [3, 16, 64, 20];
         const C = H * D;
-        const rng = new Rng(7);
+        const rng = new TestRng(7);
         const arena = new Arena(gpu);
         const words = cacheWords(dtype, D);
         const qkv = rng.normals(T * 3 * C, 1.5);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { fusedDecodeLimit } from "../kernels/decode.ts";
+import { fusedDecodeLimit } from "../kernels/fused_decode.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { runParity, TOLERANCE } from "../run/parity.ts";

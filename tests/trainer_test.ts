@@ -13,7 +13,7 @@ import { gpt2Init, randomWeights } from "../model/weights.ts";
 import { TrainingActivations } from "../train/activations.ts";
 import { runGradcheck } from "../train/gradcheck.ts";
 import { Trainer } from "../train/trainer.ts";
-import { needs, Rng } from "./helpers.ts";
+import { needs, TestRng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -56,7 +56,7 @@ const SMALL = parseConfig({
   eos_token_id: 0,
 }, "small training config");
 
-function batchOf(rng: Rng, B: number, T: number, V: number): number[][] {
+function batchOf(rng: TestRng, B: number, T: number, V: number): number[][] {
   return Array.from({ length: B }, () => Array.from({ length: T + 1 }, () => rng.int(V)));
 }
 
@@ -90,7 +90,7 @@ Deno.test("training workspace: every activation is [B·T, ·], K/V and probs per
 Deno.test("trainer: a step allocates no GPU buffer after the first and is one submission", async () => {
   const model = new GPT2(gpu, SMALL, gpt2Init(SMALL, 1));
   const trainer = new Trainer(model, { B: 2, T: 8 });
-  const rng = new Rng(3);
+  const rng = new TestRng(3);
   try {
     await trainer.step(batchOf(rng, 2, 8, 65));
     const bytes = gpu.bytesAllocated;
@@ -125,7 +125,7 @@ Deno.test("trainer: the trained model generates through its cache with the updat
   const model = new GPT2(gpu, SMALL, randomWeights(SMALL, 5));
   const runner = new Runner(model); // runs the model the trainer trains
   const trainer = new Trainer(model, { B: 2, T: 8 }, { lr: 1e-2 });
-  const rng = new Rng(4);
+  const rng = new TestRng(4);
   const batch = batchOf(rng, 2, 8, 65);
   try {
     // Decode once before training, so that any copy of the weights a decode path keeps
