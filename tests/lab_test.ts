@@ -9,7 +9,7 @@ import {
   realFileInside,
 } from "../cli/lab_server.ts";
 import { Browser, findChromium } from "../scripts/chromium.ts";
-import { needs, slow } from "./helpers.ts";
+import { granted, needs, slow } from "./helpers.ts";
 
 const FOLDERS: OfferedFolder[] = [
   { name: "data/tiny-gpt2", dir: "data/tiny-gpt2" },
@@ -142,8 +142,9 @@ async function rawStatus(port: number, target: string, host = `127.0.0.1:${port}
   }
 }
 
-const chromium = findChromium();
-if (!chromium) {
+const mayLook = granted("env", "read", "run");
+const chromium = mayLook ? findChromium() : null;
+if (mayLook && !chromium) {
   console.log("lab browser test ignored: no chromium on PATH (apt-get install chromium)");
 }
 
