@@ -17,7 +17,7 @@ import { Rng } from "../base/rng.ts";
 import { integer, main, parseOptions, UsageError } from "./usage.ts";
 import { GPT2_SIZES, parseConfig } from "../model/config.ts";
 import { measureTraining, type TrainingSpeed } from "../train/throughput.ts";
-import { type Ceiling, measureCeiling } from "../kernels/ceiling.ts";
+import { type Ceiling, measureCeiling, measureF16 } from "../kernels/ceiling.ts";
 
 const USAGE =
   `usage: deno task bench [--json] [--reps N] [--quick] [--weights f32|f16|both] [--train] [--peer]
@@ -35,7 +35,8 @@ const USAGE =
                 small's shape (124M, batch 4 x 64) for 3 steps (--quick: skipped), with
                 the ceiling, dispatches per step and each matrix product's share of it
   --ceiling     only the adapter's ceiling: best FMA rate and vec4 read rates
-                (kernels/ceiling.wgsl)
+                (kernels/ceiling.wgsl), and f16 against f32 where the adapter has
+                shader-f16
   -h, --help    this text`;
 
 function median(xs: number[]): number {
@@ -121,6 +122,16 @@ async function benchCeiling(
   out.ceiling_fma_gflops = c.fmaGflops;
   out.ceiling_cached_read_gb_s = c.cachedReadGBs;
   out.ceiling_memory_read_gb_s = c.memoryReadGBs;
+  if (gpu.hasF16) {
+    const r = await measureF16(gpu);
+    log(
+      `  f16 / f32 time, interleaved: FMA ${r.fma.toFixed(2)}x, vec4 reads ` +
+        `${r.cachedRead.toFixed(2)}x from the caches, ${r.memoryRead.toFixed(2)}x from memory`,
+    );
+    out.f16_fma_time_ratio = r.fma;
+    out.f16_cached_read_time_ratio = r.cachedRead;
+    out.f16_memory_read_time_ratio = r.memoryRead;
+  }
   return c;
 }
 

@@ -7,6 +7,7 @@ struct Params {
   T: u32,    // rows
   C: u32,    // row length
   eps: f32,
+  keep: u32, // 1: the forward keeps each row's (mean, rstd) in stats, for the backward
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -28,15 +29,17 @@ fn layernorm(@builtin(global_invocation_id) gid: vec3<u32>) {
   let C4 = p.C / 4u;
   let row = t * C4;
   let s = ln_row_stats(row, C4, p.eps);
+  if (p.keep == 1u) { stats[t] = s; }
   for (var i = 0u; i < C4; i++) { y[row + i] = ln_apply(x[row + i], s, weight[i], bias[i]); }
 }
 
 // ---- Backward, for training. With xhat = (x - mean)·rstd and g = dy·weight, per row
 //   dx += rstd·(g - mean(g) - xhat·mean(g·xhat)),
-// and over the rows dweight = Σ dy·xhat, dbias = Σ dy. layernorm_backward_rows recomputes
-// each row's mean and rstd as the forward does, adds the row's dx and keeps (mean, rstd) in
-// stats; layernorm_backward_params then sums each column over the rows in order (no atomics,
-// so every run gives the same sums). One invocation per row, then per 4 columns.
+// and over the rows dweight = Σ dy·xhat, dbias = Σ dy. The forward kept each row's mean and
+// rstd in stats (keep), so layernorm_backward_rows reads each row twice (no pass for the
+// statistics) and adds its dx; layernorm_backward_params then sums each column over the rows
+// in order (no atomics, so every run gives the same sums). One invocation per row, then per
+// 4 columns.
 
 override WG: u32 = 64u; // invocations per workgroup of the backward kernels
 
@@ -52,8 +55,7 @@ fn layernorm_backward_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (t >= p.T) { return; }
   let C4 = p.C / 4u;
   let row = t * C4;
-  let s = ln_row_stats(row, C4, p.eps);
-  stats[t] = s;
+  let s = stats[t];
   var g_sum = vec4(0.0);
   var gx_sum = vec4(0.0);
   for (var i = 0u; i < C4; i++) {

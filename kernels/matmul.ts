@@ -105,6 +105,23 @@ export function transpose(a: Float32Array, rows: number, cols: number): Float32A
 export type Epilogue = "none" | "gelu" | "add";
 
 const EPILOGUES: Record<Epilogue, number> = { none: 0, gelu: 1, add: 2 };
+/** The `gelu` epilogue that also stores v itself (matmul.wgsl's epilogue 3). */
+const GELU_KEEPING_PRE = 3;
+
+/**
+ * How the cpu design tiles a product of M >= 4 rows: 16 x 16 register tiles per invocation,
+ * `wg` invocations per workgroup on consecutive output tiles (`matmul_rows16`) or on
+ * consecutive row tiles (`matmul_rows16_by_rows`); or 8 rows x 16 outputs (`matmul_rows8`).
+ */
+export interface Tiling {
+  readonly entry: "matmul_rows16" | "matmul_rows16_by_rows" | "matmul_rows8";
+  readonly wg: number;
+}
+
+/** The cpu design's tiling of an M x K x N product (M >= 4). */
+export function tilingFor(_M: number, _K: number, _N: number): Tiling {
+  return { entry: "matmul_rows16", wg: 8 };
+}
 
 /** One dispatch of y[:, yCol0 ..] = x[xRow0 .., :] @ w^T (+ b); M from the rows of y. */
 function product(
@@ -117,17 +134,20 @@ function product(
   y: Tensor,
   yCol0: number,
   epilogue: Epilogue = "none",
+  pre: Tensor | null = null,
+  tiling: Tiling | null = null,
 ): Dispatch {
   const { rows: N, cols: K, tensor } = w;
   const [M, ldy] = y.shape;
-  const params = gpu.uniform([M, N, K, xRow0, yCol0, ldy, b ? 1 : 0, EPILOGUES[epilogue]]);
+  const code3 = pre ? GELU_KEEPING_PRE : EPILOGUES[epilogue];
+  const params = gpu.uniform([M, N, K, xRow0, yCol0, ldy, b ? 1 : 0, code3]);
   // Without a bias the kernel never reads b; the weights stand in for the binding. The
   // kernels name the weights as f32 (w) and as f16 pairs (wh) and read the one F16 picks;
   // matmul_row_f16 reads f16 eights (wh8) alone.
   const f16 = w.format === "f16";
   const F16 = f16 ? 1 : 0;
   const bias = b ?? tensor;
-  const weights = { w: tensor, wh: tensor };
+  const weights = { w: tensor, wh: tensor, pre: pre ?? gpu.unused("no pre-activation") };
   if (gpu.design === "gpu") {
     const entry = M < 4 ? "matmul_gemv" : "matmul_tiled";
     const grid = M < 4
@@ -138,14 +158,29 @@ function product(
   }
   // Design "cpu": register tiles, in small workgroups so that even a 768-output product
   // (48 invocations of 16 x 16 tiles in a 16-token prefill) spreads over both cores.
-  const [entry, cols, rows, wg] = M >= 4
-    ? ["matmul_rows16", 16, 16, 8]
-    : M > 1
+  if (M >= 4) {
+    const { entry, wg } = tiling ?? tilingFor(M, K, N);
+    const kernel = gpu.kernel(code, entry, { WG: wg, F16 });
+    const [tilesN, tilesM] = [
+      Math.ceil(N / 16),
+      Math.ceil(M / (entry === "matmul_rows8" ? 8 : 16)),
+    ];
+    const grid = entry === "matmul_rows16_by_rows"
+      ? [groups(tilesM, wg), tilesN]
+      : [groups(tilesN, wg), tilesM];
+    return gpu.dispatch(label, kernel, { p: params, x, ...weights, b: bias, y }, grid);
+  }
+  const [entry, cols, rows, wg] = M > 1
     ? ["matmul_rows4", 4, 4, 16]
     : f16 && K % 8 === 0
     ? ["matmul_row_f16", 4, 1, 16]
     : ["matmul_row", 4, 1, 16];
-  const bindings = { p: params, x, ...(entry === "matmul_row_f16" ? { wh8: tensor } : weights) };
+  const bindings = {
+    p: params,
+    x,
+    pre: weights.pre,
+    ...(entry === "matmul_row_f16" ? { wh8: tensor } : weights),
+  };
   const kernel = gpu.kernel(code, entry, { WG: wg, F16 });
   const grid = [groups(Math.ceil(N / cols), wg), Math.ceil(M / rows)];
   return gpu.dispatch(label, kernel, { ...bindings, b: bias, y }, grid);
@@ -153,8 +188,9 @@ function product(
 
 /**
  * y = x @ w^T + b, an HF Conv1D with its weight stored transposed; with `epilogue` gelu,
- * y = gelu_new(x @ w^T + b), and with add, y += x @ w^T + b.
- * x: [M, K], w: [N, K] (stored [out, in]), b: [N], y: [M, N]. K a multiple of 4.
+ * y = gelu_new(x @ w^T + b), and with add, y += x @ w^T + b. With gelu and `pre` (training),
+ * pre = x @ w^T + b too, the value before the activation, in the same pass.
+ * x: [M, K], w: [N, K] (stored [out, in]), b: [N], y and pre: [M, N]. K a multiple of 4.
  */
 export function matmul(
   gpu: Gpu,
@@ -163,6 +199,7 @@ export function matmul(
   b: Tensor,
   y: Tensor,
   epilogue: Epilogue = "none",
+  pre: Tensor | null = null,
 ): Dispatch {
   const [M, K] = x.shape;
   const N = w.rows;
@@ -173,8 +210,31 @@ export function matmul(
     );
   }
   if (K % 4) throw new Error(`matmul: K=${K} must be a multiple of 4`);
+  if (pre && (epilogue !== "gelu" || `${pre.shape}` !== `${y.shape}`)) {
+    throw new Error(`matmul: pre[${pre.shape}] needs the gelu epilogue and y's shape`);
+  }
   const label = `matmul ${M}x${K}x${N}${epilogue === "none" ? "" : ` ${epilogue}`}`;
-  return product(gpu, label, x, 0, w, b, y, 0, epilogue);
+  return product(gpu, label, x, 0, w, b, y, 0, epilogue, pre);
+}
+
+/**
+ * {@link matmul} (no epilogue) in the cpu design with a given tiling, for comparing tilings
+ * (scripts/matmul_ab.ts); M >= 4.
+ */
+export function matmulTiled(
+  gpu: Gpu,
+  x: Tensor,
+  w: Weight,
+  b: Tensor,
+  y: Tensor,
+  tiling: Tiling,
+): Dispatch {
+  const [M, K] = x.shape;
+  if (gpu.design !== "cpu" || M < 4 || w.cols !== K || y.shape[1] !== w.rows) {
+    throw new Error(`matmulTiled: cpu design, M >= 4 and fitting shapes only`);
+  }
+  const label = `matmul ${M}x${K}x${w.rows} ${tiling.entry} wg ${tiling.wg}`;
+  return product(gpu, label, x, 0, w, b, y, 0, "none", null, tiling);
 }
 
 /**
@@ -239,16 +299,20 @@ function gradInputs(
   K: number,
   accumulate: boolean,
   hasBias: boolean,
+  gelu = false,
 ) {
   const [M, ldy] = dy.shape;
   // The kernels name dy as vec4s too, and a binding holds at least one.
   if (M * ldy < 4) throw new Error(`matmul backward: dy[${dy.shape}] has fewer than 4 values`);
-  const params = [M, N, K, ldy, col0, accumulate ? 1 : 0, hasBias ? 1 : 0];
+  const params = [M, N, K, ldy, col0, accumulate ? 1 : 0, hasBias ? 1 : 0, gelu ? 1 : 0];
   const DY_VEC4 = ldy % 4 === 0 && col0 % 4 === 0 ? 1 : 0;
   return { M, DY_VEC4, bindings: { gp: gpu.uniform(params), dy, dy4: dy } };
 }
 
-/** One dispatch of dx (+)= dy[:, col0 .. col0+N] @ w; w: [N, K] f32, dx: [M, K]. */
+/**
+ * One dispatch of dx (+)= dy[:, col0 .. col0+N] @ w, times gelu_new'(geluOf) when given;
+ * w: [N, K] f32, dx and geluOf: [M, K].
+ */
 function inputGradient(
   gpu: Gpu,
   label: string,
@@ -257,12 +321,13 @@ function inputGradient(
   w: Tensor,
   dx: Tensor,
   accumulate: boolean,
+  geluOf: Tensor | null = null,
 ): Dispatch {
   const [N, K] = w.shape;
-  const { M, DY_VEC4, bindings } = gradInputs(gpu, dy, col0, N, K, accumulate, false);
+  const { M, DY_VEC4, bindings } = gradInputs(gpu, dy, col0, N, K, accumulate, false, !!geluOf);
   // An invocation loops over the N weight rows, 16 (gpu) or 4 (cpu) at a time.
   checkLoopTrips(`${label}: w[${w.shape}]`, Math.ceil(N / (gpu.design === "gpu" ? 16 : 4)) + 1);
-  const all = { ...bindings, w, dx };
+  const all = { ...bindings, w, dx, gelu_x: geluOf ?? gpu.unused("no gelu backward") };
   if (gpu.design === "gpu") {
     const kernel = gpu.kernel(code, "matmul_backward_input_tiled", { DY_VEC4 });
     return gpu.dispatch(label, kernel, all, [Math.ceil(K / 64), Math.ceil(M / 64)]);
@@ -302,9 +367,12 @@ function weightGradient(
 
 /**
  * dx = dy @ w, or dx += dy @ w with `accumulate`: the input gradient of y = x @ w^T + b.
- * dy: [M, N] (row stride may exceed N: dy.shape = [M, ldy], only the first w.rows columns
- * are read), w: [N, K] f32 Weight, dx: [M, K]. K a multiple of 4. An invocation loops over the
- * N weight rows, 4 (cpu design) or 16 (gpu) at a time: see MAX_LOOP_TRIPS in gpu.ts.
+ * With `geluOf` (not with accumulate), dx = (dy @ w) · gelu_new'(geluOf): the gradient
+ * carried on through the GELU whose output x was, geluOf being its input (GELU's backward in
+ * the same pass). dy: [M, N] (row stride may exceed N: dy.shape = [M, ldy], only the first
+ * w.rows columns are read), w: [N, K] f32 Weight, dx and geluOf: [M, K]. K a multiple of 4.
+ * An invocation loops over the N weight rows, 4 (cpu design) or 16 (gpu) at a time: see
+ * MAX_LOOP_TRIPS in gpu.ts.
  */
 export function matmulBackwardInput(
   gpu: Gpu,
@@ -312,6 +380,7 @@ export function matmulBackwardInput(
   w: Weight,
   dx: Tensor,
   accumulate = false,
+  geluOf: Tensor | null = null,
 ): Dispatch {
   requireF32("matmulBackwardInput: w", w.format);
   const [M, ldy] = dy.shape;
@@ -322,8 +391,13 @@ export function matmulBackwardInput(
     );
   }
   if (K % 4) throw new Error(`matmulBackwardInput: K=${K} must be a multiple of 4`);
-  const label = `matmul backward input ${M}x${N}x${K}${accumulate ? " +=" : ""}`;
-  return inputGradient(gpu, label, dy, 0, w.tensor, dx, accumulate);
+  if (geluOf && (accumulate || `${geluOf.shape}` !== `${dx.shape}`)) {
+    throw new Error(`matmulBackwardInput: geluOf[${geluOf.shape}] needs dx's shape, no +=`);
+  }
+  const label = `matmul backward input ${M}x${N}x${K}${accumulate ? " +=" : ""}${
+    geluOf ? " gelu" : ""
+  }`;
+  return inputGradient(gpu, label, dy, 0, w.tensor, dx, accumulate, geluOf);
 }
 
 /**

@@ -31,7 +31,8 @@ struct Params {
   ldy: u32,     // row stride of y
   hasBias: u32, // 1: add b
   epilogue: u32, // what the stored value v = x·w (+ b) becomes: 0 y = v; 1 y = gelu(v);
-                 // 2 y = y + v (a residual add into y)
+                 // 2 y = y + v (a residual add into y); 3 y = gelu(v) and pre = v (training
+                 // keeps the value before the activation for the backward)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -41,6 +42,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;  // [M, ldy]
 @group(0) @binding(5) var<storage, read> wh: array<vec2<u32>>; // [N, K] as f16 pairs (F16)
 @group(0) @binding(6) var<storage, read> wh8: array<vec4<u32>>; // the same, 8 weights a read
+@group(0) @binding(13) var<storage, read_write> pre: array<f32>; // [M, ldy] (epilogue 3 only)
 
 // Weights k .. k+3 of weight row n: w[n, 4·k4 ..].
 fn wrow(n: u32, k4: u32, K4: u32) -> vec4<f32> {
@@ -72,7 +74,10 @@ fn w4(n: u32, k4: u32, K4: u32) -> mat4x4<f32> {
 fn finish(o: u32, n: u32, acc: f32) {
   var v = acc;
   if (p.hasBias == 1u) { v += b[n]; }
-  if (p.epilogue == 1u) {
+  if (p.epilogue == 3u) {
+    pre[o] = v;
+    v = gelu_new(v);
+  } else if (p.epilogue == 1u) {
     v = gelu_new(v);
   } else if (p.epilogue == 2u) {
     v = y[o] + v;
@@ -184,13 +189,10 @@ fn store16(row: u32, n: u32, acc: Out16) {
 
 
 // 16 rows x 16 outputs per invocation: each vec4 read feeds 16 (x) or 16 (w) products, a
-// third of the reads per product of an 8 x 4 tile. Grid: (N / 16 / WG, M / 16).
-@compute @workgroup_size(WG)
-fn matmul_rows16(@builtin(global_invocation_id) gid: vec3<u32>) {
+// third of the reads per product of an 8 x 4 tile. The tile of rows r0 .., outputs n ...
+fn tile16(n: u32, r0: u32) {
   let K4 = p.K / 4u;
-  let n = gid.x * 16u;
-  let r0 = gid.y * 16u;
-  if (n >= p.N) { return; }
+  if (n >= p.N || r0 >= p.M) { return; }
   let x0 = xrow(r0, 0u, K4); let x1 = xrow(r0, 1u, K4); let x2 = xrow(r0, 2u, K4);
   let x3 = xrow(r0, 3u, K4); let x4 = xrow(r0, 4u, K4); let x5 = xrow(r0, 5u, K4);
   let x6 = xrow(r0, 6u, K4); let x7 = xrow(r0, 7u, K4); let x8 = xrow(r0, 8u, K4);
@@ -236,6 +238,59 @@ fn matmul_rows16(@builtin(global_invocation_id) gid: vec3<u32>) {
   store16(r0 + 13u, n, a13);
   store16(r0 + 14u, n, a14);
   store16(r0 + 15u, n, a15);
+}
+
+// tile16 with a workgroup's invocations on consecutive output tiles (reading the same rows of
+// x). Grid: (N / 16 / WG, M / 16).
+@compute @workgroup_size(WG)
+fn matmul_rows16(@builtin(global_invocation_id) gid: vec3<u32>) {
+  tile16(gid.x * 16u, gid.y * 16u);
+}
+
+// 8 rows x 16 outputs per invocation: half tile16's accumulators (fewer spilled to memory),
+// each weight read feeding 8 products. Grid: (N / 16 / WG, M / 8).
+@compute @workgroup_size(WG)
+fn matmul_rows8(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let K4 = p.K / 4u;
+  let n = gid.x * 16u;
+  let r0 = gid.y * 8u;
+  if (n >= p.N || r0 >= p.M) { return; }
+  let x0 = xrow(r0, 0u, K4);
+  let x1 = xrow(r0, 1u, K4);
+  let x2 = xrow(r0, 2u, K4);
+  let x3 = xrow(r0, 3u, K4);
+  let x4 = xrow(r0, 4u, K4);
+  let x5 = xrow(r0, 5u, K4);
+  let x6 = xrow(r0, 6u, K4);
+  let x7 = xrow(r0, 7u, K4);
+  let z = Out16(vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
+  var a0 = z; var a1 = z; var a2 = z; var a3 = z; var a4 = z; var a5 = z; var a6 = z; var a7 = z;
+  for (var k4 = 0u; k4 < K4; k4++) {
+    let wk = w16(n, k4, K4);
+    a0 = fma16(a0, x[x0 + k4], wk);
+    a1 = fma16(a1, x[x1 + k4], wk);
+    a2 = fma16(a2, x[x2 + k4], wk);
+    a3 = fma16(a3, x[x3 + k4], wk);
+    a4 = fma16(a4, x[x4 + k4], wk);
+    a5 = fma16(a5, x[x5 + k4], wk);
+    a6 = fma16(a6, x[x6 + k4], wk);
+    a7 = fma16(a7, x[x7 + k4], wk);
+  }
+  store16(r0 + 0u, n, a0);
+  store16(r0 + 1u, n, a1);
+  store16(r0 + 2u, n, a2);
+  store16(r0 + 3u, n, a3);
+  store16(r0 + 4u, n, a4);
+  store16(r0 + 5u, n, a5);
+  store16(r0 + 6u, n, a6);
+  store16(r0 + 7u, n, a7);
+}
+
+// tile16 with a workgroup's invocations on consecutive row tiles (reading the same weights).
+// Grid: (M / 16 / WG, N / 16).
+@compute @workgroup_size(WG)
+fn matmul_rows16_by_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+  tile16(gid.y * 16u, gid.x * 16u);
 }
 
 // ---- Design "gpu": for real GPUs, where workgroup memory is fast and barriers cheap. ----
@@ -338,6 +393,7 @@ struct GradParams {
   col0: u32,       // column of dy that weight row 0 belongs to
   accumulate: u32, // 1: dx (or dw) += the product; 0: dx (or dw) = the product
   hasBias: u32,    // 1: db = Σ_m dy[m, col0 ..] (written)
+  gelu: u32,       // 1: dx = the product · gelu_new'(gelu_x), GELU's backward (not with +=)
 }
 
 @group(0) @binding(7) var<uniform> gp: GradParams;
@@ -346,6 +402,7 @@ struct GradParams {
 @group(0) @binding(10) var<storage, read_write> dx: array<vec4<f32>>; // [M, K]
 @group(0) @binding(11) var<storage, read_write> dw: array<vec4<f32>>; // [N, K]
 @group(0) @binding(12) var<storage, read_write> db: array<f32>;       // [N]
+@group(0) @binding(14) var<storage, read> gelu_x: array<vec4<f32>>;   // [M, K] (gelu only)
 
 // The four floats of dy starting at element i (a multiple of 4 with DY_VEC4).
 fn dyq(i: u32) -> vec4<f32> {
@@ -381,7 +438,12 @@ fn store_dx(m: u32, k4: u32, v: vec4<f32>) {
   let K4 = gp.K / 4u;
   if (m >= gp.M || k4 >= K4) { return; }
   let o = m * K4 + k4;
-  if (gp.accumulate == 1u) { dx[o] += v; } else { dx[o] = v; }
+  var d = v;
+  if (gp.gelu == 1u) {
+    let a = gelu_x[o];
+    d *= vec4(gelu_new_grad(a.x), gelu_new_grad(a.y), gelu_new_grad(a.z), gelu_new_grad(a.w));
+  }
+  if (gp.accumulate == 1u) { dx[o] += d; } else { dx[o] = d; }
 }
 
 // dw[n, 4·k4 ..] = v, or += v; nothing past the edges.

@@ -16,7 +16,6 @@
 import { TensorArena, type Uploader } from "../kernels/arena.ts";
 import { attend, attendBackward, type QueryRows, storeKv } from "../kernels/attention.ts";
 import { embedding, embeddingBackward } from "../kernels/embedding.ts";
-import { gelu, geluBackward } from "../kernels/gelu.ts";
 import type { Copy, Gpu, Plan, Tensor } from "../kernels/gpu.ts";
 import { layerNorm, layerNormBackward } from "../kernels/layernorm.ts";
 import {
@@ -76,6 +75,9 @@ export interface BlockActivations {
   readonly fcPre: Tensor | null; // [N, nInner] c_fc before GELU, kept for backward; null: fused
   readonly fc: Tensor; //    [N, nInner] gelu(c_fc(ln2))
   readonly out: Tensor; //   [N, C]  mid + mlp(ln_2(mid)); x itself in place
+  /** [N, 2] each row's LayerNorm mean and rstd, kept for the backward (training only). */
+  readonly ln1Stats?: Tensor;
+  readonly ln2Stats?: Tensor;
 }
 
 /**
@@ -92,6 +94,7 @@ export interface Pass {
   /** The sequences whose rows block i's attention covers. */
   sequences(i: number): readonly SequenceRows[];
   readonly lnF: Tensor; //       [N, C] ln_f(last block's out)
+  readonly lnFStats?: Tensor; // [N, 2] ln_f's mean and rstd per row, kept for the backward
   readonly logits: Tensor; //    [rows, ldy]: the logits of rows logitsRow0 ..
   readonly logitsRow0: number;
   /** Copies hidden state i (0: embeddings, i: block i-1's output, L+1: ln_f) if kept. */
@@ -107,10 +110,8 @@ export interface ActivationGrads {
   readonly ln: Tensor; //    [N, C] d(LayerNorm output)
   readonly qkv: Tensor; //   [N, 3C]
   readonly att: Tensor; //   [N, C]
-  readonly fc: Tensor; //    [N, nInner] d gelu output
-  readonly fcPre: Tensor; // [N, nInner] d c_fc output
+  readonly fcPre: Tensor; // [N, nInner] d c_fc output (GELU's backward is c_proj's epilogue)
   readonly probs: Tensor; // [B · nHead, T, T] scratch of the attention backward
-  readonly lnStats: Tensor; // [N, 2] scratch of the LayerNorm backward: mean, 1/std per row
   readonly links: Tensor; // [N] u32 scratch of the embedding backward: next row of each token
 }
 
@@ -147,12 +148,12 @@ class LayerNorm {
     this.bias = to.upload(w.bias, [w.bias.length], `${name}.bias`);
   }
 
-  // x: [N, C] -> y: [N, C]
-  forward(x: Tensor, y: Tensor): Plan {
-    return [layerNorm(this.gpu, x, this.weight, this.bias, y, this.eps)];
+  // x: [N, C] -> y: [N, C]; each row's mean and rstd to stats ([N, 2]) when given
+  forward(x: Tensor, y: Tensor, stats?: Tensor): Plan {
+    return [layerNorm(this.gpu, x, this.weight, this.bias, y, this.eps, stats)];
   }
 
-  // dy: [N, C] -> dx += d x: [N, C]; d weight, d bias: [C]; stats: [N, 2] scratch
+  // dy: [N, C] -> dx += d x: [N, C]; d weight, d bias: [C]; stats: [N, 2] the forward's
   backward(x: Tensor, dy: Tensor, dx: Tensor, stats: Tensor, g: Gradients): Plan {
     const { gpu, weight, bias, eps } = this;
     return layerNormBackward(gpu, x, weight, dy, dx, g.of(weight), g.of(bias), eps, stats);
@@ -183,17 +184,19 @@ class Linear {
     this.bias = to.upload(w.bias, [m], `${name}.bias`);
   }
 
-  // x: [N, in] -> y: [N, out]; `then` gelu: y = gelu(x @ W + b); add: y += x @ W + b
-  forward(x: Tensor, y: Tensor, then: Epilogue = "none"): Plan {
-    return [matmul(this.gpu, x, this.weight, this.bias, y, then)];
+  // x: [N, in] -> y: [N, out]; `then` gelu: y = gelu(x @ W + b) (and pre = x @ W + b when
+  // given); add: y += x @ W + b
+  forward(x: Tensor, y: Tensor, then: Epilogue = "none", pre: Tensor | null = null): Plan {
+    return [matmul(this.gpu, x, this.weight, this.bias, y, then, pre)];
   }
 
-  // dy: [N, out] -> dx: [N, in]; d W: [out, in], d b: [out]
-  backward(x: Tensor, dy: Tensor, dx: Tensor, g: Gradients): Plan {
+  // dy: [N, out] -> dx: [N, in]; d W: [out, in], d b: [out]. With geluOf, x = gelu(geluOf)
+  // and dx is d geluOf: GELU's backward in the same pass.
+  backward(x: Tensor, dy: Tensor, dx: Tensor, g: Gradients, geluOf: Tensor | null = null): Plan {
     const { gpu, weight, bias } = this;
     return [
       ...matmulBackwardWeight(gpu, dy, x, g.of(weight.tensor), g.of(bias)),
-      matmulBackwardInput(gpu, dy, weight, dx),
+      matmulBackwardInput(gpu, dy, weight, dx, false, geluOf),
     ];
   }
 
@@ -273,10 +276,10 @@ class MLP {
   // x: [N, C] -> residual += mlp(x): [N, C], through fc = gelu(x @ W_fc + b): [N, nInner]
   // (training keeps c_fc's output before the GELU, fcPre, for the backward)
   forward(x: Tensor, a: BlockActivations, residual: Tensor): Plan {
-    const fc = a.fcPre
-      ? [...this.cFc.forward(x, a.fcPre), gelu(this.gpu, a.fcPre, a.fc)]
-      : this.cFc.forward(x, a.fc, "gelu");
-    return [...fc, ...this.cProj.forward(a.fc, residual, "add")];
+    return [
+      ...this.cFc.forward(x, a.fc, "gelu", a.fcPre),
+      ...this.cProj.forward(a.fc, residual, "add"),
+    ];
   }
 
   // d residual: [N, C] -> dx: [N, C] (d of x, the LayerNorm output the MLP read)
@@ -289,8 +292,7 @@ class MLP {
     g: Gradients,
   ): Plan {
     return [
-      ...this.cProj.backward(a.fc, dResidual, d.fc, g), // d fc: [N, nInner]
-      geluBackward(this.gpu, a.fcPre!, d.fc, d.fcPre), //   d fcPre: [N, nInner]
+      ...this.cProj.backward(a.fc, dResidual, d.fcPre, g, a.fcPre!), // d fcPre: [N, nInner]
       ...this.cFc.backward(x, d.fcPre, dx, g),
     ];
   }
@@ -320,9 +322,9 @@ class Block {
   forward(x: Tensor, a: BlockActivations, seqs: readonly SequenceRows[]): Plan {
     const { ln1, attn, ln2, mlp } = this;
     return [
-      ...ln1.forward(x, a.ln1),
+      ...ln1.forward(x, a.ln1, a.ln1Stats),
       ...residual(x, a.mid, attn.forward(a.ln1, a, seqs, a.mid)), // mid = x + attn(ln_1(x))
-      ...ln2.forward(a.mid, a.ln2),
+      ...ln2.forward(a.mid, a.ln2, a.ln2Stats),
       ...residual(a.mid, a.out, mlp.forward(a.ln2, a, a.out)), //    out = mid + mlp(ln_2(mid))
     ];
   }
@@ -338,9 +340,9 @@ class Block {
     const { ln1, attn, ln2, mlp } = this;
     return [
       ...mlp.backward(a.ln2, a, d.x, d.ln, d, g), //    d ln2 = d out · ∂mlp
-      ...ln2.backward(a.mid, d.ln, d.x, d.lnStats, g), //           d mid = d out + d ln2 · ∂ln_2
+      ...ln2.backward(a.mid, d.ln, d.x, a.ln2Stats!, g), //         d mid = d out + d ln2 · ∂ln_2
       ...attn.backward(a.ln1, a, seqs, d.x, d.ln, d, g), // d ln1 = d mid · ∂attn
-      ...ln1.backward(x, d.ln, d.x, d.lnStats, g), //               d x = d mid + d ln1 · ∂ln_1
+      ...ln1.backward(x, d.ln, d.x, a.ln1Stats!, g), //             d x = d mid + d ln1 · ∂ln_1
     ];
   }
 
@@ -420,7 +422,7 @@ export class GPT2 {
         ...block.forward(input(i), p.layer(i), p.sequences(i)),
         ...p.keep(i + 1, p.layer(i).out),
       ]),
-      ...this.lnF.forward(input(L), p.lnF),
+      ...this.lnF.forward(input(L), p.lnF, p.lnFStats),
       ...p.keep(L + 1, p.lnF),
       ...lmHead(gpu, p.lnF, p.logitsRow0, this.lmHead, p.logits), // logits: [rows, V]
     ];
@@ -439,7 +441,7 @@ export class GPT2 {
     return [
       ...lmHeadBackward(gpu, p.logits, p.lnF, this.lmHead, d.ln, g.chunks(this.lmHead)), // d lnF
       { label: "clear d x", clear: d.x },
-      ...this.lnF.backward(input(L), d.ln, d.x, d.lnStats, g), // d x: d(last block's out), [N, C]
+      ...this.lnF.backward(input(L), d.ln, d.x, p.lnFStats!, g), // d x: d(last block's out), [N, C]
       ...this.blocks.toReversed().flatMap((block, r) => {
         const i = L - 1 - r;
         return block.backward(input(i), p.layer(i), p.sequences(i), d, g);

@@ -8,7 +8,7 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import { GPT2_SIZES, parameterCount } from "../model/config.ts";
 import { downloadCheckpoint, findInHfCache, resolveRepo } from "../io/download.ts";
-import { exists, permitted, readDir } from "../io/files.ts";
+import { exists, permitted, readDir } from "../base/files.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { Runner, type RunnerOptions } from "./runner.ts";
 import { loadCheckpoint, randomWeights } from "../model/weights.ts";

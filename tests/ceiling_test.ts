@@ -8,6 +8,7 @@ import {
   FMA_CHAINS,
   fmaPeak,
   measureCeiling,
+  measureF16,
   readPeak,
 } from "../kernels/ceiling.ts";
 import { Gpu } from "../kernels/gpu.ts";
@@ -65,4 +66,42 @@ Deno.test("measureCeiling: finite positive rates", async () => {
     assert.ok(Number.isFinite(v) && v > 0, JSON.stringify(c));
   }
   assert.ok((FMA_CHAINS as readonly number[]).includes(c.fmaChains));
+});
+
+Deno.test({
+  name: "fmaPeak and readPeak in f16: the same work in half precision; measureF16's ratios",
+  ignore: !gpu.hasF16,
+  async fn() {
+    const out = gpu.tensor([CEILING_INVOCATIONS], "out");
+    const [m, c, iters] = [0.75, 0.125, 37];
+    gpu.run([fmaPeak(gpu, 16, iters, m, c, out, true)]);
+    const got = await gpu.read1(out);
+    for (const i of [0, 77, CEILING_INVOCATIONS - 1]) {
+      let want = 0;
+      for (let k = 0; k < 16; k++) {
+        let a = seed(i, k);
+        for (let r = 0; r < iters; r++) a = a * m + c;
+        want += a;
+      }
+      // f16 keeps 11 significant bits: each chain ends within ~1e-3 of 0.5.
+      assert.ok(Math.abs(got[i] - want) <= 16 * 2e-3, `f16 out[${i}] ${got[i]} vs ${want}`);
+    }
+    const window = 2 ** 12;
+    const halves = Float16Array.from({ length: 4 * window }, (_, i) => (i % 13) - 6);
+    const src = gpu.upload(new Float32Array(halves.buffer), [2 * window], "src");
+    gpu.run([readPeak(gpu, src, window, 2, out, true)]);
+    const sums = await gpu.read1(out);
+    for (const i of [0, 4095, 4096, CEILING_INVOCATIONS - 1]) {
+      let want = 0;
+      for (let k = 0; k < 8; k++) {
+        const v = (i + k * CEILING_INVOCATIONS) & (window - 1);
+        for (let j = 0; j < 4; j++) want += halves[4 * v + j];
+      }
+      assert.equal(sums[i], want, `f16 read out[${i}]`);
+    }
+    gpu.destroy(src);
+    gpu.destroy(out);
+    const r = await measureF16(gpu, 1);
+    for (const v of Object.values(r)) assert.ok(Number.isFinite(v) && v > 0, JSON.stringify(r));
+  },
 });

@@ -117,17 +117,24 @@ for (const design of ["cpu", "gpu"] as const) {
       const dweight = arena.poisoned([C], "dweight");
       const dbias = arena.poisoned([C], "dbias");
       const eps = 1e-5;
-      gpu.run(layerNormBackward(
-        gpu,
-        arena.upload(x, [T, C], "x"),
-        arena.upload(weight, [C], "weight"),
-        arena.upload(dy, [T, C], "dy"),
-        dx,
-        dweight,
-        dbias,
-        eps,
-        arena.poisoned([T, 2], "stats"),
-      ));
+      const [xT, weightT] = [arena.upload(x, [T, C], "x"), arena.upload(weight, [C], "weight")];
+      // The forward keeps each row's mean and rstd; the backward reads them.
+      const stats = arena.poisoned([T, 2], "stats");
+      const y = arena.poisoned([T, C], "y");
+      gpu.run([
+        layerNorm(gpu, xT, weightT, arena.upload(new Float32Array(C), [C]), y, eps, stats),
+        ...layerNormBackward(
+          gpu,
+          xT,
+          weightT,
+          arena.upload(dy, [T, C], "dy"),
+          dx,
+          dweight,
+          dbias,
+          eps,
+          stats,
+        ),
+      ]);
       const [gotDx, gotDweight, gotDbias] = await gpu.read([dx, dweight, dbias]);
       const ref = layerNormBackwardRef(x, weight, dy, T, C, eps);
       const what = `layernorm backward ${T}x${C}`;
@@ -163,7 +170,10 @@ Deno.test("layerNormBackward: dx matches finite differences of the layerNorm ker
   const y = arena.poisoned([n, C], "y");
   const weightT = arena.upload(weight, [C], "weight");
   const dx = arena.upload(new Float32Array(T * C), [T, C], "dx");
+  const xT = arena.upload(x, [T, C], "x");
+  const stats = arena.poisoned([T, 2], "stats");
   gpu.run([
+    layerNorm(gpu, xT, weightT, arena.upload(bias, [C]), arena.poisoned([T, C]), eps, stats),
     layerNorm(
       gpu,
       arena.upload(shifted, [n, C], "x ± h"),
@@ -174,14 +184,14 @@ Deno.test("layerNormBackward: dx matches finite differences of the layerNorm ker
     ),
     ...layerNormBackward(
       gpu,
-      arena.upload(x, [T, C], "x"),
+      xT,
       weightT,
       arena.upload(dy, [T, C], "dy"),
       dx,
       arena.poisoned([C], "dweight"),
       arena.poisoned([C], "dbias"),
       eps,
-      arena.poisoned([T, 2], "stats"),
+      stats,
     ),
   ]);
   const [ys, got] = await gpu.read([y, dx]);

@@ -12,6 +12,7 @@ import {
   matmul,
   matmulBackwardInput,
   matmulBackwardWeight,
+  matmulTiled,
   packHalves,
   type RowChunks,
   transpose,
@@ -22,6 +23,7 @@ import {
 } from "../kernels/matmul.ts";
 import {
   biasBackwardRef,
+  geluNewBackwardRef,
   geluNewRef,
   lmHeadRef,
   matmulBackwardInputRef,
@@ -133,6 +135,34 @@ Deno.test("packHalves: two f16 per word, element 2i in the low half; odd counts 
     () => uploadWeight(gpu, new Float32Array(12), 2, 6, "h.0.mlp.c_fc.weight", "f16"),
     /h\.0\.mlp\.c_fc\.weight: f16 weights need rows of a multiple of 4 values, not 6/,
   );
+});
+
+Deno.test("matmulTiled: every tiling scripts/matmul_ab.ts compares, on odd shapes, both formats", async () => {
+  const rng = new TestRng(42);
+  const arena = new Arena(gpu);
+  const tilings = [
+    { entry: "matmul_rows16", wg: 8 },
+    { entry: "matmul_rows16", wg: 16 },
+    { entry: "matmul_rows16_by_rows", wg: 8 },
+    { entry: "matmul_rows8", wg: 8 },
+  ] as const;
+  for (const [M, K, N] of [[4, 12, 5], [17, 100, 37], [40, 64, 70]]) {
+    const w = rng.normals(K * N, 1 / Math.sqrt(K));
+    const b = rng.uniforms(N, -0.1, 0.1);
+    const x = rng.uniforms(M * K, -2, 2);
+    const [xT, bT] = [arena.upload(x, [M, K], "x"), arena.upload(b, [N], "b")];
+    for (const format of ["f32", "f16"] as const) {
+      const wT = uploadWeight(gpu, transpose(w, K, N), N, K, "w", format);
+      arena.add(wT.tensor);
+      const ref = matmulRef(x, format === "f16" ? halves(w) : w, b, M, K, N);
+      for (const t of tilings) {
+        const y = arena.poisoned([M, N], "y");
+        gpu.run([matmulTiled(gpu, xT, wT, bT, y, t)]);
+        assertClose(await gpu.read1(y), ref, TOL, `${t.entry} wg ${t.wg} ${format} ${M}x${K}x${N}`);
+      }
+    }
+  }
+  arena.destroy();
 });
 
 Deno.test("matmul: rejects shapes that do not fit", () => {
@@ -339,6 +369,70 @@ function withMaxBinding(gpu: Gpu, maxBinding: number): Gpu {
       const value = Reflect.get(target, key);
       return typeof value === "function" ? value.bind(target) : value;
     },
+  });
+}
+
+/** Fused GELU epilogues against f64: a few f32 roundings and llvmpipe's tanh (seen: 2e-6). */
+const TOL_GELU = 5e-6;
+
+/** Values over [-12, 12] (both tails and tanh's clamp at ±10) with a few exact ones. */
+function geluInputs(rng: TestRng, n: number): Float32Array {
+  const a = rng.uniforms(n, -12, 12);
+  a.set([0, 1e-3, -1e-3, 5.6, -5.6, 1, -1].slice(0, n));
+  return a;
+}
+
+for (const gpu of [cpuDesign, gpuDesign]) {
+  Deno.test(`matmul gelu keeping pre: y = gelu(v), pre = v in one pass, ${gpu.design} design`, async () => {
+    const rng = new TestRng(40);
+    const arena = new Arena(gpu);
+    for (const [M, K, N] of [[1, 12, 5], [7, 48, 37], [17, 100, 70]]) {
+      // Weights of scale 4 / K: v spreads over about ±12 (both tails of the GELU).
+      const w = rng.normals(K * N, 4 / Math.sqrt(K));
+      const b = rng.uniforms(N, -0.1, 0.1);
+      const wT = uploadWeight(gpu, transpose(w, K, N), N, K, "w");
+      arena.add(wT.tensor);
+      const x = rng.uniforms(M * K, -2, 2);
+      const y = arena.poisoned([M, N], "y");
+      const pre = arena.poisoned([M, N], "pre");
+      const xT = arena.upload(x, [M, K], "x");
+      gpu.run([matmul(gpu, xT, wT, arena.upload(b, [N], "b"), y, "gelu", pre)]);
+      const [gotY, gotPre] = await gpu.read([y, pre]);
+      const v = matmulRef(x, w, b, M, K, N);
+      assertClose(gotPre, v, TOL, `pre ${M}x${K}x${N}`);
+      assertClose(gotY, geluNewRef(v), TOL_GELU, `gelu ${M}x${K}x${N}`);
+    }
+    const x = arena.poisoned([2, 4]);
+    const w: Weight = { tensor: arena.poisoned([3, 4]), rows: 3, cols: 4, format: "f32" };
+    const y = arena.poisoned([2, 3]);
+    assert.throws(() => matmul(gpu, x, w, arena.poisoned([3]), y, "add", y), /gelu epilogue/);
+    arena.destroy();
+  });
+
+  Deno.test(`matmulBackwardInput gelu: dx = (dy @ w) · gelu'(a) in one pass, ${gpu.design} design`, async () => {
+    const rng = new TestRng(41);
+    const arena = new Arena(gpu);
+    for (
+      const [M, K, N, ld] of [[1, 4, 3, 4], [7, 12, 37, 40], [17, 40, 37, 37], [70, 68, 75, 76]]
+    ) {
+      const w = rng.normals(N * K, 1 / Math.sqrt(N));
+      const wT = uploadWeight(gpu, w, N, K, "w");
+      arena.add(wT.tensor);
+      const dy = gradientRows(rng, M, N, ld);
+      const a = geluInputs(rng, M * K);
+      const dx = arena.poisoned([M, K], "dx");
+      const aT = arena.upload(a, [M, K], "a");
+      gpu.run([
+        matmulBackwardInput(gpu, arena.upload(dy.strided, [M, ld], "dy"), wT, dx, false, aT),
+      ]);
+      const ref = geluNewBackwardRef(a, matmulBackwardInputRef(dy.dense, w, M, N, K));
+      assertClose(await gpu.read1(dx), ref, TOL_BACKWARD, `gelu dx ${M}x${N}(${ld})x${K}`);
+      assert.throws(
+        () => matmulBackwardInput(gpu, arena.poisoned([M, ld]), wT, dx, true, aT),
+        /no \+=/,
+      );
+    }
+    arena.destroy();
   });
 }
 

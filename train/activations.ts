@@ -23,6 +23,7 @@ export class TrainingActivations {
   readonly layers: readonly BlockActivations[]; // each [N, ·], see BlockActivations
   readonly sequences: readonly SequenceRows[]; //  per layer: K, V [B·nHead, T, headDim] and probs
   readonly lnF: Tensor; //       [N, C]
+  readonly lnFStats: Tensor; //  [N, 2] ln_f's mean and rstd per row
   readonly logits: Tensor; //    [N, ldy] logits, then d logits
   readonly grads: ActivationGrads;
   readonly #tensors: Tensor[] = [];
@@ -70,6 +71,8 @@ export class TrainingActivations {
       fcPre: make([N, I], `h.${i}.fc_pre`),
       fc: make([N, I], `h.${i}.fc`),
       out: make([N, C], `h.${i}.out`),
+      ln1Stats: make([N, 2], `h.${i}.ln1 stats`),
+      ln2Stats: make([N, 2], `h.${i}.ln2 stats`),
     }));
     this.sequences = Array.from({ length: nLayer }, (_, i) => ({
       rows: { row0: 0, T, seqs: B },
@@ -79,16 +82,15 @@ export class TrainingActivations {
       zeroTail: false,
     }));
     this.lnF = make([N, C], "ln_f");
+    this.lnFStats = make([N, 2], "ln_f stats");
     this.logits = make([N, ldy], "logits");
     this.grads = {
       x: make([N, C], "d x"),
       ln: make([N, C], "d ln"),
       qkv: make([N, 3 * C], "d qkv"),
       att: make([N, C], "d att"),
-      fc: make([N, I], "d fc"),
       fcPre: make([N, I], "d fc_pre"),
       probs: make([B * H, T, T], "d probs"),
-      lnStats: make([N, 2], "layernorm stats"),
       links: make([N], "embedding links"),
     };
   }
@@ -103,6 +105,7 @@ export class TrainingActivations {
       layer: (i) => this.layers[i],
       sequences: (i) => [this.sequences[i]],
       lnF: this.lnF,
+      lnFStats: this.lnFStats,
       logits: this.logits,
       logitsRow0: 0,
       keep: (): Copy[] => [],
