@@ -24,8 +24,14 @@ export {
   type Tensor,
 } from "./kernels/gpu.ts";
 export type { WeightFormat } from "./kernels/matmul.ts";
-export { type ForwardOptions, type ForwardOutput, GPT2, type ModelOptions } from "./model/gpt2.ts";
-export type { DecodePath } from "./run/runner.ts";
+export { GPT2, type ModelOptions } from "./model/gpt2.ts";
+export {
+  type DecodePath,
+  type ForwardOptions,
+  type ForwardOutput,
+  Runner,
+  type RunnerOptions,
+} from "./run/runner.ts";
 export {
   type CacheDType,
   KVCache,

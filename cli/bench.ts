@@ -11,9 +11,8 @@
 import { Gpu, type Plan, type RunOptions } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
 import { generate, greedyOptions } from "../run/generate.ts";
-import type { GPT2 } from "../model/gpt2.ts";
 import { EMBEDDED, openModel } from "../run/open_model.ts";
-import type { DecodePath } from "../run/runner.ts";
+import type { DecodePath, Runner } from "../run/runner.ts";
 import { Rng } from "../base/rng.ts";
 import { integer, main, parseOptions, UsageError } from "./usage.ts";
 import { GPT2_SIZES, parseConfig } from "../model/config.ts";
@@ -61,7 +60,7 @@ function promptOf(n: number, vocabSize = 50257): number[] {
 }
 
 /** Prefill tok/s: one forward of T prompt tokens from an empty cache. */
-async function prefillTokS(model: GPT2, T: number, reps: number): Promise<number> {
+async function prefillTokS(model: Runner, T: number, reps: number): Promise<number> {
   const cache = model.newCache();
   const ms = await medianMs(reps, async () => {
     cache.reset();
@@ -76,7 +75,7 @@ async function prefillTokS(model: GPT2, T: number, reps: number): Promise<number
  * argmax on the GPU (tokens read back in batches) or on the CPU (one wait per token).
  */
 async function decodeTokS(
-  model: GPT2,
+  model: Runner,
   prompt: number,
   n: number,
   useCache: boolean,
@@ -284,7 +283,7 @@ interface PathRun {
  * from the first step to the tokens read back (one wait): the path's own throughput.
  */
 async function decodePath(
-  model: GPT2,
+  model: Runner,
   prompt: number,
   tokens: number,
   reps: number,
@@ -377,7 +376,7 @@ main("bench", async () => {
           continue;
         }
         const { model } = await openModel(gpu, dir, { weights: f, decode: path });
-        fusedLimit = model.runner.fusedLimit;
+        fusedLimit = model.fusedLimit;
         await model.warmup();
         const modes = key === "char" ? [false, true] : [false];
         for (const sampled of modes) {

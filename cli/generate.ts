@@ -204,8 +204,8 @@ main("generate", async () => {
     decode_tok_s: result.decodeSteps ? round(decodeTokS) : null,
     // Which decode steps ran (run/runner.ts): "fused" (one dispatch for every block) or
     // "general" (the per-layer kernels), and what chose it.
-    decode_path: opts.useCache ? model.runner.decodePath : null,
-    decode_path_reason: opts.useCache ? model.runner.decodeReason : null,
+    decode_path: opts.useCache ? model.decodePath : null,
+    decode_path_reason: opts.useCache ? model.decodeReason : null,
     stop: result.stop,
     // Past the context: how the window slid (null with --no-slide), how often, and what
     // each slide dropped, prefilled again and took (ms).
@@ -229,9 +229,9 @@ main("generate", async () => {
     ? `system ${result.systemTokens} tok in ${summary.system_prefill_ms} ms · `
     : "";
   const cacheNote = opts.useCache
-    ? `(KV cache, ${model.runner.decodePath} decode path) · cache ${
-      mb(result.cacheBytesUsed)
-    } used of ${mb(result.cacheBytesAllocated)}`
+    ? `(KV cache, ${model.decodePath} decode path) · cache ${mb(result.cacheBytesUsed)} used of ${
+      mb(result.cacheBytesAllocated)
+    }`
     : "(no cache: every step recomputed the whole sequence)";
   log(
     `── ${opened.name} · ${system}prompt ${result.promptTokens} tok · prefill ` +

@@ -24,9 +24,9 @@
 import { type CacheDType, generate, greedyOptions } from "../mod.ts";
 import { integer } from "../cli/usage.ts";
 import {
-  crossEntropy,
   fitContext,
   mib,
+  negLogLikelihood,
   printTable,
   startExperiment,
   TRAINED_MODEL,
@@ -116,7 +116,7 @@ async function validationLoss(dtype: CacheDType) {
     cache.reset();
     const { logits } = await model.forward(inputs, cache, { logits: "all" }); // [P, V]
     for (let t = 0; t < nPositions; t++) {
-      sum += crossEntropy(logits, vocabSize, t, val[windowStart(w) + t + 1]);
+      sum += negLogLikelihood(logits, vocabSize, t, val[windowStart(w) + t + 1]);
       tops.push(top1(logits, t));
     }
     if (w > 0) continue;

@@ -96,8 +96,12 @@ try {
       reps,
       BUDGET_MS,
     );
-    const save = await measure(() => saveSnapshot(path, prefilled, prompt, model), reps, BUDGET_MS);
-    const restore = await measure(() => loadSnapshot(path, model, restored), reps, BUDGET_MS);
+    const save = await measure(
+      () => saveSnapshot(path, prefilled, prompt, model.model),
+      reps,
+      BUDGET_MS,
+    );
+    const restore = await measure(() => loadSnapshot(path, model.model, restored), reps, BUDGET_MS);
 
     const file = await Deno.readFile(path);
     const fileBytes = file.length;

@@ -107,7 +107,7 @@ export async function startExperiment<Settings>(
   const { values, settings, reps } = parseCommandLine(spec);
   const save = mayWrite(spec.name, values.out);
   const model = values.quick
-    ? QUICK_MODEL
+    ? quickModel(spec.name)
     : values.model ?? defaultModel(spec.name, spec.defaultModel);
   const gpu = await Gpu.open();
   const opened = await openModel(gpu, model, { weights: values.weights, decode: spec.decode });
@@ -148,6 +148,7 @@ function parseCommandLine<Settings>(spec: ExperimentSpec<Settings>) {
         `${EMBEDDED}: the random 124M)`
       : "  --model M   checkpoint folder or hub name (default: real GPT-2 if present, else embedded)",
     `  --quick     the tiny fixture (${QUICK_MODEL}) and small sizes: finishes in seconds`,
+    `              (reads the fixture: the task, or deno run --allow-read)`,
     "  --out DIR   where the JSON and the SVG go (default results)",
     "  --weights W f32 (default, HF parity) or f16 (each weight rounded to f16, half the bytes)",
     ...Object.entries(extra).map(([name, o]) => `  --${name} ${o.help}`),
@@ -198,6 +199,24 @@ function mayWrite(name: string, out: string): boolean {
 }
 
 /**
+ * The tiny fixture `--quick` runs, once it may be read (asked up front in a terminal); else
+ * one line naming the permission and the task that has it. (The fixture's 13 MB of weights
+ * are too big to embed as the 124M shape's seeded random weights are.)
+ */
+function quickModel(name: string): string {
+  const read = { name: "read", path: QUICK_MODEL } as const;
+  let state = Deno.permissions.querySync(read).state;
+  if (state === "prompt" && Deno.stdin.isTerminal()) {
+    state = Deno.permissions.requestSync(read).state;
+  }
+  if (state === "granted") return QUICK_MODEL;
+  throw new Error(
+    `--quick runs the tiny fixture ${QUICK_MODEL}, which needs read access: ` +
+      `\`deno task ${name} --quick\` has it (or deno run --allow-read experiments/${name}.ts --quick)`,
+  );
+}
+
+/**
  * `dir` (an experiment's default model) when it may be read (asked up front in a terminal),
  * else the embedded model, saying so; undefined without a `dir`.
  */
@@ -234,7 +253,7 @@ export async function validationIds(tokenizer: Tokenizer): Promise<number[]> {
 }
 
 /** −log p(target) from row `row` of `logits` ([rows, vocabSize]), in float64. */
-export function crossEntropy(
+export function negLogLikelihood(
   logits: Float32Array,
   vocabSize: number,
   row: number,

@@ -28,8 +28,8 @@
 import { integer, UsageError } from "../cli/usage.ts";
 import { checkWindow } from "../run/sliding_window.ts";
 import {
-  crossEntropy,
   median,
+  negLogLikelihood,
   printTable,
   startExperiment,
   TRAINED_MODEL,
@@ -157,7 +157,7 @@ async function streamed(keepSinks: number, keepRecent: number): Promise<Run> {
     const t0 = performance.now();
     if (cache.length >= nPositions - 1) run.evicted += cache.evict(keepSinks, keepRecent);
     const { logits, attention } = await model.forward([text[i]], cache, { attention: true });
-    run.nll.push(crossEntropy(logits, vocabSize, 0, text[i + 1]));
+    run.nll.push(negLogLikelihood(logits, vocabSize, 0, text[i + 1]));
     run.ms.push(performance.now() - t0);
     for (let l = 0; l < nLayer; l++) run.firstMass[l].push(onFirstKey(attention!, l, 1, 0));
     run.keys.push(cache.length);
@@ -184,7 +184,7 @@ async function recomputed(): Promise<Run> {
     const { logits, attention } = await model.forward(window, cache, {
       attention: readAttention,
     });
-    run.nll.push(crossEntropy(logits, vocabSize, 0, text[i + 1]));
+    run.nll.push(negLogLikelihood(logits, vocabSize, 0, text[i + 1]));
     run.ms.push(performance.now() - t0);
     for (let l = 0; l < nLayer; l++) {
       const T = window.length;

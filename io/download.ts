@@ -9,7 +9,7 @@
  */
 
 import type { Hash } from "node:crypto";
-import { baseName, dirName, joinPath } from "./files.ts";
+import { baseName, dirName, joinPath } from "../base/files.ts";
 import { clip } from "../base/describe.ts";
 import { ProgressBar } from "./progress_bar.ts";
 import {

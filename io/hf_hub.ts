@@ -7,7 +7,7 @@
  * @module
  */
 
-import { joinPath } from "./files.ts";
+import { joinPath } from "../base/files.ts";
 import { describe } from "../base/describe.ts";
 
 /** Environment variables, e.g. `Deno.env.toObject()`. */

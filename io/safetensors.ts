@@ -8,7 +8,7 @@
  * The reader validates the whole header up front, so a file that opens is safe to read: the
  * header is at most 16 MiB of UTF-8 JSON without duplicate keys, holding at most 16,384
  * tensors, and the tensors tile the data section exactly (no gap, no overlap, no trailing
- * byte). {@link SafetensorsFile.open} reads the prefix and the header as byte ranges (io/files.ts)
+ * byte). {@link SafetensorsFile.open} reads the prefix and the header as byte ranges (base/files.ts)
  * and checks them against the file's size before it reads the data, so a huge or endless
  * file is refused without being read. Messages echo at most ~80 characters of any value.
  *
@@ -16,7 +16,7 @@
  */
 
 import { clip, describe } from "../base/describe.ts";
-import { readBytes, stat, writeFileAtomic } from "./files.ts";
+import { readBytes, stat, writeFileAtomic } from "../base/files.ts";
 
 /** Element types of the safetensors format that this module knows. */
 export type DType =

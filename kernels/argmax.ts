@@ -1,5 +1,6 @@
 /**
- * Typed wrapper for `argmax.wgsl`.
+ * Typed wrapper for `argmax.wgsl`: greedy decoding's pick on the GPU ({@link greedyPick}); the
+ * CPU's argmax of a logits row is run/sampling.ts's `argmax`.
  *
  * @module
  */
@@ -12,7 +13,7 @@ import code from "./argmax.wgsl" with { type: "text" };
  * advances start[0] (pos0) and start[1] (tokens chosen).
  * logits: [1, >= n]; ids: [>= 1] u32; start: [>= 2] u32; tokens: [*] u32.
  */
-export function argmax(
+export function greedyPick(
   gpu: Gpu,
   logits: Tensor,
   n: number,
@@ -21,7 +22,7 @@ export function argmax(
   tokens: Tensor,
 ): Dispatch {
   if (logits.shape.at(-1)! < n || start.shape[0] < 2) {
-    throw new Error(`argmax: logits[${logits.shape}] n=${n} start[${start.shape}] do not fit`);
+    throw new Error(`greedyPick: logits[${logits.shape}] n=${n} start[${start.shape}] do not fit`);
   }
   const kernel = gpu.kernel(code, "argmax");
   const bindings = { p: gpu.uniform([n]), logits, ids, start, tokens };

@@ -11,7 +11,7 @@ import { causalSoftmax } from "./softmax.ts";
 import codec from "./kv_codec.wgsl" with { type: "text" };
 import kernels from "./attention.wgsl" with { type: "text" };
 
-/** attention.wgsl behind the cache encoding it shares with decode.wgsl. */
+/** attention.wgsl behind the cache encoding it shares with fused_decode.wgsl. */
 const code = `${codec}\n${kernels}`;
 
 /** How the cache stores K and V: f32, f16 (two per u32 word) or int8 (four, plus scales). */
@@ -103,9 +103,6 @@ function seqsLabel(s: Shapes): string {
   return s.seqs > 1 ? ` (${s.seqs} seqs)` : "";
 }
 
-/** Most cache rows attend_one keeps in workgroup memory (its ONE_MAX_KEYS). */
-const ONE_MAX_KEYS = 2048;
-
 /** Queries per invocation: one for decode, a register tile for prefill. */
 function queryTile(T: number): number {
   return T === 1 ? 1 : T < 8 ? 4 : 8;
@@ -167,7 +164,7 @@ export function attend(
   // Queries are read as vec4s (q4); the cache as vec4s (k4, v4) when f32, else as words
   // (kw, vw) decoded with their scales. Each kernel names every view; KV picks the ones read.
   const cache = { k4: kCache, kw: kCache, kScale: sc.k, v4: vCache, vw: vCache, vScale: sc.v };
-  if (s.T === 1 && s.headDim <= 256 && s.P <= ONE_MAX_KEYS) {
+  if (s.T === 1 && s.headDim <= 256) {
     const kernel = gpu.kernel(code, "attend_one", { HD: s.headDim, KV: s.KV });
     const bindings = { p: params(gpu, s, zeroTail), start, q4: qkv, ...cache, out4: out, probs };
     return [gpu.dispatch(`attend.one ${s.C}${seqsLabel(s)}`, kernel, bindings, [slabs])];

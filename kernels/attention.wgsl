@@ -1,12 +1,13 @@
 // Causal self-attention over the KV cache, in HF's eager order:
 //   scores = (q . k) * head_dim^-0.5,  p = softmax(scores) (softmax.wgsl),  out = p @ v.
 //
-// store_kv: copies the K and V thirds of this step's qkv into the cache at positions
-//           pos0 .. pos0+T-1 (cache layout [n_head, P, head_dim]).
+// store_kv: encodes the K and V thirds of this step's qkv into the cache at positions
+//           pos0 .. pos0+T-1 (the layout below; model/kv_cache.ts says who else writes it).
 // scores:   s[h, t, j] for keys j <= pos0 + t; later keys are left for softmax to mask.
 // values:   out[t, h*HD ..] = sum over j <= pos0 + t of p[h, t, j] * v[h, j].
 // A dispatch may cover several sequences of T rows each (qkv rows row0 + b*T + t), each with
-// its own cache slab: caches are [seqs * n_head, P, words] and probs [seqs * n_head, T, P],
+// its own cache slab: caches are [seqs * n_head, P, words] (words: head_dim values in kv_codec
+// .wgsl's encoding; one sequence is [n_head, P, words]) and probs [seqs * n_head, T, P],
 // slab z = b * n_head + h, and the grid's z is that slab (store_kv: the sequence b).
 // Like matmul.wgsl, each invocation keeps a register tile of TM queries and reads vec4s;
 // the grid covers all P cache rows and invocations past the causal limit return at once,
@@ -183,13 +184,12 @@ fn values(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // Decode (T = 1) in one dispatch instead of scores, softmax and values: a workgroup per
-// sequence and head (slab z) computes the query's scores, the softmax (max and sum reduced in workgroup memory) and the
-// values, with the keys split over the invocations and the row kept in workgroup memory (and
-// copied to probs). Same arithmetic as the three kernels, summed in another order.
-// Grid: (seqs * n_head).
-// Needs HD <= 256 and P <= ONE_MAX_KEYS.
-const ONE_MAX_KEYS = 2048u;
-var<workgroup> row1: array<f32, ONE_MAX_KEYS>; // this head's scores, then probabilities
+// sequence and head (slab z) computes the query's scores, the softmax (max and sum reduced in
+// workgroup memory) and the values, with the keys split over the invocations. The row of
+// scores, then probabilities, lives in probs (storage), not in workgroup memory: a workgroup
+// array as long as the context made OpenGL's llvmpipe spend 16-79 s compiling this kernel.
+// Same arithmetic as the three kernels, summed in another order. Grid: (seqs * n_head).
+// Needs HD <= 256.
 var<workgroup> partial: array<f32, 64>;
 var<workgroup> partial4: array<vec4<f32>, 64>;
 
@@ -219,7 +219,8 @@ fn attend_one(
   let n = start[0] + 1u;                           // keys 0 .. pos0
   let q = (seqRow0(z) * 3u * p.C + headCol(z)) / 4u; // this head's query in qkv, as vec4s
   let row = z * p.P;                              // cache row of key 0, and the probs row
-  // Invocation li owns keys 4·li + 256·i .. +3: their scores, exps and probabilities.
+  // Invocation li owns keys 4·li + 256·i .. +3: their scores, exps and probabilities, which
+  // only it reads and writes until the values.
   var m = -3.0e38;
   for (var j0 = 4u * li; j0 < n; j0 += 256u) {
     let k1 = row + min(j0 + 1u, n - 1u);
@@ -233,7 +234,7 @@ fn attend_one(
     }
     for (var i = 0u; i < min(4u, n - j0); i++) {
       let score = acc[i] * p.scale;
-      row1[j0 + i] = score;
+      probs[row + j0 + i] = score;
       m = max(m, score);
     }
   }
@@ -241,25 +242,26 @@ fn attend_one(
   var sum = 0.0;
   for (var j0 = 4u * li; j0 < n; j0 += 256u) {
     for (var j = j0; j < min(j0 + 4u, n); j++) {
-      let e = exp(row1[j] - m);
-      row1[j] = e;
+      let e = exp(probs[row + j] - m);
+      probs[row + j] = e;
       sum += e;
     }
   }
   sum = reduce(li, sum, 1u);
   for (var j0 = 4u * li; j0 < n; j0 += 256u) {
-    for (var j = j0; j < min(j0 + 4u, n); j++) { row1[j] = row1[j] / sum; }
+    for (var j = j0; j < min(j0 + 4u, n); j++) { probs[row + j] = probs[row + j] / sum; }
   }
-  workgroupBarrier();
-  let written = select(n, p.P, p.zeroTail == 1u);
-  for (var j = li; j < written; j += 64u) { probs[row + j] = select(0.0, row1[j], j < n); }
+  if (p.zeroTail == 1u) {
+    for (var j = n + li; j < p.P; j += 64u) { probs[row + j] = 0.0; }
+  }
+  storageBarrier(); // every probability written before any invocation reads another's
   // Values: invocation li sums keys g, g + G, .. of vec4 column c; then the G groups add up.
   let G = 64u / HD4;
   let c = li % HD4;
   let g = li / HD4;
   var acc = vec4(0.0);
   if (g < G) {
-    for (var j = g; j < n; j += G) { acc = fma(vec4(row1[j]), value4(row + j, c), acc); }
+    for (var j = g; j < n; j += G) { acc = fma(vec4(probs[row + j]), value4(row + j, c), acc); }
   }
   partial4[li] = acc;
   workgroupBarrier();

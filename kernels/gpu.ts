@@ -280,6 +280,60 @@ export class Gpu {
     });
   }
 
+  /** The device's limits (workgroup memory, bindings per stage, texture size, …). */
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  /**
+   * Allocates a `width` × `height` texture of 16-byte texels (four f32, or four u32) that
+   * kernels read through `textureLoad`, counted in {@link Gpu.bytesAllocated}; filled by
+   * {@link Gpu.copyToTexture}, freed by {@link Gpu.destroyTexture}.
+   */
+  texture(
+    width: number,
+    height: number,
+    format: "rgba32float" | "rgba32uint",
+    label: string,
+  ): GPUTexture {
+    const texture = this.device.createTexture({
+      label,
+      size: [width, height],
+      format,
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+    });
+    this.bytesAllocated += width * height * 16;
+    return texture;
+  }
+
+  /**
+   * Copies the first `texels` 16-byte texels of `source` into `texture` row by row (after
+   * whatever filled `source`, on the same queue): whole rows, then the last part, in one
+   * submission.
+   */
+  copyToTexture(source: Tensor, texture: GPUTexture, texels: number): void {
+    const width = texture.width;
+    const rows = Math.floor(texels / width);
+    const rest = texels - rows * width;
+    const enc = this.device.createCommandEncoder();
+    const from = { buffer: source.buffer, offset: source.offset, bytesPerRow: width * 16 };
+    if (rows) enc.copyBufferToTexture(from, { texture }, [width, rows]);
+    if (rest) {
+      enc.copyBufferToTexture(
+        { ...from, offset: source.offset + rows * width * 16 },
+        { texture, origin: [0, rows] },
+        [rest, 1],
+      );
+    }
+    this.device.queue.submit([enc.finish()]);
+  }
+
+  /** Frees a texture made by {@link Gpu.texture}. */
+  destroyTexture(texture: GPUTexture): void {
+    this.bytesAllocated -= texture.width * texture.height * 16;
+    texture.destroy();
+  }
+
   /**
    * Frees the device and what this object cached on it (pipelines, uniforms); buffers not
    * destroyed yet go with it. The Gpu cannot be used afterwards. Called by `using`.

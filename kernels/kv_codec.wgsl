@@ -1,9 +1,9 @@
 // How the KV cache stores a row of HD values (model/kv_cache.ts's layout, rows
 // [head, position] of words): KV 0, one f32 per u32 word; 1, two f16 per word; 2, four int8
 // per word with a scale per row, x = snorm8(q) · scale where scale = max |x| of the row.
-// No bindings: attention.wgsl and decode.wgsl put this one copy in front of their own code,
+// No bindings: attention.wgsl and fused_decode.wgsl put this one copy in front of their own code,
 // and each defines the functions it reads and writes through (`cache` tells caches apart:
-// 0 K and 1 V in attention.wgsl, 2 · layer + 0 or 1 in decode.wgsl):
+// 0 K and 1 V in attention.wgsl, 2 · layer + 0 or 1 in fused_decode.wgsl):
 //   fn kv_src(at: u32) -> f32                     value `at` of the K/V being stored
 //   fn kv_vec4(cache: u32, i4: u32) -> vec4<f32>  f32 caches: values 4·i4 .. in one read
 //   fn kv_word(cache: u32, i: u32) -> u32         f16 and int8 caches: word i

@@ -8,7 +8,7 @@ import { checkLoopTrips, type Dispatch, f32bits, type Gpu, groups, type Tensor }
 import row from "./layernorm_row.wgsl" with { type: "text" };
 import kernels from "./layernorm.wgsl" with { type: "text" };
 
-/** layernorm.wgsl behind the row functions it shares with decode.wgsl. */
+/** layernorm.wgsl behind the row functions it shares with fused_decode.wgsl. */
 const code = `${row}\n${kernels}`;
 
 /**

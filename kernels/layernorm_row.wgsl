@@ -1,5 +1,5 @@
 // One row of torch.nn.LayerNorm: y = (x - mean) / sqrt(var + eps) * weight + bias, var the
-// biased variance. No bindings: layernorm.wgsl and decode.wgsl put this one copy in front of
+// biased variance. No bindings: layernorm.wgsl and fused_decode.wgsl put this one copy in front of
 // their own code, and each defines the function it reads the row through:
 //   fn ln_x4(row: u32, i: u32) -> vec4<f32>   vec4 i of the row that starts at `row`
 

@@ -11,7 +11,7 @@ import formula from "./gelu_formula.wgsl" with { type: "text" };
 import kernels from "./matmul.wgsl" with { type: "text" };
 import row from "./matmul_row.wgsl" with { type: "text" };
 
-/** matmul.wgsl behind the GELU its epilogue calls and the row loop it shares with decode.wgsl. */
+/** matmul.wgsl behind the GELU its epilogue calls and the row loop it shares with fused_decode.wgsl. */
 const code = `${formula}\n${row}\n${kernels}`;
 
 /**

@@ -17,7 +17,7 @@
 // and N work; K must be a multiple of 4.
 // For training, the backward kernels (dx = dy @ w, dw = dy^T @ x, db) follow the forward ones,
 // in the same two designs. gelu_new comes from gelu_formula.wgsl and the row loop of matmul_row
-// and matmul_row_f16 from matmul_row.wgsl (shared with decode.wgsl), which the wrapper prepends.
+// and matmul_row_f16 from matmul_row.wgsl (shared with fused_decode.wgsl), which the wrapper prepends.
 
 override WG: u32 = 64u;     // invocations per workgroup
 override F16: bool = false; // weights stored as f16 pairs (read through wh, not w)

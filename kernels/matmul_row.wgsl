@@ -1,6 +1,6 @@
 // One row of x times four weight rows: the inner loop of a decode-shaped matrix product,
 // y[n .. n+3] = x · w[n .. n+3]^T with w stored [out, in]. No bindings: matmul.wgsl
-// (matmul_row, matmul_row_f16) and decode.wgsl put this one copy in front of their own code,
+// (matmul_row, matmul_row_f16) and fused_decode.wgsl put this one copy in front of their own code,
 // and each defines the functions it reads x and w through (offsets in vec4s):
 //   fn dot_x4(i: u32) -> vec4<f32>   x values 4·i .. 4·i+3
 //   fn dot_w4(i: u32) -> vec4<f32>   4 weights (f32, or f16 pairs unpacked)

@@ -40,14 +40,15 @@ const MAX_ROWS_PER_DISPATCH = 65535;
 const SMALL_VOCAB = 1024;
 
 /**
- * For each row n < N of logits [N, ldy] (first V columns): losses[n] = logsumexp(row) -
+ * Cross-entropy and its gradient in one pass, the gradient written over the logits (hence the
+ * name). For each row n < N of logits [N, ldy] (first V columns): losses[n] = logsumexp(row) -
  * row[targets[n]], and the row is overwritten in place with dlogits =
  * (softmax(row) - onehot(targets[n])) * scale (columns >= V untouched). A workgroup per row,
  * reducing in workgroup memory, or up to SMALL_VOCAB columns an invocation per row; a
  * dispatch per 65535 rows. A target >= V gives a NaN loss.
  * targets: [N] u32, losses: [N] f32.
  */
-export function crossEntropy(
+export function crossEntropyGradInPlace(
   gpu: Gpu,
   logits: Tensor,
   V: number,
@@ -57,12 +58,14 @@ export function crossEntropy(
 ): Dispatch[] {
   const [N, ldy] = logits.shape;
   if (logits.shape.length !== 2 || !(V >= 1 && V <= ldy)) {
-    throw new Error(`crossEntropy: V ${V} does not fit logits[${logits.shape}]`);
+    throw new Error(`crossEntropyGradInPlace: V ${V} does not fit logits[${logits.shape}]`);
   }
   if (numel(targets) !== N) {
-    throw new Error(`crossEntropy: targets[${targets.shape}] is not [${N}]`);
+    throw new Error(`crossEntropyGradInPlace: targets[${targets.shape}] is not [${N}]`);
   }
-  if (numel(losses) !== N) throw new Error(`crossEntropy: losses[${losses.shape}] is not [${N}]`);
+  if (numel(losses) !== N) {
+    throw new Error(`crossEntropyGradInPlace: losses[${losses.shape}] is not [${N}]`);
+  }
   // A workgroup per row reduces a wide row; up to SMALL_VOCAB columns one invocation does.
   const small = V <= SMALL_VOCAB;
   const kernel = gpu.kernel(code, small ? "cross_entropy_rows" : "cross_entropy");

@@ -9,7 +9,7 @@
  */
 
 import { clip, describe } from "../base/describe.ts";
-import { readBytes } from "../io/files.ts";
+import { readBytes } from "../base/files.ts";
 
 /** GPT-2 hyper-parameters, from a HuggingFace GPT2Config. */
 export interface GPT2Config {

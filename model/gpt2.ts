@@ -1,10 +1,15 @@
 /**
  * GPT-2, top to bottom as in the diagram: token + position embeddings, n_layer blocks of
- * x = x + attn(ln_1(x)) and x = x + mlp(ln_2(x)), a final LayerNorm and the lm_head tied to
- * the token embedding. Every number comes from a WGSL kernel: each module's `forward`
- * returns the kernels it runs as a {@link Plan}. Where the activations live, which rows
- * belong to which sequence and how the plan is submitted is the runner's business
- * (`run/runner.ts`); the model only says what is computed from what.
+ * x = x + attn(ln_1(x)) and x = x + mlp(ln_2(x)), a final LayerNorm and the lm_head (tied to
+ * the token embedding, as GPT-2's checkpoints have it, or the checkpoint's own). Every number
+ * comes from a WGSL kernel: each module's `forward` returns the kernels it runs as a
+ * {@link Plan}, and {@link GPT2.record} returns the whole pass's; each `backward` beside it
+ * returns its gradient's. The model holds weights and says what is computed from what; where
+ * the activations live, which rows belong to which sequence, and submitting the plan and
+ * reading back numbers is run/'s business (`Runner` in run/runner.ts).
+ *
+ * Shapes name their sizes as nanoGPT does: B sequences of T tokens each, N = B·T rows in a
+ * pass (a forward's N is all its rows, whatever B is), C = n_embd.
  *
  * @module
  */
@@ -36,16 +41,16 @@ import {
   type Linear as LinearWeights,
   loadCheckpoint,
 } from "./weights.ts";
-import {
-  type ForwardOptions,
-  type ForwardOutput,
-  type ModelOptions,
-  Runner,
-} from "../run/runner.ts";
-import type { Rng } from "../base/rng.ts";
-import type { SamplingOptions } from "../run/sampling.ts";
 
-export type { ForwardOptions, ForwardOutput, ModelOptions } from "../run/runner.ts";
+/** How a model is put on the GPU. */
+export interface ModelOptions {
+  /**
+   * Storage of the matrices (every Linear, wte and lm_head): "f32" (default, HF parity) or
+   * "f16", half the bytes per decode step with each weight rounded to f16. LayerNorms,
+   * biases and wpe stay f32.
+   */
+  weights?: WeightFormat;
+}
 
 /**
  * One sequence's share of a layer's attention: its rows of the activations, the cache its
@@ -60,36 +65,36 @@ export interface SequenceRows {
   readonly zeroTail: boolean;
 }
 
-/** What one block reads and writes, for T rows. */
+/** What one block reads and writes, for the N rows of a pass. */
 export interface BlockActivations {
-  readonly ln1: Tensor; //   [T, C]  ln_1(x)
-  readonly qkv: Tensor; //   [T, 3C] q | k | v
-  readonly att: Tensor; //   [T, C]  attention output, heads side by side
-  readonly mid: Tensor; //   [T, C]  x + attn(ln_1(x)); x itself when the block runs in place
-  readonly ln2: Tensor; //   [T, C]  ln_2(mid)
-  readonly fcPre: Tensor | null; // [T, nInner] c_fc before GELU, kept for backward; null: fused
-  readonly fc: Tensor; //    [T, nInner] gelu(c_fc(ln2))
-  readonly out: Tensor; //   [T, C]  mid + mlp(ln_2(mid)); x itself in place
-  /** [T, 2] each row's LayerNorm mean and rstd, kept for the backward (training only). */
+  readonly ln1: Tensor; //   [N, C]  ln_1(x)
+  readonly qkv: Tensor; //   [N, 3C] q | k | v
+  readonly att: Tensor; //   [N, C]  attention output, heads side by side
+  readonly mid: Tensor; //   [N, C]  x + attn(ln_1(x)); x itself when the block runs in place
+  readonly ln2: Tensor; //   [N, C]  ln_2(mid)
+  readonly fcPre: Tensor | null; // [N, nInner] c_fc before GELU, kept for backward; null: fused
+  readonly fc: Tensor; //    [N, nInner] gelu(c_fc(ln2))
+  readonly out: Tensor; //   [N, C]  mid + mlp(ln_2(mid)); x itself in place
+  /** [N, 2] each row's LayerNorm mean and rstd, kept for the backward (training only). */
   readonly ln1Stats?: Tensor;
   readonly ln2Stats?: Tensor;
 }
 
 /**
- * The activations of one pass over T rows, laid out by the runner: the input ids, where each
+ * The activations of one pass over N rows, laid out by the runner: the input ids, where each
  * layer reads and writes, which rows are which sequence, and the logits.
  */
 export interface Pass {
-  readonly ids: Tensor; //       [T] u32 token ids
+  readonly ids: Tensor; //       [N] u32 token ids
   readonly start: Tensor; //     [pos0] u32: row t is at position pos0 + t ...
-  readonly positions?: Tensor; // [T] u32: ... unless each row has its own position
-  readonly x: Tensor; //         [T, C] embeddings, block 0's input
+  readonly positions?: Tensor; // [N] u32: ... unless each row has its own position
+  readonly x: Tensor; //         [N, C] embeddings, block 0's input
   /** Block i's activations. */
   layer(i: number): BlockActivations;
   /** The sequences whose rows block i's attention covers. */
   sequences(i: number): readonly SequenceRows[];
-  readonly lnF: Tensor; //       [T, C] ln_f(last block's out)
-  readonly lnFStats?: Tensor; // [T, 2] ln_f's mean and rstd per row, kept for the backward
+  readonly lnF: Tensor; //       [N, C] ln_f(last block's out)
+  readonly lnFStats?: Tensor; // [N, 2] ln_f's mean and rstd per row, kept for the backward
   readonly logits: Tensor; //    [rows, ldy]: the logits of rows logitsRow0 ..
   readonly logitsRow0: number;
   /** Copies hidden state i (0: embeddings, i: block i-1's output, L+1: ln_f) if kept. */
@@ -143,12 +148,12 @@ class LayerNorm {
     this.bias = to.upload(w.bias, [w.bias.length], `${name}.bias`);
   }
 
-  // x: [T, C] -> y: [T, C]; each row's mean and rstd to stats ([T, 2]) when given
+  // x: [N, C] -> y: [N, C]; each row's mean and rstd to stats ([N, 2]) when given
   forward(x: Tensor, y: Tensor, stats?: Tensor): Plan {
     return [layerNorm(this.gpu, x, this.weight, this.bias, y, this.eps, stats)];
   }
 
-  // dy: [T, C] -> dx += d x: [T, C]; d weight, d bias: [C]; stats: [T, 2] the forward's
+  // dy: [N, C] -> dx += d x: [N, C]; d weight, d bias: [C]; stats: [N, 2] the forward's
   backward(x: Tensor, dy: Tensor, dx: Tensor, stats: Tensor, g: Gradients): Plan {
     const { gpu, weight, bias, eps } = this;
     return layerNormBackward(gpu, x, weight, dy, dx, g.of(weight), g.of(bias), eps, stats);
@@ -179,13 +184,13 @@ class Linear {
     this.bias = to.upload(w.bias, [m], `${name}.bias`);
   }
 
-  // x: [T, in] -> y: [T, out]; `then` gelu: y = gelu(x @ W + b) (and pre = x @ W + b when
+  // x: [N, in] -> y: [N, out]; `then` gelu: y = gelu(x @ W + b) (and pre = x @ W + b when
   // given); add: y += x @ W + b
   forward(x: Tensor, y: Tensor, then: Epilogue = "none", pre: Tensor | null = null): Plan {
     return [matmul(this.gpu, x, this.weight, this.bias, y, then, pre)];
   }
 
-  // dy: [T, out] -> dx: [T, in]; d W: [out, in], d b: [out]. With geluOf, x = gelu(geluOf)
+  // dy: [N, out] -> dx: [N, in]; d W: [out, in], d b: [out]. With geluOf, x = gelu(geluOf)
   // and dx is d geluOf: GELU's backward in the same pass.
   backward(x: Tensor, dy: Tensor, dx: Tensor, g: Gradients, geluOf: Tensor | null = null): Plan {
     const { gpu, weight, bias } = this;
@@ -219,20 +224,20 @@ class CausalSelfAttention {
     this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f, to);
   }
 
-  // x: [T, C] -> residual += attn(x): [T, C]; each sequence's K/V go to its cache at pos0 ..
+  // x: [N, C] -> residual += attn(x): [N, C]; each sequence's K/V go to its cache at pos0 ..
   forward(x: Tensor, a: BlockActivations, seqs: readonly SequenceRows[], residual: Tensor): Plan {
     const { gpu } = this;
     return [
-      ...this.cAttn.forward(x, a.qkv), // qkv: [T, 3C]
+      ...this.cAttn.forward(x, a.qkv), // qkv: [N, 3C]
       ...seqs.flatMap(({ rows, cache: c, start, probs, zeroTail }) => [
         storeKv(gpu, start, a.qkv, c.k, c.v, c.scales, rows), // cache: [nHead, P, words]
-        ...attend(gpu, start, a.qkv, c.k, c.v, a.att, probs, zeroTail, c.scales, rows), // [T, C]
+        ...attend(gpu, start, a.qkv, c.k, c.v, a.att, probs, zeroTail, c.scales, rows), // [N, C]
       ]),
       ...this.cProj.forward(a.att, residual, "add"),
     ];
   }
 
-  // d residual: [T, C] -> dx: [T, C] (d of x, the LayerNorm output attention read)
+  // d residual: [N, C] -> dx: [N, C] (d of x, the LayerNorm output attention read)
   backward(
     x: Tensor,
     a: BlockActivations,
@@ -244,10 +249,10 @@ class CausalSelfAttention {
   ): Plan {
     const { gpu } = this;
     return [
-      ...this.cProj.backward(a.att, dResidual, d.att, g), // d att: [T, C]
+      ...this.cProj.backward(a.att, dResidual, d.att, g), // d att: [N, C]
       ...seqs.flatMap(({ rows, cache: c, probs }) =>
         attendBackward(gpu, a.qkv, c.k, c.v, probs, d.att, d.qkv, d.probs, rows)
-      ), // d qkv: [T, 3C]
+      ), // d qkv: [N, 3C]
       ...this.cAttn.backward(x, d.qkv, dx, g),
     ];
   }
@@ -268,7 +273,7 @@ class MLP {
     this.cProj = new Linear(gpu, w.cProj, `${name}.c_proj`, f, to);
   }
 
-  // x: [T, C] -> residual += mlp(x): [T, C], through fc = gelu(x @ W_fc + b): [T, nInner]
+  // x: [N, C] -> residual += mlp(x): [N, C], through fc = gelu(x @ W_fc + b): [N, nInner]
   // (training keeps c_fc's output before the GELU, fcPre, for the backward)
   forward(x: Tensor, a: BlockActivations, residual: Tensor): Plan {
     return [
@@ -277,7 +282,7 @@ class MLP {
     ];
   }
 
-  // d residual: [T, C] -> dx: [T, C] (d of x, the LayerNorm output the MLP read)
+  // d residual: [N, C] -> dx: [N, C] (d of x, the LayerNorm output the MLP read)
   backward(
     x: Tensor,
     a: BlockActivations,
@@ -287,7 +292,7 @@ class MLP {
     g: Gradients,
   ): Plan {
     return [
-      ...this.cProj.backward(a.fc, dResidual, d.fcPre, g, a.fcPre!), // d fcPre: [T, nInner]
+      ...this.cProj.backward(a.fc, dResidual, d.fcPre, g, a.fcPre!), // d fcPre: [N, nInner]
       ...this.cFc.backward(x, d.fcPre, dx, g),
     ];
   }
@@ -313,7 +318,7 @@ class Block {
     this.mlp = new MLP(gpu, w.mlp, `${name}.mlp`, f, to);
   }
 
-  // x: [T, C] -> a.out: [T, C]
+  // x: [N, C] -> a.out: [N, C]
   forward(x: Tensor, a: BlockActivations, seqs: readonly SequenceRows[]): Plan {
     const { ln1, attn, ln2, mlp } = this;
     return [
@@ -324,7 +329,7 @@ class Block {
     ];
   }
 
-  // d.x: d out [T, C] -> d.x: d x [T, C]; each residual add passes d.x through unchanged
+  // d.x: d out [N, C] -> d.x: d x [N, C]; each residual add passes d.x through unchanged
   backward(
     x: Tensor,
     a: BlockActivations,
@@ -373,8 +378,6 @@ export class GPT2 {
   readonly weightFormat: WeightFormat;
   /** Every parameter, in one buffer (each tensor a view of it; matrices first). */
   readonly arena: TensorArena;
-  /** Records, submits and reads back this model's passes (forward, decoding, batches). */
-  readonly runner: Runner;
   /**
    * Bumped by whatever writes the weights in place (train/trainer.ts), so that copies of them
    * (the fused decode step's packed matrices) know to refresh.
@@ -399,7 +402,6 @@ export class GPT2 {
       ? uploadRowChunks(gpu, w.lmHead, V, C, "lm_head", gpu.maxBinding, f, arena)
       : this.wte;
     arena.allocate();
-    this.runner = new Runner(this, options);
   }
 
   /** Loads a HuggingFace checkpoint folder (config.json + *.safetensors) onto the GPU. */
@@ -414,7 +416,7 @@ export class GPT2 {
     const L = this.blocks.length;
     const input = (i: number) => i === 0 ? p.x : p.layer(i - 1).out;
     return [
-      ...embedding(gpu, p.ids, p.start, this.wte, this.wpe, p.x, p.positions), // x: [T, C]
+      ...embedding(gpu, p.ids, p.start, this.wte, this.wpe, p.x, p.positions), // x: [N, C]
       ...p.keep(0, p.x),
       ...this.blocks.flatMap((block, i) => [
         ...block.forward(input(i), p.layer(i), p.sequences(i)),
@@ -469,64 +471,13 @@ export class GPT2 {
     ];
   }
 
-  /**
-   * Runs T tokens through the model at positions cache.length .. cache.length+T-1, appending
-   * their K/V to the cache: a prefill when T > 1, a decode step when T = 1. An empty cache
-   * makes this the plain (no-cache) forward over `ids`.
-   */
-  forward(
-    ids: readonly number[],
-    cache: KVCache,
-    options: ForwardOptions = {},
-  ): Promise<ForwardOutput> {
-    return this.runner.forward(ids, cache, options);
-  }
-
-  /**
-   * Greedy decoding with the argmax on the GPU: feeds `first` at position cache.length, then
-   * each token it chooses, `n` steps with no CPU wait between them. Returns the n tokens.
-   */
-  decodeGreedy(first: number, cache: KVCache, n: number): Promise<number[]> {
-    return this.runner.decodeGreedy(first, cache, n);
-  }
-
-  /**
-   * Decoding by `sampling`, chained on the GPU where the fused path can draw: feeds `first`,
-   * then each token picked as run/sampling.ts's `sampleToken` would pick it (the argmax at
-   * temperature 0; else a draw from `rng`, advanced one draw per token), `n` steps. Returns
-   * the n tokens (see {@link Runner.decodeSample}).
-   */
-  decodeSample(
-    first: number,
-    cache: KVCache,
-    n: number,
-    sampling: SamplingOptions,
-    rng: Rng,
-  ): Promise<number[]> {
-    return this.runner.decodeSample(first, cache, n, sampling, rng);
-  }
-
-  /**
-   * One decode step for B sequences at once, `ids[b]` fed to `caches[b]` at its own position;
-   * returns each sequence's next-token logits.
-   */
-  forwardBatch(ids: readonly number[], caches: readonly KVCache[]): Promise<Float32Array[]> {
-    return this.runner.forwardBatch(ids, caches);
-  }
-
-  /** Compiles every pipeline and finishes the upload, so later timings measure the model. */
-  warmup(): Promise<void> {
-    return this.runner.warmup();
-  }
-
   /** A new, empty KV cache for this model (preallocated unless `options` say "grow"). */
   newCache(options?: KVCacheOptions): KVCache {
     return new KVCache(this.gpu, this.config, options);
   }
 
-  /** Frees the model's GPU buffers: weights and scratch (caches are freed on their own). */
+  /** Frees the model's weights on the GPU (caches, and a runner's scratch, are freed on their own). */
   destroy(): void {
-    this.runner.destroy();
     this.gpu.destroy(this.arena.whole);
   }
 

@@ -2,6 +2,25 @@
  * The KV cache: per layer, the keys and values of every token seen so far, kept on the GPU
  * so that each new token attends to them without recomputing them.
  *
+ * Layout: per layer, K and V are each `[n_head, capacity, words]` u32 words, row
+ * `head · capacity + position` holding head_dim values (f32: one per word, f16: two, int8: four
+ * with a scale per row in `scales`); {@link KVCache.length} rows are valid.
+ *
+ * Who writes it (every writer encodes a row through kv_codec.wgsl's `kv_row_scale` and
+ * `kv_encode`, so the three storages mean the same everywhere):
+ * - `storeKv` (kernels/attention.ts, attention.wgsl's `store_kv`): the K/V of every token of a
+ *   prefill, a general decode step and a batched step, at rows `length …`;
+ * - the fused decode step (`fusedDecodeStep` in kernels/fused_decode.ts, fused_decode.wgsl's
+ *   own `store_kv`): one token's K/V per layer, inside its single dispatch;
+ * - this file: {@link KVCache.copyPrefix} (a shared prefix), {@link KVCache.evict} (the
+ *   sliding window's sinks), the copy when a growing cache reallocates; and
+ *   `loadSnapshot` (model/snapshot.ts), which restores saved rows.
+ *
+ * Who reads it (through kv_codec.wgsl's `kv_load4`): `attend` (kernels/attention.ts: the
+ * `scores` and `values` kernels of a prefill, `attend_one` of a decode step), the fused
+ * decode step's `attention`, and {@link KVCache.read}, which brings the rows back to the CPU
+ * (parity, snapshots).
+ *
  * @module
  */
 import { type CacheDType, type CacheScales, cacheWords } from "../kernels/attention.ts";

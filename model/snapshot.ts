@@ -171,7 +171,7 @@ export async function saveSnapshot(
       Object.entries(CONFIG_FIELDS).map(([key, field]) => [key, String(config[field])]),
     ),
     weights_fingerprint: await modelFingerprint(model),
-    data_sha256: await checksum(ids, layers),
+    data_sha256: await snapshotChecksum(tensors),
   };
   await writeSafetensors(path, tensors, metadata);
 }
@@ -281,7 +281,12 @@ export async function loadSnapshot(
     k: finite(`layer.${i}.key`),
     v: finite(`layer.${i}.value`),
   }));
-  if (meta.data_sha256 !== await checksum(ids, layers)) {
+  const read: Record<string, { data: ArrayBufferView }> = { token_ids: { data: ids } };
+  layers.forEach(({ k, v }, i) => {
+    read[`layer.${i}.key`] = { data: k };
+    read[`layer.${i}.value`] = { data: v };
+  });
+  if (meta.data_sha256 !== await snapshotChecksum(read)) {
     fail(
       `the tensor data does not match its checksum (data_sha256 ` +
         `${
@@ -322,14 +327,17 @@ export async function loadSnapshot(
 }
 
 /**
- * `sha256:` and the SHA-256 of the SHA-256 digests of token_ids, then layer.0.key,
- * layer.0.value, layer.1.key, … (each over its little-endian bytes).
+ * The snapshot's `data_sha256`: `sha256:` and the SHA-256 of the SHA-256 digests of
+ * token_ids, then layer.0.key, layer.0.value, layer.1.key, … (each over its little-endian
+ * bytes), for as many layers as `tensors` holds.
  */
-async function checksum(
-  ids: Int32Array,
-  layers: readonly { k: Float32Array; v: Float32Array }[],
+export async function snapshotChecksum(
+  tensors: Readonly<Record<string, { readonly data: ArrayBufferView }>>,
 ): Promise<string> {
-  const parts = [ids, ...layers.flatMap((l) => [l.k, l.v])];
+  const parts = [tensors.token_ids.data];
+  for (let i = 0; `layer.${i}.key` in tensors; i++) {
+    parts.push(tensors[`layer.${i}.key`].data, tensors[`layer.${i}.value`].data);
+  }
   const digests = await Promise.all(
     parts.map((p) => crypto.subtle.digest("SHA-256", p as ArrayBufferView<ArrayBuffer>)),
   );

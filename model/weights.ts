@@ -14,7 +14,7 @@
 import { type GPT2Config, loadConfig } from "./config.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { clip } from "../base/describe.ts";
-import { joinPath, readDir } from "../io/files.ts";
+import { joinPath, readDir } from "../base/files.ts";
 import { Rng } from "../base/rng.ts";
 
 /** One Conv1D / Linear layer: y = x @ weight + bias, weight stored [in, out] as in HF Conv1D. */

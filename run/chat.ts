@@ -10,10 +10,9 @@
  *
  * @module
  */
-import type { GPT2 } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
 import { streamBatch, validateGenerate } from "./generate.ts";
-import type { DecodePath } from "./runner.ts";
+import type { DecodePath, Runner } from "./runner.ts";
 import { Rng } from "../base/rng.ts";
 import { sampleToken, type SamplingOptions } from "./sampling.ts";
 import {
@@ -103,7 +102,7 @@ export interface ChatStats {
   /** Tokens dropped by the sliding window so far. */
   droppedTokens: number;
   /**
-   * The model's decode path, and whether replies now chain its steps ({@link GPT2.decodeSample}:
+   * The model's decode path, and whether replies now chain its steps ({@link Runner.decodeSample}:
    * tokens read back in batches; on the general path a sampled step still reads its logits).
    */
   decodePath: DecodePath;
@@ -127,7 +126,7 @@ export class ChatSession {
   readonly systemIds: readonly number[];
   /** The sliding window applied when the context is full. */
   readonly window: Readonly<SlidingWindow>;
-  readonly #model: GPT2;
+  readonly #model: Runner;
   readonly #tokenizer: Tokenizer;
   readonly #systemEndsLine: boolean;
   #history: number[];
@@ -137,7 +136,7 @@ export class ChatSession {
   #uncached = { tokens: 0, ms: 0 };
   #droppedTokens = 0;
 
-  private constructor(model: GPT2, tokenizer: Tokenizer, options: ChatOptions) {
+  private constructor(model: Runner, tokenizer: Tokenizer, options: ChatOptions) {
     const { maxTokens, temperature, topK, topP, seed, useCache } = options;
     const windowMode = options.windowMode ?? "recompute";
     const chainOnGpu = options.chainOnGpu ?? true;
@@ -181,7 +180,11 @@ export class ChatSession {
   }
 
   /** Opens a session and prefills the system text, if any. */
-  static async open(model: GPT2, tokenizer: Tokenizer, options: ChatOptions): Promise<ChatSession> {
+  static async open(
+    model: Runner,
+    tokenizer: Tokenizer,
+    options: ChatOptions,
+  ): Promise<ChatSession> {
     const session = new ChatSession(model, tokenizer, options);
     if (session.systemIds.length) await model.forward(session.systemIds, session.cache);
     return session;
@@ -204,7 +207,7 @@ export class ChatSession {
    * the text cannot be encoded or does not fit the context.
    *
    * Through the cache, while only the last token is unfed, the tokens are chosen on the GPU
-   * in chained batches ({@link GPT2.decodeSample}) sized to stream about every 200 ms; otherwise
+   * in chained batches ({@link Runner.decodeSample}) sized to stream about every 200 ms; otherwise
    * (cache off, the window's refill, `chainOnGpu` false, a model vocabulary wider than the
    * tokenizer's) each token's logits are read back and sampled on the CPU. Both give the same
    * ids and leave the sampler in the same state.
@@ -352,7 +355,7 @@ export class ChatSession {
       cached: { ...this.#cached },
       uncached: { ...this.#uncached },
       droppedTokens: this.#droppedTokens,
-      decodePath: this.#model.runner.decodePath,
+      decodePath: this.#model.decodePath,
       chained: this.#chains(),
     };
   }

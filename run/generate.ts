@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { GPT2 } from "../model/gpt2.ts";
+import type { Runner } from "./runner.ts";
 import type { KVCache } from "../model/kv_cache.ts";
 import { Rng } from "../base/rng.ts";
 import { sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
@@ -112,7 +112,7 @@ export function validateGenerate(opts: GenerateOptions): void {
 
 /** Generates up to `maxTokens` tokens after `promptIds`. */
 export async function generate(
-  model: GPT2,
+  model: Runner,
   cache: KVCache,
   promptIds: readonly number[],
   opts: GenerateOptions,
@@ -231,7 +231,7 @@ export function streamBatch(msPerToken: number): number {
  * Prefills `ids` (a system prompt or any shared prefix) once into a cache of its own, sized
  * to fit, for {@link GenerateOptions.prefix}.
  */
-export async function prefillPrefix(model: GPT2, ids: readonly number[]): Promise<KVCache> {
+export async function prefillPrefix(model: Runner, ids: readonly number[]): Promise<KVCache> {
   const cache = model.newCache({ policy: "grow", initialCapacity: Math.max(1, ids.length) });
   await model.forward(ids, cache);
   return cache;
@@ -239,7 +239,7 @@ export async function prefillPrefix(model: GPT2, ids: readonly number[]): Promis
 
 // Logits of the next token. Without the cache, the whole sequence is recomputed from empty.
 async function nextLogits(
-  model: GPT2,
+  model: Runner,
   cache: KVCache,
   ids: readonly number[],
   useCache: boolean,
@@ -266,11 +266,11 @@ export interface BatchResult {
 /**
  * Generates for B prompts of any lengths together: each is prefilled into a cache of its
  * own, then every decode step feeds all unfinished sequences' last tokens in one
- * {@link GPT2.forwardBatch}. Each sequence samples with its own `Rng(seed)`, so its tokens
+ * {@link Runner.forwardBatch}. Each sequence samples with its own `Rng(seed)`, so its tokens
  * are those `generate` gives it alone. Needs the cache; no system prompt or window.
  */
 export async function generateBatch(
-  model: GPT2,
+  model: Runner,
   prompts: readonly (readonly number[])[],
   opts: GenerateOptions,
 ): Promise<BatchResult> {

@@ -8,8 +8,9 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import { GPT2_SIZES, parameterCount } from "../model/config.ts";
 import { downloadCheckpoint, findInHfCache, resolveRepo } from "../io/download.ts";
-import { exists, permitted, readDir } from "../io/files.ts";
-import { GPT2, type ModelOptions } from "../model/gpt2.ts";
+import { exists, permitted, readDir } from "../base/files.ts";
+import { GPT2 } from "../model/gpt2.ts";
+import { Runner, type RunnerOptions } from "./runner.ts";
 import { loadCheckpoint, randomWeights } from "../model/weights.ts";
 import { CharTokenizer } from "../tokenizers/char.ts";
 import { gpt2Tokenizer } from "../tokenizers/gpt2.ts";
@@ -26,7 +27,7 @@ export const TRAINED = "data/shakespeare-char";
 
 /** A model ready to run, with where it came from. */
 export interface OpenedModel {
-  model: GPT2;
+  model: Runner;
   /** Short name: a folder, a hub name, or "embedded". */
   name: string;
   /** One line saying what was loaded. */
@@ -81,12 +82,15 @@ export async function tokenizerFor(spec: string): Promise<Tokenizer> {
 export async function openModel(
   gpu: Gpu,
   spec?: string,
-  options: ModelOptions = {},
+  options: RunnerOptions = {},
 ): Promise<OpenedModel> {
   if (spec === undefined) spec = (await findLocalGpt2()) ?? EMBEDDED;
   if (spec === EMBEDDED) {
     const config = GPT2_SIZES.gpt2;
-    const model = new GPT2(gpu, config, randomWeights(config, EMBEDDED_SEED), options);
+    const model = new Runner(
+      new GPT2(gpu, config, randomWeights(config, EMBEDDED_SEED), options),
+      options,
+    );
     return {
       model,
       name: EMBEDDED,
@@ -123,7 +127,7 @@ export async function openModel(
   }
   const params = (parameterCount(config) / 1e6).toFixed(1);
   return {
-    model: new GPT2(gpu, config, weights, options),
+    model: new Runner(new GPT2(gpu, config, weights, options), options),
     name: spec,
     random: false,
     tokenizer: chars ?? gpt2Tokenizer(),
@@ -133,7 +137,7 @@ export async function openModel(
   };
 }
 
-function weightsNote(options: ModelOptions): string {
+function weightsNote(options: RunnerOptions): string {
   return options.weights === "f16" ? "; weights stored as f16" : "";
 }
 

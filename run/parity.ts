@@ -9,9 +9,8 @@
 import { maxAbsDiff } from "../base/max_abs_diff.ts";
 import type { Gpu } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
-import { GPT2, type ModelOptions } from "../model/gpt2.ts";
 import type { KVCache } from "../model/kv_cache.ts";
-import type { DecodePath } from "./runner.ts";
+import { type DecodePath, Runner, type RunnerOptions } from "./runner.ts";
 import { generate, greedyOptions } from "./generate.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 
@@ -59,9 +58,9 @@ function maxAbs(a: Float32Array): number {
 export async function runParity(
   gpu: Gpu,
   dir: string,
-  options: ModelOptions = {},
+  options: RunnerOptions = {},
 ): Promise<ParityReport> {
-  const model = await GPT2.load(gpu, dir, options);
+  const model = await Runner.load(gpu, dir, options);
   const ref = await SafetensorsFile.open(`${dir}/reference.safetensors`);
   const prompts = [...ref.tensors.keys()]
     .filter((k) => k.endsWith(".input_ids"))
@@ -95,8 +94,8 @@ export async function runParity(
     model: dir,
     adapter: gpu.description,
     weights: model.weightFormat,
-    decodePath: model.runner.decodePath,
-    fusedLimit: model.runner.fusedLimit,
+    decodePath: model.decodePath,
+    fusedLimit: model.fusedLimit,
     rows,
     maxAbsDiff: maxDiff,
     pass: rows.every((r) => r.pass),
@@ -104,7 +103,7 @@ export async function runParity(
 }
 
 async function comparePrompt(
-  model: GPT2,
+  model: Runner,
   cache: KVCache,
   ref: SafetensorsFile,
   p: string,
@@ -159,7 +158,7 @@ async function comparePrompt(
 }
 
 async function greedy(
-  model: GPT2,
+  model: Runner,
   cache: KVCache,
   ids: number[],
   n: number,

@@ -5,7 +5,7 @@
  * steps on the GPU; a batched step runs B sequences' rows through one plan.
  *
  * A single-token step takes one of two paths: the general one (the model's plan, ~10
- * dispatches per block), or for models small enough the fused one (kernels/decode.ts: one
+ * dispatches per block), or for models small enough the fused one (kernels/fused_decode.ts: one
  * dispatch runs every block, a second the lm_head). The runner picks by shape and adapter;
  * {@link Runner.decodePath} says which, and `KVGPT_DECODE=general|fused` or
  * {@link ModelOptions.decode} overrides it. Chained steps ({@link Runner.decodeGreedy},
@@ -16,15 +16,15 @@
  *
  * @module
  */
-import { argmax } from "../kernels/argmax.ts";
+import { greedyPick } from "../kernels/argmax.ts";
 import {
   type BlockTensors,
-  decodeHead,
-  decodeStep,
   destroyPacked,
   destroyTexture,
   fillTexture,
+  fusedDecodeHead,
   fusedDecodeLimit,
+  fusedDecodeStep,
   gpuSamples,
   headWorkgroups,
   packBlocks,
@@ -35,11 +35,11 @@ import {
   type StepSampling,
   type WeightTexture,
   weightTexture,
-} from "../kernels/decode.ts";
+} from "../kernels/fused_decode.ts";
 import type { Dispatch, Gpu, KernelTime, Plan, Tensor } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
-import type { GPT2 } from "../model/gpt2.ts";
-import type { KVCache } from "../model/kv_cache.ts";
+import { GPT2, type ModelOptions } from "../model/gpt2.ts";
+import type { KVCache, KVCacheOptions } from "../model/kv_cache.ts";
 import { Rng } from "../base/rng.ts";
 import { sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
 import { type ForwardOptions, type ShapeOptions, Workspace } from "./workspace.ts";
@@ -65,14 +65,8 @@ export interface ForwardOutput {
   profile?: KernelTime[];
 }
 
-/** How a model is put on the GPU. */
-export interface ModelOptions {
-  /**
-   * Storage of the matrices (every Linear, wte and lm_head): "f32" (default, HF parity) or
-   * "f16", half the bytes per decode step with each weight rounded to f16. LayerNorms,
-   * biases and wpe stay f32.
-   */
-  weights?: WeightFormat;
+/** How a model is put on the GPU ({@link ModelOptions}) and how its decode steps run. */
+export interface RunnerOptions extends ModelOptions {
   /**
    * The decode path (see {@link DecodePath}); default: the environment's `KVGPT_DECODE` if
    * set and readable, else fused wherever the model's shape and the adapter allow it.
@@ -109,7 +103,10 @@ interface RecordedPlan {
 /** Workspaces kept at once (the shapes used last); older ones are freed. */
 const WORKSPACES = 4;
 
-/** Runs one model's passes: its input buffers, workspaces and recorded plans. */
+/**
+ * Runs one model's passes: its input buffers, workspaces and recorded plans. A runner owns
+ * its model: freeing the runner frees the model's weights too.
+ */
 export class Runner {
   readonly gpu: Gpu;
   /** Token ids of the current pass, [nPositions] u32. */
@@ -139,7 +136,12 @@ export class Runner {
   #packedVersion = -1;
   #fusedSteps = new WeakMap<KVCache, FusedSteps>();
 
-  constructor(readonly model: GPT2, options: ModelOptions = {}) {
+  /** The model's config (the same object as `model.config`). */
+  readonly config: GPT2["config"];
+
+  /** A runner for `model`, which it then owns; `options.weights` was the model's to take. */
+  constructor(readonly model: GPT2, options: RunnerOptions = {}) {
+    this.config = model.config;
     const gpu = this.gpu = model.gpu;
     const P = model.config.nPositions;
     this.ids = gpu.tensor([P], "ids");
@@ -169,7 +171,26 @@ export class Runner {
     }
   }
 
-  /** See {@link GPT2.forward}. */
+  /** Loads a HuggingFace checkpoint folder (config.json + *.safetensors) and runs it. */
+  static async load(gpu: Gpu, dir: string, options: RunnerOptions = {}): Promise<Runner> {
+    return new Runner(await GPT2.load(gpu, dir, options), options);
+  }
+
+  /** How the model's matrices are stored on the GPU. */
+  get weightFormat(): WeightFormat {
+    return this.model.weightFormat;
+  }
+
+  /** A new, empty KV cache for the model (preallocated unless `options` say "grow"). */
+  newCache(options?: KVCacheOptions): KVCache {
+    return this.model.newCache(options);
+  }
+
+  /**
+   * Runs T tokens through the model at positions cache.length .. cache.length+T-1, appending
+   * their K/V to the cache: a prefill when T > 1, a decode step when T = 1. An empty cache
+   * makes this the plain (no-cache) forward over `ids`.
+   */
   async forward(
     ids: readonly number[],
     cache: KVCache,
@@ -224,7 +245,7 @@ export class Runner {
       return [...(await this.#readState(n)).tokens];
     }
     const { ws, plan } = this.#prepare(1, cache, n, { logits: "last" });
-    const pick = argmax(this.gpu, ws.logits, vocabSize, this.ids, this.start, this.tokens);
+    const pick = greedyPick(this.gpu, ws.logits, vocabSize, this.ids, this.start, this.tokens);
     this.gpu.write(this.ids, new Uint32Array([first]));
     this.gpu.write(this.start, new Uint32Array([cache.length, 0]));
     this.gpu.run(Array.from({ length: n }, () => [...plan, pick]).flat());
@@ -344,8 +365,19 @@ export class Runner {
     }
   }
 
-  /** Frees the runner's buffers and workspaces. */
+  /** Frees the runner's buffers and workspaces, and its model's weights. */
   destroy(): void {
+    this.#freeScratch();
+    this.model.destroy();
+  }
+
+  /** `using runner = …` frees it (and its model) at the end of the scope. */
+  [Symbol.dispose](): void {
+    this.destroy();
+  }
+
+  // The runner's own buffers: inputs, the fused path's buffers, the workspaces.
+  #freeScratch(): void {
     for (const t of [this.ids, this.start, this.tokens, this.positions]) this.gpu.destroy(t);
     if (this.#fused) {
       const f = this.#fused;
@@ -475,7 +507,7 @@ export class Runner {
   #step(cache: KVCache, source: "input" | "best" | "sample", blocks: boolean, s?: StepSampling) {
     const io = this.#fusedBuffers();
     const { config } = this.model;
-    return decodeStep(this.gpu, config, io.packed, io, cache.layers, {
+    return fusedDecodeStep(this.gpu, config, io.packed, io, cache.layers, {
       source,
       blocks,
       sampling: s,
@@ -487,7 +519,9 @@ export class Runner {
     const io = this.#fusedBuffers();
     if (io.packed.lmHead) return [];
     const { lmHead } = this.model;
-    return [decodeHead(this.gpu, io.hidden, lmHead, io.head!, io.logits, io.best, writeLogits)];
+    return [
+      fusedDecodeHead(this.gpu, io.hidden, lmHead, io.head!, io.logits, io.best, writeLogits),
+    ];
   }
 
   /** The first n tokens chosen and the sampler's state, from the fused path's state. */

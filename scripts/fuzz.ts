@@ -1,11 +1,12 @@
 /**
- * The fuzz campaign: `deno task fuzz [--cases N] [--seed S] [--batch B] [--timeout SECONDS]`
- * runs N seeded cases of scripts/fuzz_cases.ts (default 10,000) in child processes of B cases
+ * The fuzz campaign: `deno task fuzz [--cases N] [--seed S] [--batch B] [--timeout SECONDS]
+ * [--tally]`
+ * runs N seeded cases of scripts/fuzz/ (default 10,000) in child processes of B cases
  * each (default 500), so a crash or a hang ends only its own case: a case that kills its
  * process is a `crash`, one that runs past the timeout (default 20 s) is a `hang`, and the
  * next process goes on after it. Prints the count of each outcome per kind of input, lists
  * every unclean case with the command that replays it (`--case I`), and exits 1 if there is
- * any.
+ * any. `--tally` adds how many cases ended in each distinct message ({@link tally}).
  *
  * @module
  */
@@ -13,12 +14,45 @@ import { parseArgs } from "node:util";
 import {
   type CaseKind,
   type CaseResult,
+  caseRng,
   CLEAN_OUTCOMES,
   closeContext,
+  Draw,
+  type FuzzContext,
   makeContext,
   type Outcome,
-  runCase,
-} from "./fuzz_cases.ts";
+} from "./fuzz/case.ts";
+import { checkpointCase } from "./fuzz/checkpoint.ts";
+import { configCase } from "./fuzz/config.ts";
+import { snapshotCase } from "./fuzz/snapshot.ts";
+import { tokenizerCase } from "./fuzz/tokenizer.ts";
+
+/** Runs case `index` of `seed` and judges it. */
+export async function runCase(ctx: FuzzContext, seed: number, index: number): Promise<CaseResult> {
+  const d = new Draw(caseRng(seed, index));
+  const kind = kindOf(index);
+  const run = {
+    checkpoint: checkpointCase,
+    config: configCase,
+    snapshot: snapshotCase,
+    tokenizer: tokenizerCase,
+  }[kind];
+  const mutations: string[] = [];
+  const judged = await run(ctx, d, index, mutations);
+  let { outcome, detail } = judged;
+  try {
+    await ctx.gpu.sync();
+  } catch (err) {
+    outcome = "raw-error";
+    detail = `a WebGPU error after the case: ${(err as Error).message.slice(0, 200)}; ${detail}`;
+  }
+  if (ctx.gpu.bytesAllocated !== ctx.bytesAtRest && CLEAN_OUTCOMES.includes(outcome)) {
+    outcome = "leak";
+    detail = `${ctx.gpu.bytesAllocated - ctx.bytesAtRest} GPU bytes not freed; ${detail}`;
+    ctx.bytesAtRest = ctx.gpu.bytesAllocated; // report a leak once
+  }
+  return { index, kind, mutation: mutations.join("; "), outcome, detail, ms: judged.ms };
+}
 
 /** Marks the worker's protocol lines on its standard output. */
 const START = "@@start ";
@@ -91,7 +125,7 @@ class LineReader {
   }
 }
 
-/** The kind of case `index` (as fuzz_cases.ts assigns them). */
+/** The kind of case `index`: two checkpoints, then a config, a snapshot, a tokenizer input. */
 function kindOf(index: number): CaseKind {
   const kinds: CaseKind[] = ["checkpoint", "checkpoint", "config", "snapshot", "tokenizer"];
   return kinds[index % kinds.length];
@@ -212,6 +246,22 @@ export function summarize(results: readonly CaseResult[], seed: number): string 
   return lines.join("\n");
 }
 
+/**
+ * How many cases ended in each distinct way: one line per kind, outcome and detail, with
+ * temporary paths written as P and numbers as N so that cases differing only in them count
+ * together (`--tally`: to see which refusal messages the campaign reached).
+ */
+export function tally(results: readonly CaseResult[]): string {
+  const groups = new Map<string, number>();
+  for (const r of results) {
+    const detail = r.detail.replace(/\/tmp\/\S+/g, "P").replace(/\d+/g, "N").slice(0, 90);
+    const key = `${r.kind} ${r.outcome}: ${detail}`;
+    groups.set(key, (groups.get(key) ?? 0) + 1);
+  }
+  return [...groups].sort(([a], [b]) => a.localeCompare(b))
+    .map(([key, n]) => `${String(n).padStart(5)} ${key}`).join("\n");
+}
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -225,6 +275,7 @@ async function main(): Promise<number> {
       from: { type: "string" },
       to: { type: "string" },
       inject: { type: "string" },
+      tally: { type: "boolean", default: false },
     },
   });
   const int = (name: string, text: string | undefined, min: number): number => {
@@ -265,6 +316,7 @@ async function main(): Promise<number> {
   console.log(`fuzz: ${options.cases} cases, seed ${seed}, ${options.batch} per process`);
   const results = await runCampaign(options);
   console.log(summarize(results, seed));
+  if (values.tally) console.log(`\n${tally(results)}`);
   console.log(`took ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   return results.every((r) => CLEAN_OUTCOMES.includes(r.outcome)) ? 0 : 1;
 }

@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
+import { Runner } from "../run/runner.ts";
 import { KVCache } from "../model/kv_cache.ts";
 import { loadSnapshot, saveSnapshot } from "../model/snapshot.ts";
 import { generate, generateBatch, type GenerateOptions, greedyOptions } from "../run/generate.ts";
@@ -114,7 +115,7 @@ class Phase {
 
 /** One generation of the mix: which kind is chosen by `i`. */
 async function oneGeneration(
-  model: GPT2,
+  model: Runner,
   i: number,
   dir: string,
 ): Promise<{ tokens: number; snapshots: number }> {
@@ -150,8 +151,8 @@ async function oneGeneration(
       using cache = model.newCache();
       await model.forward(prompt, cache);
       const path = join(dir, "soak.safetensors");
-      await saveSnapshot(path, cache, prompt, model);
-      using restored = (await loadSnapshot(path, model)).cache;
+      await saveSnapshot(path, cache, prompt, model.model);
+      using restored = (await loadSnapshot(path, model.model)).cache;
       const { logits } = await model.forward([prompt[0]], restored);
       return { tokens: logits.length > 0 ? 1 : 0, snapshots: 1 };
     }
@@ -169,7 +170,7 @@ export async function soak(gpu: Gpu, options: SoakOptions): Promise<SoakReport> 
   const t0 = performance.now();
   // One model run first: the device keeps a few small buffers for its whole life (the
   // attention kernels' 32 bytes of scale placeholders), which are not a leak.
-  const first = await GPT2.load(gpu, FIXTURE);
+  const first = await Runner.load(gpu, FIXTURE);
   {
     using cache = first.newCache();
     await first.forward([1, 2], cache);
@@ -183,7 +184,7 @@ export async function soak(gpu: Gpu, options: SoakOptions): Promise<SoakReport> 
   let snapshots = 0;
   try {
     // Phase 1: generations in one process with one model.
-    const model = await GPT2.load(gpu, FIXTURE);
+    const model = await Runner.load(gpu, FIXTURE);
     const generations = new Phase(gpu, Math.max(5, Math.round(options.generations / 10)));
     const leaked: KVCache[] = [];
     for (let i = 0; i < options.generations; i++) {
@@ -202,7 +203,7 @@ export async function soak(gpu: Gpu, options: SoakOptions): Promise<SoakReport> 
     // Phase 2: the model opened, run and destroyed again and again.
     const cycles = new Phase(gpu, 8);
     for (let i = 0; i < options.modelCycles; i++) {
-      const opened = await GPT2.load(gpu, FIXTURE);
+      const opened = await Runner.load(gpu, FIXTURE);
       if (i % 4 === 0) { // mostly bare cycles, as a forward's submission also frees memory
         using cache = opened.newCache();
         await opened.forward([1, 2, 3, 4], cache);

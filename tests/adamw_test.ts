@@ -9,7 +9,7 @@ import { TensorArena } from "../kernels/arena.ts";
 import { Gpu, type Tensor } from "../kernels/gpu.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { adamwStepRef, gradNormRef } from "./cpu_reference.ts";
-import { Arena, assertClose, Rng } from "./helpers.ts";
+import { Arena, assertClose, TestRng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -62,7 +62,7 @@ async function normOf(data: Float32Array[], shapes: number[][], maxBytes?: numbe
 }
 
 Deno.test("adamwStep: the global norm of tensors of odd sizes, deterministic, in 2 dispatches", async () => {
-  const rng = new Rng(3);
+  const rng = new TestRng(3);
   const shapes = [[5], [1000], [3, 333], [70001], [1]];
   const data = shapes.map((s) => rng.normals(s.reduce((a, b) => a * b), 0.5));
   const { n1, n2, dispatches } = await normOf(data, shapes);
@@ -75,7 +75,7 @@ Deno.test("adamwStep: the global norm of tensors of odd sizes, deterministic, in
 });
 
 Deno.test("adamwStep: an arena in chunks of 4 KiB bindings sums every chunk", async () => {
-  const rng = new Rng(4);
+  const rng = new TestRng(4);
   const shapes = [[100, 37], [5000], [3]];
   const data = shapes.map((s) => rng.uniforms(s.reduce((a, b) => a * b), -1, 1));
   const { n1, dispatches } = await normOf(data, shapes, 4096);
@@ -94,7 +94,7 @@ const OPTIONS: AdamWOptions = { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay:
  */
 async function checkSteps(options: AdamWOptions, label: string, maxBytes?: number) {
   const STEPS = 6;
-  const rng = new Rng(11);
+  const rng = new TestRng(11);
   const tensors = [
     { shape: [37], decay: false },
     { shape: [5, 41], decay: true },

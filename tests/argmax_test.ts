@@ -1,9 +1,9 @@
-/** The argmax kernel: the first largest logit becomes the next token, and the step advances. */
+/** greedyPick, the argmax kernel: the first largest logit becomes the next token, and the step advances. */
 import assert from "node:assert/strict";
-import { argmax } from "../kernels/argmax.ts";
+import { greedyPick } from "../kernels/argmax.ts";
 import { Gpu } from "../kernels/gpu.ts";
-import { argmax as cpuArgmax } from "../run/sampling.ts";
-import { Arena, Rng } from "./helpers.ts";
+import { argmax } from "../run/sampling.ts";
+import { Arena, TestRng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -13,7 +13,7 @@ async function pick(logits: Float32Array, n: number, chosenBefore: number) {
   const ids = arena.upload(new Uint32Array([999_999]), [1], "ids");
   const step = arena.upload(new Uint32Array([40, chosenBefore, 0, 0]), [4], "step");
   const tokens = arena.upload(new Uint32Array(8).fill(7), [8], "tokens");
-  gpu.run([argmax(gpu, l, n, ids, step, tokens)]);
+  gpu.run([greedyPick(gpu, l, n, ids, step, tokens)]);
   const [i, s, t] = await gpu.read([ids, step, tokens]);
   arena.destroy();
   const u32 = (a: Float32Array) => [...new Uint32Array(a.buffer)];
@@ -21,12 +21,12 @@ async function pick(logits: Float32Array, n: number, chosenBefore: number) {
 }
 
 Deno.test("argmax over a GPT-2-sized row equals the CPU argmax", async () => {
-  const rng = new Rng(3);
+  const rng = new TestRng(3);
   for (const n of [1, 7, 50257]) {
     const logits = rng.normals(n + 47, 2); // padding columns past n are never read
     logits.fill(1e9, n);
     const got = await pick(logits, n, 2);
-    assert.equal(got.id, cpuArgmax(logits.subarray(0, n)), `n=${n}`);
+    assert.equal(got.id, argmax(logits.subarray(0, n)), `n=${n}`);
     assert.equal(got.tokens[2], got.id, "written at tokens[step[1]]");
     assert.deepEqual(got.tokens.filter((_, i) => i !== 2), [7, 7, 7, 7, 7, 7, 7]);
     assert.deepEqual(got.step.slice(0, 2), [41, 3], "pos0 and the token count advance");

@@ -3,6 +3,7 @@ import { needs } from "./helpers.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
+import { Runner } from "../run/runner.ts";
 import { randomWeights } from "../model/weights.ts";
 import { CharTokenizer } from "../tokenizers/char.ts";
 import { type ChatOptions, ChatSession, type ReplyResult } from "../run/chat.ts";
@@ -15,7 +16,7 @@ const gpu = await Gpu.open();
 /** Every test but the two on plain data reads the fixture: ignored without read access. */
 const io = needs("read");
 // 2 layers, n_embd 64, n_positions 128 (a stand-in that no test runs without read access)
-const model = io.ignore ? (null as unknown as GPT2) : await GPT2.load(gpu, "data/tiny-gpt2");
+const model = io.ignore ? (null as unknown as Runner) : await Runner.load(gpu, "data/tiny-gpt2");
 const tok = gpt2Tokenizer();
 const reference = io.ignore
   ? { prompts: [] }
@@ -261,7 +262,7 @@ Deno.test(
       assert.equal(stats.chained, false); // the cache is off
       assert.equal(
         lines[3],
-        `decode: ${model.runner.decodePath} path, logits read back per token`,
+        `decode: ${model.decodePath} path, logits read back per token`,
       );
       await handle(s, "/cache on");
       assert.equal(s.stats().chained, true);
@@ -424,7 +425,7 @@ function endingLines(chars: CharTokenizer): Tokenizer {
  * whose index is `interrupt` is aborted after its 30th token.
  */
 async function converse(
-  m: GPT2,
+  m: Runner,
   tokenizer: Tokenizer,
   options: Partial<ChatOptions>,
   turns: string[],
@@ -452,7 +453,7 @@ Deno.test(
   io,
   async () => {
     const dir = "data/shakespeare-char";
-    const chars = await GPT2.load(gpu, dir);
+    const chars = await Runner.load(gpu, dir);
     const plain = (await CharTokenizer.load(dir))!;
     const lines = endingLines(plain);
     const turns = ["ROMEO:\n", "JULIET:\n", "ROMEO:\n", "MERCUTIO:\n"];
@@ -506,12 +507,12 @@ const RANDOM_CHARS = parseConfig({
   eos_token_id: 0,
 }, "random characters");
 /** A random model over those characters: on the fused path where the adapter allows it. */
-const randomChars = new GPT2(gpu, RANDOM_CHARS, randomWeights(RANDOM_CHARS, 11));
+const randomChars = new Runner(new GPT2(gpu, RANDOM_CHARS, randomWeights(RANDOM_CHARS, 11)));
 
 Deno.test({
   name: "a chained reply reads tokens back in batches, far fewer times than it has tokens",
   // OpenGL's llvmpipe has too few storage bindings for the fused step: every step is general.
-  ignore: randomChars.runner.decodePath !== "fused",
+  ignore: randomChars.decodePath !== "fused",
   fn: async () => {
     const sampled = { temperature: 0.8, topK: 40, topP: 1, seed: 2 };
     for (const options of [greedy, { ...greedy, ...sampled }]) {

@@ -7,7 +7,7 @@ import { embedding, embeddingBackward } from "../kernels/embedding.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { type RowChunks, uploadRowChunks } from "../kernels/matmul.ts";
 import { embeddingBackwardRef, embeddingRef } from "./cpu_reference.ts";
-import { Arena, assertClose, Rng } from "./helpers.ts";
+import { Arena, assertClose, TestRng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -20,7 +20,7 @@ const P = 256;
 /** Token ids at or next to every chunk boundary used below, and the two ends. */
 const EDGES = [0, 1, 2047, 2048, 2049, 4092, 4093, 4094, 4095, 21110, 21111, 49151, 49152, V - 1];
 
-function ids(rng: Rng, T: number): Uint32Array {
+function ids(rng: TestRng, T: number): Uint32Array {
   const out = new Uint32Array(T);
   for (let t = 0; t < T; t++) {
     out[t] = t < EDGES.length ? EDGES[(t * 5) % EDGES.length] : rng.int(V);
@@ -40,7 +40,7 @@ function oddChunks(arena: Arena, wte: Float32Array): RowChunks {
 }
 
 Deno.test("embedding: V = 50257 in one chunk and in many, T = 1, 7, 129, pos0 >= 0", async () => {
-  const rng = new Rng(40);
+  const rng = new TestRng(40);
   const arena = new Arena(gpu);
   const wte = rng.normals(V * C, 0.125);
   const wpe = rng.normals(P * C, 0.2);
@@ -72,7 +72,7 @@ Deno.test("embedding: V = 50257 in one chunk and in many, T = 1, 7, 129, pos0 >=
 
 Deno.test("embedding: reads only the first T ids of a longer ids buffer", async () => {
   // The model keeps one [n_positions] ids buffer and embeds its first T entries.
-  const rng = new Rng(41);
+  const rng = new TestRng(41);
   const arena = new Arena(gpu);
   const wte = rng.normals(V * C, 0.125);
   const wpe = rng.normals(P * C, 0.2);
@@ -117,7 +117,7 @@ const TOL_BACKWARD = 1e-6;
 for (const design of ["cpu", "gpu"] as const) {
   Deno.test(`embeddingBackward: B = 3 sequences of T = 5, a vocabulary of 37 in chunks, ${design} design`, async () => {
     const gpu = await Gpu.open({ design });
-    const rng = new Rng(42);
+    const rng = new TestRng(42);
     const arena = new Arena(gpu);
     const [B, T, v, c, p] = [3, 5, 37, 12, 8];
     const N = B * T;
@@ -171,7 +171,7 @@ for (const design of ["cpu", "gpu"] as const) {
 }
 
 /** n multiples of 1/8 in [-1, 1]: their f32 sums below 2^21 are exact, so they match f64. */
-function eighths(rng: Rng, n: number): Float32Array {
+function eighths(rng: TestRng, n: number): Float32Array {
   return Float32Array.from({ length: n }, () => (rng.int(17) - 8) / 8);
 }
 
@@ -180,7 +180,7 @@ for (const design of ["cpu", "gpu"] as const) {
     // 2000 rows x 64 vec4s of one token is 128,000 loop iterations if one invocation sums
     // them all: past the 65,535 at which llvmpipe and lavapipe end every loop silently.
     const gpu = await Gpu.open({ design });
-    const rng = new Rng(43);
+    const rng = new TestRng(43);
     const arena = new Arena(gpu);
     const [B, T, v, c] = [8, 300, 37, 256];
     const N = B * T;

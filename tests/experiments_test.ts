@@ -426,3 +426,21 @@ Deno.test(
     assert.doesNotMatch(r.stderr, /Requires|NotCapable|^\s+at /m);
   },
 );
+
+Deno.test(
+  "experiments: `deno run experiments/cache_growth.ts --quick` with no flag is one line naming read access and the task",
+  needs("run", "read"),
+  async () => {
+    // As typed: no permission at all, and no terminal to ask in.
+    const r = await runDeno({}, "experiments/cache_growth.ts", "--quick");
+    assert.equal(r.code, 1, r.stderr);
+    const lines = r.stderr.split("\n").filter((l) => l.startsWith("cache_growth:"));
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(
+      lines[0],
+      /--quick runs the tiny fixture data\/tiny-gpt2, which needs read access: `deno task cache_growth --quick` has it/,
+    );
+    assert.doesNotMatch(r.stderr, /Requires|NotCapable|env access|^\s+at /m);
+    assert.equal(r.stdout, "", "nothing ran");
+  },
+);

@@ -11,7 +11,7 @@ import {
   readDir,
   readText,
   stat,
-} from "../io/files.ts";
+} from "../base/files.ts";
 import { needs } from "./helpers.ts";
 
 Deno.test("joinPath, baseName and dirName work on '/'-separated strings", () => {

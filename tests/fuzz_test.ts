@@ -1,6 +1,6 @@
 /**
  * The seeded fuzz test: a few hundred mutated safetensors checkpoints, configs, KV-cache
- * snapshots and tokenizer inputs (scripts/fuzz_cases.ts), each of which must end in a clean
+ * snapshots and tokenizer inputs (scripts/fuzz/), each of which must end in a clean
  * outcome: a correct load, or an error that names its input in at most 300 characters. Never
  * a non-finite forward, a raw TypeError/RangeError, a wrong load, a slow case or a GPU leak.
  * `deno task fuzz` runs the full campaign; the driver's crash and hang isolation is tested
@@ -14,9 +14,8 @@ import {
   CLEAN_OUTCOMES,
   closeContext,
   makeContext,
-  runCase,
-} from "../scripts/fuzz_cases.ts";
-import { runCampaign, summarize } from "../scripts/fuzz.ts";
+} from "../scripts/fuzz/case.ts";
+import { runCampaign, runCase, summarize, tally } from "../scripts/fuzz.ts";
 
 Deno.test("fuzz: 300 seeded cases all end cleanly", needs("read", "write", "run"), async () => {
   const ctx = await makeContext();
@@ -93,3 +92,23 @@ Deno.test(
     assert.match(text, /replay: deno task fuzz --seed 5 --case 8/);
   },
 );
+
+Deno.test("fuzz --tally: cases that differ only in paths and numbers count together", () => {
+  const result = (index: number, detail: string): CaseResult => ({
+    index,
+    kind: "config",
+    mutation: "",
+    outcome: "refused",
+    detail,
+    ms: 1,
+  });
+  const text = tally([
+    result(0, "Error: /tmp/abc/config.json: n_embd 7 is not a multiple of n_head 2"),
+    result(1, "Error: /tmp/xyz/config.json: n_embd 9 is not a multiple of n_head 4"),
+    result(2, "Error: config: vocab_size must be an integer"),
+  ]);
+  assert.deepEqual(text.split("\n"), [
+    "    1 config refused: Error: config: vocab_size must be an integer",
+    "    2 config refused: Error: P n_embd N is not a multiple of n_head N",
+  ]);
+});

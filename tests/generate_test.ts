@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
 import { generate, generateBatch, type GenerateOptions, prefillPrefix } from "../run/generate.ts";
 import { GPT2 } from "../model/gpt2.ts";
+import { Runner } from "../run/runner.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { loadCheckpoint } from "../model/weights.ts";
 import { granted, needs } from "./helpers.ts";
@@ -9,7 +10,7 @@ import { granted, needs } from "./helpers.ts";
 const gpu = await Gpu.open();
 // Every test here needs the fixture: without read access (plain `deno test`) they are ignored.
 const readable = granted("read");
-const model = readable ? await GPT2.load(gpu, "data/tiny-gpt2") : undefined!;
+const model = readable ? await Runner.load(gpu, "data/tiny-gpt2") : undefined!;
 const ref = readable
   ? await SafetensorsFile.open("data/tiny-gpt2/reference.safetensors")
   : undefined!;
@@ -143,7 +144,7 @@ Deno.test("generation stops at the context and at end-of-text", needs("read"), a
   // A model whose end-of-text token is a later greedy token stops right after its first use.
   const k = hfGreedy.findIndex((id, i) => i > 0 && hfGreedy.indexOf(id) === i);
   const { config, weights } = await loadCheckpoint("data/tiny-gpt2");
-  const eosModel = new GPT2(gpu, { ...config, eosTokenId: hfGreedy[k] }, weights);
+  const eosModel = new Runner(new GPT2(gpu, { ...config, eosTokenId: hfGreedy[k] }, weights));
   const cache = eosModel.newCache();
   for (const chainOnGpu of [true, false]) {
     const eos = await generate(eosModel, cache, prompt, {

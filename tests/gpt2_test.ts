@@ -7,11 +7,12 @@ import assert from "node:assert/strict";
 import { type Copy, type Dispatch, Gpu } from "../kernels/gpu.ts";
 import { type GPT2Config, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
+import { Runner } from "../run/runner.ts";
 import type { KVCache } from "../model/kv_cache.ts";
 import { randomWeights } from "../model/weights.ts";
 import { Workspace } from "../run/workspace.ts";
 import { gpt2Ref } from "./cpu_reference.ts";
-import { assertClose, capturePlans, Rng } from "./helpers.ts";
+import { assertClose, capturePlans, TestRng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -46,12 +47,8 @@ const UNTIED = parseConfig({
 
 const MODELS = [TIED, UNTIED].map((config, i) => {
   const weights = randomWeights(config, 100 + i);
-  return { config, weights, model: new GPT2(gpu, config, weights) };
+  return { config, weights, model: new Runner(new GPT2(gpu, config, weights)) };
 });
-
-function tokens(rng: Rng, T: number, V: number): number[] {
-  return Array.from({ length: T }, () => rng.int(V));
-}
 
 /** The labels (with their shapes) the plan of one forward must have, in order. */
 function expectedLabels(c: GPT2Config, T: number, rows: number, hidden: boolean): string[] {
@@ -91,14 +88,14 @@ for (const { config: c, model } of MODELS) {
   const { nEmbd: C, nLayer: L, nHead: H, nPositions: P, vocabSize: V } = c;
 
   Deno.test(`gpt2 (${name}): shapes of every step, the workspace and the outputs`, async () => {
-    const rng = new Rng(200);
+    const rng = new TestRng(200);
     const cache = model.newCache();
     assert.equal(cache.bytesAllocated, 2 * L * P * C * 4);
     for (const [T, logits] of [[7, "all"], [1, "last"], [5, "last"], [1, "all"]] as const) {
       const before = cache.length;
-      let out!: Awaited<ReturnType<GPT2["forward"]>>;
+      let out!: Awaited<ReturnType<Runner["forward"]>>;
       const [plan] = await capturePlans(gpu, async () => {
-        out = await model.forward(tokens(rng, T, V), cache, {
+        out = await model.forward(rng.ids(T, V), cache, {
           logits,
           hidden: true,
           attention: true,
@@ -150,7 +147,7 @@ for (const { config: c, weights, model } of MODELS) {
 
   Deno.test(`gpt2 (${name}): hidden, logits, attention and cache match a CPU GPT-2`, async () => {
     const T = 13;
-    const ids = tokens(new Rng(300), T, V);
+    const ids = new TestRng(300).ids(T, V);
     const ref = gpt2Ref(c, weights, ids);
     const cache = model.newCache();
     const out = await model.forward(ids, cache, { logits: "all", hidden: true, attention: true });
@@ -179,7 +176,7 @@ for (const { config: c, weights, model } of MODELS) {
 
   Deno.test(`gpt2 (${name}): cached decode gives the no-cache logits`, async () => {
     const T = 12;
-    const ids = tokens(new Rng(400), T, V);
+    const ids = new TestRng(400).ids(T, V);
     const cached = model.newCache();
     // Prefill T - 4 tokens, then decode the other 4 one at a time.
     let out = await model.forward(ids.slice(0, T - 4), cached);
@@ -201,12 +198,12 @@ for (const { config: c, weights, model } of MODELS) {
   Deno.test(`gpt2 (${name}): attention past the causal limit is 0 when a workspace is reused`, async () => {
     // The same [nHead, T, P] probs buffers serve every forward of this shape: a step that
     // starts at a smaller pos0 than the last one must not leave that step's rows behind.
-    const rng = new Rng(500);
+    const rng = new TestRng(500);
     const cache = model.newCache();
-    await model.forward(tokens(rng, 5, V), cache);
-    await model.forward(tokens(rng, 3, V), cache, { attention: true }); // pos0 = 5
+    await model.forward(rng.ids(5, V), cache);
+    await model.forward(rng.ids(3, V), cache, { attention: true }); // pos0 = 5
     cache.reset();
-    const out = await model.forward(tokens(rng, 3, V), cache, { attention: true }); // pos0 = 0
+    const out = await model.forward(rng.ids(3, V), cache, { attention: true }); // pos0 = 0
     for (const [l, a] of out.attention!.entries()) {
       for (let h = 0; h < H; h++) {
         for (let t = 0; t < 3; t++) {
@@ -257,11 +254,11 @@ Deno.test({
   fn: async () => {
     const { model, config } = MODELS[0];
     const cache = model.newCache();
-    const ids = tokens(new Rng(300), 6, config.vocabSize);
+    const ids = new TestRng(300).ids(6, config.vocabSize);
     const plain = await model.forward(ids, cache);
     assert.equal(plain.profile, undefined);
     cache.reset();
-    let profiled!: Awaited<ReturnType<GPT2["forward"]>>;
+    let profiled!: Awaited<ReturnType<Runner["forward"]>>;
     const [plan] = await capturePlans(gpu, async () => {
       profiled = await model.forward(ids, cache, { profile: true });
     });

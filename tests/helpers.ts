@@ -1,7 +1,8 @@
 /**
- * Shared helpers of the kernel tests: a seeded PRNG, NaN-poisoned output tensors, an arena
- * that frees what a test allocated, and an element-wise closeness check that reports the
- * largest difference it saw.
+ * Code shared by the tests: a seeded PRNG of test inputs, NaN-poisoned output tensors, an
+ * arena that frees what a test allocated, an element-wise closeness check that reports the
+ * largest difference it saw, running a script, finding HF's Python, and `needs(…)`, which
+ * ignores a test without the permissions it needs.
  *
  * @module
  */
@@ -9,8 +10,11 @@ import assert from "node:assert/strict";
 import type { Gpu, Plan, RunOptions, Tensor } from "../kernels/gpu.ts";
 import type { RowChunks } from "../kernels/matmul.ts";
 
-/** mulberry32: a small seeded PRNG, good enough for test inputs. */
-export class Rng {
+/**
+ * mulberry32: a small seeded PRNG of test inputs (uniforms, normals, integers). Not the
+ * library's `Rng` (base/rng.ts, xoshiro128**), whose sequence the samplers must reproduce.
+ */
+export class TestRng {
   #state: number;
 
   constructor(seed: number) {
@@ -39,6 +43,11 @@ export class Rng {
   /** An integer in [0, n). */
   int(n: number): number {
     return Math.floor(this.next() * n);
+  }
+
+  /** n token ids, each uniform in [0, vocab). */
+  ids(n: number, vocab: number): number[] {
+    return Array.from({ length: n }, () => this.int(vocab));
   }
 
   /** n f32 values U(lo, hi). */

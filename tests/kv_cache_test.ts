@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { needs } from "./helpers.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { parseConfig } from "../model/config.ts";
-import { GPT2 } from "../model/gpt2.ts";
+import { Runner } from "../run/runner.ts";
 import { KVCache } from "../model/kv_cache.ts";
 import { argmax } from "../run/sampling.ts";
 
@@ -178,7 +178,7 @@ Deno.test(
   "KVCache grow: logits, K/V and attention are bit-identical to preallocated",
   needs("read"),
   async () => {
-    const model = await GPT2.load(gpu, "data/tiny-gpt2");
+    const model = await Runner.load(gpu, "data/tiny-gpt2");
     const { nPositions } = model.config;
     const caches = [
       model.newCache(),

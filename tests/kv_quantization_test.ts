@@ -6,16 +6,16 @@ import assert from "node:assert/strict";
 import { attend, cacheWords, storeKv } from "../kernels/attention.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import type { GPT2Config } from "../model/config.ts";
-import { GPT2 } from "../model/gpt2.ts";
+import { Runner } from "../run/runner.ts";
 import type { CacheDType, KVCache, LayerKV } from "../model/kv_cache.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { attentionRef } from "./cpu_reference.ts";
-import { Arena, assertClose, granted, needs, Rng } from "./helpers.ts";
+import { Arena, assertClose, granted, needs, TestRng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 // Every test here needs the fixture: without read access (plain `deno test`) they are ignored.
 const readable = granted("read");
-const model = readable ? await GPT2.load(gpu, "data/tiny-gpt2") : undefined!;
+const model = readable ? await Runner.load(gpu, "data/tiny-gpt2") : undefined!;
 const ref = readable
   ? await SafetensorsFile.open("data/tiny-gpt2/reference.safetensors")
   : undefined!;
@@ -79,7 +79,7 @@ for (const dtype of ["f16", "int8"] as const) {
         // T = 1 is decode's single-dispatch attend_one.
         const [H, D, P, pos0] = [3, 16, 64, 20];
         const C = H * D;
-        const rng = new Rng(7);
+        const rng = new TestRng(7);
         const arena = new Arena(gpu);
         const words = cacheWords(dtype, D);
         const qkv = rng.normals(T * 3 * C, 1.5);

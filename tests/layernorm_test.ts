@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
 import { layerNorm, layerNormBackward } from "../kernels/layernorm.ts";
 import { layerNormBackwardRef, layerNormRef } from "./cpu_reference.ts";
-import { Arena, assertClose, Rng } from "./helpers.ts";
+import { Arena, assertClose, TestRng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -21,7 +21,7 @@ const TOL_ILL = 3e-5;
 
 /** [T, C] rows with a per-row offset and spread, so mean and variance both matter. */
 function rows(
-  rng: Rng,
+  rng: TestRng,
   T: number,
   C: number,
   offset: number,
@@ -38,7 +38,7 @@ function rows(
 
 /** One layerNorm of random [T, C] rows with means in ±offset and stds in spread. */
 async function check(
-  rng: Rng,
+  rng: TestRng,
   T: number,
   C: number,
   eps: number,
@@ -72,21 +72,21 @@ async function check(
 }
 
 Deno.test("layerNorm: T = 1, 7, 129 rows of C = 4, 48, 100, 768", async () => {
-  const rng = new Rng(10);
+  const rng = new TestRng(10);
   for (const C of [4, 48, 100, 768]) {
     for (const T of [1, 7, 129]) await check(rng, T, C, 1e-5, 1, [0.3, 3], TOL);
   }
 });
 
 Deno.test("layerNorm: ill-conditioned rows (|mean| / std up to 50)", async () => {
-  const rng = new Rng(12);
+  const rng = new TestRng(12);
   for (const C of [48, 768]) await check(rng, 129, C, 1e-5, 5, [0.1, 0.5], TOL_ILL);
 });
 
 Deno.test("layerNorm: eps inside the square root, when it dominates the variance", async () => {
   // Row std 0.01 (variance 1e-4) against eps 1e-2: (x - mean) / sqrt(var + eps) is ~0.1, far
   // from the ~1 that ignoring eps, or adding it outside the root, would give.
-  const rng = new Rng(11);
+  const rng = new TestRng(11);
   await check(rng, 7, 48, 1e-2, 0.05, [0.01, 0.01], TOL);
 });
 
@@ -106,7 +106,7 @@ const TOL_BACKWARD = 5e-6;
 for (const design of ["cpu", "gpu"] as const) {
   Deno.test(`layerNormBackward: [5, 12], [33, 100] and [5, 768], ${design} design`, async () => {
     const gpu = await Gpu.open({ design });
-    const rng = new Rng(13);
+    const rng = new TestRng(13);
     const arena = new Arena(gpu);
     for (const [T, C] of [[5, 12], [33, 100], [5, 768]]) {
       const x = rows(rng, T, C, 1, [0.3, 3]);
@@ -149,7 +149,7 @@ for (const design of ["cpu", "gpu"] as const) {
 Deno.test("layerNormBackward: dx matches finite differences of the layerNorm kernel", async () => {
   // L = Σ dy·y. Moving x[t, c] by ±h changes only row t of y, so every perturbed row is a row
   // of one batch: row 2·(t·C + c) holds x[t] with x[t, c] + h, the row after it x[t, c] - h.
-  const rng = new Rng(14);
+  const rng = new TestRng(14);
   const arena = new Arena(gpu);
   const [T, C, eps, h] = [3, 8, 1e-5, 1e-2];
   const x = rows(rng, T, C, 1, [0.5, 2]);

@@ -31,7 +31,7 @@ import {
   matmulRef,
   residualRef,
 } from "./cpu_reference.ts";
-import { Arena, assertClose, Rng, slow } from "./helpers.ts";
+import { Arena, assertClose, slow, TestRng } from "./helpers.ts";
 
 const cpuDesign = await Gpu.open({ design: "cpu" });
 /** The same kernels in the design for real GPUs (workgroup-memory tiles), on this adapter. */
@@ -102,7 +102,7 @@ for (
     async () => {
       // With f16 weights the reference multiplies the same f16-rounded weights in f64, so the
       // bound is as tight as for f32: only the products' f32 arithmetic differs.
-      const rng = new Rng(1);
+      const rng = new TestRng(1);
       const arena = new Arena(gpu);
       for (const [K, N] of [[48, 12], [64, 100], [100, 37], [1024, 36], [768, 2308]]) {
         const w = rng.normals(K * N, 1 / Math.sqrt(K));
@@ -138,7 +138,7 @@ Deno.test("packHalves: two f16 per word, element 2i in the low half; odd counts 
 });
 
 Deno.test("matmulTiled: every tiling scripts/matmul_ab.ts compares, on odd shapes, both formats", async () => {
-  const rng = new Rng(42);
+  const rng = new TestRng(42);
   const arena = new Arena(gpu);
   const tilings = [
     { entry: "matmul_rows16", wg: 8 },
@@ -181,7 +181,7 @@ for (const gpu of [cpuDesign, gpuDesign]) {
     `lmHead: lm_head over V = 50257 in one chunk and in many, ${gpu.design} design`,
     gpu.design === "gpu" ? slow() : {},
     async () => {
-      const rng = new Rng(2);
+      const rng = new TestRng(2);
       const arena = new Arena(gpu);
       const wte = rng.normals(V * C, 1 / Math.sqrt(C));
       const ld = stride(V);
@@ -223,7 +223,7 @@ for (const gpu of [cpuDesign, gpuDesign]) {
 }
 
 Deno.test("lmHead: one row of x (xRow0 > 0), the 'last' logits", async () => {
-  const rng = new Rng(3);
+  const rng = new TestRng(3);
   const arena = new Arena(gpu);
   const wte = rng.normals(V * C, 1 / Math.sqrt(C));
   const w = chunksAt(arena, wte, C, [0, 9, 30001, V]);
@@ -255,7 +255,7 @@ for (const gpu of [cpuDesign, gpuDesign]) {
         console.log(`  skipped: max binding ${gpu.maxBinding} holds all logits in one block`);
         return;
       }
-      const rng = new Rng(4);
+      const rng = new TestRng(4);
       const arena = new Arena(gpu);
       const wte = rng.normals(v * k, 0.5);
       const w = arena.addChunks(uploadRowChunks(gpu, wte, v, k, "wte"));
@@ -285,7 +285,7 @@ Deno.test(
     const gpu = gpuDesign;
     const v = 70_001;
     const k = 8;
-    const rng = new Rng(5);
+    const rng = new TestRng(5);
     const arena = new Arena(gpu);
     const wte = rng.normals(v * k, 0.5);
     const w = arena.addChunks(uploadRowChunks(gpu, wte, v, k, "wte"));
@@ -305,7 +305,7 @@ for (const gpu of [cpuDesign, gpuDesign]) {
     `matmul epilogues, ${gpu.design} design: gelu (c_fc) and add (the residual)`,
     gpu.design === "gpu" ? slow() : {},
     async () => {
-      const rng = new Rng(6);
+      const rng = new TestRng(6);
       const arena = new Arena(gpu);
       const [K, N] = [64, 100];
       const w = rng.normals(K * N, 0.5 / Math.sqrt(K));
@@ -340,7 +340,7 @@ const TOL_BACKWARD = 5e-6;
  * A random dy of [M, N] (dense, for the reference) inside rows of `ld` floats from column
  * `col0` (for the kernel), every other column NaN: a kernel that reads them shows it.
  */
-function gradientRows(rng: Rng, M: number, N: number, ld: number, col0 = 0) {
+function gradientRows(rng: TestRng, M: number, N: number, ld: number, col0 = 0) {
   const dense = rng.uniforms(M * N, -1, 1);
   const strided = new Float32Array(M * ld).fill(NaN);
   for (let m = 0; m < M; m++) strided.set(dense.subarray(m * N, (m + 1) * N), m * ld + col0);
@@ -376,7 +376,7 @@ function withMaxBinding(gpu: Gpu, maxBinding: number): Gpu {
 const TOL_GELU = 5e-6;
 
 /** Values over [-12, 12] (both tails and tanh's clamp at ±10) with a few exact ones. */
-function geluInputs(rng: Rng, n: number): Float32Array {
+function geluInputs(rng: TestRng, n: number): Float32Array {
   const a = rng.uniforms(n, -12, 12);
   a.set([0, 1e-3, -1e-3, 5.6, -5.6, 1, -1].slice(0, n));
   return a;
@@ -384,7 +384,7 @@ function geluInputs(rng: Rng, n: number): Float32Array {
 
 for (const gpu of [cpuDesign, gpuDesign]) {
   Deno.test(`matmul gelu keeping pre: y = gelu(v), pre = v in one pass, ${gpu.design} design`, async () => {
-    const rng = new Rng(40);
+    const rng = new TestRng(40);
     const arena = new Arena(gpu);
     for (const [M, K, N] of [[1, 12, 5], [7, 48, 37], [17, 100, 70]]) {
       // Weights of scale 4 / K: v spreads over about ±12 (both tails of the GELU).
@@ -410,7 +410,7 @@ for (const gpu of [cpuDesign, gpuDesign]) {
   });
 
   Deno.test(`matmulBackwardInput gelu: dx = (dy @ w) · gelu'(a) in one pass, ${gpu.design} design`, async () => {
-    const rng = new Rng(41);
+    const rng = new TestRng(41);
     const arena = new Arena(gpu);
     for (
       const [M, K, N, ld] of [[1, 4, 3, 4], [7, 12, 37, 40], [17, 40, 37, 37], [70, 68, 75, 76]]
@@ -438,7 +438,7 @@ for (const gpu of [cpuDesign, gpuDesign]) {
 
 for (const gpu of [cpuDesign, gpuDesign]) {
   Deno.test(`matmulBackwardInput: dx = dy @ w and dx += dy @ w, ${gpu.design} design`, async () => {
-    const rng = new Rng(20);
+    const rng = new TestRng(20);
     const arena = new Arena(gpu);
     // [M, K, N, row stride of dy]: one row of one output, padded rows (N = 37 in 40), unaligned
     // ones (37 in 37, read as scalars), and one past the gpu design's 64 x 64 tiles.
@@ -469,7 +469,7 @@ for (const gpu of [cpuDesign, gpuDesign]) {
   });
 
   Deno.test(`matmulBackwardWeight: dw = dy^T @ x, db = Σ dy, from column col0, ${gpu.design} design`, async () => {
-    const rng = new Rng(21);
+    const rng = new TestRng(21);
     const arena = new Arena(gpu);
     // [M, K, N, row stride of dy, col0, with db]: dw's columns of dy at an offset, aligned or
     // not (then read as scalars), and one past the gpu design's tiles.
@@ -502,7 +502,7 @@ for (const gpu of [cpuDesign, gpuDesign]) {
   });
 
   Deno.test(`lmHeadBackward: a vocabulary of 37 in one chunk and in several, ${gpu.design} design`, async () => {
-    const rng = new Rng(22);
+    const rng = new TestRng(22);
     const arena = new Arena(gpu);
     const [M, K, v, ld] = [7, 12, 37, 40];
     const wte = rng.normals(v * K, 0.5);
@@ -533,7 +533,7 @@ for (const gpu of [cpuDesign, gpuDesign]) {
   Deno.test(`lmHeadBackward: dlogits larger than one binding go in row blocks, ${gpu.design} design`, async () => {
     // A largest binding of 512 bytes holds 2 rows of 64 logits: 4 blocks of 7 rows, each
     // adding its rows' share of dw to the blocks before.
-    const rng = new Rng(23);
+    const rng = new TestRng(23);
     const arena = new Arena(gpu);
     const [M, K, v, ld] = [7, 64, 37, 64];
     const small = withMaxBinding(gpu, 512);
@@ -558,7 +558,7 @@ for (const gpu of [cpuDesign, gpuDesign]) {
 Deno.test("lmHeadBackward: GPT-2's vocabulary of 50257 in 512 KiB chunks, cpu design", async () => {
   // dx sums 50257 products per element, in f32: its error is the one to watch.
   const gpu = cpuDesign;
-  const rng = new Rng(24);
+  const rng = new TestRng(24);
   const arena = new Arena(gpu);
   const M = 4;
   const ld = stride(V);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { fusedDecodeLimit } from "../kernels/decode.ts";
+import { fusedDecodeLimit } from "../kernels/fused_decode.ts";
 import { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { runParity, TOLERANCE } from "../run/parity.ts";
@@ -25,7 +25,7 @@ async function fixtures(): Promise<string[]> {
 
 /** Whether the fixture's model can take the fused decode step on this device. */
 async function fusedFits(dir: string, gpu: Gpu): Promise<boolean> {
-  const model = await GPT2.load(gpu, dir, { decode: "general" });
+  const model = await GPT2.load(gpu, dir);
   const limit = fusedDecodeLimit(gpu, model.config, model.weightFormat, model.wte, model.lmHead);
   model.destroy();
   return limit === null;

@@ -6,9 +6,12 @@
  * no temporary file is left and no GPU memory leaks.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
+import { Runner } from "../run/runner.ts";
 import { KVCache } from "../model/kv_cache.ts";
 import { argmax } from "../run/sampling.ts";
 import {
@@ -22,6 +25,7 @@ import {
   modelFingerprint,
   saveSnapshot,
   SNAPSHOT_FORMAT,
+  snapshotChecksum,
   SnapshotError,
 } from "../model/snapshot.ts";
 import { randomWeights } from "../model/weights.ts";
@@ -30,7 +34,7 @@ import { granted, needs } from "./helpers.ts";
 const gpu = await Gpu.open();
 // Every test here needs the fixture: without read access (plain `deno test`) they are ignored.
 const readable = granted("read");
-const model = readable ? await GPT2.load(gpu, "data/tiny-gpt2") : undefined!;
+const model = readable ? await Runner.load(gpu, "data/tiny-gpt2") : undefined!;
 const reference = readable
   ? await SafetensorsFile.open("data/tiny-gpt2/reference.safetensors")
   : undefined!;
@@ -58,7 +62,7 @@ async function list(dir: string): Promise<string[]> {
 async function prefilled(path: string): Promise<KVCache> {
   const cache = model.newCache();
   await model.forward(prompt, cache);
-  await saveSnapshot(path, cache, prompt, model);
+  await saveSnapshot(path, cache, prompt, model.model);
   return cache;
 }
 
@@ -106,7 +110,7 @@ Deno.test(
         n_embd: "64",
         n_positions: "128",
         vocab_size: "50257",
-        weights_fingerprint: await modelFingerprint(model),
+        weights_fingerprint: await modelFingerprint(model.model),
         data_sha256: file.metadata.data_sha256,
       });
       assert.match(file.metadata.weights_fingerprint, /^sha256:[0-9a-f]{64}$/);
@@ -149,7 +153,7 @@ Deno.test(
       const kv = await original.read();
 
       // Into a fresh preallocated cache, a growing one, and a used one.
-      const fresh = await loadSnapshot(path, model);
+      const fresh = await loadSnapshot(path, model.model);
       assert.deepEqual(fresh.tokenIds, prompt);
       assert.equal(fresh.metadata.length, "108");
       const grow = model.newCache({ policy: "grow", initialCapacity: 4 });
@@ -157,8 +161,8 @@ Deno.test(
       await model.forward(prompt.slice(0, 50), used);
       const caches = [
         fresh.cache,
-        (await loadSnapshot(path, model, grow)).cache,
-        (await loadSnapshot(path, model, used)).cache,
+        (await loadSnapshot(path, model.model, grow)).cache,
+        (await loadSnapshot(path, model.model, used)).cache,
       ];
       assert.equal(caches[1], grow, "restores into the cache it is given");
       assert.equal(grow.capacity, 108);
@@ -189,16 +193,16 @@ Deno.test(
     await inTempDir(async (dir) => {
       const path = join(dir, "s.safetensors");
       const cache = model.newCache();
-      await saveSnapshot(path, cache, [], model);
-      const empty = await loadSnapshot(path, model);
+      await saveSnapshot(path, cache, [], model.model);
+      const empty = await loadSnapshot(path, model.model);
       assert.equal(empty.cache.length, 0);
       assert.deepEqual(empty.tokenIds, []);
       empty.cache.destroy();
 
       const first = argmax((await model.forward([464, 509, 53], cache)).logits);
       const ids = [464, 509, 53, first, ...await model.decodeGreedy(first, cache, 5)].slice(0, 8);
-      await saveSnapshot(path, cache, ids, model);
-      const restored = await loadSnapshot(path, model);
+      await saveSnapshot(path, cache, ids, model.model);
+      const restored = await loadSnapshot(path, model.model);
       assert.deepEqual(restored.tokenIds, ids);
       assert.deepEqual(await restored.cache.read(), await cache.read());
       cache.destroy();
@@ -216,11 +220,11 @@ Deno.test(
       const cache = model.newCache();
       await model.forward([1, 2, 3], cache);
       await assert.rejects(
-        saveSnapshot(path, cache, [1, 2], model),
+        saveSnapshot(path, cache, [1, 2], model.model),
         (e: Error) =>
           e instanceof SnapshotError && /s\.safetensors: cannot save: 2 token ids/.test(e.message),
       );
-      await assert.rejects(saveSnapshot(path, cache, [1, 2, 60000], model), /token id 60000/);
+      await assert.rejects(saveSnapshot(path, cache, [1, 2, 60000], model.model), /token id 60000/);
       const other = new GPT2(
         gpu,
         { ...model.config, nLayer: 1 },
@@ -230,7 +234,7 @@ Deno.test(
       // Atomic: a rename onto a non-empty folder fails and the temporary file is removed.
       const blocked = join(dir, "blocked");
       await Deno.mkdir(join(blocked, "inside"), { recursive: true });
-      await assert.rejects(saveSnapshot(blocked, cache, [1, 2, 3], model));
+      await assert.rejects(saveSnapshot(blocked, cache, [1, 2, 3], model.model));
       assert.deepEqual(await list(dir), ["blocked"]);
       cache.destroy();
       other.destroy();
@@ -246,8 +250,8 @@ Deno.test(
       const path = join(dir, "s.safetensors");
       (await prefilled(path)).destroy();
       const before = gpu.bytesAllocated;
-      const refused = async (file: string, message: RegExp, into: GPT2 = model) => {
-        await assert.rejects(loadSnapshot(file, into), (e: Error) => {
+      const refused = async (file: string, message: RegExp, into: Runner = model) => {
+        await assert.rejects(loadSnapshot(file, into.model), (e: Error) => {
           assert.ok(e.message.startsWith(`${file}: `), `names the file: ${e.message}`);
           assert.match(e.message, message);
           return true;
@@ -256,19 +260,19 @@ Deno.test(
       };
 
       // Another config: a shapes fixture (3 layers, 3 heads, n_embd 48, vocab 1000).
-      const shapes = await GPT2.load(gpu, "data/shapes/hub-l3-h3-e48");
+      const shapes = await Runner.load(gpu, "data/shapes/hub-l3-h3-e48");
       const shapesBytes = gpu.bytesAllocated;
       await assert.rejects(
-        loadSnapshot(path, shapes),
+        loadSnapshot(path, shapes.model),
         /another config: n_layer 2 \(this model: 3\), n_head 4 \(this model: 3\), n_embd 64 \(this model: 48\), n_positions 128 \(this model: 64\), vocab_size 50257 \(this model: 1000\)/,
       );
       assert.equal(gpu.bytesAllocated, shapesBytes);
       shapes.destroy();
 
       // The same config with other weights.
-      const other = new GPT2(gpu, model.config, randomWeights(model.config, 1));
+      const other = new Runner(new GPT2(gpu, model.config, randomWeights(model.config, 1)));
       await assert.rejects(
-        loadSnapshot(path, other),
+        loadSnapshot(path, other.model),
         (e: Error) =>
           e instanceof SnapshotError && e.message.startsWith(`${path}: `) &&
           /made with another model's weights/.test(e.message),
@@ -279,14 +283,14 @@ Deno.test(
       // A cache of another model to restore into.
       const small = { ...model.config, nLayer: 1 };
       const wrongCache = new KVCache(gpu, small);
-      await assert.rejects(loadSnapshot(path, model, wrongCache), /cache to restore into/);
+      await assert.rejects(loadSnapshot(path, model.model, wrongCache), /cache to restore into/);
       wrongCache.destroy();
 
       // Corrupt files: the safetensors reader's error, naming the file.
       const bytes = await Deno.readFile(path);
       const truncated = join(dir, "truncated.safetensors");
       await Deno.writeFile(truncated, bytes.subarray(0, bytes.length - 100));
-      await assert.rejects(loadSnapshot(truncated, model), SafetensorsError);
+      await assert.rejects(loadSnapshot(truncated, model.model), SafetensorsError);
       await refused(truncated, /outside the \d+-byte data section/);
       const garbage = join(dir, "garbage.safetensors");
       await Deno.writeFile(garbage, new TextEncoder().encode("not a safetensors file at all"));
@@ -341,14 +345,14 @@ Deno.test(
       await rewrite(path, edited, (t) => {
         t["layer.0.key"] = { ...t["layer.0.key"], shape: [4, 108, 16, ...Array(100_000).fill(1)] };
       });
-      await assert.rejects(loadSnapshot(edited, model), (e: Error) => {
+      await assert.rejects(loadSnapshot(edited, model.model), (e: Error) => {
         assert.match(e.message, /tensor "layer.0.key" is F32 \[4, 108, 16, 1, 1, .*…\], expected/);
         assert.ok(e.message.length < 300, `${e.message.length} characters`);
         return true;
       });
       // The untouched file still loads.
       await rewrite(path, edited, () => {});
-      (await loadSnapshot(edited, model)).cache.destroy();
+      (await loadSnapshot(edited, model.model)).cache.destroy();
       // Another safetensors file: the model's own weights.
       await refused("data/tiny-gpt2/model.safetensors", /not a kvgpt KV-cache snapshot/);
       assert.equal(gpu.bytesAllocated, before);
@@ -369,24 +373,6 @@ async function readTensors(path: string) {
   return { tensors, meta: { ...file.metadata } };
 }
 
-/** The documented data_sha256 of a snapshot's tensors, computed here independently. */
-async function checksumOf(tensors: Record<string, TensorData>): Promise<string> {
-  const names = ["token_ids"];
-  for (let i = 0; `layer.${i}.key` in tensors; i++) {
-    names.push(`layer.${i}.key`, `layer.${i}.value`);
-  }
-  const digests = await Promise.all(
-    names.map((n) => crypto.subtle.digest("SHA-256", tensors[n].data as Uint8Array<ArrayBuffer>)),
-  );
-  const all = new Uint8Array(32 * digests.length);
-  digests.forEach((d, i) => all.set(new Uint8Array(d), 32 * i));
-  const hex = Array.from(
-    new Uint8Array(await crypto.subtle.digest("SHA-256", all)),
-    (b) => b.toString(16).padStart(2, "0"),
-  ).join("");
-  return `sha256:${hex}`;
-}
-
 Deno.test(
   "snapshot: NaN/Inf K/V is refused even with a valid checksum",
   needs("read", "write", "run"),
@@ -396,7 +382,11 @@ Deno.test(
       (await prefilled(path)).destroy();
       const before = gpu.bytesAllocated;
       const { tensors: untouched, meta } = await readTensors(path);
-      assert.equal(await checksumOf(untouched), meta.data_sha256, "the checksum is recomputed");
+      assert.equal(
+        await snapshotChecksum(untouched),
+        meta.data_sha256,
+        "the checksum is recomputed",
+      );
       const edited = join(dir, "edited.safetensors");
       for (
         const [tensor, index, value, message] of [
@@ -410,9 +400,9 @@ Deno.test(
         // A valid checksum over the bad values: only the finiteness check can refuse the file.
         await writeSafetensors(edited, tensors, {
           ...meta,
-          data_sha256: await checksumOf(tensors),
+          data_sha256: await snapshotChecksum(tensors),
         });
-        await assert.rejects(loadSnapshot(edited, model), (e: Error) => {
+        await assert.rejects(loadSnapshot(edited, model.model), (e: Error) => {
           assert.ok(e instanceof SnapshotError, String(e));
           assert.ok(e.message.startsWith(`${edited}: `), e.message);
           assert.match(e.message, message);
@@ -423,9 +413,29 @@ Deno.test(
       // The same edit with a finite value loads.
       const { tensors } = await readTensors(path);
       (tensors["layer.1.value"].data as Float32Array)[100] = 0.25;
-      await writeSafetensors(edited, tensors, { ...meta, data_sha256: await checksumOf(tensors) });
-      (await loadSnapshot(edited, model)).cache.destroy();
+      await writeSafetensors(edited, tensors, {
+        ...meta,
+        data_sha256: await snapshotChecksum(tensors),
+      });
+      (await loadSnapshot(edited, model.model)).cache.destroy();
       assert.equal(gpu.bytesAllocated, before);
     });
   },
 );
+
+Deno.test("snapshotChecksum: the SHA-256 of the digests of token_ids, then each layer's key and value", async () => {
+  const sha = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest();
+  const bytes = (a: Int32Array | Float32Array) => new Uint8Array(a.buffer);
+  const ids = new Int32Array([3, 1, 4]);
+  const k0 = new Float32Array([1.5, -2]);
+  const v0 = new Float32Array([0.25, 8]);
+  const want = createHash("sha256")
+    .update(Buffer.concat([sha(bytes(ids)), sha(bytes(k0)), sha(bytes(v0))]))
+    .digest("hex");
+  const tensors = {
+    "layer.0.value": { data: v0 }, // the order of the record does not matter
+    token_ids: { data: ids },
+    "layer.0.key": { data: k0 },
+  };
+  assert.equal(await snapshotChecksum(tensors), `sha256:${want}`);
+});

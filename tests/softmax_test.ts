@@ -4,9 +4,9 @@
  */
 import assert from "node:assert/strict";
 import { Gpu } from "../kernels/gpu.ts";
-import { causalSoftmax, crossEntropy } from "../kernels/softmax.ts";
+import { causalSoftmax, crossEntropyGradInPlace } from "../kernels/softmax.ts";
 import { crossEntropyRef } from "./cpu_reference.ts";
-import { Arena, assertClose, Rng } from "./helpers.ts";
+import { Arena, assertClose, TestRng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -29,7 +29,7 @@ for (
   const [H, T, ld, pos0] of [[3, 1, 37, 0], [2, 7, 37, 30], [4, 129, 131, 2], [1, 1, 1024, 1023]]
 ) {
   Deno.test(`softmax: H=${H} T=${T} row stride ${ld} pos0=${pos0}`, async () => {
-    const rng = new Rng(H * 1000 + T);
+    const rng = new TestRng(H * 1000 + T);
     const x = rng.normals(H * T * ld, 3);
     const arena = new Arena(gpu);
     const withZeros = arena.upload(x, [H, T, ld], "x");
@@ -59,10 +59,10 @@ const TOL_LOSS = 2e-6;
 const TOL_GRAD = 1e-6;
 
 /**
- * Runs crossEntropy over N rows of random logits [N, ld] (columns >= V poisoned with NaN,
+ * Runs crossEntropyGradInPlace over N rows of random logits [N, ld] (columns >= V poisoned with NaN,
  * which must stay) and checks losses and gradients against the float64 reference.
  */
-async function checkCrossEntropy(rng: Rng, N: number, V: number, ld: number, std: number) {
+async function checkCrossEntropy(rng: TestRng, N: number, V: number, ld: number, std: number) {
   const label = `N=${N} V=${V} ld=${ld}`;
   const logits = new Float32Array(N * ld).fill(NaN);
   for (let n = 0; n < N; n++) logits.set(rng.normals(V, std), n * ld);
@@ -71,7 +71,14 @@ async function checkCrossEntropy(rng: Rng, N: number, V: number, ld: number, std
   const arena = new Arena(gpu);
   const logitsT = arena.upload(logits, [N, ld], "logits");
   const losses = arena.poisoned([N], "losses");
-  const plan = crossEntropy(gpu, logitsT, V, arena.upload(targets, [N], "targets"), losses, scale);
+  const plan = crossEntropyGradInPlace(
+    gpu,
+    logitsT,
+    V,
+    arena.upload(targets, [N], "targets"),
+    losses,
+    scale,
+  );
   assert.equal(plan.length, Math.ceil(N / 65535), `${label}: a dispatch per 65535 rows`);
   gpu.run(plan);
   const [grad, loss] = await gpu.read([logitsT, losses]);
@@ -102,39 +109,45 @@ Deno.test("softmax: refuses rows longer than an invocation may loop over", () =>
   arena.destroy();
 });
 
-Deno.test("crossEntropy: V = 37 in rows padded to 40, and unpadded", async () => {
-  const rng = new Rng(37);
+Deno.test("crossEntropyGradInPlace: V = 37 in rows padded to 40, and unpadded", async () => {
+  const rng = new TestRng(37);
   await checkCrossEntropy(rng, 5, 37, 40, 3);
   await checkCrossEntropy(rng, 3, 37, 37, 1);
   await checkCrossEntropy(rng, 2, 1, 4, 1); // one class: loss 0, gradient 0
 });
 
-Deno.test("crossEntropy: GPT-2's vocabulary (V = 50257) in rows of 50260", async () => {
-  await checkCrossEntropy(new Rng(50257), 3, 50257, 50260, 2);
+Deno.test("crossEntropyGradInPlace: GPT-2's vocabulary (V = 50257) in rows of 50260", async () => {
+  await checkCrossEntropy(new TestRng(50257), 3, 50257, 50260, 2);
 });
 
-Deno.test("crossEntropy: more rows than one dispatch's grid (65537)", async () => {
-  await checkCrossEntropy(new Rng(65537), 65537, 3, 3, 2);
+Deno.test("crossEntropyGradInPlace: more rows than one dispatch's grid (65537)", async () => {
+  await checkCrossEntropy(new TestRng(65537), 65537, 3, 3, 2);
 });
 
-Deno.test("crossEntropy: a target outside the vocabulary gives a NaN loss", async () => {
+Deno.test("crossEntropyGradInPlace: a target outside the vocabulary gives a NaN loss", async () => {
   const arena = new Arena(gpu);
-  const logits = arena.upload(new Rng(1).normals(2 * 5), [2, 5], "logits");
+  const logits = arena.upload(new TestRng(1).normals(2 * 5), [2, 5], "logits");
   const losses = arena.poisoned([2], "losses");
   const targets = arena.upload(new Uint32Array([4, 5]), [2], "targets");
-  gpu.run(crossEntropy(gpu, logits, 5, targets, losses, 1));
+  gpu.run(crossEntropyGradInPlace(gpu, logits, 5, targets, losses, 1));
   const loss = await gpu.read1(losses);
   arena.destroy();
   assert.ok(loss[0] > 0, `valid target: loss ${loss[0]}`);
   assert.ok(Number.isNaN(loss[1]), `target 5 of V = 5: loss ${loss[1]}`);
 });
 
-Deno.test("crossEntropy: rejects shapes that do not fit", () => {
+Deno.test("crossEntropyGradInPlace: rejects shapes that do not fit", () => {
   const arena = new Arena(gpu);
   const logits = arena.poisoned([4, 10]);
   const four = arena.poisoned([4]);
-  assert.throws(() => crossEntropy(gpu, logits, 11, four, four, 1), /V 11 does not fit/);
-  assert.throws(() => crossEntropy(gpu, logits, 10, arena.poisoned([3]), four, 1), /targets\[3\]/);
-  assert.throws(() => crossEntropy(gpu, logits, 10, four, arena.poisoned([5]), 1), /losses\[5\]/);
+  assert.throws(() => crossEntropyGradInPlace(gpu, logits, 11, four, four, 1), /V 11 does not fit/);
+  assert.throws(
+    () => crossEntropyGradInPlace(gpu, logits, 10, arena.poisoned([3]), four, 1),
+    /targets\[3\]/,
+  );
+  assert.throws(
+    () => crossEntropyGradInPlace(gpu, logits, 10, four, arena.poisoned([5]), 1),
+    /losses\[5\]/,
+  );
   arena.destroy();
 });

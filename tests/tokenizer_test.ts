@@ -8,7 +8,7 @@ import {
   MAX_PIECE_CHARS,
 } from "../tokenizers/gpt2.ts";
 import { TextStream, type Tokenizer, TooManyTokensError } from "../tokenizers/tokenizer.ts";
-import { Rng } from "./helpers.ts";
+import { TestRng } from "./helpers.ts";
 
 const tok = gpt2Tokenizer();
 
@@ -171,7 +171,7 @@ Deno.test("BPE is quadratic on long single pieces: 100k-char pieces encode in we
 });
 
 Deno.test("encode gives the reference tokens for text without long pieces, across segments", () => {
-  const rng = new Rng(14);
+  const rng = new TestRng(14);
   const fragments = [
     "the",
     " cache",

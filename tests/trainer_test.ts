@@ -8,11 +8,12 @@ import assert from "node:assert/strict";
 import { Gpu, type Plan, type RunOptions } from "../kernels/gpu.ts";
 import { parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
+import { Runner } from "../run/runner.ts";
 import { gpt2Init, randomWeights } from "../model/weights.ts";
 import { TrainingActivations } from "../train/activations.ts";
 import { runGradcheck } from "../train/gradcheck.ts";
 import { Trainer } from "../train/trainer.ts";
-import { needs, Rng } from "./helpers.ts";
+import { needs, TestRng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -55,7 +56,7 @@ const SMALL = parseConfig({
   eos_token_id: 0,
 }, "small training config");
 
-function batchOf(rng: Rng, B: number, T: number, V: number): number[][] {
+function batchOf(rng: TestRng, B: number, T: number, V: number): number[][] {
   return Array.from({ length: B }, () => Array.from({ length: T + 1 }, () => rng.int(V)));
 }
 
@@ -89,7 +90,7 @@ Deno.test("training workspace: every activation is [B·T, ·], K/V and probs per
 Deno.test("trainer: a step allocates no GPU buffer after the first and is one submission", async () => {
   const model = new GPT2(gpu, SMALL, gpt2Init(SMALL, 1));
   const trainer = new Trainer(model, { B: 2, T: 8 });
-  const rng = new Rng(3);
+  const rng = new TestRng(3);
   try {
     await trainer.step(batchOf(rng, 2, 8, 65));
     const bytes = gpu.bytesAllocated;
@@ -122,14 +123,15 @@ Deno.test("trainer: a step allocates no GPU buffer after the first and is one su
 
 Deno.test("trainer: the trained model generates through its cache with the updated weights", async () => {
   const model = new GPT2(gpu, SMALL, randomWeights(SMALL, 5));
+  const runner = new Runner(model); // runs the model the trainer trains
   const trainer = new Trainer(model, { B: 2, T: 8 }, { lr: 1e-2 });
-  const rng = new Rng(4);
+  const rng = new TestRng(4);
   const batch = batchOf(rng, 2, 8, 65);
   try {
     // Decode once before training, so that any copy of the weights a decode path keeps
     // (the fused step packs them) is filled with the untrained ones.
     const before = model.newCache();
-    await model.decodeGreedy(batch[0][0], before, 4);
+    await runner.decodeGreedy(batch[0][0], before, 4);
     before.destroy();
     const first = await trainer.loss(batch);
     for (let i = 0; i < 5; i++) await trainer.step(batch);
@@ -137,17 +139,17 @@ Deno.test("trainer: the trained model generates through its cache with the updat
     assert.ok(after < first - 0.1, `loss ${first} -> ${after} should fall on a repeated batch`);
     // The same weights read back into a fresh model: its logits must equal the trained one's.
     const params = await trainer.parameters();
-    const copy = new GPT2(gpu, SMALL, weightsFrom(params, SMALL.nLayer));
+    const copy = new Runner(new GPT2(gpu, SMALL, weightsFrom(params, SMALL.nLayer)));
     const ids = batch[0].slice(0, 8);
     const cacheA = model.newCache();
     const cacheB = copy.newCache();
     try {
-      const a = await model.forward(ids, cacheA);
+      const a = await runner.forward(ids, cacheA);
       const b = await copy.forward(ids, cacheB);
       assert.deepEqual(a.logits, b.logits);
       // Chained decoding (the fused step where the adapter allows) uses the trained weights.
       const last = ids.at(-1)!;
-      const chained = await model.decodeGreedy(last, cacheA, 7);
+      const chained = await runner.decodeGreedy(last, cacheA, 7);
       assert.deepEqual(chained, await copy.decodeGreedy(last, cacheB, 7));
     } finally {
       cacheA.destroy();
@@ -156,7 +158,7 @@ Deno.test("trainer: the trained model generates through its cache with the updat
     }
   } finally {
     trainer.destroy();
-    model.destroy();
+    runner.destroy(); // and the model
   }
 });
 

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { isNotFound, readText } from "../io/files.ts";
+import { isNotFound, readText } from "../base/files.ts";
 import { type EncodeOptions, type Tokenizer, TooManyTokensError } from "./tokenizer.ts";
 
 /** The file a char-level checkpoint keeps its vocabulary in. */

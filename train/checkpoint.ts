@@ -10,7 +10,7 @@
  * @module
  */
 import type { GPT2Config } from "../model/config.ts";
-import { isNotFound, makeDir, readText, writeFileAtomic } from "../io/files.ts";
+import { isNotFound, makeDir, readText, writeFileAtomic } from "../base/files.ts";
 import { SafetensorsFile, type TensorData, writeSafetensors } from "../io/safetensors.ts";
 import { CHAR_VOCAB_FILE, type CharTokenizer } from "../tokenizers/char.ts";
 import type { Trainer } from "./trainer.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { isNotFound, readBytes } from "../io/files.ts";
+import { isNotFound, readBytes } from "../base/files.ts";
 import { Rng } from "../base/rng.ts";
 import type { Tokenizer } from "../tokenizers/tokenizer.ts";
 

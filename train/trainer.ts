@@ -12,7 +12,7 @@ import { type AdamWOptions, adamwPartials, adamwStep } from "../kernels/adamw.ts
 import { TensorArena } from "../kernels/arena.ts";
 import type { Gpu, Plan, Tensor } from "../kernels/gpu.ts";
 import { type RowChunks, transpose } from "../kernels/matmul.ts";
-import { crossEntropy } from "../kernels/softmax.ts";
+import { crossEntropyGradInPlace } from "../kernels/softmax.ts";
 import type { GPT2, Gradients, Parameter } from "../model/gpt2.ts";
 import { TrainingActivations } from "./activations.ts";
 
@@ -203,7 +203,7 @@ export class Trainer {
       const { model, activations: a } = this;
       const forward = [
         ...model.record(a.pass()), // logits: [N, ldy]
-        ...crossEntropy(
+        ...crossEntropyGradInPlace(
           this.gpu,
           a.logits,
           model.config.vocabSize,

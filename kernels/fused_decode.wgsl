@@ -23,7 +23,7 @@
 // same [out, in] rows as the model's tensors (f32, or f16 pairs), in a texture read as a
 // flat array of vec4 texels (`weights`, which the wrapper declares with dot_w4, dot_w8): on
 // llvmpipe a texture read is ~1.4x as fast as a storage read, which reads one invocation at
-// a time. The LayerNorms and biases come packed in a buffer (vecs). decode.ts packs them,
+// a time. The LayerNorms and biases come packed in a buffer (vecs). fused_decode.ts packs them,
 // because a dispatch binds at most a few dozen buffers.
 // Each product gives an invocation 4 outputs at a time; LayerNorm statistics, the softmax of
 // each head and the choice of the token are one invocation's work.

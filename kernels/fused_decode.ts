@@ -1,10 +1,10 @@
 /**
- * Typed wrappers for the fused decode step of small models (`decode.wgsl`,
- * `decode_head.wgsl`): a step is two dispatches, {@link decodeStep} (one workgroup runs every
+ * Typed wrappers for the fused decode step of small models (`fused_decode.wgsl`,
+ * `fused_decode_head.wgsl`): a step is two dispatches, {@link fusedDecodeStep} (one workgroup runs every
  * block on one token, the activations in workgroup memory, and writes its K/V into the
- * model's own cache) and {@link decodeHead} (the lm_head over the vocabulary, with each
+ * model's own cache) and {@link fusedDecodeHead} (the lm_head over the vocabulary, with each
  * workgroup's largest logit for the next step's argmax). Steps chain on the GPU: the next
- * decodeStep takes its token from the last one's logits, greedily or sampled.
+ * fusedDecodeStep takes its token from the last one's logits, greedily or sampled.
  *
  * @module
  */
@@ -25,8 +25,8 @@ import formula from "./gelu_formula.wgsl" with { type: "text" };
 import normRow from "./layernorm_row.wgsl" with { type: "text" };
 import matmulRow from "./matmul_row.wgsl" with { type: "text" };
 import codec from "./kv_codec.wgsl" with { type: "text" };
-import stepKernel from "./decode.wgsl" with { type: "text" };
-import headKernel from "./decode_head.wgsl" with { type: "text" };
+import stepKernel from "./fused_decode.wgsl" with { type: "text" };
+import headKernel from "./fused_decode_head.wgsl" with { type: "text" };
 
 /** The shape of a model, as its config names it (a `GPT2Config` is one). */
 export interface DecodeShape {
@@ -69,7 +69,7 @@ export interface CacheLayer {
 }
 
 /**
- * Every block's parameters packed for {@link decodeStep}, which cannot bind a buffer per
+ * Every block's parameters packed for {@link fusedDecodeStep}, which cannot bind a buffer per
  * tensor: the matrices one after another in `mats` (in their own format), the LayerNorms and
  * biases in `vecs` (f32), each in the layout of the model's tensor. The step reads the
  * matrices from `matrices`, a texture holding mats' bytes (see {@link WeightTexture}).
@@ -123,35 +123,35 @@ export interface StepBuffers {
   readonly logits: Tensor; //  [1, ldy], ldy >= V
 }
 
-/** Words of the state buffer before the tokens chosen (decode.wgsl's TOKENS). */
+/** Words of the state buffer before the tokens chosen (fused_decode.wgsl's TOKENS). */
 export const STATE_HEADER = 8;
 
 /** Word of the state buffer where the sampler's 4 words of xoshiro128** state start. */
 export const STATE_RNG = 4;
 
-/** Most candidates the sampler sorts (decode.wgsl's MAXK): top-k, or the vocabulary for top-p. */
+/** Most candidates the sampler sorts (fused_decode.wgsl's MAXK): top-k, or the vocabulary for top-p. */
 export const MAX_SAMPLE_CANDIDATES = 256;
 
 /**
- * Most lm_head weights {@link decodeStep} multiplies itself: below this a dispatch of its own
+ * Most lm_head weights {@link fusedDecodeStep} multiplies itself: below this a dispatch of its own
  * costs more than the product (on llvmpipe ~70 µs, ~25 thousand vec4 reads of one core).
  */
 const STEP_HEAD_MAX = 65536;
 
 /**
- * Whether decodeStep runs the lm_head itself (a small vocabulary, e.g. 65 characters), one
- * dispatch per token, or leaves it to {@link decodeHead}'s wide dispatch.
+ * Whether fusedDecodeStep runs the lm_head itself (a small vocabulary, e.g. 65 characters), one
+ * dispatch per token, or leaves it to {@link fusedDecodeHead}'s wide dispatch.
  */
 export function stepHasHead(s: DecodeShape): boolean {
   return s.vocabSize * s.nEmbd <= STEP_HEAD_MAX;
 }
 
-/** Storage bindings of decodeStep besides the caches. */
+/** Storage bindings of fusedDecodeStep besides the caches. */
 const STEP_STORAGE = 8;
 
 /** Texels per row of the matrices' texture (at most the adapter's width, a multiple of 16). */
 function texelsPerRow(gpu: Gpu): number {
-  return Math.min(4096, gpu.device.limits.maxTextureDimension2D);
+  return Math.min(4096, gpu.limits.maxTextureDimension2D);
 }
 
 /** A texture for the bytes of `source` (a multiple of 16), not filled yet. */
@@ -164,13 +164,13 @@ export function weightTexture(
   const width = texelsPerRow(gpu);
   const texels = numel(source) / 4;
   if (!Number.isInteger(texels)) throw new Error(`${label}: ${numel(source)} words, not vec4s`);
-  const texture = gpu.device.createTexture({
+  const height = Math.ceil(texels / width);
+  const texture = gpu.texture(
+    width,
+    height,
+    format === "f16" ? "rgba32uint" : "rgba32float",
     label,
-    size: [width, Math.ceil(texels / width)],
-    format: format === "f16" ? "rgba32uint" : "rgba32float",
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
-  });
-  gpu.bytesAllocated += texture.width * texture.height * 16;
+  );
   return { source, format, texture, texelsPerRow: width };
 }
 
@@ -179,28 +179,12 @@ export function weightTexture(
  * queue): one submission, whole texture rows and then the last part.
  */
 export function fillTexture(gpu: Gpu, t: WeightTexture): void {
-  const texels = numel(t.source) / 4;
-  const width = t.texelsPerRow;
-  const rows = Math.floor(texels / width);
-  const rest = texels - rows * width;
-  const enc = gpu.device.createCommandEncoder();
-  const source = { buffer: t.source.buffer, offset: t.source.offset, bytesPerRow: width * 16 };
-  const texture = { texture: t.texture };
-  if (rows) enc.copyBufferToTexture(source, texture, [width, rows]);
-  if (rest) {
-    enc.copyBufferToTexture(
-      { ...source, offset: t.source.offset + rows * width * 16 },
-      { ...texture, origin: [0, rows] },
-      [rest, 1],
-    );
-  }
-  gpu.device.queue.submit([enc.finish()]);
+  gpu.copyToTexture(t.source, t.texture, numel(t.source) / 4);
 }
 
 /** Frees a weight texture (not its source). */
 export function destroyTexture(gpu: Gpu, t: WeightTexture): void {
-  gpu.bytesAllocated -= t.texture.width * t.texture.height * 16;
-  t.texture.destroy();
+  gpu.destroyTexture(t.texture);
 }
 
 /** WGSL for reading a weight texture bound at `binding` as matmul_row.wgsl's dot_w4/dot_w8. */
@@ -224,16 +208,16 @@ function matrixTexels(s: DecodeShape, format: WeightFormat): number {
   return Math.ceil((s.nLayer * layerMatrixElements(s) + head) * (format === "f16" ? 2 : 4) / 16);
 }
 
-/** Binding number of the first cache buffer (decode.wgsl's own end before 16). */
+/** Binding number of the first cache buffer (fused_decode.wgsl's own end before 16). */
 const FIRST_CACHE_BINDING = 16;
 
-/** Invocations of decodeStep's workgroup, per kernel design. */
+/** Invocations of fusedDecodeStep's workgroup, per kernel design. */
 const STEP_WG = { cpu: 64, gpu: 256 };
 
-/** Invocations per workgroup of decodeHead, per kernel design. */
+/** Invocations per workgroup of fusedDecodeHead, per kernel design. */
 const HEAD_WG = { cpu: 16, gpu: 64 };
 
-/** Bytes of decodeStep's workgroup memory for a shape (decode.wgsl's var<workgroup>s). */
+/** Bytes of fusedDecodeStep's workgroup memory for a shape (fused_decode.wgsl's var<workgroup>s). */
 function workgroupBytes(s: DecodeShape, wg: number): number {
   const C = s.nEmbd;
   const floats = C + (2 * C + s.nInner) + 3 * C + s.nHead * s.nPositions;
@@ -252,7 +236,7 @@ const SAMPLE_BINS = 256;
 const LOOP_BUDGET = Math.floor(0.9 * MAX_LOOP_TRIPS);
 
 /**
- * An upper bound on the loop iterations one invocation of decodeStep runs (decode.wgsl's
+ * An upper bound on the loop iterations one invocation of fusedDecodeStep runs (fused_decode.wgsl's
  * loops at the longest context, sampling included), to keep under {@link LOOP_BUDGET}.
  */
 function stepLoopIterations(s: DecodeShape, format: WeightFormat, wg: number): number {
@@ -291,7 +275,7 @@ export function fusedDecodeLimit(
   wte: RowChunks,
   lmHead: RowChunks,
 ): string | null {
-  const limits = gpu.device.limits;
+  const { limits } = gpu;
   const headDim = s.nEmbd / s.nHead;
   const bytes = workgroupBytes(s, STEP_WG[gpu.design]);
   const loops = stepLoopIterations(s, format, STEP_WG[gpu.design]);
@@ -390,7 +374,7 @@ export function destroyPacked(gpu: Gpu, packed: PackedBlocks): void {
 }
 
 /**
- * What decode.wgsl's code depends on besides its overrides: the matrices' texture and the
+ * What fused_decode.wgsl's code depends on besides its overrides: the matrices' texture and the
  * functions matmul_row.wgsl reads it through (dot_w4 for f32, dot_w8 for f16), the cache
  * bindings of `layers` layers of a `dtype` cache and the functions kv_codec.wgsl reads and
  * writes them through (cache c is layer c / 2's K when even, V when odd), and run_blocks, a
@@ -455,11 +439,13 @@ function generatedCode(layers: number, dtype: CacheDType, packed: PackedBlocks):
 function cacheDType(layer: CacheLayer, headDim: number): CacheDType {
   const words = layer.k.shape[2];
   const dtype = (["f32", "f16", "int8"] as const).find((d) => cacheWords(d, headDim) === words);
-  if (!dtype) throw new Error(`decodeStep: cache[${layer.k.shape}] is not of head_dim ${headDim}`);
+  if (!dtype) {
+    throw new Error(`fusedDecodeStep: cache[${layer.k.shape}] is not of head_dim ${headDim}`);
+  }
   return dtype;
 }
 
-/** The options of one {@link decodeStep} dispatch. */
+/** The options of one {@link fusedDecodeStep} dispatch. */
 export interface StepOptions {
   /** Where the token comes from (see {@link TokenSource}). */
   readonly source: TokenSource;
@@ -477,7 +463,7 @@ export interface StepOptions {
  * the logits to `io.logits`) and advances state[0].
  * caches: one per layer, [nHead, capacity, words] each.
  */
-export function decodeStep(
+export function fusedDecodeStep(
   gpu: Gpu,
   s: DecodeShape,
   packed: PackedBlocks,
@@ -487,7 +473,7 @@ export function decodeStep(
 ): Dispatch {
   const headDim = s.nEmbd / s.nHead;
   if (caches.length !== s.nLayer) {
-    throw new Error(`decodeStep: ${caches.length} cache layers for n_layer ${s.nLayer}`);
+    throw new Error(`fusedDecodeStep: ${caches.length} cache layers for n_layer ${s.nLayer}`);
   }
   const dtype = cacheDType(caches[0], headDim);
   const capacity = caches[0].k.shape[1];
@@ -532,7 +518,9 @@ export function decodeStep(
   });
   const cacheBindings: Record<string, Tensor> = {};
   caches.forEach((c, l) => {
-    if (c.k.shape[1] !== capacity) throw new Error("decodeStep: cache layers of unequal capacity");
+    if (c.k.shape[1] !== capacity) {
+      throw new Error("fusedDecodeStep: cache layers of unequal capacity");
+    }
     cacheBindings[`k${l}`] = c.k;
     cacheBindings[`v${l}`] = c.v;
     if (dtype === "int8") {
@@ -561,12 +549,12 @@ export function decodeStep(
 /** Throws unless the sampler can draw with `o` over a vocabulary of `V`. */
 function checkSampling(o: StepSampling, V: number): void {
   if (!(o.temperature > 0) || !Number.isFinite(o.temperature)) {
-    throw new RangeError(`decodeStep: temperature ${o.temperature} must be > 0 to sample`);
+    throw new RangeError(`fusedDecodeStep: temperature ${o.temperature} must be > 0 to sample`);
   }
   const candidates = o.topK > 0 && o.topK < V ? o.topK : o.topP < 1 ? V : 0;
   if (candidates > MAX_SAMPLE_CANDIDATES) {
     throw new RangeError(
-      `decodeStep: sampling sorts ${candidates} candidates (top-k, or top-p over the ` +
+      `fusedDecodeStep: sampling sorts ${candidates} candidates (top-k, or top-p over the ` +
         `vocabulary), at most ${MAX_SAMPLE_CANDIDATES}`,
     );
   }
@@ -582,7 +570,7 @@ export function gpuSamples(o: StepSampling, V: number): boolean {
   }
 }
 
-/** Workgroups of {@link decodeHead} over a vocabulary of `V`: the partial maxima it writes. */
+/** Workgroups of {@link fusedDecodeHead} over a vocabulary of `V`: the partial maxima it writes. */
 export function headWorkgroups(gpu: Gpu, V: number): number {
   return groups(Math.ceil(V / 4), HEAD_WG[gpu.design]);
 }
@@ -594,7 +582,7 @@ export function headWorkgroups(gpu: Gpu, V: number): number {
  * hidden: [C]; lmHead: [V, C] in one chunk, texture's source; logits: [1, ldy >= V];
  * best: [headWorkgroups(V), 2] u32.
  */
-export function decodeHead(
+export function fusedDecodeHead(
   gpu: Gpu,
   hidden: Tensor,
   lmHead: RowChunks,
@@ -607,14 +595,16 @@ export function decodeHead(
   const G = headWorkgroups(gpu, V);
   if (lmHead.parts.length !== 1 || numel(hidden) !== C || logits.shape.at(-1)! < V) {
     throw new Error(
-      `decodeHead: hidden[${hidden.shape}], lm_head [${V}, ${C}] in ${lmHead.parts.length} ` +
+      `fusedDecodeHead: hidden[${hidden.shape}], lm_head [${V}, ${C}] in ${lmHead.parts.length} ` +
         `chunks and logits[${logits.shape}] do not fit`,
     );
   }
   if (texture.source !== lmHead.parts[0].tensor || texture.format !== format) {
-    throw new Error("decodeHead: the texture is not the lm_head's");
+    throw new Error("fusedDecodeHead: the texture is not the lm_head's");
   }
-  if (numel(best) < 2 * G) throw new Error(`decodeHead: best[${best.shape}] holds < ${G} pairs`);
+  if (numel(best) < 2 * G) {
+    throw new Error(`fusedDecodeHead: best[${best.shape}] holds < ${G} pairs`);
+  }
   const WG = HEAD_WG[gpu.design];
   const code = `${matmulRow}\n${textureReads(2, texture)}\n${headKernel}`;
   const kernel = gpu.kernel(code, "decode_head", { WG, F16: format === "f16" ? 1 : 0 });

@@ -1,23 +1,24 @@
 /**
- * The fused decode step (kernels/decode.ts) on small random models: its logits and cache
+ * The fused decode step (kernels/fused_decode.ts) on small random models: its logits and cache
  * against a float64 CPU GPT-2 (tests/cpu_reference.ts), its greedy chain against the CPU
  * argmax of that reference (ties to the first id, across the lm_head's workgroups too), its
  * sampler against run/sampling.ts's on the same generator state, f16/int8 caches and f16
  * weights, and how the runner picks the path.
  */
 import assert from "node:assert/strict";
-import { fusedDecodeLimit, gpuSamples, stepHasHead } from "../kernels/decode.ts";
+import { fusedDecodeLimit, gpuSamples, stepHasHead } from "../kernels/fused_decode.ts";
 import { type Dispatch, Gpu, type Plan } from "../kernels/gpu.ts";
 import type { RowChunks } from "../kernels/matmul.ts";
 import { type GPT2Config, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
+import { Runner } from "../run/runner.ts";
 import type { CacheDType } from "../model/kv_cache.ts";
 import { type GPT2Weights, randomWeights } from "../model/weights.ts";
 import type { DecodePath } from "../run/runner.ts";
-import { Rng as SamplingRng } from "../base/rng.ts";
+import { Rng } from "../base/rng.ts";
 import { argmax, sampleToken, type SamplingOptions } from "../run/sampling.ts";
 import { gpt2Ref } from "./cpu_reference.ts";
-import { assertClose, capturePlans, needs, Rng } from "./helpers.ts";
+import { assertClose, capturePlans, needs, TestRng } from "./helpers.ts";
 
 const gpu = await Gpu.open();
 
@@ -69,13 +70,9 @@ const CHARS = config({
 
 /** A model on the fused path and one on the general path, with the same weights. */
 function models(c: GPT2Config, w: GPT2Weights, weights: "f32" | "f16" = "f32") {
-  const fused = new GPT2(gpu, c, w, { decode: "fused", weights });
-  const general = new GPT2(gpu, c, w, { decode: "general", weights });
+  const fused = new Runner(new GPT2(gpu, c, w, { weights }), { decode: "fused" });
+  const general = new Runner(new GPT2(gpu, c, w, { weights }), { decode: "general" });
   return { fused, general, [Symbol.dispose]: () => [fused, general].forEach((m) => m.destroy()) };
-}
-
-function tokens(rng: Rng, T: number, V: number): number[] {
-  return Array.from({ length: T }, () => rng.int(V));
 }
 
 /** Each weight rounded to f16, as `weights: "f16"` stores it. */
@@ -133,8 +130,8 @@ for (const [c, weights] of [[SMALL_VOCAB, "f32"], [LARGE_VOCAB, "f32"], [CHARS, 
     const w = randomWeights(c, c.vocabSize);
     const ref = weights === "f16" ? roundedToF16(w) : w;
     using m = models(c, w, weights);
-    assert.equal(m.fused.runner.decodePath, "fused");
-    const ids = tokens(new Rng(1), 9, c.vocabSize);
+    assert.equal(m.fused.decodePath, "fused");
+    const ids = new TestRng(1).ids(9, c.vocabSize);
     const cache = m.fused.newCache();
     await m.fused.forward(ids.slice(0, 5), cache); // a prefill: the general path
     for (let n = 6; n <= ids.length; n++) {
@@ -169,7 +166,7 @@ for (const c of [SMALL_VOCAB, LARGE_VOCAB]) {
     async () => {
       const w = randomWeights(c, 7);
       using m = models(c, w);
-      const ids = tokens(new Rng(2), 4, c.vocabSize);
+      const ids = new TestRng(2).ids(4, c.vocabSize);
       const cache = m.fused.newCache();
       await m.fused.forward(ids.slice(0, 3), cache);
       const n = 6;
@@ -232,7 +229,7 @@ for (const dtype of ["f16", "int8"] as const satisfies CacheDType[]) {
     async () => {
       const c = LARGE_VOCAB;
       using m = models(c, randomWeights(c, 9));
-      const ids = tokens(new Rng(3), 8, c.vocabSize);
+      const ids = new TestRng(3).ids(8, c.vocabSize);
       const out = [];
       const caches = [];
       for (const model of [m.fused, m.general]) {
@@ -258,14 +255,14 @@ for (const dtype of ["f16", "int8"] as const satisfies CacheDType[]) {
   );
 }
 
-Deno.test("Rng: state() and setState() carry the generator's position", () => {
+Deno.test("TestRng: state() and setState() carry the generator's position", () => {
   for (const seed of [0, 1, -7, 2 ** 40 + 3]) {
-    const rng = new SamplingRng(seed);
-    const copy = new SamplingRng(99);
+    const rng = new Rng(seed);
+    const copy = new Rng(99);
     copy.setState(rng.state());
     for (let i = 0; i < 5; i++) assert.equal(copy.nextUint32(), rng.nextUint32(), `seed ${seed}`);
   }
-  assert.throws(() => new SamplingRng(1).setState([1, 2, 3]), /four 32-bit words/);
+  assert.throws(() => new Rng(1).setState([1, 2, 3]), /four 32-bit words/);
 });
 
 const SAMPLINGS: SamplingOptions[] = [
@@ -285,7 +282,7 @@ for (const c of [CHARS, SMALL_VOCAB, LARGE_VOCAB, HUGE_VOCAB]) {
       // The CPU sampler on the general path's logits, one wait per token.
       const cpuCache = m.general.newCache();
       await m.general.forward([3, 4], cpuCache);
-      const rng = new SamplingRng(seed);
+      const rng = new Rng(seed);
       const want: number[] = [];
       for (let token = first; want.length < n;) {
         const { logits } = await m.general.forward([token], cpuCache);
@@ -293,7 +290,7 @@ for (const c of [CHARS, SMALL_VOCAB, LARGE_VOCAB, HUGE_VOCAB]) {
       }
       const cache = m.fused.newCache();
       await m.fused.forward([3, 4], cache);
-      const drawn = new SamplingRng(seed);
+      const drawn = new Rng(seed);
       let got: number[] = [];
       const plans = await capturePlans(gpu, async () => {
         got = await m.fused.decodeSample(first, cache, n, sampling, drawn);
@@ -314,8 +311,11 @@ for (const c of [CHARS, SMALL_VOCAB, LARGE_VOCAB, HUGE_VOCAB]) {
 
 /** The path and reason of a CHARS model made with `decode`. */
 function pathOf(decode?: DecodePath) {
-  const model = new GPT2(gpu, CHARS, randomWeights(CHARS, 11), decode ? { decode } : {});
-  const { decodePath, decodeReason, fusedForward } = model.runner;
+  const model = new Runner(
+    new GPT2(gpu, CHARS, randomWeights(CHARS, 11)),
+    decode ? { decode } : {},
+  );
+  const { decodePath, decodeReason, fusedForward } = model;
   model.destroy();
   return { decodePath, decodeReason, fusedForward };
 }
@@ -334,11 +334,13 @@ fusedTest("decode: the runner picks the path by shape, or as the options say", [
   // f16 weights need rows of a multiple of 8: n_inner 100 keeps this model general.
   const odd = config({ ...configFields(CHARS), n_inner: 100 }, "n_inner 100");
   const oddWeights = randomWeights(odd, 12);
-  const general = new GPT2(gpu, odd, oddWeights, { weights: "f16", decode: "general" });
-  assert.equal(general.runner.decodePath, "general");
+  const general = new Runner(new GPT2(gpu, odd, oddWeights, { weights: "f16" }), {
+    decode: "general",
+  });
+  assert.equal(general.decodePath, "general");
   general.destroy();
   assert.throws(
-    () => new GPT2(gpu, odd, oddWeights, { weights: "f16", decode: "fused" }),
+    () => new Runner(new GPT2(gpu, odd, oddWeights, { weights: "f16" }), { decode: "fused" }),
     /decode "fused": this model cannot take the fused step: f16 rows of n_embd 32 and n_inner 100/,
   );
 });
@@ -367,10 +369,10 @@ fusedTest("decode: KVGPT_DECODE overrides the choice by shape", [CHARS], () => {
       fusedForward: true,
     });
     const odd = config({ ...configFields(CHARS), n_inner: 100 }, "n_inner 100");
-    const model = new GPT2(gpu, odd, randomWeights(odd, 12), { weights: "f16" });
-    assert.equal(model.runner.decodePath, "general");
+    const model = new Runner(new GPT2(gpu, odd, randomWeights(odd, 12), { weights: "f16" }));
+    assert.equal(model.decodePath, "general");
     assert.match(
-      model.runner.decodeReason,
+      model.decodeReason,
       /^KVGPT_DECODE=fused, but the fused step does not fit: f16/,
     );
     model.destroy();
