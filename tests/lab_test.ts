@@ -217,6 +217,11 @@ Deno.test({
       }
       assert.equal((await rawStatus(port, "/", "rebind.example:" + port)).status, 403);
       assert.equal((await rawStatus(port, "/data/tiny-gpt2/config.json")).status, 200);
+      // Nothing the page runs touches Deno.* or imports a node: module up front.
+      const bundle = await (await fetch(`${url}lab.js`)).text();
+      assert.ok(bundle.length > 100_000);
+      assert.doesNotMatch(bundle, /\bDeno\./);
+      assert.doesNotMatch(bundle, /\bfrom\s*["']node:/);
 
       browser = await Browser.launch(chromium!);
       await browser.open(`${url}?selftest`);
