@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { Gpu, type Plan, type RunOptions } from "../kernels/gpu.ts";
+import { type Gpu, type Plan, type RunOptions } from "../kernels/gpu.ts";
 import type { WeightFormat } from "../kernels/matmul.ts";
 import { generate, greedyOptions } from "../run/generate.ts";
 import { EMBEDDED, openModel } from "../run/open_model.ts";
@@ -18,6 +18,7 @@ import { integer, main, parseOptions, UsageError } from "./usage.ts";
 import { GPT2_SIZES, parseConfig } from "../model/config.ts";
 import { measureTraining, type TrainingSpeed } from "../train/throughput.ts";
 import { type Ceiling, measureCeiling, measureF16 } from "../kernels/ceiling.ts";
+import { openGpu } from "./env_options.ts";
 
 const USAGE =
   `usage: deno task bench [--json] [--reps N] [--quick] [--weights f32|f16|both] [--train] [--peer]
@@ -338,7 +339,7 @@ main("bench", async () => {
     : [values.weights as WeightFormat];
   const log = values.json ? () => {} : (s: string) => console.log(s);
   const python = values.peer ? peerPython() : null;
-  const gpu = await Gpu.open();
+  const gpu = await openGpu();
   log(`adapter: ${gpu.description}`);
   const out: Record<string, string | number> = { adapter: gpu.description };
   if (values.ceiling) {

@@ -7,7 +7,6 @@
  *
  * @module
  */
-import { Gpu } from "../kernels/gpu.ts";
 import {
   ChatInputError,
   type ChatOptions,
@@ -18,6 +17,7 @@ import {
 import { openModel, tokenizerFor, TRAINED } from "../run/open_model.ts";
 import type { SlidingWindow } from "../run/sliding_window.ts";
 import { integer, main, number, parseOptions, UsageError, weightFormat } from "./usage.ts";
+import { modelOptionsFromEnv, openGpu } from "./env_options.ts";
 
 /** The commands, as `/help` prints them. */
 export const CHAT_HELP = `commands:
@@ -80,8 +80,8 @@ async function chat(): Promise<void> {
   const args = parse(Deno.args);
   const spec = args.model ??
     (await isFile(`${TRAINED}/config.json`) ? TRAINED : FALLBACK_MODEL);
-  const gpu = await Gpu.open();
-  const opened = await openModel(gpu, spec, { weights: args.weights });
+  const gpu = await openGpu();
+  const opened = await openModel(gpu, spec, { weights: args.weights, ...modelOptionsFromEnv() });
   const tokenizer = await tokenizerFor(spec);
   await opened.model.warmup();
   const terminal = Deno.stdin.isTerminal() && Deno.stdout.isTerminal();

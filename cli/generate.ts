@@ -4,7 +4,6 @@
  *
  * @module
  */
-import { Gpu } from "../kernels/gpu.ts";
 import { GPT2_SIZES, loadConfig } from "../model/config.ts";
 import {
   generate,
@@ -17,6 +16,7 @@ import { type CachePolicy, parseCachePolicy } from "../run/cache_policy.ts";
 import { defaultSpeakingModel, EMBEDDED, openModel, tokenizerFor } from "../run/open_model.ts";
 import { TextStream, type Tokenizer, TooManyTokensError } from "../tokenizers/tokenizer.ts";
 import { integer, main, number, parseOptions, UsageError, weightFormat } from "./usage.ts";
+import { modelOptionsFromEnv, openGpu } from "./env_options.ts";
 
 const USAGE = `usage: deno task generate [options]
   --prompt TEXT        text to continue (default "ROMEO:" for the Shakespeare model,
@@ -161,8 +161,8 @@ main("generate", async () => {
 
   const log = values.json ? () => {} : (s: string) => console.error(s);
   const t0 = performance.now();
-  const gpu = await Gpu.open();
-  const opened = await openModel(gpu, spec, { weights });
+  const gpu = await openGpu();
+  const opened = await openModel(gpu, spec, { weights, ...modelOptionsFromEnv() });
   const { model } = opened;
   log(`adapter: ${gpu.description}`);
   log(`model:   ${opened.description}`);
@@ -229,9 +229,9 @@ main("generate", async () => {
     ? `system ${result.systemTokens} tok in ${summary.system_prefill_ms} ms · `
     : "";
   const cacheNote = opts.useCache
-    ? `(KV cache, ${model.decodePath} decode path) · cache ${mb(result.cacheBytesUsed)} used of ${
-      mb(result.cacheBytesAllocated)
-    }`
+    ? `(KV cache, ${model.decodePath} decode path: ${model.decodeReason}) · cache ${
+      mb(result.cacheBytesUsed)
+    } used of ${mb(result.cacheBytesAllocated)}`
     : "(no cache: every step recomputed the whole sequence)";
   log(
     `── ${opened.name} · ${system}prompt ${result.promptTokens} tok · prefill ` +

@@ -5,9 +5,9 @@
  *
  * @module
  */
-import { Gpu } from "../kernels/gpu.ts";
 import { runGradcheck } from "../train/gradcheck.ts";
 import { main, parseOptions } from "./usage.ts";
+import { openGpu } from "./env_options.ts";
 
 const USAGE = [
   "usage: deno task gradcheck [--model DIR]",
@@ -21,7 +21,7 @@ main("gradcheck", async () => {
     model: { type: "string", default: "data/tiny-gpt2" },
   });
   const dir = values.model;
-  const gpu = await Gpu.open();
+  const gpu = await openGpu();
   console.log(`adapter: ${gpu.description}`);
   console.log(`model:   ${dir}`);
   const report = await runGradcheck(gpu, dir);

@@ -6,9 +6,9 @@
  *
  * @module
  */
-import { Gpu } from "../kernels/gpu.ts";
 import { type ParityReport, type ParityRow, runParity, TOLERANCE } from "../run/parity.ts";
 import { main, parseOptions, weightFormat } from "./usage.ts";
+import { openGpu } from "./env_options.ts";
 
 const USAGE = [
   "usage: deno task parity [--model DIR] [--weights f32|f16]",
@@ -26,7 +26,7 @@ main("parity", async () => {
   });
   const dir = values.model;
   const weights = weightFormat(values.weights);
-  const gpu = await Gpu.open();
+  const gpu = await openGpu();
   // Both decode paths where the model can take the fused step here; else the general one.
   const reports: ParityReport[] = [];
   try {

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { Gpu } from "../kernels/gpu.ts";
+import type { Gpu } from "../kernels/gpu.ts";
 import { type GPT2Config, loadConfig, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { gpt2Init, loadCheckpoint } from "../model/weights.ts";
@@ -21,6 +21,7 @@ import { cosineLr, type Schedule } from "../train/schedule.ts";
 import { Trainer } from "../train/trainer.ts";
 import { renderSvg } from "./chart.ts";
 import { integer, main, number, parseOptions, UsageError } from "./usage.ts";
+import { openGpu } from "./env_options.ts";
 
 const USAGE = `usage: deno task train [options]
   trains GPT-2 on a text with the WGSL kernels (defaults: nanoGPT's char-level "baby" recipe)
@@ -204,7 +205,7 @@ main("train", async () => {
     );
   }
 
-  const gpu = await Gpu.open();
+  const gpu = await openGpu();
   const model = await openModel(gpu, settings, from, tokenizer);
   const trainer = new Trainer(model, { B, T });
   if (cl.resume) {

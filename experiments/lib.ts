@@ -29,6 +29,7 @@ import type { TopLevelSpec } from "vega-lite";
 import { CharTokenizer } from "../tokenizers/char.ts";
 import { splitDataset, TINY_SHAKESPEARE } from "../train/data.ts";
 import shakespeare from "../data/tinyshakespeare/input.txt" with { type: "text" };
+import { modelOptionsFromEnv, openGpu } from "../cli/env_options.ts";
 
 /** The fixture `--quick` runs: GPT-2's code with 2 layers, n_embd 64, 128 positions. */
 export const QUICK_MODEL = "data/tiny-gpt2";
@@ -109,8 +110,11 @@ export async function startExperiment<Settings>(
   const model = values.quick
     ? quickModel(spec.name)
     : values.model ?? defaultModel(spec.name, spec.defaultModel);
-  const gpu = await Gpu.open();
-  const opened = await openModel(gpu, model, { weights: values.weights, decode: spec.decode });
+  const gpu = await openGpu();
+  const opened = await openModel(gpu, model, {
+    weights: values.weights,
+    ...(spec.decode ? { decode: spec.decode } : modelOptionsFromEnv()),
+  });
   spec.check?.(settings, opened.model.config);
   console.log(`${spec.name}: ${spec.about}`);
   console.log(`adapter: ${gpu.description}`);

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { noAdapter, type WebGpuEntry, webGpuEntry, type WebGpuImplementation } from "./webgpu.ts";
 
 /** A dense f32 (or u32) array on the GPU: `shape` elements starting `offset` bytes in. */
 export interface Tensor {
@@ -92,6 +93,8 @@ interface PendingProfile {
 /** Most timestamps in one query set (WebGPU's limit). */
 const MAX_QUERIES = 4096;
 
+export { NoAdapterError, WEBGPU_IMPLEMENTATIONS, type WebGpuImplementation } from "./webgpu.ts";
+
 /**
  * The family of kernel designs a device gets. `cpu`, for software adapters (llvmpipe,
  * lavapipe, SwiftShader, WARP), where reads cost more than arithmetic and barriers are slow:
@@ -105,40 +108,27 @@ export type KernelDesign = "cpu" | "gpu";
 export interface GpuOptions {
   /** Ask for a high-performance or low-power adapter. */
   powerPreference?: GPUPowerPreference;
-  /**
-   * Kernel designs to use; default: the environment's `KVGPT_KERNELS` if set, else `cpu` on
-   * a software adapter and `gpu` otherwise.
-   */
+  /** The WebGPU implementation; default `deno` (the runtime's own `navigator.gpu`). */
+  webgpu?: WebGpuImplementation;
+  /** Kernel designs to use; default: `cpu` on a software adapter, `gpu` otherwise. */
   design?: KernelDesign;
+  /** What chose `design`, for {@link Gpu.designReason}; default "asked for". */
+  designSource?: string;
+}
+
+/**
+ * Whether an adapter is a software rasterizer that runs WGSL on the CPU (llvmpipe,
+ * lavapipe, SwiftShader, WARP, or any adapter that calls itself a fallback).
+ */
+export function isSoftwareAdapter(info: GPUAdapterInfo): boolean {
+  const name = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`;
+  return info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|warp/i.test(name);
 }
 
 /** The design suited to an adapter: software rasterizers run WGSL on the CPU. */
 export function designFor(info: GPUAdapterInfo): KernelDesign {
-  const name = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`;
-  return info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|warp/i.test(name) ? "cpu" : "gpu";
+  return isSoftwareAdapter(info) ? "cpu" : "gpu";
 }
-
-/**
- * The design named by KVGPT_KERNELS, read only when the environment may be read already (a
- * plain `deno run` asks no question); null when unset or not readable.
- */
-function designFromEnv(): KernelDesign | null {
-  const variable = "KVGPT_KERNELS";
-  if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return null;
-  const value = Deno.env.get(variable);
-  if (!value) return null;
-  if (value === "cpu" || value === "gpu") return value;
-  throw new Error(`${variable}: expected cpu or gpu, got "${value}"`);
-}
-
-const HELP_NO_ADAPTER = [
-  "No WebGPU adapter was found.",
-  "kvgpt runs every kernel through WebGPU (Deno's navigator.gpu).",
-  "On Linux without a GPU, install Mesa's software Vulkan driver (lavapipe):",
-  "  sudo apt-get install -y mesa-vulkan-drivers",
-  "or Mesa's OpenGL driver (llvmpipe): sudo apt-get install -y libgl1-mesa-dri libegl1.",
-  "With a GPU, install its Vulkan driver.",
-].join("\n");
 
 /** The GPU device and everything that allocates on it. */
 export class Gpu {
@@ -156,6 +146,12 @@ export class Gpu {
   bytesAllocated = 0;
   /** The kernel designs this device uses. */
   readonly design: KernelDesign;
+  /** Why: asked for (and by what), or what the adapter is. */
+  readonly designReason: string;
+  /** The WebGPU implementation the device comes from. */
+  readonly webgpu: WebGpuImplementation;
+  /** Whether the adapter runs WGSL on the CPU (see {@link isSoftwareAdapter}). */
+  readonly software: boolean;
 
   #kernels = new Map<string, Kernel>();
   #modules = new Map<string, GPUShaderModule>();
@@ -168,14 +164,29 @@ export class Gpu {
   /** Whether an empty submission is queued to return freed buffers' memory. */
   #releaseQueued = false;
   #closed = false;
+  /**
+   * Where the adapter came from, held as long as the device: Dawn's objects crash the
+   * process (segfault in mapAsync) once its `navigator.gpu` object has been garbage-collected.
+   */
+  #source: WebGpuEntry;
 
   private constructor(
     readonly adapter: GPUAdapter,
     readonly device: GPUDevice,
-    design: KernelDesign,
+    entry: WebGpuEntry,
+    webgpu: WebGpuImplementation,
+    options: GpuOptions,
   ) {
     const info = adapter.info;
-    this.design = design;
+    this.#source = entry;
+    this.webgpu = webgpu;
+    this.software = isSoftwareAdapter(info);
+    const design = this.design = options.design ?? designFor(info);
+    this.designReason = options.design
+      ? options.designSource ?? "asked for"
+      : this.software
+      ? "a software adapter, which runs WGSL on the CPU"
+      : "a GPU adapter";
     const name = info.description || `${info.vendor} ${info.device}`.trim() || "unknown adapter";
     this.hasF16 = device.features.has("shader-f16");
     this.hasTimestamps = device.features.has("timestamp-query");
@@ -183,21 +194,36 @@ export class Gpu {
     this.bindingAlignment = device.limits.minStorageBufferOffsetAlignment;
     const feats = [this.hasF16 ? "shader-f16" : "", this.hasTimestamps ? "timestamp-query" : ""]
       .filter(Boolean).join(", ") || "no optional features";
-    this.description = `${name}${info.isFallbackAdapter ? " (software)" : ""}; ${feats}; ` +
-      `max binding ${(this.maxBinding / 2 ** 20).toFixed(0)} MiB; ${design} kernels`;
+    const via = webgpu === "dawn" ? " via Dawn" : "";
+    this.description = `${name}${info.isFallbackAdapter ? " (software)" : ""}${via}; ` +
+      `${feats}; max binding ${(this.maxBinding / 2 ** 20).toFixed(0)} MiB; ${design} kernels`;
     device.addEventListener("uncapturederror", (e) => {
       this.#errors.push((e as GPUUncapturedErrorEvent).error.message);
     });
   }
 
-  /** Acquires an adapter and a device with the adapter's real limits. */
+  /**
+   * Acquires an adapter and a device with the adapter's real limits, from the WebGPU
+   * implementation `options.webgpu` names (default Deno's own). Reads no environment: the
+   * commands' KVGPT_* variables are read by cli/env_options.ts.
+   */
   static async open(options: GpuOptions = {}): Promise<Gpu> {
-    if (!("gpu" in navigator) || !navigator.gpu) throw new Error(HELP_NO_ADAPTER);
-    const adapter = await navigator.gpu.requestAdapter({
-      powerPreference: options.powerPreference ?? "high-performance",
-    });
-    if (!adapter) throw new Error(HELP_NO_ADAPTER);
-    const design = options.design ?? designFromEnv() ?? designFor(adapter.info);
+    const webgpu = options.webgpu ?? "deno";
+    if (options.design !== undefined && options.design !== "cpu" && options.design !== "gpu") {
+      throw new Error(`unknown kernel design "${options.design}": expected cpu or gpu`);
+    }
+    const entry = await webGpuEntry(webgpu);
+    let adapter: GPUAdapter | null = null;
+    try {
+      adapter = await entry.gpu.requestAdapter({
+        powerPreference: options.powerPreference ?? "high-performance",
+      });
+    } finally {
+      if (!adapter) entry.release();
+    }
+    if (!adapter) {
+      throw noAdapter(webgpu);
+    }
     const wanted: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
     const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
     const l = adapter.limits;
@@ -214,7 +240,7 @@ export class Gpu {
         maxTextureDimension2D: l.maxTextureDimension2D,
       },
     });
-    return new Gpu(adapter, device, design);
+    return new Gpu(adapter, device, entry, webgpu, options);
   }
 
   /** Allocates a zero-filled tensor of `shape` 4-byte elements. */
@@ -348,6 +374,7 @@ export class Gpu {
     this.#kernels.clear();
     this.#modules.clear();
     this.device.destroy();
+    this.#source.release();
   }
 
   /** {@link Gpu.close}, for `using gpu = await Gpu.open()`. */
@@ -466,8 +493,9 @@ export class Gpu {
   }
 
   #entry(label: string, name: string, binding: number, b: Binding): GPUBindGroupEntry {
-    if (b instanceof GPUBuffer) return { binding, resource: { buffer: b } };
-    if (b instanceof GPUTextureView) return { binding, resource: b };
+    // Told apart by their members, not by class: Dawn's objects are not Deno's GPUBuffer.
+    if ("mapAsync" in b) return { binding, resource: { buffer: b } };
+    if (!("shape" in b)) return { binding, resource: b };
     if (b.offset % this.bindingAlignment !== 0) {
       throw new Error(`${label}: binding ${name} offset ${b.offset} is not aligned`);
     }

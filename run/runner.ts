@@ -6,9 +6,10 @@
  *
  * A single-token step takes one of two paths: the general one (the model's plan, ~10
  * dispatches per block), or for models small enough the fused one (kernels/fused_decode.ts: one
- * dispatch runs every block, a second the lm_head). The runner picks by shape and adapter;
- * {@link Runner.decodePath} says which, and `KVGPT_DECODE=general|fused` or
- * {@link ModelOptions.decode} overrides it. Chained steps ({@link Runner.decodeGreedy},
+ * dispatch runs every block, a second the lm_head). The runner picks by shape and adapter
+ * ({@link chooseDecodePath}); {@link Runner.decodePath} says which and
+ * {@link Runner.decodeReason} why, and {@link RunnerOptions.decode} overrides it (the commands
+ * read `KVGPT_DECODE` into it: cli/env_options.ts). Chained steps ({@link Runner.decodeGreedy},
  * {@link Runner.decodeSample}) take the chosen path; a lone single-token forward takes the
  * fused one only where it was asked for (see {@link Runner.fusedForward}), and never when it
  * asks for hidden states, attention rows or a per-kernel profile. Both paths write the same
@@ -68,11 +69,82 @@ export interface ForwardOutput {
 /** How a model is put on the GPU ({@link ModelOptions}) and how its decode steps run. */
 export interface RunnerOptions extends ModelOptions {
   /**
-   * The decode path (see {@link DecodePath}); default: the environment's `KVGPT_DECODE` if
-   * set and readable, else fused wherever the model's shape and the adapter allow it.
-   * "fused" for a model that cannot take it is an error.
+   * The decode path (see {@link DecodePath}); default: fused on a software adapter where the
+   * model's shape allows it, else general ({@link chooseDecodePath}). "fused" for a model
+   * that cannot take it is an error.
    */
   decode?: DecodePath;
+  /**
+   * What set `decode` when it is a standing preference for every model rather than this
+   * model's demand (the commands' `KVGPT_DECODE=fused`): it names the reason, and "fused" for a
+   * model that cannot take it falls back to general, saying why.
+   */
+  decodeSource?: string;
+}
+
+/** What {@link chooseDecodePath} decides from. */
+export interface DecodeChoiceInput {
+  /** The path asked for, if any. */
+  asked?: DecodePath;
+  /** A standing preference's name (see {@link RunnerOptions.decodeSource}); none: a demand. */
+  source?: string;
+  /** Why the model cannot take the fused step on this adapter, or null when it can. */
+  fusedLimit: string | null;
+  /** Whether the adapter runs WGSL on the CPU (Gpu.software). */
+  software: boolean;
+}
+
+/** The decode path chosen, and why (one phrase). */
+export interface DecodeChoice {
+  path: DecodePath;
+  reason: string;
+  /** Whether a lone single-token forward takes the fused step too (asked for only). */
+  fusedForward: boolean;
+}
+
+/**
+ * The decode path for a model on an adapter. Asked for, it is taken (asking for "fused"
+ * where it does not fit is an error). Else the fused step, where the model fits it, only on a
+ * software adapter: there a dispatch costs 60-80 µs and one dispatch for the whole model wins;
+ * on a real GPU it would run the model on one compute unit of dozens, so the general path's
+ * many workgroups are chosen (no GPU has measured otherwise yet).
+ */
+export function chooseDecodePath(input: DecodeChoiceInput): DecodeChoice {
+  const { asked, fusedLimit: limit } = input;
+  if (asked !== undefined && asked !== "general" && asked !== "fused") {
+    throw new RangeError(`decode must be "general" or "fused", got "${asked}"`);
+  }
+  const by = input.source ?? "asked for";
+  if (asked === "fused" && limit) {
+    if (!input.source) {
+      throw new Error(`decode "fused": this model cannot take the fused step: ${limit}`);
+    }
+    return {
+      path: "general",
+      reason: `${by}, but the fused step does not fit: ${limit}`,
+      fusedForward: false,
+    };
+  }
+  if (asked) return { path: asked, reason: by, fusedForward: asked === "fused" };
+  if (limit) {
+    return {
+      path: "general",
+      reason: `the fused step does not fit: ${limit}`,
+      fusedForward: false,
+    };
+  }
+  if (!input.software) {
+    return {
+      path: "general",
+      reason: "a GPU adapter: the fused step would run the model on one compute unit",
+      fusedForward: false,
+    };
+  }
+  return {
+    path: "fused",
+    reason: "a software adapter, and the model's activations fit one workgroup",
+    fusedForward: false,
+  };
 }
 
 /** The fused path's buffers for one model, made on first use. */
@@ -123,7 +195,7 @@ export class Runner {
   readonly decodeReason: string;
   /**
    * Whether a lone single-token {@link Runner.forward} takes the fused step too: only where
-   * the fused path was asked for (option or KVGPT_DECODE). Such a call waits for its logits
+   * the fused path was asked for ({@link RunnerOptions.decode}). Such a call waits for its logits
    * on the CPU anyway (~10 ms on llvmpipe), and the fused step's first compile takes seconds
    * there (once per machine: Mesa caches it on disk), so by default only chains use it.
    */
@@ -139,7 +211,10 @@ export class Runner {
   /** The model's config (the same object as `model.config`). */
   readonly config: GPT2["config"];
 
-  /** A runner for `model`, which it then owns; `options.weights` was the model's to take. */
+  /**
+   * A runner for `model`, which it then owns ({@link Runner.destroy} frees the model too).
+   * Only `options.decode` is read here: the weights' format was chosen when the model was made.
+   */
   constructor(readonly model: GPT2, options: RunnerOptions = {}) {
     this.config = model.config;
     const gpu = this.gpu = model.gpu;
@@ -150,25 +225,15 @@ export class Runner {
     this.positions = gpu.tensor([P], "positions");
     const limit = fusedDecodeLimit(gpu, model.config, model.weightFormat, model.wte, model.lmHead);
     this.fusedLimit = limit;
-    if (options.decode !== undefined && !["general", "fused"].includes(options.decode)) {
-      throw new RangeError(`decode must be "general" or "fused", got "${options.decode}"`);
-    }
-    if (options.decode === "fused" && limit) {
-      throw new Error(`decode "fused": this model cannot take the fused step: ${limit}`);
-    }
-    const fromEnv = decodeFromEnv();
-    const wanted = options.decode ?? fromEnv;
-    const by = options.decode ? "asked for" : fromEnv ? `KVGPT_DECODE=${fromEnv}` : "";
-    this.fusedForward = wanted === "fused" && !limit;
-    if (wanted === "general" || limit) {
-      this.decodePath = "general";
-      this.decodeReason = wanted === "general"
-        ? by
-        : `${by ? `${by}, but ` : ""}the fused step does not fit: ${limit}`;
-    } else {
-      this.decodePath = "fused";
-      this.decodeReason = by || "the model's activations fit one workgroup";
-    }
+    const choice = chooseDecodePath({
+      asked: options.decode,
+      source: options.decodeSource,
+      fusedLimit: limit,
+      software: gpu.software,
+    });
+    this.decodePath = choice.path;
+    this.decodeReason = choice.reason;
+    this.fusedForward = choice.fusedForward;
   }
 
   /** Loads a HuggingFace checkpoint folder (config.json + *.safetensors) and runs it. */
@@ -558,19 +623,6 @@ function widenRows(a: Float32Array, ld: number, n: number): Float32Array {
   const out = new Float32Array(rows * n);
   for (let r = 0; r < rows; r++) out.set(a.subarray(r * ld, r * ld + ld), r * n);
   return out;
-}
-
-/**
- * The decode path named by KVGPT_DECODE, read only when the environment may be read already
- * (a plain `deno run` asks no question); null when unset or not readable.
- */
-function decodeFromEnv(): DecodePath | null {
-  const variable = "KVGPT_DECODE";
-  if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return null;
-  const value = Deno.env.get(variable);
-  if (!value) return null;
-  if (value === "general" || value === "fused") return value;
-  throw new Error(`${variable}: expected general or fused, got "${value}"`);
 }
 
 /** Throws unless every id is a token of the vocabulary. */

@@ -6,12 +6,13 @@
 import assert from "node:assert/strict";
 import { type AdamWOptions, adamwPartials, adamwStep } from "../kernels/adamw.ts";
 import { TensorArena } from "../kernels/arena.ts";
-import { Gpu, type Tensor } from "../kernels/gpu.ts";
+import type { Tensor } from "../kernels/gpu.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { adamwStepRef, gradNormRef } from "./cpu_reference.ts";
 import { Arena, assertClose, TestRng } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 
 /** Norms: |got - ref| <= TOL_NORM · ref (seen: 7.8e-8). */
 const TOL_NORM = 1e-6;

@@ -1,12 +1,13 @@
 /** TensorArena: views of one buffer, aligned, matrices first, data in place; and a model's. */
 import assert from "node:assert/strict";
 import { TensorArena } from "../kernels/arena.ts";
-import { Gpu, numel } from "../kernels/gpu.ts";
+import { numel } from "../kernels/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { parseConfig } from "../model/config.ts";
 import { randomWeights } from "../model/weights.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 
 Deno.test("TensorArena: aligned views of one buffer, matrices first, each holding its data", async () => {
   const arena = new TensorArena(gpu, "test arena");

@@ -1,11 +1,12 @@
 /** greedyPick, the argmax kernel: the first largest logit becomes the next token, and the step advances. */
 import assert from "node:assert/strict";
 import { greedyPick } from "../kernels/argmax.ts";
-import { Gpu } from "../kernels/gpu.ts";
+
 import { argmax } from "../run/sampling.ts";
 import { Arena, TestRng } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 
 async function pick(logits: Float32Array, n: number, chosenBefore: number) {
   const arena = new Arena(gpu);

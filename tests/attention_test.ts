@@ -12,11 +12,12 @@ import {
   cacheWords,
   storeKv,
 } from "../kernels/attention.ts";
-import { Gpu, type Tensor } from "../kernels/gpu.ts";
+import type { Tensor } from "../kernels/gpu.ts";
 import { attentionBackwardRef, attentionRef, storeKvRef } from "./cpu_reference.ts";
 import { Arena, assertClose, slow, TestRng } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 
 /**
  * Attention output: diff <= TOL · max(1, |ref|). q, k, v ~ N(0, 1.5²) make f32 scores carry

@@ -11,9 +11,9 @@ import {
   measureF16,
   readPeak,
 } from "../kernels/ceiling.ts";
-import { Gpu } from "../kernels/gpu.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 
 /** The seed of chain k of invocation i, as ceiling.wgsl computes it. */
 const seed = (i: number, k: number) => Math.fround(((i * 16 + k) % 1024) * Math.fround(1e-4));

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { needs } from "./helpers.ts";
-import { Gpu } from "../kernels/gpu.ts";
+
 import { parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { Runner } from "../run/runner.ts";
@@ -11,8 +11,9 @@ import { handleLine, readLines, sparkline } from "../cli/chat.ts";
 import { generate } from "../run/generate.ts";
 import { gpt2Tokenizer } from "../tokenizers/gpt2.ts";
 import { type Tokenizer } from "../tokenizers/tokenizer.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 /** Every test but the two on plain data reads the fixture: ignored without read access. */
 const io = needs("read");
 // 2 layers, n_embd 64, n_positions 128 (a stand-in that no test runs without read access)

@@ -4,12 +4,13 @@
  */
 import assert from "node:assert/strict";
 import { embedding, embeddingBackward } from "../kernels/embedding.ts";
-import { Gpu } from "../kernels/gpu.ts";
+
 import { type RowChunks, uploadRowChunks } from "../kernels/matmul.ts";
 import { embeddingBackwardRef, embeddingRef } from "./cpu_reference.ts";
 import { Arena, assertClose, TestRng } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 
 /** One f32 rounding of an exact sum: diff <= 2^-24 · max(1, |ref|). */
 const TOL = 2 ** -24;
@@ -116,7 +117,7 @@ const TOL_BACKWARD = 1e-6;
 
 for (const design of ["cpu", "gpu"] as const) {
   Deno.test(`embeddingBackward: B = 3 sequences of T = 5, a vocabulary of 37 in chunks, ${design} design`, async () => {
-    const gpu = await Gpu.open({ design });
+    const gpu = await openGpu({ design });
     const rng = new TestRng(42);
     const arena = new Arena(gpu);
     const [B, T, v, c, p] = [3, 5, 37, 12, 8];
@@ -179,7 +180,7 @@ for (const design of ["cpu", "gpu"] as const) {
   Deno.test(`embeddingBackward: one token in 2000 of 2400 rows, C = 256, ${design} design`, async () => {
     // 2000 rows x 64 vec4s of one token is 128,000 loop iterations if one invocation sums
     // them all: past the 65,535 at which llvmpipe and lavapipe end every loop silently.
-    const gpu = await Gpu.open({ design });
+    const gpu = await openGpu({ design });
     const rng = new TestRng(43);
     const arena = new Arena(gpu);
     const [B, T, v, c] = [8, 300, 37, 256];

@@ -7,20 +7,26 @@
  */
 import assert from "node:assert/strict";
 import { fusedDecodeLimit, gpuSamples, stepHasHead } from "../kernels/fused_decode.ts";
-import { type Dispatch, Gpu, type Plan } from "../kernels/gpu.ts";
+import { type Dispatch, isSoftwareAdapter, type Plan } from "../kernels/gpu.ts";
 import type { RowChunks } from "../kernels/matmul.ts";
 import { type GPT2Config, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { Runner } from "../run/runner.ts";
 import type { CacheDType } from "../model/kv_cache.ts";
 import { type GPT2Weights, randomWeights } from "../model/weights.ts";
-import type { DecodePath } from "../run/runner.ts";
+import {
+  chooseDecodePath,
+  type DecodeChoiceInput,
+  type DecodePath,
+  type RunnerOptions,
+} from "../run/runner.ts";
 import { Rng } from "../base/rng.ts";
 import { argmax, sampleToken, type SamplingOptions } from "../run/sampling.ts";
 import { gpt2Ref } from "./cpu_reference.ts";
 import { assertClose, capturePlans, needs, TestRng } from "./helpers.ts";
+import { modelOptionsFromEnv, openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 
 /** f32 against the f64 reference: diff <= TOL · max(1, |ref|), as tests/gpt2_test.ts. */
 const TOL = 1e-4;
@@ -309,12 +315,10 @@ for (const c of [CHARS, SMALL_VOCAB, LARGE_VOCAB, HUGE_VOCAB]) {
   });
 }
 
-/** The path and reason of a CHARS model made with `decode`. */
-function pathOf(decode?: DecodePath) {
-  const model = new Runner(
-    new GPT2(gpu, CHARS, randomWeights(CHARS, 11)),
-    decode ? { decode } : {},
-  );
+/** The path and reason of a CHARS model made with `decode` (or these options). */
+function pathOf(decode?: DecodePath | RunnerOptions) {
+  const options = typeof decode === "string" ? { decode } : decode ?? {};
+  const model = new Runner(new GPT2(gpu, CHARS, randomWeights(CHARS, 11)), options);
   const { decodePath, decodeReason, fusedForward } = model;
   model.destroy();
   return { decodePath, decodeReason, fusedForward };
@@ -345,31 +349,34 @@ fusedTest("decode: the runner picks the path by shape, or as the options say", [
   );
 });
 
-fusedTest("decode: KVGPT_DECODE overrides the choice by shape", [CHARS], () => {
+fusedTest("decode: KVGPT_DECODE (cli/env_options.ts) overrides the choice", [CHARS], () => {
   const saved = Deno.env.get("KVGPT_DECODE");
   try {
     Deno.env.delete("KVGPT_DECODE");
     // Chains take the fused path; a lone forward of one token only where it was asked for.
-    assert.deepEqual(pathOf(), {
+    assert.deepEqual(pathOf(modelOptionsFromEnv()), {
       decodePath: "fused",
-      decodeReason: "the model's activations fit one workgroup",
+      decodeReason: "a software adapter, and the model's activations fit one workgroup",
       fusedForward: false,
     });
     Deno.env.set("KVGPT_DECODE", "general");
-    assert.deepEqual(pathOf(), {
+    assert.deepEqual(pathOf(modelOptionsFromEnv()), {
       decodePath: "general",
       decodeReason: "KVGPT_DECODE=general",
       fusedForward: false,
     });
-    assert.equal(pathOf("fused").decodePath, "fused", "an option overrides the environment");
+    assert.equal(pathOf("fused").decodePath, "fused", "the library reads no environment");
     Deno.env.set("KVGPT_DECODE", "fused");
-    assert.deepEqual(pathOf(), {
+    assert.deepEqual(pathOf(modelOptionsFromEnv()), {
       decodePath: "fused",
       decodeReason: "KVGPT_DECODE=fused",
       fusedForward: true,
     });
     const odd = config({ ...configFields(CHARS), n_inner: 100 }, "n_inner 100");
-    const model = new Runner(new GPT2(gpu, odd, randomWeights(odd, 12), { weights: "f16" }));
+    const model = new Runner(
+      new GPT2(gpu, odd, randomWeights(odd, 12), { weights: "f16" }),
+      modelOptionsFromEnv(),
+    );
     assert.equal(model.decodePath, "general");
     assert.match(
       model.decodeReason,
@@ -377,12 +384,57 @@ fusedTest("decode: KVGPT_DECODE overrides the choice by shape", [CHARS], () => {
     );
     model.destroy();
     Deno.env.set("KVGPT_DECODE", "fast");
-    assert.throws(() => pathOf(), /KVGPT_DECODE: expected general or fused, got "fast"/);
+    assert.throws(
+      () => modelOptionsFromEnv(),
+      /KVGPT_DECODE: expected general or fused, got "fast"/,
+    );
   } finally {
     if (saved === undefined) Deno.env.delete("KVGPT_DECODE");
     else Deno.env.set("KVGPT_DECODE", saved);
   }
 }, true);
+
+Deno.test("chooseDecodePath: the fused step on software adapters only, unless asked", () => {
+  const adapter = (fields: Partial<GPUAdapterInfo>) =>
+    ({ vendor: "", architecture: "", device: "", description: "", ...fields }) as GPUAdapterInfo;
+  const choose = (info: GPUAdapterInfo, more: Partial<DecodeChoiceInput> = {}) =>
+    chooseDecodePath({ fusedLimit: null, software: isSoftwareAdapter(info), ...more });
+  const h100 = adapter({ vendor: "nvidia", description: "NVIDIA H100 80GB HBM3" });
+  for (
+    const info of [
+      adapter({ description: "llvmpipe (LLVM 15.0.6, 256 bits)" }),
+      adapter({ vendor: "google", architecture: "swiftshader" }),
+      adapter({ description: "Microsoft Basic Render Driver (WARP)" }),
+    ]
+  ) {
+    assert.equal(choose(info).path, "fused", JSON.stringify(info));
+    assert.match(choose(info).reason, /^a software adapter/);
+  }
+  assert.deepEqual(choose(h100), {
+    path: "general",
+    reason: "a GPU adapter: the fused step would run the model on one compute unit",
+    fusedForward: false,
+  });
+  assert.deepEqual(choose(h100, { asked: "fused" }), {
+    path: "fused",
+    reason: "asked for",
+    fusedForward: true,
+  });
+  assert.deepEqual(choose(h100, { asked: "fused", source: "KVGPT_DECODE=fused" }).path, "fused");
+  const tooBig = { fusedLimit: "too big" };
+  assert.equal(
+    choose(adapter({ description: "llvmpipe" }), tooBig).reason,
+    "the fused step does not fit: too big",
+  );
+  assert.throws(
+    () => choose(h100, { ...tooBig, asked: "fused" }),
+    /cannot take the fused step: too big/,
+  );
+  assert.throws(
+    () => choose(h100, { asked: "fast" as DecodePath }),
+    /decode must be "general" or "fused"/,
+  );
+});
 
 Deno.test("fusedDecodeLimit: what keeps a model off the fused step", () => {
   const chunks = (rows: number, cols: number, parts = 1): RowChunks => ({

@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
-import { Gpu } from "../kernels/gpu.ts";
+
 import { generate, generateBatch, type GenerateOptions, prefillPrefix } from "../run/generate.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { Runner } from "../run/runner.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { loadCheckpoint } from "../model/weights.ts";
 import { granted, needs } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 // Every test here needs the fixture: without read access (plain `deno test`) they are ignored.
 const readable = granted("read");
 const model = readable ? await Runner.load(gpu, "data/tiny-gpt2") : undefined!;

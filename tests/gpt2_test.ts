@@ -4,7 +4,7 @@
  * tests/cpu_reference.ts, cached decode against the no-cache forward, and input errors.
  */
 import assert from "node:assert/strict";
-import { type Copy, type Dispatch, Gpu } from "../kernels/gpu.ts";
+import type { Copy, Dispatch } from "../kernels/gpu.ts";
 import { type GPT2Config, parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { Runner } from "../run/runner.ts";
@@ -13,8 +13,9 @@ import { randomWeights } from "../model/weights.ts";
 import { Workspace } from "../run/workspace.ts";
 import { gpt2Ref } from "./cpu_reference.ts";
 import { assertClose, capturePlans, TestRng } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 
 /** f32 model against the f64 reference: diff <= TOL · max(1, |ref|). */
 const TOL = 1e-4;

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { designFor, Gpu, MAX_LOOP_TRIPS } from "../kernels/gpu.ts";
+import {
+  designFor,
+  Gpu,
+  isSoftwareAdapter,
+  type KernelDesign,
+  MAX_LOOP_TRIPS,
+  type WebGpuImplementation,
+} from "../kernels/gpu.ts";
 
 Deno.test("no adapter: the error says how to get one", async () => {
   const gpu = navigator.gpu;
@@ -59,7 +66,31 @@ Deno.test("designFor: software adapters get the cpu kernels, real GPUs the gpu k
 Deno.test("Gpu.open: the design can be chosen, and the description names it", async () => {
   const g = await Gpu.open({ design: "gpu" });
   assert.equal(g.design, "gpu");
+  assert.equal(g.designReason, "asked for");
+  assert.equal(g.webgpu, "deno");
   assert.match(g.description, /gpu kernels$/);
+  g.close();
+  const picked = await Gpu.open();
+  assert.equal(picked.design, designFor(picked.adapter.info));
+  assert.equal(picked.software, isSoftwareAdapter(picked.adapter.info));
+  assert.match(picked.designReason, picked.software ? /^a software adapter/ : /^a GPU adapter/);
+  picked.close();
+  const named = await Gpu.open({ design: "cpu", designSource: "KVGPT_KERNELS=cpu" });
+  assert.equal(named.designReason, "KVGPT_KERNELS=cpu");
+  named.close();
+});
+
+Deno.test("Gpu.open: an unknown implementation or design is one line naming the choices", async () => {
+  const webgpu = "metal" as WebGpuImplementation;
+  await assert.rejects(
+    Gpu.open({ webgpu }),
+    /^Error: unknown WebGPU implementation "metal": expected deno or dawn$/,
+  );
+  const design = "tpu" as KernelDesign;
+  await assert.rejects(
+    Gpu.open({ design }),
+    /^Error: unknown kernel design "tpu": expected cpu or gpu$/,
+  );
 });
 
 Deno.test("loops: an invocation may iterate MAX_LOOP_TRIPS times in all, in one loop or several", async () => {

@@ -299,6 +299,30 @@ export function slow(...names: Need[]): { ignore: boolean } {
 }
 
 /**
+ * `Deno.test` options for a test that runs kvgpt on Dawn (npm webgpu): a slow test (see
+ * {@link slow}), ignored too where Dawn finds no adapter, `unavailable` saying why
+ * ({@link dawnUnavailable}); the first such test of a run prints one line naming what to install.
+ */
+export function onDawn(unavailable: string | null, ...names: Need[]): { ignore: boolean } {
+  if (slow(...names).ignore) return { ignore: true };
+  if (unavailable) announce("dawn", `ignored: the tests on Dawn: ${unavailable}`);
+  return { ignore: unavailable !== null };
+}
+
+/**
+ * Why kvgpt cannot run on Dawn here (its one-line error: the package or the driver to
+ * install), or null when it can: opens and closes a Dawn device through `open`.
+ */
+export async function dawnUnavailable(open: () => Promise<Gpu>): Promise<string | null> {
+  try {
+    (await open()).close();
+    return null;
+  } catch (e) {
+    return (e as Error).message.split("\n")[0];
+  }
+}
+
+/**
  * Prints `line` once per `deno test` run for each `kind`. Each test file runs in an isolate
  * of its own; they share `localStorage`, which remembers the process that printed it.
  */

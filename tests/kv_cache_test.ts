@@ -5,13 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { needs } from "./helpers.ts";
-import { Gpu } from "../kernels/gpu.ts";
+
 import { parseConfig } from "../model/config.ts";
 import { Runner } from "../run/runner.ts";
 import { KVCache } from "../model/kv_cache.ts";
 import { argmax } from "../run/sampling.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 
 const config = parseConfig(
   {
@@ -286,7 +287,7 @@ Deno.test("KVCache and Gpu support `using`; destroy twice is harmless", async ()
   // A Gpu of its own, closed by `using`: its device is destroyed.
   let lost: Promise<GPUDeviceLostInfo>;
   {
-    using other = await Gpu.open();
+    using other = await openGpu();
     lost = other.device.lost;
     other.tensor([16], "freed with the device");
   }

@@ -4,15 +4,16 @@
  */
 import assert from "node:assert/strict";
 import { attend, cacheWords, storeKv } from "../kernels/attention.ts";
-import { Gpu } from "../kernels/gpu.ts";
+
 import type { GPT2Config } from "../model/config.ts";
 import { Runner } from "../run/runner.ts";
 import type { CacheDType, KVCache, LayerKV } from "../model/kv_cache.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 import { attentionRef } from "./cpu_reference.ts";
 import { Arena, assertClose, granted, needs, TestRng } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 // Every test here needs the fixture: without read access (plain `deno test`) they are ignored.
 const readable = granted("read");
 const model = readable ? await Runner.load(gpu, "data/tiny-gpt2") : undefined!;

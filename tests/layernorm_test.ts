@@ -3,12 +3,13 @@
  * variance, eps), and the backward against finite differences of the forward kernel.
  */
 import assert from "node:assert/strict";
-import { Gpu } from "../kernels/gpu.ts";
+
 import { layerNorm, layerNormBackward } from "../kernels/layernorm.ts";
 import { layerNormBackwardRef, layerNormRef } from "./cpu_reference.ts";
 import { Arena, assertClose, TestRng } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 
 /** diff <= TOL · max(1, |ref|) for rows whose |mean| / std is at most ~3. */
 const TOL = 2e-6; // seen: 7e-7
@@ -105,7 +106,7 @@ const TOL_BACKWARD = 5e-6;
 
 for (const design of ["cpu", "gpu"] as const) {
   Deno.test(`layerNormBackward: [5, 12], [33, 100] and [5, 768], ${design} design`, async () => {
-    const gpu = await Gpu.open({ design });
+    const gpu = await openGpu({ design });
     const rng = new TestRng(13);
     const arena = new Arena(gpu);
     for (const [T, C] of [[5, 12], [33, 100], [5, 768]]) {

@@ -5,7 +5,7 @@
  * backward passes (matmulBackwardInput, matmulBackwardWeight, lmHeadBackward) the same way.
  */
 import assert from "node:assert/strict";
-import { Gpu } from "../kernels/gpu.ts";
+import type { Gpu } from "../kernels/gpu.ts";
 import {
   lmHead,
   lmHeadBackward,
@@ -32,10 +32,11 @@ import {
   residualRef,
 } from "./cpu_reference.ts";
 import { Arena, assertClose, slow, TestRng } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const cpuDesign = await Gpu.open({ design: "cpu" });
+const cpuDesign = await openGpu({ design: "cpu" });
 /** The same kernels in the design for real GPUs (workgroup-memory tiles), on this adapter. */
-const gpuDesign = await Gpu.open({ design: "gpu" });
+const gpuDesign = await openGpu({ design: "gpu" });
 const gpu = cpuDesign;
 
 /** f32 matmul with K <= 1024 against f64: diff <= TOL · max(1, |ref|) (seen: 2.9e-6). */

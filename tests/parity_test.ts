@@ -1,14 +1,15 @@
 import assert from "node:assert/strict";
 import { fusedDecodeLimit } from "../kernels/fused_decode.ts";
-import { Gpu } from "../kernels/gpu.ts";
+import type { Gpu } from "../kernels/gpu.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { runParity, TOLERANCE } from "../run/parity.ts";
 import type { DecodePath } from "../run/runner.ts";
 import { granted, needs, slow } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open({ design: "cpu" });
+const gpu = await openGpu({ design: "cpu" });
 /** The kernel designs for real GPUs, run here on the same adapter: parity must hold too. */
-const gpuDesign = await Gpu.open({ design: "gpu" });
+const gpuDesign = await openGpu({ design: "gpu" });
 
 /** Every committed HF reference folder: the tiny fixture, the char model, the other shapes. */
 async function fixtures(): Promise<string[]> {

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { Gpu } from "../kernels/gpu.ts";
+
 import { GPT2 } from "../model/gpt2.ts";
 import { Runner } from "../run/runner.ts";
 import { KVCache } from "../model/kv_cache.ts";
@@ -30,8 +30,9 @@ import {
 } from "../model/snapshot.ts";
 import { randomWeights } from "../model/weights.ts";
 import { granted, needs } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 // Every test here needs the fixture: without read access (plain `deno test`) they are ignored.
 const readable = granted("read");
 const model = readable ? await Runner.load(gpu, "data/tiny-gpt2") : undefined!;

@@ -3,12 +3,13 @@
  * cross-entropy (loss and gradient) against a float64 reference.
  */
 import assert from "node:assert/strict";
-import { Gpu } from "../kernels/gpu.ts";
+
 import { causalSoftmax, crossEntropyGradInPlace } from "../kernels/softmax.ts";
 import { crossEntropyRef } from "./cpu_reference.ts";
 import { Arena, assertClose, TestRng } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 
 /** Row (h, t) of x [H, T, ld] softmaxed over its first pos0 + t + 1 entries, in float64. */
 function softmaxRef(x: Float32Array, H: number, T: number, ld: number, pos0: number) {

@@ -5,7 +5,7 @@
  * and the trainer's input errors.
  */
 import assert from "node:assert/strict";
-import { Gpu, type Plan, type RunOptions } from "../kernels/gpu.ts";
+import type { Plan, RunOptions } from "../kernels/gpu.ts";
 import { parseConfig } from "../model/config.ts";
 import { GPT2 } from "../model/gpt2.ts";
 import { Runner } from "../run/runner.ts";
@@ -14,8 +14,9 @@ import { TrainingActivations } from "../train/activations.ts";
 import { runGradcheck } from "../train/gradcheck.ts";
 import { Trainer } from "../train/trainer.ts";
 import { needs, TestRng } from "./helpers.ts";
+import { openGpu } from "../cli/env_options.ts";
 
-const gpu = await Gpu.open();
+const gpu = await openGpu();
 
 for (
   const dir of [

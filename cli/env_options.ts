@@ -1,0 +1,95 @@
+/**
+ * The one place that reads kvgpt's environment variables, for the commands, experiments,
+ * scripts and tests that run on this machine (the library below cli/ reads none, so that it
+ * runs unchanged in a page):
+ *
+ * - `KVGPT_WEBGPU=deno|dawn`: the WebGPU implementation ({@link GpuOptions.webgpu});
+ * - `KVGPT_KERNELS=cpu|gpu`: the kernel design ({@link GpuOptions.design});
+ * - `KVGPT_DECODE=general|fused`: the decode path ({@link RunnerOptions.decode}).
+ *
+ * Each is read only where the environment may be read already, so a plain `deno run` asks no
+ * question. A bad value is an error naming the variable.
+ *
+ * Dawn without `VK_ICD_FILENAMES`: when Dawn finds no adapter through the system's Vulkan
+ * drivers (Dawn refuses Mesa's lavapipe) and Debian's chromium provides SwiftShader's driver
+ * ({@link SWIFTSHADER_ICD}), {@link openGpu} points Vulkan at it and tries once more. Any
+ * GPU driver that Dawn accepts is found first; a `VK_ICD_FILENAMES` that is set is left alone.
+ *
+ * @module
+ */
+import { Gpu, type GpuOptions, NoAdapterError, WEBGPU_IMPLEMENTATIONS } from "../kernels/gpu.ts";
+import type { WebGpuImplementation } from "../kernels/gpu.ts";
+import type { DecodePath, RunnerOptions } from "../run/runner.ts";
+
+/** SwiftShader's Vulkan driver as Debian's `chromium` package installs it. */
+export const SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json";
+
+// The value of `name` where the environment may be read already; null when unset or not.
+function readable(name: string): string | null {
+  const state = Deno.permissions.querySync({ name: "env", variable: name }).state;
+  if (state !== "granted") return null;
+  return Deno.env.get(name) || null;
+}
+
+// `name`'s value if it is one of `allowed`, null when unset; else an error naming it.
+function oneOf<T extends string>(name: string, allowed: readonly T[]): T | null {
+  const value = readable(name);
+  if (value === null) return null;
+  if ((allowed as readonly string[]).includes(value)) return value as T;
+  throw new Error(`${name}: expected ${allowed.join(" or ")}, got "${value}"`);
+}
+
+/** The GPU options the environment sets: KVGPT_WEBGPU and KVGPT_KERNELS. */
+export function gpuOptionsFromEnv(): GpuOptions {
+  const options: GpuOptions = {};
+  const webgpu = oneOf<WebGpuImplementation>("KVGPT_WEBGPU", WEBGPU_IMPLEMENTATIONS);
+  if (webgpu) options.webgpu = webgpu;
+  const design = oneOf("KVGPT_KERNELS", ["cpu", "gpu"] as const);
+  if (design) {
+    options.design = design;
+    options.designSource = `KVGPT_KERNELS=${design}`;
+  }
+  return options;
+}
+
+/** The model options the environment sets: KVGPT_DECODE. */
+export function modelOptionsFromEnv(): RunnerOptions {
+  const decode = oneOf<DecodePath>("KVGPT_DECODE", ["general", "fused"]);
+  return decode ? { decode, decodeSource: `KVGPT_DECODE=${decode}` } : {};
+}
+
+/**
+ * Opens the GPU with `options` over what the environment sets ({@link gpuOptionsFromEnv});
+ * for Dawn, falls back to SwiftShader's driver as the module text says.
+ */
+export async function openGpu(options: GpuOptions = {}): Promise<Gpu> {
+  const merged = { ...gpuOptionsFromEnv(), ...options };
+  try {
+    return await Gpu.open(merged);
+  } catch (e) {
+    if (!(e instanceof NoAdapterError) || e.webgpu !== "dawn" || !useSwiftShader()) throw e;
+    return await Gpu.open(merged);
+  }
+}
+
+// Points Vulkan at SwiftShader's driver where VK_ICD_FILENAMES is unset and the driver is
+// installed; says whether it did.
+function useSwiftShader(): boolean {
+  const all = ["VK_ICD_FILENAMES", "XDG_RUNTIME_DIR"];
+  if (
+    all.some((variable) =>
+      Deno.permissions.querySync({ name: "env", variable }).state !== "granted"
+    )
+  ) return false;
+  if (Deno.env.get("VK_ICD_FILENAMES")) return false;
+  if (Deno.permissions.querySync({ name: "read", path: SWIFTSHADER_ICD }).state !== "granted") {
+    return false;
+  }
+  try {
+    Deno.statSync(SWIFTSHADER_ICD);
+  } catch {
+    return false;
+  }
+  Deno.env.set("VK_ICD_FILENAMES", SWIFTSHADER_ICD);
+  return true;
+}
