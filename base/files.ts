@@ -184,22 +184,31 @@ export function fetchSource(base: string | URL): FileSource {
       const total = Number(response.headers.get("content-length") ?? NaN);
       if (Number.isFinite(total)) checkSize(total, options.maxBytes);
       if (!response.body) return new Uint8Array(await response.arrayBuffer());
+      // With a known length the bytes go straight into one buffer (a 500 MB checkpoint is
+      // not held twice); else chunks are joined at the end.
       const reader = response.body.getReader();
+      const known = Number.isFinite(total);
+      let out = new Uint8Array(known ? total : 0);
       const chunks: Uint8Array[] = [];
       let loaded = 0;
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        chunks.push(value);
-        loaded += value.length;
-        if (options.maxBytes !== undefined && loaded > options.maxBytes) {
+        if (
+          (options.maxBytes !== undefined && loaded + value.length > options.maxBytes) ||
+          (known && loaded + value.length > total)
+        ) {
           await reader.cancel();
-          checkSize(loaded, options.maxBytes);
+          checkSize(loaded + value.length, known ? total : options.maxBytes);
         }
-        options.onProgress?.(loaded, Number.isFinite(total) ? total : loaded);
+        if (known) out.set(value, loaded);
+        else chunks.push(value);
+        loaded += value.length;
+        options.onProgress?.(loaded, known ? total : loaded);
       }
-      const out = chunks.length === 1 ? chunks[0] : new Uint8Array(loaded);
-      if (chunks.length !== 1) {
+      if (known && loaded !== total) throw new Error(`got ${loaded} of ${total} bytes`);
+      if (!known) {
+        out = new Uint8Array(loaded);
         let at = 0;
         for (const chunk of chunks) {
           out.set(chunk, at);

@@ -20,11 +20,7 @@ const USAGE = [
 /** The repository: the page and its modules are found from here; data/ from the working folder. */
 const ROOT = new URL("..", import.meta.url);
 
-/**
- * The page's script: lab/page.ts bundled for the browser. Until the kernels read no
- * environment variable, the bundle starts with a stand-in `Deno.permissions` that denies
- * reading it (base/files.ts still sees no Deno file API and fetches).
- */
+/** The page's script: lab/page.ts bundled for the browser (it touches no `Deno.*`). */
 async function bundlePage(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "kvgpt-lab-" });
   try {
@@ -38,9 +34,7 @@ async function bundlePage(): Promise<string> {
     if (code !== 0) {
       throw new Error(`bundling lab/page.ts failed: ${new TextDecoder().decode(stderr).trim()}`);
     }
-    const shim =
-      `globalThis.Deno ??= { permissions: { querySync: () => ({ state: "denied" }) } };\n`;
-    return shim + await Deno.readTextFile(out);
+    return await Deno.readTextFile(out);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

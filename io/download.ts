@@ -10,6 +10,16 @@
 
 import type { Hash } from "node:crypto";
 import { baseName, dirName, joinPath } from "../base/files.ts";
+import {
+  environment,
+  fileChunks,
+  fileSizeSync,
+  makeDirs,
+  openForWriting,
+  removeFile,
+  renameFile,
+  stderrIsTerminal,
+} from "../base/disk.ts";
 import { clip } from "../base/describe.ts";
 import { ProgressBar } from "./progress_bar.ts";
 import {
@@ -42,7 +52,7 @@ export interface DownloadOptions {
   progress?: (file: string, done: number, total: number) => void;
   /** The `fetch` to use; default the global one. */
   fetch?: typeof fetch;
-  /** Environment variables to read; default `Deno.env.toObject()`. */
+  /** Environment variables to read; default the process's (base/disk.ts). */
   env?: Env;
   /** Aborts the download; a partial file is kept for resuming. */
   signal?: AbortSignal;
@@ -84,7 +94,7 @@ export async function downloadCheckpoint(
   opts: DownloadOptions = {},
 ): Promise<DownloadResult> {
   const repo = resolveRepo(name);
-  const env = opts.env ?? Deno.env.toObject();
+  const env = opts.env ?? environment();
   const revision = opts.revision ?? "main";
   const dest = opts.dest ?? joinPath("data", name);
   const missing = CHECKPOINT_FILES.filter((file) => !isFile(joinPath(dest, file)));
@@ -133,11 +143,11 @@ interface RemoteFile {
 /** HEADs `url`, downloads it resumably into `path.incomplete`, verifies it, renames it to `path`. */
 async function downloadFile(ctx: Context, url: string, path: string): Promise<void> {
   const remote = await headFile(ctx, url);
-  await Deno.mkdir(dirName(path), { recursive: true });
+  await makeDirs(dirName(path));
   const part = `${path}.incomplete`;
   let have = fileSize(part);
   if (remote.size !== undefined && have > remote.size) {
-    await Deno.remove(part);
+    await removeFile(part);
     have = 0;
   }
   const name = baseName(path);
@@ -145,14 +155,14 @@ async function downloadFile(ctx: Context, url: string, path: string): Promise<vo
     ? { bytes: have, sha256: await hashFile(part) }
     : await fetchInto(ctx, remote, part, have, reporter(ctx, name));
   await verify(remote, part, name, got);
-  await Deno.rename(part, path);
+  await renameFile(part, path);
 }
 
 /** Progress to the caller's callback, else a bar when standard error is a terminal. */
 function reporter(ctx: Context, file: string): Reporter {
   const { progress } = ctx;
   if (progress) return { update: (done, total) => progress(file, done, total), finish() {} };
-  if (Deno.stderr.isTerminal()) return new ProgressBar(file);
+  if (stderrIsTerminal()) return new ProgressBar(file);
   return { update() {}, finish() {} };
 }
 
@@ -208,7 +218,7 @@ async function fetchInto(
     let res = await get(ctx, remote.url, have, signal);
     let start = await rangeStart(res, remote.url, have);
     if (start === null) {
-      await Deno.remove(part);
+      await removeFile(part);
       res = await get(ctx, remote.url, 0, signal);
       start = (await rangeStart(res, remote.url, 0)) ?? 0;
     }
@@ -287,16 +297,11 @@ async function appendBody(
   onChunk: (chunk: Uint8Array, done: number) => void,
 ): Promise<number> {
   if (!res.body) throw new Error(`${res.url}: the response has no body`);
-  const file = await Deno.open(part, {
-    write: true,
-    create: true,
-    append: start > 0,
-    truncate: start === 0,
-  });
+  const file = await openForWriting(part, start > 0);
   let done = start;
   try {
     for await (const chunk of res.body) {
-      await writeAll(file, chunk);
+      await file.write(chunk);
       done += chunk.length;
       onChunk(chunk, done);
     }
@@ -307,10 +312,6 @@ async function appendBody(
     file.close();
   }
   return done;
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  for (let offset = 0; offset < bytes.length;) offset += await file.write(bytes.subarray(offset));
 }
 
 /**
@@ -326,11 +327,11 @@ async function verify(remote: RemoteFile, part: string, file: string, got: Writt
     );
   }
   if (size !== undefined && got.bytes > size) {
-    await Deno.remove(part);
+    await removeFile(part);
     throw new Error(`${file}: got ${got.bytes} bytes but the hub says ${size}; deleted ${part}`);
   }
   if (sha256 !== undefined && got.sha256 !== sha256) {
-    await Deno.remove(part);
+    await removeFile(part);
     throw new Error(
       `sha256 mismatch for ${file}: expected ${sha256}, got ${got.sha256}; ` +
         `deleted the corrupt download ${part}`,
@@ -398,8 +399,7 @@ async function withTimer<T>(
 
 /** Feeds the bytes of the file at `path` to `hash`. */
 async function hashInto(hash: Hash, path: string): Promise<void> {
-  const file = await Deno.open(path);
-  for await (const chunk of file.readable) hash.update(chunk); // closes the file
+  for await (const chunk of fileChunks(path)) hash.update(chunk);
 }
 
 /**
@@ -428,11 +428,7 @@ function parseSize(value: string | null): number | undefined {
 }
 
 function fileSize(path: string): number {
-  try {
-    return Deno.statSync(path).size;
-  } catch {
-    return 0;
-  }
+  return fileSizeSync(path) ?? 0;
 }
 
 /** The message of `error` and of its causes, e.g. `fetch failed: ... dns error: ...`. */

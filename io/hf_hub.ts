@@ -8,9 +8,10 @@
  */
 
 import { joinPath } from "../base/files.ts";
+import { environment, fileSizeSync, readTextSync } from "../base/disk.ts";
 import { describe } from "../base/describe.ts";
 
-/** Environment variables, e.g. `Deno.env.toObject()`. */
+/** Environment variables, e.g. base/disk.ts's `environment()`. */
 export type Env = Readonly<Record<string, string | undefined>>;
 
 /** The files that make up a checkpoint: its config and its weights. */
@@ -92,9 +93,8 @@ export function hfToken(env: Env): string | undefined {
   const path = env.HF_TOKEN_PATH || (home ? joinPath(home, "token") : null);
   if (!path) return undefined;
   try {
-    return Deno.readTextFileSync(path).trim() || undefined;
+    return readTextSync(path)?.trim() || undefined;
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
     throw new Error(`could not read the Hugging Face token file ${path}: ${error}`, {
       cause: error,
     });
@@ -111,7 +111,7 @@ export function hfToken(env: Env): string | undefined {
  */
 export function findInHfCache(
   repo: string,
-  env: Env = Deno.env.toObject(),
+  env: Env = environment(),
   revision = "main",
 ): string | null {
   const cache = hfHubCache(env);
@@ -127,7 +127,7 @@ export function findInHfCache(
 
 function readOptional(path: string): string | undefined {
   try {
-    return Deno.readTextFileSync(path);
+    return readTextSync(path);
   } catch {
     return undefined;
   }
@@ -135,9 +135,5 @@ function readOptional(path: string): string | undefined {
 
 /** True when `path` is a regular file, or a symlink to one (links are followed). */
 export function isFile(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
+  return fileSizeSync(path) !== null;
 }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { writeStderr } from "../base/disk.ts";
 
 const MB = 1e6;
 
@@ -63,7 +64,7 @@ export class ProgressBar {
   #last: [number, number] = [0, 0];
 
   /** A bar labelled `label`, drawn to `out` (default: standard error). */
-  constructor(label: string, out: SyncWriter = Deno.stderr, intervalMs = 100) {
+  constructor(label: string, out: SyncWriter = { writeSync: writeStderr }, intervalMs = 100) {
     this.#label = label;
     this.#out = out;
     this.#intervalMs = intervalMs;

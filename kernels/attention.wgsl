@@ -65,14 +65,8 @@ fn kv_scale(cache: u32, row: u32) -> f32 {
   return vScale[row];
 }
 
-// Word w of the cache row for the HD values at qkv[at ..]. With int8 the row's scale (its
-// largest |x|) is stored too, by the invocation of word 0.
-fn encode(at: u32, w: u32, row: u32, isKey: bool) -> u32 {
-  let scale = kv_row_scale(at, HD);
-  if (KV == 2u && w == 0u) {
-    if (isKey) { kScale[row] = scale; } else { vScale[row] = scale; }
-  }
-  return kv_encode(at, w, scale);
+fn kv_put_scale(cache: u32, row: u32, s: f32) {
+  if (cache == 0u) { kScale[row] = s; } else { vScale[row] = s; }
 }
 
 // Dimensions 4·d4 .. 4·d4+3 of cache row `row` (= head · P + position) of K or V.
@@ -96,8 +90,8 @@ fn store_kv(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = i / (words * nHead);
   let row = (b * nHead + h) * p.P + start[0] + t; // cache row of this token's head h
   let q = (p.row0 + b * p.T + t) * 3u * p.C + h * HD; // its q in qkv; k is C further, v 2C
-  kCache[row * words + w] = encode(q + p.C, w, row, true);
-  vCache[row * words + w] = encode(q + 2u * p.C, w, row, false);
+  kCache[row * words + w] = kv_store_word(0u, row, q + p.C, w, HD);
+  vCache[row * words + w] = kv_store_word(1u, row, q + 2u * p.C, w, HD);
 }
 
 

@@ -174,9 +174,7 @@ fn store_kv(li: u32, l: u32, pos: u32) {
     let isV = i / (words * NH);
     let at = (1u + isV) * C + h * HD;
     let row = h * p.P + pos;
-    let scale = kv_row_scale(at, p.C / NH);
-    if (KV == 2u && w == 0u) { kv_put_scale(2u * l + isV, row, scale); }
-    kv_put(2u * l + isV, row * words + w, kv_encode(at, w, scale));
+    kv_put(2u * l + isV, row * words + w, kv_store_word(2u * l + isV, row, at, w, p.C / NH));
   }
   storageBarrier();
   workgroupBarrier();

@@ -8,6 +8,9 @@
 //   fn kv_vec4(cache: u32, i4: u32) -> vec4<f32>  f32 caches: values 4·i4 .. in one read
 //   fn kv_word(cache: u32, i: u32) -> u32         f16 and int8 caches: word i
 //   fn kv_scale(cache: u32, row: u32) -> f32      int8 caches: the scale of a row
+//   fn kv_put_scale(cache: u32, row: u32, s: f32) int8 caches: stores the scale of a row
+// Both writers of the cache (attention.wgsl's store_kv, fused_decode.wgsl's store_kv) store
+// each word through kv_store_word.
 
 override HD: u32 = 64u; // head_dim, a multiple of 4
 override KV: u32 = 0u;  // how values are stored: 0 f32, 1 f16, 2 int8
@@ -33,6 +36,15 @@ fn kv_encode(at: u32, w: u32, scale: f32) -> u32 {
   if (KV == 1u) { return pack2x16float(vec2(kv_src(at + 2u * w), kv_src(at + 2u * w + 1u))); }
   let a = at + 4u * w;
   return pack4x8snorm(vec4(kv_src(a), kv_src(a + 1u), kv_src(a + 2u), kv_src(a + 3u)) / scale);
+}
+
+// Word w of the stored row `row` of cache `cache` for the HD values kv_src(at ..): with int8,
+// the invocation of word 0 also stores the row's scale (kv_put_scale). `hd` is HD, passed as
+// kv_row_scale's is.
+fn kv_store_word(cache: u32, row: u32, at: u32, w: u32, hd: u32) -> u32 {
+  let scale = kv_row_scale(at, hd);
+  if (KV == 2u && w == 0u) { kv_put_scale(cache, row, scale); }
+  return kv_encode(at, w, scale);
 }
 
 // Values 4·d4 .. 4·d4+3 of row `row` (= head · rows per head + position) of a cache.

@@ -10,6 +10,7 @@ import {
   f32bits,
   type Gpu,
   groups,
+  MAX_LOOP_TRIPS,
   numel,
   type Tensor,
   workgrid,
@@ -18,15 +19,28 @@ import {
 import code from "./softmax.wgsl" with { type: "text" };
 
 /**
+ * Loop iterations of one causalSoftmax invocation over rows of `ld` keys: three loops over a
+ * row's keys and one over the rest; the 8 rows of a SIMD batch differ by up to 7 keys, and the
+ * longest of them counts in each loop.
+ */
+function softmaxTrips(ld: number): number {
+  return 3 * ld + 11;
+}
+
+/**
+ * The longest row causalSoftmax takes within {@link MAX_LOOP_TRIPS} (21,841 keys): a model's
+ * n_positions may not pass it.
+ */
+export const MAX_SOFTMAX_ROW = Math.floor((MAX_LOOP_TRIPS - softmaxTrips(0)) / 3);
+
+/**
  * Causal softmax in place over x: [nHead, T, ld]: row (h, t) covers keys 0 .. pos0 + t
  * (pos0 = start[0]); with `zeroTail` the rest of each row is set to 0. An invocation per row
  * loops about 3·ld times, so ld may not pass about 21,800 (see MAX_LOOP_TRIPS in gpu.ts).
  */
 export function causalSoftmax(gpu: Gpu, start: Tensor, x: Tensor, zeroTail: boolean): Dispatch {
   const [nHead, T, ld] = x.shape;
-  // Three loops over a row's keys and one over the rest; the 8 rows of a SIMD batch differ by
-  // up to 7 keys, and the longest of them counts in each loop.
-  checkLoopTrips(`causalSoftmax: x[${x.shape}]`, 3 * ld + 11);
+  checkLoopTrips(`causalSoftmax: x[${x.shape}]`, softmaxTrips(ld));
   const rows = nHead * T;
   const params = gpu.uniform([rows, T, ld, zeroTail ? 1 : 0]);
   const kernel = gpu.kernel(code, "softmax");

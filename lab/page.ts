@@ -21,6 +21,7 @@ import {
   type KVCache,
   loadCheckpoint,
   type ParityReport,
+  parseCachePolicy,
   Rng,
   Runner,
   runParity,
@@ -87,7 +88,9 @@ async function openGpu(): Promise<Gpu | null> {
     $("adapter").textContent = `Adapter: ${opened.description}.`;
     return opened;
   } catch (e) {
-    $("nogpu").textContent = `WebGPU is here but gave no device: ${(e as Error).message}`;
+    $("nogpu").textContent = "This browser has WebGPU but gave no adapter or device (" +
+      `${(e as Error).message.split("\n")[0]}): on Linux, Chrome needs --enable-unsafe-webgpu; ` +
+      "elsewhere, check that hardware acceleration is on.";
     $("nogpu").hidden = false;
     return null;
   }
@@ -151,7 +154,7 @@ async function runGeneration(): Promise<void> {
     Number(input("maxTokens").value),
     config.nPositions - promptIds.length,
   );
-  const cache = model.newCache({ policy: "grow", growthFactor: 2 });
+  const cache = model.newCache(parseCachePolicy($("policy").value).cache);
   const run: Run = {
     cached,
     promptTokens: promptIds.length,
@@ -206,6 +209,10 @@ async function runGeneration(): Promise<void> {
       }
     }
     out.data += stream.flush();
+    if (seq.length >= config.nPositions) {
+      $("status").textContent = `${seq.length - promptIds.length} tokens: the context ` +
+        `(${config.nPositions} positions) is full`;
+    }
     showCache(cache, config, cached);
     showStrip(run);
     lastRuns[cached ? "cached" : "uncached"] = run;
@@ -257,7 +264,9 @@ function showCache(cache: KVCache, config: GPT2Config, cached: boolean): void {
     `<div>Bars: dark = bytes holding tokens, light = allocated, full width = the whole ` +
     `context (${config.nPositions} positions).</div>` +
     `<div>all layers: ${kib(cache.bytesUsed)} used of ${kib(cache.bytesAllocated)} allocated ` +
-    `(${cache.growths} growths; the cache doubles when full)</div>`;
+    `(${cache.dtype} values, ${
+      cache.policy === "grow" ? `${cache.growths} growths` : "allocated once"
+    })</div>`;
 }
 
 /** A strip of thin bars, one per token, as tall as its time (the chat's strip, drawn). */
@@ -354,7 +363,7 @@ function phaseTable(run: Run): string {
     (ms.length ? row(`decode (mean of ${ms.length} steps)`, 1, mean) : "") +
     `</table><p>Wall time in the page, ${
       run.cached ? "with the cache" : "without the cache"
-    }, logits read back every step.</p>`;
+    }, logits read back every step; a pass of a new shape also records its plan.</p>`;
 }
 
 /**
@@ -457,6 +466,7 @@ async function selftest(): Promise<void> {
     result.greedy_ids = greedy.ids;
     result.greedy_text = tokenizer.decode(greedy.ids);
     result.decode_path = model.decodePath;
+    result.decode_path_reason = model.decodeReason;
     result.decode_tok_s = greedy.decodeSteps / (greedy.decodeMs / 1000);
     pass = report.pass && report.maxAbsDiff <= TOLERANCE && greedy.ids.length === 20;
   } catch (e) {

@@ -10,6 +10,7 @@
 
 import { clip, describe } from "../base/describe.ts";
 import { readBytes } from "../base/files.ts";
+import { MAX_SOFTMAX_ROW } from "../kernels/softmax.ts";
 
 /** GPT-2 hyper-parameters, from a HuggingFace GPT2Config. */
 export interface GPT2Config {
@@ -59,7 +60,8 @@ const TANH_GELUS = ["gelu_new", "gelu_pytorch_tanh"];
  * hold. Every weight matrix that is not split into chunks (c_attn, c_fc, c_proj, wpe) and
  * every layer's K or V cache must fit one buffer of at most 2^31 - 1 bytes, the largest
  * `maxBufferSize` adapters report (the adapter's own, smaller binding limit is checked by
- * {@link checkConfigFits}); token ids travel as u32 and positions index one softmax row.
+ * {@link checkConfigFits}); token ids travel as u32, and one invocation of attention's softmax loops over a row
+ * of n_positions keys (at most 21,841 within llvmpipe's 65,535 iterations).
  * Each bound is far above the GPT-2 family (vocab 50257, 1024 positions, n_embd ≤ 1600,
  * 48 layers).
  */
@@ -73,7 +75,7 @@ export const CONFIG_LIMITS: Readonly<{
   epsilon: readonly [number, number];
 }> = {
   vocabSize: 2 ** 20,
-  nPositions: 2 ** 16,
+  nPositions: MAX_SOFTMAX_ROW, // attention's softmax loops over a row of n_positions keys
   nEmbd: 2 ** 13,
   nInner: 2 ** 16,
   nLayer: 1024,

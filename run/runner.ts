@@ -211,7 +211,10 @@ export class Runner {
   /** The model's config (the same object as `model.config`). */
   readonly config: GPT2["config"];
 
-  /** A runner for `model`, which it then owns; `options.weights` was the model's to take. */
+  /**
+   * A runner for `model`, which it then owns ({@link Runner.destroy} frees the model too).
+   * Only `options.decode` is read here: the weights' format was chosen when the model was made.
+   */
   constructor(readonly model: GPT2, options: RunnerOptions = {}) {
     this.config = model.config;
     const gpu = this.gpu = model.gpu;

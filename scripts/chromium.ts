@@ -42,22 +42,38 @@ export class Browser {
       if (message.error) waiting.reject(new Error(`DevTools: ${message.error.message}`));
       else waiting.resolve(message.result);
     };
+    socket.onclose = () => {
+      for (const waiting of this.#pending.values()) {
+        waiting.reject(new Error("Chromium closed the DevTools connection"));
+      }
+      this.#pending.clear();
+    };
   }
 
   /**
    * Starts headless Chromium with WebGPU on SwiftShader and attaches to its first page.
-   * `width`×`height` is the window (the screenshot's size).
+   * `width`×`height` is the window (the screenshot's size); `webgpu: false` leaves WebGPU
+   * off (a browser without it).
    */
-  static async launch(binary: string, width = 1280, height = 1000): Promise<Browser> {
+  static async launch(
+    binary: string,
+    width = 1280,
+    height = 1000,
+    webgpu = true,
+  ): Promise<Browser> {
     const profile = await Deno.makeTempDir({ prefix: "kvgpt-chromium-" });
     const process = new Deno.Command(binary, {
       args: [
         "--headless=new",
         "--no-sandbox",
-        "--enable-unsafe-webgpu",
-        "--enable-features=Vulkan",
-        "--use-vulkan=swiftshader",
-        "--use-webgpu-adapter=swiftshader",
+        ...(webgpu
+          ? [
+            "--enable-unsafe-webgpu",
+            "--enable-features=Vulkan",
+            "--use-vulkan=swiftshader",
+            "--use-webgpu-adapter=swiftshader",
+          ]
+          : ["--disable-features=WebGPU,Vulkan", "--disable-gpu"]),
         "--remote-debugging-port=0",
         `--user-data-dir=${profile}`,
         `--window-size=${width},${height}`,
@@ -87,6 +103,9 @@ export class Browser {
 
   /** Sends one DevTools command and waits for its result. */
   send(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
+    if (this.#socket.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new Error("Chromium's DevTools connection is closed"));
+    }
     const id = this.#nextId++;
     this.#socket.send(JSON.stringify({ id, method, params }));
     return new Promise((resolve, reject) => this.#pending.set(id, { resolve, reject }));
@@ -114,7 +133,10 @@ export class Browser {
   async waitFor(expression: string, timeoutMs: number, what: string): Promise<unknown> {
     const end = Date.now() + timeoutMs;
     while (Date.now() < end) {
-      const value = await this.evaluate(expression).catch(() => undefined);
+      const value = await this.evaluate(expression).catch((e: Error) => {
+        if (/DevTools connection/.test(e.message)) throw e;
+        return undefined; // the page is between documents
+      });
       if (value) return value;
       await new Promise((r) => setTimeout(r, 250));
     }
@@ -129,20 +151,37 @@ export class Browser {
     return Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
   }
 
-  /** Closes the browser and removes its profile. */
+  /**
+   * Closes the browser (SIGTERM lets Chromium end its helper processes; SIGKILL after 5 s)
+   * and removes its profile.
+   */
   async close(): Promise<void> {
     try {
       this.#socket.close();
     } catch {
       // already closed
     }
-    try {
-      this.#process.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
+    const stop = (signal: Deno.Signal) => {
+      try {
+        this.#process.kill(signal);
+      } catch {
+        // already gone
+      }
+    };
+    stop("SIGTERM");
+    const timer = setTimeout(() => stop("SIGKILL"), 5000);
     await this.#process.status;
-    await Deno.remove(this.#profile, { recursive: true }).catch(() => {});
+    clearTimeout(timer);
+    // Helper processes may still be writing into the profile for a moment.
+    for (let i = 0; i < 20; i++) {
+      try {
+        await Deno.remove(this.#profile, { recursive: true });
+        return;
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) return;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
   }
 }
 

@@ -60,6 +60,11 @@ def main() -> None:
         for name, sampling in modes:
             one = median_ms(1, sampling)
             full = median_ms(args.tokens, sampling)
+            if full <= one:
+                # Noise larger than the decode steps themselves (a loaded machine, few tokens):
+                # no honest rate can be derived from the difference.
+                raise SystemExit(f"hf_decode_peer: {name}: {args.tokens} tokens took {full:.1f} ms, "
+                                 f"1 token {one:.1f} ms; raise --tokens or --reps")
             out[f"{name}_tok_s"] = (args.tokens - 1) / ((full - one) / 1000)
             out[f"{name}_generate_tok_s"] = args.tokens / (full / 1000)
     print(json.dumps(out))

@@ -11,7 +11,14 @@
  */
 import { parseArgs } from "node:util";
 import { Gpu, type Tensor } from "../kernels/gpu.ts";
-import { matmulTiled, type Tiling, uploadWeight, type WeightFormat } from "../kernels/matmul.ts";
+import {
+  matmulBackwardInput,
+  matmulTiled,
+  type Tiling,
+  transpose,
+  uploadWeight,
+  type WeightFormat,
+} from "../kernels/matmul.ts";
 import { Rng } from "../base/rng.ts";
 
 const SHAPES: [string, number, number, number][] = [
@@ -69,6 +76,15 @@ for (const [what, M, K, N] of SHAPES) {
       dispatch: matmulTiled(gpu, x, w, b, y, t),
       ms: [] as number[],
     }));
+  });
+  // The same product as the input gradient's kernel computes it, x @ (w^T stored [K, N]):
+  // sums of weight rows scaled by x, instead of dot products of x with weight rows (no bias).
+  const wKN = uploadWeight(gpu, transpose(data, N, K), K, N, "w [in, out]");
+  own(wKN.tensor);
+  variants.push({
+    name: "f32 as backward input, w [in, out]",
+    dispatch: matmulBackwardInput(gpu, x, wKN, y),
+    ms: [],
   });
   for (let r = 0; r < rounds; r++) {
     for (let i = 0; i < variants.length; i++) {

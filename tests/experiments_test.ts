@@ -5,7 +5,7 @@
  * rows sum to 1, a snapshot file is as big as its formula and restores exactly.
  */
 import assert from "node:assert/strict";
-import { assertUsageError, needs, runDeno, runScript, slow } from "./helpers.ts";
+import { assertUsageError, mapConcurrent, needs, runDeno, runScript, slow } from "./helpers.ts";
 
 /** Runs `experiments/<name>.ts` with `args`; returns its exit code and output. */
 function runExperiment(name: string, ...args: string[]) {
@@ -387,14 +387,14 @@ Deno.test("experiments: bad arguments exit 2 with one line naming them", io, asy
     ["attention_maps", ["--quick", "--length", "200"], /--length 200: the model's context/],
     ["attention_maps", ["--prompt", "café"], /--prompt: char tokenizer: "é"/],
   ];
-  for (const [name, args, message] of cases) {
-    assertUsageError(await runExperiment(name, ...args), name, message);
-  }
+  const runs = await mapConcurrent(cases, 4, ([name, args]) => runExperiment(name, ...args));
+  cases.forEach(([name, , message], i) => assertUsageError(runs[i], name, message));
 });
 
 Deno.test("experiments: --help shows the task and the plain deno run", io, async () => {
-  for (const name of EXPERIMENTS) {
-    const r = await runExperiment(name, "--help");
+  const runs = await mapConcurrent(EXPERIMENTS, 4, (name) => runExperiment(name, "--help"));
+  for (const [i, name] of EXPERIMENTS.entries()) {
+    const r = runs[i];
     assert.equal(r.code, 0, `${name}: ${r.stderr}`);
     assert.match(r.stdout, new RegExp(`^usage: deno task ${name} `), name);
     assert.match(r.stdout, new RegExp(`deno run experiments/${name}\\.ts`), name);

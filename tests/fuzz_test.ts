@@ -2,7 +2,9 @@
  * The seeded fuzz test: a few hundred mutated safetensors checkpoints, configs, KV-cache
  * snapshots and tokenizer inputs (scripts/fuzz/), each of which must end in a clean
  * outcome: a correct load, or an error that names its input in at most 300 characters. Never
- * a non-finite forward, a raw TypeError/RangeError, a wrong load, a slow case or a GPU leak.
+ * a non-finite forward, a raw TypeError/RangeError, a wrong load or a GPU leak. A `slow` case
+ * (over 2 s) is printed, not failed: the suite shares two cores with whatever else runs, and a
+ * test must not assert a time; `deno task fuzz` counts slow cases as unclean.
  * `deno task fuzz` runs the full campaign; the driver's crash and hang isolation is tested
  * here too.
  */
@@ -29,7 +31,13 @@ Deno.test("fuzz: 300 seeded cases all end cleanly", needs("read", "write", "run"
   const seconds = (performance.now() - t0) / 1000;
   console.log(summarize(results, 14).split("\n").map((l) => `  ${l}`).join("\n"));
   console.log(`  300 cases in ${seconds.toFixed(1)} s`);
-  const unclean = results.filter((r) => !CLEAN_OUTCOMES.includes(r.outcome));
+  const slow = results.filter((r) => r.outcome === "slow");
+  if (slow.length) {
+    console.log(`  slow (printed, not failed): ${slow.map((r) => r.detail).join("; ")}`);
+  }
+  const unclean = results.filter((r) =>
+    !CLEAN_OUTCOMES.includes(r.outcome) && r.outcome !== "slow"
+  );
   assert.deepEqual(unclean, []);
   // Every kind of input is both accepted and refused somewhere in the run.
   for (const kind of ["checkpoint", "config", "snapshot", "tokenizer"]) {

@@ -168,6 +168,27 @@ export function assertClose(
   return { maxAbs, maxScaled };
 }
 
+/**
+ * `fn` over `items`, at most `limit` at a time, results in the items' order: for tests that
+ * spawn many short commands, whose start-up (mostly waiting on one core) then overlaps.
+ */
+export async function mapConcurrent<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
 /** What a script run by {@link runScript} did: its exit code and its output. */
 export interface ScriptRun {
   code: number;

@@ -9,7 +9,7 @@ import {
   realFileInside,
 } from "../cli/lab_server.ts";
 import { Browser, findChromium } from "../scripts/chromium.ts";
-import { needs, slow } from "./helpers.ts";
+import { granted, needs, slow } from "./helpers.ts";
 
 const FOLDERS: OfferedFolder[] = [
   { name: "data/tiny-gpt2", dir: "data/tiny-gpt2" },
@@ -142,10 +142,63 @@ async function rawStatus(port: number, target: string, host = `127.0.0.1:${port}
   }
 }
 
-const chromium = findChromium();
-if (!chromium) {
+const mayLook = granted("env", "read", "run");
+const chromium = mayLook ? findChromium() : null;
+if (mayLook && !chromium) {
   console.log("lab browser test ignored: no chromium on PATH (apt-get install chromium)");
 }
+
+/** Starts `deno task lab --port 0`; returns the process and the address it printed. */
+async function startLab(): Promise<{ lab: Deno.ChildProcess; url: string; port: number }> {
+  const lab = new Deno.Command(Deno.execPath(), {
+    args: ["task", "lab", "--port", "0"],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = lab.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let first = "";
+  while (!first.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    first += value;
+  }
+  const url = first.match(/^lab: (http:\/\/127\.0\.0\.1:(\d+)\/)$/m);
+  if (!url) {
+    lab.kill("SIGTERM");
+    await lab.status;
+    throw new Error(`no "lab: http://127.0.0.1:PORT/" line: ${first}`);
+  }
+  return { lab, url: url[1], port: Number(url[2]) };
+}
+
+Deno.test({
+  name: "lab in headless Chromium without WebGPU: the page says so in one line",
+  ...(chromium ? needs("read", "run", "net", "write", "env") : { ignore: true }),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const { lab, url } = await startLab();
+    let browser: Browser | null = null;
+    try {
+      browser = await Browser.launch(chromium!, 1280, 600, false);
+      await browser.open(`${url}?selftest`);
+      const title = await browser.waitFor(
+        `document.title.startsWith("selftest:") && document.title`,
+        120_000,
+        "the selftest's title",
+      );
+      assert.equal(title, "selftest: FAIL no WebGPU");
+      const line = String(await browser.evaluate(`document.getElementById("nogpu").textContent`));
+      assert.match(line, /WebGPU/);
+      assert.match(line, /Chrome/);
+      assert.ok(!line.includes("\n"), line);
+    } finally {
+      await browser?.close();
+      lab.kill("SIGTERM");
+      await lab.status;
+    }
+  },
+});
 
 Deno.test({
   name:
@@ -154,23 +207,9 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const lab = new Deno.Command(Deno.execPath(), {
-      args: ["task", "lab", "--port", "0"],
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
+    const { lab, url, port } = await startLab();
     let browser: Browser | null = null;
     try {
-      const reader = lab.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      let first = "";
-      while (!first.includes("\n")) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        first += value;
-      }
-      const url = first.match(/^lab: (http:\/\/127\.0\.0\.1:(\d+)\/)$/m);
-      assert.ok(url, `no "lab: http://127.0.0.1:PORT/" line: ${first}`);
-      const port = Number(url[2]);
       for (const target of [...TRAVERSALS, "/data/tiny-gpt2/../../../../../../etc/passwd"]) {
         const { status, text } = await rawStatus(port, target);
         assert.ok(status === 404 || status === 400, `${target}: ${status}`);
@@ -178,9 +217,14 @@ Deno.test({
       }
       assert.equal((await rawStatus(port, "/", "rebind.example:" + port)).status, 403);
       assert.equal((await rawStatus(port, "/data/tiny-gpt2/config.json")).status, 200);
+      // Nothing the page runs touches Deno.* or imports a node: module up front.
+      const bundle = await (await fetch(`${url}lab.js`)).text();
+      assert.ok(bundle.length > 100_000);
+      assert.doesNotMatch(bundle, /\bDeno\./);
+      assert.doesNotMatch(bundle, /\bfrom\s*["']node:/);
 
       browser = await Browser.launch(chromium!);
-      await browser.open(`${url[1]}?selftest`);
+      await browser.open(`${url}?selftest`);
       const title = String(
         await browser.waitFor(
           `document.title.startsWith("selftest:") && document.title`,

@@ -6,9 +6,9 @@
  *
  * | level | folders                    |                                                       |
  * | ----- | -------------------------- | ----------------------------------------------------- |
- * | 0     | `base/`                    | what every layer may use: Rng, error text, maxAbsDiff |
- * | 1     | `kernels/`, `io/`          | each imports only base/ (io/ never imports kernels/)  |
- * | 2     | `model/`, `tokenizers/`    | (a char vocabulary is read through io/files.ts)       |
+ * | 0     | `base/`                    | Rng, error text, maxAbsDiff, files (the one source of bytes) |
+ * | 1     | `kernels/`, `io/`, `tokenizers/` | each imports only base/ (io/ never kernels/) |
+ * | 2     | `model/`                   |                                                       |
  * | 3     | `run/`, `train/`           | neither imports the other                             |
  * | 4     | `cli/`, `scripts/`, `mod.ts` |                                                     |
  * | 5     | `experiments/`, `lab/`     | programs built on mod.ts and cli/'s usage and charts; |
@@ -32,7 +32,7 @@ export const LEVELS: Readonly<Record<string, number>> = {
   base: 0,
   kernels: 1,
   io: 1,
-  tokenizers: 2,
+  tokenizers: 1,
   model: 2,
   run: 3,
   train: 3,
