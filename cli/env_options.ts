@@ -68,7 +68,13 @@ export async function openGpu(options: GpuOptions = {}): Promise<Gpu> {
     return await Gpu.open(merged);
   } catch (e) {
     if (!(e instanceof NoAdapterError) || e.webgpu !== "dawn" || !useSwiftShader()) throw e;
-    return await Gpu.open(merged);
+    try {
+      return await Gpu.open(merged);
+    } finally {
+      // Only for Dawn's adapter: left set, it would point every later Vulkan instance of this
+      // process at SwiftShader too, Deno's own WebGPU included (a test process opens both).
+      Deno.env.delete("VK_ICD_FILENAMES");
+    }
   }
 }
 

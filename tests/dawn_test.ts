@@ -53,6 +53,20 @@ async function denoTest(files: string[]): Promise<void> {
   assert.match(summary, /^ok \| [1-9]\d* passed \| 0 failed/);
 }
 
+Deno.test(
+  "Dawn: opening it leaves VK_ICD_FILENAMES as it was",
+  onDawn(unavailable, ...ALL),
+  async () => {
+    // Left pointing at SwiftShader, every later Deno WebGPU adapter of this process would be
+    // SwiftShader too (seen: the test files after this one ran on it).
+    const before = Deno.env.get("VK_ICD_FILENAMES");
+    (await openGpu({ webgpu: "dawn" })).close();
+    assert.equal(Deno.env.get("VK_ICD_FILENAMES"), before);
+    using deno = await openGpu({ webgpu: "deno" });
+    assert.doesNotMatch(deno.description, /SwiftShader/i);
+  },
+);
+
 Deno.test("Dawn: the kernel tests", onDawn(unavailable, ...ALL), async () => {
   await denoTest(KERNEL_TESTS);
 });
