@@ -24,27 +24,33 @@ import type { DecodePath, RunnerOptions } from "../run/runner.ts";
 /** SwiftShader's Vulkan driver as Debian's `chromium` package installs it. */
 export const SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json";
 
-// The value of `name` where the environment may be read already; null when unset or not.
-function readable(name: string): string | null {
-  const state = Deno.permissions.querySync({ name: "env", variable: name }).state;
-  if (state !== "granted") return null;
-  return Deno.env.get(name) || null;
-}
+/**
+ * Where the variables are read: the process environment ({@link processEnv}), or, in a test,
+ * a plain map, so that no test changes the environment that other test files, running at the
+ * same time in the same process (`deno test --parallel`), read.
+ */
+export type EnvReader = (name: string) => string | undefined;
+
+/** The process environment, where it may be read already (a plain `deno run` asks nothing). */
+export const processEnv: EnvReader = (name) =>
+  Deno.permissions.querySync({ name: "env", variable: name }).state === "granted"
+    ? Deno.env.get(name)
+    : undefined;
 
 // `name`'s value if it is one of `allowed`, null when unset; else an error naming it.
-function oneOf<T extends string>(name: string, allowed: readonly T[]): T | null {
-  const value = readable(name);
+function oneOf<T extends string>(env: EnvReader, name: string, allowed: readonly T[]): T | null {
+  const value = env(name) || null;
   if (value === null) return null;
   if ((allowed as readonly string[]).includes(value)) return value as T;
   throw new Error(`${name}: expected ${allowed.join(" or ")}, got "${value}"`);
 }
 
 /** The GPU options the environment sets: KVGPT_WEBGPU and KVGPT_KERNELS. */
-export function gpuOptionsFromEnv(): GpuOptions {
+export function gpuOptionsFromEnv(env: EnvReader = processEnv): GpuOptions {
   const options: GpuOptions = {};
-  const webgpu = oneOf<WebGpuImplementation>("KVGPT_WEBGPU", WEBGPU_IMPLEMENTATIONS);
+  const webgpu = oneOf<WebGpuImplementation>(env, "KVGPT_WEBGPU", WEBGPU_IMPLEMENTATIONS);
   if (webgpu) options.webgpu = webgpu;
-  const design = oneOf("KVGPT_KERNELS", ["cpu", "gpu"] as const);
+  const design = oneOf(env, "KVGPT_KERNELS", ["cpu", "gpu"] as const);
   if (design) {
     options.design = design;
     options.designSource = `KVGPT_KERNELS=${design}`;
@@ -53,8 +59,8 @@ export function gpuOptionsFromEnv(): GpuOptions {
 }
 
 /** The model options the environment sets: KVGPT_DECODE. */
-export function modelOptionsFromEnv(): RunnerOptions {
-  const decode = oneOf<DecodePath>("KVGPT_DECODE", ["general", "fused"]);
+export function modelOptionsFromEnv(env: EnvReader = processEnv): RunnerOptions {
+  const decode = oneOf<DecodePath>(env, "KVGPT_DECODE", ["general", "fused"]);
   return decode ? { decode, decodeSource: `KVGPT_DECODE=${decode}` } : {};
 }
 

@@ -1,6 +1,6 @@
 /** `deno task bench`: its JSON line and its option errors (speed itself is never asserted). */
 import assert from "node:assert/strict";
-import { assertUsageError, hfPython, needs, runDeno, runScript } from "./helpers.ts";
+import { assertUsageError, hfPython, needs, runDeno, runScript, slow } from "./helpers.ts";
 
 function bench(...args: string[]) {
   return runScript("cli/bench.ts", ...args);
@@ -8,7 +8,7 @@ function bench(...args: string[]) {
 
 Deno.test(
   "bench --quick --json: one JSON line with the tiny fields of both weight formats",
-  needs("run", "read"),
+  slow("run", "read"),
   async () => {
     const r = await bench("--quick", "--json", "--reps", "1");
     assert.equal(r.code, 0, r.stderr);
@@ -41,7 +41,7 @@ Deno.test(
 
 Deno.test(
   "bench --train --quick --json: the baby shape's training speed, nothing else",
-  needs("run", "read"),
+  slow("run", "read"),
   async () => {
     const r = await bench("--train", "--quick", "--json");
     assert.equal(r.code, 0, r.stderr);
@@ -98,7 +98,7 @@ const peer = await hfPython();
 
 Deno.test({
   name: "hf_decode_peer.py: HF's cached decode tok/s, greedy and top-k, as one JSON line",
-  ignore: peer.unavailable !== null,
+  ignore: slow("run", "read").ignore || peer.unavailable !== null,
   async fn() {
     // 32 tokens, median of 3: the decode steps outweigh the timing noise of a loaded machine.
     const args = ["data/shakespeare-char", "--tokens", "32", "--reps", "3", "--top-k", "40"];

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { needs, runScript } from "./helpers.ts";
+import { needs, runScript, slow } from "./helpers.ts";
 
 const tiny = ["--model", "data/tiny-gpt2"];
 const greedy = [...tiny, "--temperature", "0", "--max-tokens", "5"];
@@ -47,7 +47,7 @@ Deno.test(
 
 Deno.test(
   "piped: /quit stops reading, a last line without a newline is read, EOF exits 0",
-  needs("read", "write", "run"),
+  slow("read", "write", "run"),
   async () => {
     const quit = await chat("/quit\nHello\n", ...greedy);
     assert.equal(quit.code, 0, quit.stderr);
@@ -67,7 +67,7 @@ Deno.test(
 
 Deno.test(
   "the default model is data/shakespeare-char when it exists, else tiny-gpt2",
-  needs("read", "write", "run"),
+  slow("read", "write", "run"),
   async () => {
     let char = true;
     try {
@@ -109,7 +109,7 @@ Deno.test(
 
 Deno.test(
   "a system text that cannot fit is a usage error; a folder without a model exits 1",
-  needs("read", "write", "run"),
+  slow("read", "write", "run"),
   async () => {
     const long = await chat("", ...tiny, "--system", " x".repeat(70));
     assert.equal(long.code, 2);
@@ -130,7 +130,7 @@ Deno.test("--help prints the options and the commands", needs("read", "write", "
 
 Deno.test(
   "Ctrl-C (SIGINT) stops the reply, not the program",
-  needs("read", "write", "run"),
+  slow("read", "write", "run"),
   async () => {
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "cli/chat.ts", ...tiny, "--max-tokens", "100000"],

@@ -15,6 +15,12 @@ function runExperiment(name: string, ...args: string[]) {
 /** Every experiment spawns `deno run -A`, reads the fixture and writes its results. */
 const io = needs("run", "read", "write");
 
+/**
+ * The experiments past the first two, in the slow set (`KVGPT_SLOW_TESTS=1`, as `.ci/run`
+ * sets): each is a process of its own that opens the GPU and compiles its kernels again.
+ */
+const ioSlow = slow("run", "read", "write");
+
 /** Every experiment script. */
 const EXPERIMENTS = [
   "attention_maps",
@@ -111,7 +117,7 @@ Deno.test(
 
 Deno.test(
   "prefill_vs_decode: a row per length, with kernel times when timestamps exist",
-  io,
+  ioSlow,
   async () => {
     const r = await quick("prefill_vs_decode", "--weights", "f16");
     assert.equal(r.weights, "f16");
@@ -130,7 +136,7 @@ Deno.test(
   },
 );
 
-Deno.test("cache_vs_no_cache: cached and uncached give the same tokens", io, async () => {
+Deno.test("cache_vs_no_cache: cached and uncached give the same tokens", ioSlow, async () => {
   const r = await quick("cache_vs_no_cache");
   assert.equal(r.sameTokens, true);
   assert.deepEqual(r.generation.cachedIds, r.generation.uncachedIds);
@@ -141,7 +147,7 @@ Deno.test("cache_vs_no_cache: cached and uncached give the same tokens", io, asy
   }
 });
 
-Deno.test("prefix_cache: reusing the prefix gives the ids of a full prefill", io, async () => {
+Deno.test("prefix_cache: reusing the prefix gives the ids of a full prefill", ioSlow, async () => {
   const r = await quick("prefix_cache");
   assert.equal(r.rows.length, 3);
   for (const row of r.rows) {
@@ -156,7 +162,7 @@ Deno.test("prefix_cache: reusing the prefix gives the ids of a full prefill", io
 
 Deno.test(
   "sliding_window: the methods agree within the context, and go on past it",
-  io,
+  ioSlow,
   async () => {
     const r = await quick("sliding_window");
     assert.equal(r.tokens, 256);
@@ -195,7 +201,7 @@ Deno.test(
 
 Deno.test(
   "cache_quantization: bytes per token by dtype; f32 is its own reference",
-  io,
+  ioSlow,
   async () => {
     const r = await quick("cache_quantization", "--steps", "48");
     const [f32, f16, int8] = r.rows;
@@ -221,7 +227,7 @@ Deno.test(
   },
 );
 
-Deno.test("batching: every sequence's tokens equal decoding it alone", io, async () => {
+Deno.test("batching: every sequence's tokens equal decoding it alone", ioSlow, async () => {
   const r = await quick("batching");
   assert.deepEqual(r.rows.map((x: { batch: number }) => x.batch), [1, 2, 4]);
   for (const row of r.rows) {
@@ -233,23 +239,29 @@ Deno.test("batching: every sequence's tokens equal decoding it alone", io, async
   }
 });
 
-Deno.test("cache_policies: all policies side by side, exact where they should be", io, async () => {
-  // 16 + 120 tokens: past the 128 positions, so the window evicts.
-  const r = await quick("cache_policies", "--tokens", "120");
-  const by = Object.fromEntries(r.rows.map((x: { policy: string }) => [x.policy, x]));
-  assert.deepEqual(Object.keys(by), ["preallocated", "grow", "f16", "int8", "window:4,60"]);
-  for (const exact of ["preallocated", "grow", "window:4,60"]) {
-    assert.equal(by[exact].maxLogitDiff, 0, exact);
-    assert.equal(by[exact].greedyAgreement, 1, exact);
-  }
-  assert.ok(by["f16"].maxLogitDiff > 0 && by["f16"].bytesUsed * 2 === by["preallocated"].bytesUsed);
-  assert.ok(by["window:4,60"].evicted > 0);
-  assert.equal(by["window:4,60"].ids.length, r.tokens);
-});
+Deno.test(
+  "cache_policies: all policies side by side, exact where they should be",
+  ioSlow,
+  async () => {
+    // 16 + 120 tokens: past the 128 positions, so the window evicts.
+    const r = await quick("cache_policies", "--tokens", "120");
+    const by = Object.fromEntries(r.rows.map((x: { policy: string }) => [x.policy, x]));
+    assert.deepEqual(Object.keys(by), ["preallocated", "grow", "f16", "int8", "window:4,60"]);
+    for (const exact of ["preallocated", "grow", "window:4,60"]) {
+      assert.equal(by[exact].maxLogitDiff, 0, exact);
+      assert.equal(by[exact].greedyAgreement, 1, exact);
+    }
+    assert.ok(
+      by["f16"].maxLogitDiff > 0 && by["f16"].bytesUsed * 2 === by["preallocated"].bytesUsed,
+    );
+    assert.ok(by["window:4,60"].evicted > 0);
+    assert.equal(by["window:4,60"].ids.length, r.tokens);
+  },
+);
 
 Deno.test(
   "attention_maps: rows sum to 1, nothing past the causal limit, the summary is the weights'",
-  io,
+  ioSlow,
   async () => {
     const r = await quick("attention_maps", "--heads", "0,3", "--windows", "1");
     assert.ok(r.maxRowSumError < 1e-5, `row sum off by ${r.maxRowSumError}`);
@@ -287,7 +299,7 @@ Deno.test(
 
 Deno.test(
   "cache_snapshot: file bytes are the formula, the restore continues identically",
-  io,
+  ioSlow,
   async () => {
     const r = await quick("cache_snapshot");
     assert.deepEqual(r.lengths, [8, 32, 100]);
@@ -309,7 +321,7 @@ Deno.test(
 
 Deno.test(
   "the trained char model is the default of the weight-dependent experiments",
-  io,
+  ioSlow,
   async () => {
     const run = async (name: string, ...args: string[]) => {
       const out = await Deno.makeTempDir({ prefix: `kvgpt-${name}-` });
@@ -343,7 +355,7 @@ Deno.test(
 
 Deno.test(
   "experiments: a plain `deno run` that may not read the trained model runs the embedded one",
-  needs("run", "read"),
+  slow("run", "read"),
   async () => {
     const args = ["--windows", "1", "--length", "8", "--layers", "0", "--heads", "0"];
     const r = await runDeno({}, "experiments/attention_maps.ts", ...args);
@@ -358,7 +370,7 @@ Deno.test(
   },
 );
 
-Deno.test("experiments: bad arguments exit 2 with one line naming them", io, async () => {
+Deno.test("experiments: bad arguments exit 2 with one line naming them", ioSlow, async () => {
   const cases: [string, string[], RegExp][] = [
     ["cache_memory", ["--bogus"], /--bogus: unknown option/],
     ["prefill_vs_decode", ["--quick", "--lengths", "8,1"], /--lengths: expected increasing/],

@@ -23,7 +23,7 @@ import {
 import { Rng } from "../base/rng.ts";
 import { argmax, sampleToken, type SamplingOptions } from "../run/sampling.ts";
 import { gpt2Ref } from "./cpu_reference.ts";
-import { assertClose, capturePlans, needs, TestRng } from "./helpers.ts";
+import { assertClose, capturePlans, TestRng } from "./helpers.ts";
 import { modelOptionsFromEnv, openGpu } from "../cli/env_options.ts";
 
 const gpu = await openGpu();
@@ -124,10 +124,8 @@ function fusedTest(
   name: string,
   uses: GPT2Config[],
   fn: () => Promise<void> | void,
-  env = false,
 ): void {
-  const ignore = !uses.every(fusedHere) || (env && needs("env").ignore);
-  Deno.test({ name, ignore, fn });
+  Deno.test({ name, ignore: !uses.every(fusedHere), fn });
 }
 
 for (const [c, weights] of [[SMALL_VOCAB, "f32"], [LARGE_VOCAB, "f32"], [CHARS, "f16"]] as const) {
@@ -350,49 +348,41 @@ fusedTest("decode: the runner picks the path by shape, or as the options say", [
 });
 
 fusedTest("decode: KVGPT_DECODE (cli/env_options.ts) overrides the choice", [CHARS], () => {
-  const saved = Deno.env.get("KVGPT_DECODE");
-  try {
-    Deno.env.delete("KVGPT_DECODE");
-    // Chains take the fused path; a lone forward of one token only where it was asked for.
-    assert.deepEqual(pathOf(modelOptionsFromEnv()), {
-      decodePath: "fused",
-      decodeReason: "a software adapter, and the model's activations fit one workgroup",
-      fusedForward: false,
-    });
-    Deno.env.set("KVGPT_DECODE", "general");
-    assert.deepEqual(pathOf(modelOptionsFromEnv()), {
-      decodePath: "general",
-      decodeReason: "KVGPT_DECODE=general",
-      fusedForward: false,
-    });
-    assert.equal(pathOf("fused").decodePath, "fused", "the library reads no environment");
-    Deno.env.set("KVGPT_DECODE", "fused");
-    assert.deepEqual(pathOf(modelOptionsFromEnv()), {
-      decodePath: "fused",
-      decodeReason: "KVGPT_DECODE=fused",
-      fusedForward: true,
-    });
-    const odd = config({ ...configFields(CHARS), n_inner: 100 }, "n_inner 100");
-    const model = new Runner(
-      new GPT2(gpu, odd, randomWeights(odd, 12), { weights: "f16" }),
-      modelOptionsFromEnv(),
-    );
-    assert.equal(model.decodePath, "general");
-    assert.match(
-      model.decodeReason,
-      /^KVGPT_DECODE=fused, but the fused step does not fit: f16/,
-    );
-    model.destroy();
-    Deno.env.set("KVGPT_DECODE", "fast");
-    assert.throws(
-      () => modelOptionsFromEnv(),
-      /KVGPT_DECODE: expected general or fused, got "fast"/,
-    );
-  } finally {
-    if (saved === undefined) Deno.env.delete("KVGPT_DECODE");
-    else Deno.env.set("KVGPT_DECODE", saved);
-  }
-}, true);
+  // The environment as a map: the process's own is read by other test files at the same time.
+  const env = (value?: string) => (name: string) => name === "KVGPT_DECODE" ? value : undefined;
+  // Chains take the fused path; a lone forward of one token only where it was asked for.
+  assert.deepEqual(pathOf(modelOptionsFromEnv(env())), {
+    decodePath: "fused",
+    decodeReason: "a software adapter, and the model's activations fit one workgroup",
+    fusedForward: false,
+  });
+  assert.deepEqual(pathOf(modelOptionsFromEnv(env("general"))), {
+    decodePath: "general",
+    decodeReason: "KVGPT_DECODE=general",
+    fusedForward: false,
+  });
+  assert.equal(pathOf("fused").decodePath, "fused", "the library reads no environment");
+  assert.deepEqual(pathOf(modelOptionsFromEnv(env("fused"))), {
+    decodePath: "fused",
+    decodeReason: "KVGPT_DECODE=fused",
+    fusedForward: true,
+  });
+  const odd = config({ ...configFields(CHARS), n_inner: 100 }, "n_inner 100");
+  const model = new Runner(
+    new GPT2(gpu, odd, randomWeights(odd, 12), { weights: "f16" }),
+    modelOptionsFromEnv(env("fused")),
+  );
+  assert.equal(model.decodePath, "general");
+  assert.match(
+    model.decodeReason,
+    /^KVGPT_DECODE=fused, but the fused step does not fit: f16/,
+  );
+  model.destroy();
+  assert.throws(
+    () => modelOptionsFromEnv(env("fast")),
+    /KVGPT_DECODE: expected general or fused, got "fast"/,
+  );
+});
 
 Deno.test("chooseDecodePath: the fused step on software adapters only, unless asked", () => {
   const adapter = (fields: Partial<GPUAdapterInfo>) =>

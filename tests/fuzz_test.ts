@@ -9,7 +9,7 @@
  * here too.
  */
 import assert from "node:assert/strict";
-import { needs } from "./helpers.ts";
+import { needs, slow } from "./helpers.ts";
 import {
   type CaseResult,
   classifyError,
@@ -31,9 +31,9 @@ Deno.test("fuzz: 300 seeded cases all end cleanly", needs("read", "write", "run"
   const seconds = (performance.now() - t0) / 1000;
   console.log(summarize(results, 14).split("\n").map((l) => `  ${l}`).join("\n"));
   console.log(`  300 cases in ${seconds.toFixed(1)} s`);
-  const slow = results.filter((r) => r.outcome === "slow");
-  if (slow.length) {
-    console.log(`  slow (printed, not failed): ${slow.map((r) => r.detail).join("; ")}`);
+  const slowCases = results.filter((r) => r.outcome === "slow");
+  if (slowCases.length) {
+    console.log(`  slow (printed, not failed): ${slowCases.map((r) => r.detail).join("; ")}`);
   }
   const unclean = results.filter((r) =>
     !CLEAN_OUTCOMES.includes(r.outcome) && r.outcome !== "slow"
@@ -80,7 +80,7 @@ Deno.test("fuzz: what counts as a clean refusal", () => {
 
 Deno.test(
   "fuzz campaign: a crash or a hang ends only its own case",
-  needs("read", "write", "run"),
+  slow("read", "write", "run"),
   async () => {
     const results = await runCampaign({
       cases: 12,

@@ -1,6 +1,6 @@
 /** `deno task generate`, run as typed: its output, its summary and its bad-input behaviour. */
 import assert from "node:assert/strict";
-import { assertFailure, assertUsageError, needs, runDeno, runScript } from "./helpers.ts";
+import { assertFailure, assertUsageError, needs, runDeno, runScript, slow } from "./helpers.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
 
 function generate(...args: string[]) {
@@ -16,6 +16,8 @@ async function hfGreedyAfterThe(): Promise<number[]> {
 const tiny = ["--model", "data/tiny-gpt2"];
 /** The tests spawn `deno run -A` and read the fixture. */
 const io = needs("run", "read");
+/** More runs of the command, in the slow set (`KVGPT_SLOW_TESTS=1`, as `.ci/run` sets). */
+const ioSlow = slow("run", "read");
 
 Deno.test("generate --json: greedy tokens equal HF's, with and without the cache", io, async () => {
   const want = await hfGreedyAfterThe();
@@ -64,7 +66,7 @@ Deno.test("generate streams the text, then one summary line", io, async () => {
   assert.equal(again.stdout, r.stdout, "same seed, same text");
 });
 
-Deno.test("generate --no-cache reports no cache bytes", io, async () => {
+Deno.test("generate --no-cache reports no cache bytes", ioSlow, async () => {
   const r = await generate(...tiny, "--prompt", "Hello", "--max-tokens", "3", "--no-cache");
   assert.equal(r.code, 0, r.stderr);
   const summary = r.stderr.split("\n").find((line) => line.startsWith("── "));
@@ -118,14 +120,18 @@ Deno.test("generate --cache window: too large for the model's context exits 2", 
   assertUsageError(r, "generate", /--cache: window: sinks \+ recent \(4 \+ 124\) must leave room/);
 });
 
-Deno.test("generate --cache window:4,60 runs past the context (n_positions 128)", io, async () => {
-  const r = await generate(...tiny, "--max-tokens", "200", "--cache", "window:4,60", "--json");
-  assert.equal(r.code, 0, r.stderr);
-  const out = JSON.parse(r.stdout);
-  assert.equal(out.new_tokens, 200);
-  assert.ok(out.evicted_tokens > 0);
-  assert.ok(out.cache_bytes_used <= 2 * 2 * 127 * 64 * 4);
-});
+Deno.test(
+  "generate --cache window:4,60 runs past the context (n_positions 128)",
+  ioSlow,
+  async () => {
+    const r = await generate(...tiny, "--max-tokens", "200", "--cache", "window:4,60", "--json");
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.new_tokens, 200);
+    assert.ok(out.evicted_tokens > 0);
+    assert.ok(out.cache_bytes_used <= 2 * 2 * 127 * 64 * 4);
+  },
+);
 
 const chars = ["--model", "data/shakespeare-char"];
 
@@ -145,7 +151,7 @@ Deno.test(
   },
 );
 
-Deno.test("generate --no-slide stops at the context, and says so", io, async () => {
+Deno.test("generate --no-slide stops at the context, and says so", ioSlow, async () => {
   const r = await generate(...chars, "--max-tokens", "300", "--no-slide", "--json");
   assert.equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout);
@@ -157,7 +163,7 @@ Deno.test("generate --no-slide stops at the context, and says so", io, async () 
 
 Deno.test(
   "generate: BPE keeps 32 new tokens by default, and slides as the char model",
-  io,
+  ioSlow,
   async () => {
     const r = await generate(...tiny, "--json");
     assert.equal(r.code, 0, r.stderr);
@@ -179,7 +185,7 @@ Deno.test("--stop-at-eos on a char model is refused: it has no end-of-text token
   assert.equal(r.stdout, "");
 });
 
-Deno.test("generate --cache f16 holds half the bytes and reports the policy", io, async () => {
+Deno.test("generate --cache f16 holds half the bytes and reports the policy", ioSlow, async () => {
   const r = await generate(...tiny, "--max-tokens", "8", "--cache", "f16", "--json");
   assert.equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout);
@@ -189,7 +195,7 @@ Deno.test("generate --cache f16 holds half the bytes and reports the policy", io
 
 Deno.test(
   "generate --weights f16: HF's greedy tokens on the tiny fixture, and says so",
-  io,
+  ioSlow,
   async () => {
     // On this fixture f16 weights move logits by ~4e-3 and keep every greedy choice.
     const want = await hfGreedyAfterThe();

@@ -168,22 +168,26 @@ Deno.test(
   async () => {
     const { nPositions, nLayer, nEmbd } = model.config;
     const window = { sinks: 4, recent: 60 };
+    // Past the context by more than the window: it fills and is cut twice.
+    const maxTokens = nPositions + 2 * window.recent;
     for (const chainOnGpu of [true, false]) {
       const lengths: number[] = [];
       const cache = model.newCache();
       const r = await generate(model, cache, prompt, {
         ...greedy,
-        maxTokens: 4 * nPositions,
+        maxTokens,
         window,
         chainOnGpu,
         onToken: () => lengths.push(cache.length),
       });
       // Until the cache is first full, it is plain greedy decoding (HF's ids).
       assert.deepEqual(r.ids.slice(0, hfGreedy.length), hfGreedy);
-      assert.equal(r.ids.length, 4 * nPositions);
+      assert.equal(r.ids.length, maxTokens);
       assert.equal(r.stop, "max-tokens");
       assert.ok(Math.max(...lengths) <= nPositions - 1, "never past the context");
-      assert.ok(r.evictedTokens > 3 * nPositions, `${r.evictedTokens} tokens evicted`);
+      // Every token fed but the last is cached or evicted; the cache holds at most the context.
+      const fed = prompt.length + maxTokens - 1;
+      assert.ok(r.evictedTokens >= fed - (nPositions - 1), `${r.evictedTokens} tokens evicted`);
       assert.ok(r.cacheBytesUsed <= 2 * nLayer * (nPositions - 1) * nEmbd * 4);
       cache.destroy();
     }
@@ -196,20 +200,23 @@ Deno.test(
   async () => {
     const { nPositions } = model.config;
     const window = { sinks: 2, recent: 90 };
-    const opts = { ...greedy, maxTokens: 2 * nPositions, window, windowMode: "recompute" as const };
+    // Two slides: one when the sequence reaches the context, then one 35 tokens later.
+    const maxTokens = nPositions + 40;
+    const opts = { ...greedy, maxTokens, window, windowMode: "recompute" as const };
     // Through the cache a slide prefills the kept tokens again; without the cache every step
     // recomputes the kept sequence anyway: the same tokens at the same positions.
     const chained = await run(prompt, opts);
     const stepped = await run(prompt, { ...opts, chainOnGpu: false });
     const uncached = await run(prompt, { ...opts, useCache: false });
     assert.deepEqual(chained.ids.slice(0, hfGreedy.length), hfGreedy);
-    assert.equal(chained.ids.length, 2 * nPositions);
+    assert.equal(chained.ids.length, maxTokens);
     assert.equal(chained.stop, "max-tokens");
     assert.deepEqual(stepped.ids, chained.ids);
     assert.deepEqual(uncached.ids, chained.ids);
-    // 10 + 256 tokens through a context of 128 that keeps 92 per slide: a slide when the
+    // 10 + 168 tokens through a context of 128 that keeps 92 per slide: a slide when the
     // sequence reaches 128, then every 35 tokens.
-    const slides = Math.ceil((prompt.length + 2 * nPositions - nPositions) / 35);
+    const slides = Math.ceil((prompt.length + maxTokens - nPositions) / 35);
+    assert.equal(slides, 2);
     assert.equal(chained.slides.length, slides);
     for (const s of chained.slides) {
       assert.equal(s.refilled, window.sinks + window.recent, "the kept tokens but the unfed one");

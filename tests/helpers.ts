@@ -283,8 +283,11 @@ export const SLOW_TESTS = granted("env") && Deno.env.get("KVGPT_SLOW_TESTS") ===
 /**
  * `Deno.test` options for a test that is slow on a CPU-only machine, ignored unless
  * `KVGPT_SLOW_TESTS=1` (and the permissions it `needs`): GPT-2-small-sized shapes, the kernel
- * design for real GPUs run on a software adapter, and head sizes the fixtures do not use (on
- * llvmpipe's OpenGL backend each head size compiles attention kernels for tens of seconds).
+ * design for real GPUs run on a software adapter, head sizes the fixtures do not use (on
+ * llvmpipe's OpenGL backend each head size compiles attention kernels for tens of seconds),
+ * and the end-to-end runs of a command or experiment past the first few of each (every such run
+ * is a new process that opens the GPU and compiles its kernels again). `deno task test` keeps
+ * every kernel test, parity on every fixture, gradcheck, and a run of every command.
  */
 export function slow(...names: Need[]): { ignore: boolean } {
   if (needs(...names).ignore) return { ignore: true };
@@ -292,7 +295,8 @@ export function slow(...names: Need[]): { ignore: boolean } {
     announce(
       "slow",
       "ignored: tests that are slow on a CPU-only machine (GPT-2-small-sized shapes, the " +
-        "kernels for real GPUs, more head sizes); `KVGPT_SLOW_TESTS=1 deno task test` runs them",
+        "kernels for real GPUs, more head sizes, more end-to-end runs of each command); " +
+        "`KVGPT_SLOW_TESTS=1 deno task test` runs them, as `.ci/run` does",
     );
   }
   return { ignore: !SLOW_TESTS };

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { maxAbsDiff } from "../base/max_abs_diff.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import { granted, hfPython, needs } from "./helpers.ts";
+import { granted, hfPython, slow } from "./helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const TINY = join(ROOT, "data/tiny-gpt2");
@@ -23,7 +23,7 @@ if (granted("env", "read", "write", "run") && reason !== null) {
 
 Deno.test({
   name: "hf_reference.py reproduces data/tiny-gpt2/reference.safetensors",
-  ignore: needs("env", "read", "write", "run").ignore || reason !== null,
+  ignore: slow("env", "read", "write", "run").ignore || reason !== null,
   async fn() {
     const out = await Deno.makeTempDir({ prefix: "hf_reference_test_" });
     try {

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { RSS_MARGIN_MIB, soakProblems, type SoakReport } from "../scripts/soak.ts";
-import { needs } from "./helpers.ts";
+import { slow } from "./helpers.ts";
 
 /** Runs the soak script with `args` and returns its exit code and JSON report. */
 async function runSoak(...args: string[]): Promise<{ code: number; report: SoakReport }> {
@@ -23,7 +23,7 @@ async function runSoak(...args: string[]): Promise<{ code: number; report: SoakR
 
 Deno.test(
   "soak: RSS flat after warm-up, every GPU byte returned",
-  needs("run", "read", "write"),
+  slow("run", "read", "write"),
   async () => {
     const { code, report } = await runSoak(
       "--generations=30",
@@ -57,7 +57,7 @@ Deno.test(
 
 Deno.test(
   "soak: caches that are never destroyed are caught",
-  needs("run", "read", "write"),
+  slow("run", "read", "write"),
   async () => {
     const { code, report } = await runSoak("--generations=10", "--model-cycles=9", "--leak");
     assert.equal(code, 1);

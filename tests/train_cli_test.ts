@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { loadCheckpoint } from "../model/weights.ts";
 import { CharTokenizer } from "../tokenizers/char.ts";
-import { needs, runScript } from "./helpers.ts";
+import { needs, runScript, slow } from "./helpers.ts";
 
 /** A small model so that 40 steps take seconds. */
 const SMALL = [
@@ -61,7 +61,7 @@ Deno.test(
 
 Deno.test(
   "train CLI: Ctrl-C saves a checkpoint and --resume continues with the same numbers",
-  needs("read", "write", "run"),
+  slow("read", "write", "run"),
   async () => {
     const whole = await Deno.makeTempDir();
     const split = await Deno.makeTempDir();
