@@ -111,10 +111,10 @@ const GELU_KEEPING_PRE = 3;
 /**
  * How the cpu design tiles a product of M >= 4 rows: 16 x 16 register tiles per invocation,
  * `wg` invocations per workgroup on consecutive output tiles (`matmul_rows16`) or on
- * consecutive row tiles (`matmul_rows16_by_rows`); or 8 rows x 16 outputs (`matmul_rows8`).
+ * consecutive row tiles (`matmul_rows16_by_rows`). (8 x 16 tiles lost to them: BENCHMARKS.md.)
  */
 export interface Tiling {
-  readonly entry: "matmul_rows16" | "matmul_rows16_by_rows" | "matmul_rows8";
+  readonly entry: "matmul_rows16" | "matmul_rows16_by_rows";
   readonly wg: number;
 }
 
@@ -161,10 +161,7 @@ function product(
   if (M >= 4) {
     const { entry, wg } = tiling ?? tilingFor(M, K, N);
     const kernel = gpu.kernel(code, entry, { WG: wg, F16 });
-    const [tilesN, tilesM] = [
-      Math.ceil(N / 16),
-      Math.ceil(M / (entry === "matmul_rows8" ? 8 : 16)),
-    ];
+    const [tilesN, tilesM] = [Math.ceil(N / 16), Math.ceil(M / 16)];
     const grid = entry === "matmul_rows16_by_rows"
       ? [groups(tilesM, wg), tilesN]
       : [groups(tilesN, wg), tilesM];

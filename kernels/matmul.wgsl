@@ -180,17 +180,9 @@ fn fma16(acc: Out16, xk: vec4<f32>, wk: W16) -> Out16 {
   return Out16(acc.o0 + xk * wk.m0, acc.o1 + xk * wk.m1, acc.o2 + xk * wk.m2, acc.o3 + xk * wk.m3);
 }
 
-fn store16(row: u32, n: u32, acc: Out16) {
-  store(row, n, acc.o0);
-  store(row, n + 4u, acc.o1);
-  store(row, n + 8u, acc.o2);
-  store(row, n + 12u, acc.o3);
-}
-
-// y[row, n .. n+16] = acc (+ b) (+ y, epilogue 2) without the GELU, which tile16_gelu applies
-// after: the same arithmetic as store16 (y = y + (acc + b)), written out 256 times in a tile,
-// but so small that lavapipe builds the pipeline in a tenth of the time (0.1 s, not 0.6-1.2 s
-// with the whole epilogue unrolled 256 times).
+// y[row, n .. n+16] = acc (+ b) (+ y, epilogue 2), store()'s arithmetic less the GELU, which
+// tile16_gelu applies after: with the GELU inlined 256 times per tile, lavapipe took ~0.95 s to
+// build the pipeline (now ~0.33 s), and the tile ran 6-19 % slower.
 fn store16_raw(row: u32, n: u32, acc: Out16) {
   store4_raw(row, n, acc.o0);
   store4_raw(row, n + 4u, acc.o1);
@@ -210,8 +202,7 @@ fn store4_raw(row: u32, n: u32, acc: vec4<f32>) {
   }
 }
 
-// The GELU epilogues (1, and 3 keeping the value before it) of a 16 x 16 tile stored raw, in a
-// loop over its outputs that the compiler leaves rolled: the GELU's code once, not 256 times.
+// The GELU epilogues (1; 3 keeps the value before it) of a raw 16 x 16 tile, in a rolled loop.
 fn tile16_gelu(n: u32, r0: u32) {
   if (p.epilogue != 1u && p.epilogue != 3u) { return; }
   for (var i = 0u; i < 256u; i++) {
@@ -285,45 +276,6 @@ fn tile16(n: u32, r0: u32) {
 @compute @workgroup_size(WG)
 fn matmul_rows16(@builtin(global_invocation_id) gid: vec3<u32>) {
   tile16(gid.x * 16u, gid.y * 16u);
-}
-
-// 8 rows x 16 outputs per invocation: half tile16's accumulators (fewer spilled to memory),
-// each weight read feeding 8 products. Grid: (N / 16 / WG, M / 8).
-@compute @workgroup_size(WG)
-fn matmul_rows8(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let K4 = p.K / 4u;
-  let n = gid.x * 16u;
-  let r0 = gid.y * 8u;
-  if (n >= p.N || r0 >= p.M) { return; }
-  let x0 = xrow(r0, 0u, K4);
-  let x1 = xrow(r0, 1u, K4);
-  let x2 = xrow(r0, 2u, K4);
-  let x3 = xrow(r0, 3u, K4);
-  let x4 = xrow(r0, 4u, K4);
-  let x5 = xrow(r0, 5u, K4);
-  let x6 = xrow(r0, 6u, K4);
-  let x7 = xrow(r0, 7u, K4);
-  let z = Out16(vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
-  var a0 = z; var a1 = z; var a2 = z; var a3 = z; var a4 = z; var a5 = z; var a6 = z; var a7 = z;
-  for (var k4 = 0u; k4 < K4; k4++) {
-    let wk = w16(n, k4, K4);
-    a0 = fma16(a0, x[x0 + k4], wk);
-    a1 = fma16(a1, x[x1 + k4], wk);
-    a2 = fma16(a2, x[x2 + k4], wk);
-    a3 = fma16(a3, x[x3 + k4], wk);
-    a4 = fma16(a4, x[x4 + k4], wk);
-    a5 = fma16(a5, x[x5 + k4], wk);
-    a6 = fma16(a6, x[x6 + k4], wk);
-    a7 = fma16(a7, x[x7 + k4], wk);
-  }
-  store16(r0 + 0u, n, a0);
-  store16(r0 + 1u, n, a1);
-  store16(r0 + 2u, n, a2);
-  store16(r0 + 3u, n, a3);
-  store16(r0 + 4u, n, a4);
-  store16(r0 + 5u, n, a5);
-  store16(r0 + 6u, n, a6);
-  store16(r0 + 7u, n, a7);
 }
 
 // tile16 with a workgroup's invocations on consecutive row tiles (reading the same weights).

@@ -34,18 +34,31 @@ const TILINGS: Tiling[] = [
   { entry: "matmul_rows16", wg: 8 },
   { entry: "matmul_rows16", wg: 16 },
   { entry: "matmul_rows16_by_rows", wg: 8 },
-  { entry: "matmul_rows8", wg: 8 },
-  { entry: "matmul_rows8", wg: 16 },
 ];
 
 function median(xs: number[]): number {
   return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 }
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: { rounds: { type: "string", default: "15" }, f16: { type: "boolean", default: false } },
-});
+const USAGE = "usage: deno task matmul_ab [--rounds N] [--f16]";
+let values: { rounds: string; f16: boolean; help: boolean };
+try {
+  ({ values } = parseArgs({
+    args: Deno.args,
+    options: {
+      rounds: { type: "string", default: "15" },
+      f16: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  }));
+} catch (e) {
+  console.error(`matmul_ab: ${(e as Error).message.split("\n")[0]}\n${USAGE}`);
+  Deno.exit(2);
+}
+if (values.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
 const rounds = Number(values.rounds);
 if (!Number.isInteger(rounds) || rounds < 1) {
   console.error(`--rounds: expected a positive integer, got "${values.rounds}"`);

@@ -145,7 +145,6 @@ Deno.test("matmulTiled: every tiling scripts/matmul_ab.ts compares, on odd shape
     { entry: "matmul_rows16", wg: 8 },
     { entry: "matmul_rows16", wg: 16 },
     { entry: "matmul_rows16_by_rows", wg: 8 },
-    { entry: "matmul_rows8", wg: 8 },
   ] as const;
   for (const [M, K, N] of [[4, 12, 5], [17, 100, 37], [40, 64, 70]]) {
     const w = rng.normals(K * N, 1 / Math.sqrt(K));
