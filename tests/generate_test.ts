@@ -52,12 +52,12 @@ Deno.test(
   needs("read"),
   async () => {
     for (const opts of [greedy, sampled, { ...sampled, topK: 0, topP: 1, temperature: 0.9 }]) {
-      const long = { ...opts, maxTokens: 100 };
+      const long = { ...opts, maxTokens: 60 }; // past the first batches of a chained run
       const gpuPicked = await run(prompt, long);
       const cpuPicked = await run(prompt, { ...long, chainOnGpu: false });
       const what = JSON.stringify(opts);
       assert.deepEqual(gpuPicked.ids, cpuPicked.ids, what);
-      assert.equal(gpuPicked.decodeSteps, 99, what);
+      assert.equal(gpuPicked.decodeSteps, 59, what);
       assert.equal(gpuPicked.cacheBytesUsed, cpuPicked.cacheBytesUsed, what);
     }
   },
