@@ -287,7 +287,7 @@ export const SLOW_TESTS = granted("env") && Deno.env.get("KVGPT_SLOW_TESTS") ===
  * llvmpipe's OpenGL backend each head size compiles attention kernels for tens of seconds),
  * and the end-to-end runs of a command or experiment past the first few of each (every such run
  * is a new process that opens the GPU and compiles its kernels again). `deno task test` keeps
- * every kernel test, parity on every fixture, gradcheck, and a run of every command.
+ * every kernel test, parity and gradcheck on every fixture, and a run of the main commands.
  */
 export function slow(...names: Need[]): { ignore: boolean } {
   if (needs(...names).ignore) return { ignore: true };
