@@ -15,29 +15,13 @@
  * here is ignored with one line saying what to install. See docs/webgpu_implementations.md.
  */
 import assert from "node:assert/strict";
-import { granted, onDawn, SLOW_TESTS } from "./helpers.ts";
+import { deno, granted, onDawn, type ScriptRun, SLOW_TESTS } from "./helpers.ts";
 
 const ALL: ["read", "run", "env"] = ["read", "run", "env"];
 
-/** A finished child process: its exit code and its output. */
-interface Child {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `deno args` with `env` added to this process's environment. */
-async function deno(args: string[], env: Record<string, string> = {}): Promise<Child> {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args,
-    env: { NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder();
-  return { code: r.code, stdout: text.decode(r.stdout), stderr: text.decode(r.stderr) };
-}
+/** Runs `deno args` with `env` added to this process's environment, without colours. */
+const denoPlain = (args: string[], env: Record<string, string> = {}) =>
+  deno(args, { NO_COLOR: "1", ...env });
 
 /**
  * Opens Dawn through `openGpu` in a child, then Deno's own WebGPU in the same process; prints
@@ -76,7 +60,7 @@ interface Probe {
 }
 
 const probe: Probe | null = SLOW_TESTS && granted(...ALL)
-  ? await deno(["eval", PROBE]).then((r) => {
+  ? await denoPlain(["eval", PROBE]).then((r) => {
     const line = r.stdout.trim().split("\n").at(-1) ?? "";
     try {
       return JSON.parse(line) as Probe;
@@ -103,7 +87,7 @@ const KERNEL_TESTS = [
 ].map((name) => `tests/${name}_test.ts`);
 
 /** The last line of a command's standard output. */
-const lastLine = (r: Child) => r.stdout.trimEnd().split("\n").at(-1) ?? "";
+const lastLine = (r: ScriptRun) => r.stdout.trimEnd().split("\n").at(-1) ?? "";
 
 Deno.test(
   "Dawn: opening it leaves VK_ICD_FILENAMES as it was",
@@ -119,7 +103,7 @@ Deno.test(
 
 /** Runs `deno test -A args` on Dawn with KVGPT_SLOW_TESTS=`slowTests`; asserts all passed. */
 async function kernelTests(slowTests: "0" | "1", args: string[]): Promise<void> {
-  const r = await deno(["test", "-A", "--parallel", ...args], {
+  const r = await denoPlain(["test", "-A", "--parallel", ...args], {
     KVGPT_WEBGPU: "dawn",
     KVGPT_SLOW_TESTS: slowTests,
   });
@@ -161,7 +145,7 @@ for (const [dir, design, paths] of PARITY) {
     `Dawn: deno task parity --model ${dir}, ${design} design (${paths})`,
     onDawn(unavailable, ...ALL),
     async () => {
-      const r = await deno(["run", "-A", "cli/parity.ts", "--model", dir], {
+      const r = await denoPlain(["run", "-A", "cli/parity.ts", "--model", dir], {
         KVGPT_WEBGPU: "dawn",
         KVGPT_KERNELS: design,
       });
@@ -185,7 +169,7 @@ for (const design of ["cpu", "gpu"] as const) {
     `Dawn: deno task gradcheck --model data/tiny-gpt2, ${design} design`,
     onDawn(unavailable, ...ALL),
     async () => {
-      const r = await deno(["run", "-A", "cli/gradcheck.ts", "--model", "data/tiny-gpt2"], {
+      const r = await denoPlain(["run", "-A", "cli/gradcheck.ts", "--model", "data/tiny-gpt2"], {
         KVGPT_WEBGPU: "dawn",
         KVGPT_KERNELS: design,
       });

@@ -210,10 +210,18 @@ export interface DenoRun {
 }
 
 /** Runs `deno run <flags> <script> <args>` with standard input closed. */
-export async function runDeno(run: DenoRun, script: string, ...args: string[]): Promise<ScriptRun> {
+export function runDeno(run: DenoRun, script: string, ...args: string[]): Promise<ScriptRun> {
+  return deno(["run", ...(run.flags ?? []), script, ...args], run.env);
+}
+
+/**
+ * Runs `deno <args>` (any subcommand: `test`, `eval`, …) with standard input closed and `env`
+ * added to this process's environment.
+ */
+export async function deno(args: string[], env?: Record<string, string>): Promise<ScriptRun> {
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...(run.flags ?? []), script, ...args],
-    env: run.env,
+    args,
+    env,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
