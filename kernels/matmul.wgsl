@@ -197,7 +197,8 @@ fn store4_raw(row: u32, n: u32, acc: vec4<f32>) {
     if (n + j < p.N) {
       var v = acc[j];
       if (p.hasBias == 1u) { v += b[n + j]; }
-      y[o + j] = select(v, y[o + j] + v, p.epilogue == 2u);
+      if (p.epilogue == 2u) { v = y[o + j] + v; }
+      y[o + j] = v;
     }
   }
 }
