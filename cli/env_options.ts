@@ -14,6 +14,10 @@
  * drivers (Dawn refuses Mesa's lavapipe) and Debian's chromium provides SwiftShader's driver
  * ({@link SWIFTSHADER_ICD}), {@link openGpu} points Vulkan at it and tries once more. Any
  * GPU driver that Dawn accepts is found first; a `VK_ICD_FILENAMES` that is set is left alone.
+ * The variable stays pointed at SwiftShader ({@link SET_FOR_DAWN} marks it as kvgpt's) until
+ * {@link openGpu} opens Deno's WebGPU, which would run on SwiftShader too: then it is cleared.
+ * Clearing it as soon as Dawn had opened would race: `deno test --parallel` runs test files at
+ * the same time in one process, and another file's Dawn may be opening just then.
  *
  * @module
  */
@@ -65,35 +69,36 @@ export function modelOptionsFromEnv(env: EnvReader = processEnv): RunnerOptions 
 }
 
 /**
+ * Set beside the `VK_ICD_FILENAMES` that {@link openGpu} set for Dawn, so that the variable is
+ * known to be kvgpt's to clear, in this process and in the children it starts.
+ */
+export const SET_FOR_DAWN = "KVGPT_VK_ICD_FILENAMES_FOR_DAWN";
+
+/**
  * Opens the GPU with `options` over what the environment sets ({@link gpuOptionsFromEnv});
  * for Dawn, falls back to SwiftShader's driver as the module text says.
  */
 export async function openGpu(options: GpuOptions = {}): Promise<Gpu> {
   const merged = { ...gpuOptionsFromEnv(), ...options };
+  if ((merged.webgpu ?? "deno") === "deno") clearSwiftShader();
   try {
     return await Gpu.open(merged);
   } catch (e) {
     if (!(e instanceof NoAdapterError) || e.webgpu !== "dawn" || !useSwiftShader()) throw e;
-    try {
-      return await Gpu.open(merged);
-    } finally {
-      // Only for Dawn's adapter: left set, it would point every later Vulkan instance of this
-      // process at SwiftShader too, Deno's own WebGPU included (a test process opens both).
-      Deno.env.delete("VK_ICD_FILENAMES");
-    }
+    return await Gpu.open(merged);
   }
 }
 
-// Points Vulkan at SwiftShader's driver where VK_ICD_FILENAMES is unset and the driver is
-// installed; says whether it did.
+const may = (variable: string) =>
+  Deno.permissions.querySync({ name: "env", variable }).state === "granted";
+
+// Points Vulkan at SwiftShader's driver where VK_ICD_FILENAMES is unset (or already points there
+// for Dawn: another test file of this process set it while this one was asking) and the driver
+// is installed; says whether it does.
 function useSwiftShader(): boolean {
-  const all = ["VK_ICD_FILENAMES", "XDG_RUNTIME_DIR"];
-  if (
-    all.some((variable) =>
-      Deno.permissions.querySync({ name: "env", variable }).state !== "granted"
-    )
-  ) return false;
-  if (Deno.env.get("VK_ICD_FILENAMES")) return false;
+  if (![SET_FOR_DAWN, "VK_ICD_FILENAMES", "XDG_RUNTIME_DIR"].every(may)) return false;
+  const current = Deno.env.get("VK_ICD_FILENAMES");
+  if (current) return current === SWIFTSHADER_ICD && Deno.env.get(SET_FOR_DAWN) === "1";
   if (Deno.permissions.querySync({ name: "read", path: SWIFTSHADER_ICD }).state !== "granted") {
     return false;
   }
@@ -102,6 +107,16 @@ function useSwiftShader(): boolean {
   } catch {
     return false;
   }
+  Deno.env.set(SET_FOR_DAWN, "1");
   Deno.env.set("VK_ICD_FILENAMES", SWIFTSHADER_ICD);
   return true;
+}
+
+// Before Deno's WebGPU opens: unsets the VK_ICD_FILENAMES that useSwiftShader set, which would
+// put Deno's WebGPU on SwiftShader too.
+function clearSwiftShader(): void {
+  if (![SET_FOR_DAWN, "VK_ICD_FILENAMES"].every(may)) return;
+  if (Deno.env.get(SET_FOR_DAWN) !== "1") return;
+  Deno.env.delete(SET_FOR_DAWN);
+  if (Deno.env.get("VK_ICD_FILENAMES") === SWIFTSHADER_ICD) Deno.env.delete("VK_ICD_FILENAMES");
 }

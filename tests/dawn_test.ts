@@ -10,7 +10,7 @@
  * - `deno task gradcheck` on data/tiny-gpt2 with both designs.
  *
  * Processes, not this file's own isolate: opening Dawn points Vulkan at SwiftShader's driver
- * for a moment (cli/env_options.ts), and under `deno test --parallel` other test files open
+ * until Deno's WebGPU opens (cli/env_options.ts), and under `deno test --parallel` other test files open
  * Deno's WebGPU in this same process at the same time. Where Dawn finds no adapter every test
  * here is ignored with one line saying what to install. See docs/webgpu_implementations.md.
  */
@@ -25,8 +25,8 @@ const denoPlain = (args: string[], env: Record<string, string> = {}) =>
 
 /**
  * Opens Dawn through `openGpu` in a child, then Deno's own WebGPU in the same process; prints
- * one JSON line: Dawn's adapter or why there is none, VK_ICD_FILENAMES before and after, and
- * the adapter Deno's WebGPU got afterwards.
+ * one JSON line: Dawn's adapter or why there is none, the adapter Deno's WebGPU got afterwards,
+ * and VK_ICD_FILENAMES before both and after both.
  */
 const PROBE = `
 import { openGpu } from "./cli/env_options.ts";
@@ -39,7 +39,6 @@ try {
 } catch (e) {
   unavailable = e.message.split("\\n")[0];
 }
-const after = Deno.env.get("VK_ICD_FILENAMES") ?? null;
 let deno = null;
 try {
   const gpu = await openGpu({ webgpu: "deno" });
@@ -48,6 +47,7 @@ try {
 } catch (e) {
   deno = "none: " + e.message.split("\\n")[0];
 }
+const after = Deno.env.get("VK_ICD_FILENAMES") ?? null;
 console.log(JSON.stringify({ dawn, unavailable, before, after, deno }));
 `;
 
@@ -90,7 +90,7 @@ const KERNEL_TESTS = [
 const lastLine = (r: ScriptRun) => r.stdout.trimEnd().split("\n").at(-1) ?? "";
 
 Deno.test(
-  "Dawn: opening it leaves VK_ICD_FILENAMES as it was",
+  "Dawn: opening it, then Deno's WebGPU, leaves VK_ICD_FILENAMES as it was",
   onDawn(unavailable, ...ALL),
   () => {
     // Left pointing at SwiftShader, every later Deno WebGPU adapter of the process would be
@@ -108,8 +108,12 @@ async function kernelTests(slowTests: "0" | "1", args: string[]): Promise<void> 
     KVGPT_SLOW_TESTS: slowTests,
   });
   const summary = r.stdout.match(/^(ok|FAILED) \| .*$/m)?.[0] ?? "no summary";
-  console.log(`  ${summary}`);
-  const failed = r.stdout.split("\n").filter((l) => / \.\.\. FAILED/.test(l));
+  // What failed, and each error's first line, printed here beside this test's name: a CI log
+  // keeps the closing lines, where the parent's own ERRORS section may be cut.
+  const failed = r.stdout.split("\n").filter((l) =>
+    /( \.\.\. |^Uncaught error from .* )FAILED|^error: /.test(l)
+  );
+  console.log([summary, ...failed].map((l) => `  ${l}`).join("\n"));
   assert.equal(r.code, 0, `${summary}\n${failed.join("\n")}\n${r.stderr}`);
   assert.match(summary, /^ok \| [1-9]\d* passed \| 0 failed/);
 }

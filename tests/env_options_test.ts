@@ -8,8 +8,10 @@ import {
   gpuOptionsFromEnv,
   modelOptionsFromEnv,
   processEnv,
+  SET_FOR_DAWN,
+  SWIFTSHADER_ICD,
 } from "../cli/env_options.ts";
-import { needs } from "./helpers.ts";
+import { deno, needs } from "./helpers.ts";
 
 const NAMES = ["KVGPT_WEBGPU", "KVGPT_KERNELS", "KVGPT_DECODE"];
 
@@ -77,3 +79,35 @@ Deno.test("env options: nothing below cli/ reads the environment", needs("read")
     }
   }
 });
+
+/** In a child: opens Deno's WebGPU through openGpu; prints VK_ICD_FILENAMES and the marker after. */
+const OPEN_DENO = `
+import { openGpu, SET_FOR_DAWN } from "./cli/env_options.ts";
+try {
+  (await openGpu({ webgpu: "deno" })).close();
+} catch {
+  // No adapter at all: what counts here is the environment before the attempt.
+}
+console.log(JSON.stringify([Deno.env.get("VK_ICD_FILENAMES") ?? null, Deno.env.get(SET_FOR_DAWN) ?? null]));
+`;
+
+Deno.test(
+  "env options: Deno's WebGPU clears only the VK_ICD_FILENAMES that kvgpt set for Dawn",
+  needs("run", "read", "env"),
+  async () => {
+    const after = async (env: Record<string, string>) => {
+      const r = await deno(["eval", OPEN_DENO], { NO_COLOR: "1", ...env });
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+    };
+    // Set by openGpu's fallback for Dawn (the marker beside it): cleared, or Deno's WebGPU would
+    // open SwiftShader too.
+    assert.deepEqual(await after({ VK_ICD_FILENAMES: SWIFTSHADER_ICD, [SET_FOR_DAWN]: "1" }), [
+      null,
+      null,
+    ]);
+    // Set by the user: left alone, SwiftShader's included.
+    assert.deepEqual(await after({ VK_ICD_FILENAMES: SWIFTSHADER_ICD }), [SWIFTSHADER_ICD, null]);
+    assert.deepEqual(await after({ VK_ICD_FILENAMES: "/nonexistent" }), ["/nonexistent", null]);
+  },
+);
