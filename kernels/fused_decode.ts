@@ -20,6 +20,15 @@ import {
   type Tensor,
 } from "./gpu.ts";
 import type { RowChunks, Weight, WeightFormat } from "./matmul.ts";
+import {
+  checkSampling,
+  type GpuSampling,
+  MAX_SAMPLE_CANDIDATES,
+  SAMPLE_BINS,
+  SAMPLER_CODE,
+  samplerLoopIterations,
+  samplerWorkgroupWords,
+} from "./sample.ts";
 
 import formula from "./gelu_formula.wgsl" with { type: "text" };
 import normRow from "./layernorm_row.wgsl" with { type: "text" };
@@ -105,13 +114,6 @@ export interface WeightTexture {
 /** Where a step's token comes from: the caller, the last step's best logit, or a draw. */
 export type TokenSource = "input" | "best" | "sample";
 
-/** Sampling settings of a step whose token is drawn (as run/sampling.ts's). */
-export interface StepSampling {
-  readonly temperature: number; // > 0
-  readonly topK: number; //        0 off
-  readonly topP: number; //        1 off
-}
-
 /** The buffers one model's steps share. */
 export interface StepBuffers {
   /** [8 + nPositions] u32: pos, tokens chosen, input token, -, rng state ×4, tokens. */
@@ -128,9 +130,6 @@ export const STATE_HEADER = 8;
 
 /** Word of the state buffer where the sampler's 4 words of xoshiro128** state start. */
 export const STATE_RNG = 4;
-
-/** Most candidates the sampler sorts (fused_decode.wgsl's MAXK): top-k, or the vocabulary for top-p. */
-export const MAX_SAMPLE_CANDIDATES = 256;
 
 /**
  * Most lm_head weights {@link fusedDecodeStep} multiplies itself: below this a dispatch of its own
@@ -221,12 +220,8 @@ const HEAD_WG = { cpu: 16, gpu: 64 };
 function workgroupBytes(s: DecodeShape, wg: number): number {
   const C = s.nEmbd;
   const floats = C + (2 * C + s.nInner) + 3 * C + s.nHead * s.nPositions;
-  const sampler = 4 * MAX_SAMPLE_CANDIDATES + 2 * wg + SAMPLE_BINS;
-  return 4 * (floats + sampler) + 32;
+  return 4 * (floats + samplerWorkgroupWords(wg)) + 32;
 }
-
-/** Bins of the sampler's radix select (8 bits of a key a pass). */
-const SAMPLE_BINS = 256;
 
 /**
  * The loop iterations a step may estimate for one invocation: {@link MAX_LOOP_TRIPS} (past
@@ -250,11 +245,8 @@ function stepLoopIterations(s: DecodeShape, format: WeightFormat, wg: number): n
   const layer = 2 * layerNorm + product(3 * C, C) + product(C, C) + product(NI, C) +
     product(C, NI) + spread(2 * C) + attention;
   const head = stepHasHead(s) ? product(s.vocabSize, C) + s.vocabSize : 0;
-  const block = Math.ceil(s.vocabSize / wg); // the sampler's share of the vocabulary
-  const K = MAX_SAMPLE_CANDIDATES;
-  const sampler = 7 * block + 4 * (SAMPLE_BINS + spread(SAMPLE_BINS)) + 3 * wg +
-    spread(K) * K + 4 * K + (s.vocabSize <= K ? s.vocabSize : 0);
-  return s.nLayer * layer + layerNorm + 2 * spread(C / 4) + head + sampler;
+  return s.nLayer * layer + layerNorm + 2 * spread(C / 4) + head +
+    samplerLoopIterations(s.vocabSize, wg);
 }
 
 /** Matrix elements per layer: c_attn, attn c_proj, c_fc, mlp c_proj. */
@@ -452,7 +444,7 @@ export interface StepOptions {
   /** Run the blocks on it (false: only choose it, the end of a chain). */
   readonly blocks: boolean;
   /** With source "sample": how. */
-  readonly sampling?: StepSampling;
+  readonly sampling?: GpuSampling;
 }
 
 /**
@@ -478,7 +470,7 @@ export function fusedDecodeStep(
   const dtype = cacheDType(caches[0], headDim);
   const capacity = caches[0].k.shape[1];
   const sampling = options.sampling ?? { temperature: 1, topK: 0, topP: 1 };
-  if (options.source === "sample") checkSampling(sampling, s.vocabSize);
+  if (options.source === "sample") checkSampling(sampling, s.vocabSize, "fusedDecodeStep");
   const source = { input: 0, best: 1, sample: 2 }[options.source];
   const partials = headWorkgroups(gpu, s.vocabSize);
   const params = gpu.uniform([
@@ -496,7 +488,8 @@ export function fusedDecodeStep(
     s.nInner,
   ]);
   const generated = generatedCode(s.nLayer, dtype, packed);
-  const code = `${formula}\n${normRow}\n${matmulRow}\n${codec}\n${generated}\n${stepKernel}`;
+  const code =
+    `${formula}\n${normRow}\n${matmulRow}\n${codec}\n${generated}\n${stepKernel}\n${SAMPLER_CODE}`;
   const kernel = gpu.kernel(code, "decode_step", {
     WG: STEP_WG[gpu.design],
     C: s.nEmbd,
@@ -544,30 +537,6 @@ export function fusedDecodeStep(
   };
   const what = `${options.source}${options.blocks ? "" : " only"}`;
   return gpu.dispatch(`decode.step ${what} ${s.nLayer}x${s.nEmbd}`, kernel, bindings, [1]);
-}
-
-/** Throws unless the sampler can draw with `o` over a vocabulary of `V`. */
-function checkSampling(o: StepSampling, V: number): void {
-  if (!(o.temperature > 0) || !Number.isFinite(o.temperature)) {
-    throw new RangeError(`fusedDecodeStep: temperature ${o.temperature} must be > 0 to sample`);
-  }
-  const candidates = o.topK > 0 && o.topK < V ? o.topK : o.topP < 1 ? V : 0;
-  if (candidates > MAX_SAMPLE_CANDIDATES) {
-    throw new RangeError(
-      `fusedDecodeStep: sampling sorts ${candidates} candidates (top-k, or top-p over the ` +
-        `vocabulary), at most ${MAX_SAMPLE_CANDIDATES}`,
-    );
-  }
-}
-
-/** Whether the GPU sampler handles these settings over a vocabulary of `V`. */
-export function gpuSamples(o: StepSampling, V: number): boolean {
-  try {
-    checkSampling(o, V);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Workgroups of {@link fusedDecodeHead} over a vocabulary of `V`: the partial maxima it writes. */

@@ -103,7 +103,7 @@ export interface ChatStats {
   droppedTokens: number;
   /**
    * The model's decode path, and whether replies now chain its steps ({@link Runner.decodeSample}:
-   * tokens read back in batches; on the general path a sampled step still reads its logits).
+   * tokens read back in batches).
    */
   decodePath: DecodePath;
   chained: boolean;

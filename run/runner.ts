@@ -18,6 +18,7 @@
  * @module
  */
 import { greedyPick } from "../kernels/argmax.ts";
+import { gpuSamples, type GpuSampling, samplePick } from "../kernels/sample.ts";
 import {
   type BlockTensors,
   destroyPacked,
@@ -26,14 +27,12 @@ import {
   fusedDecodeHead,
   fusedDecodeLimit,
   fusedDecodeStep,
-  gpuSamples,
   headWorkgroups,
   packBlocks,
   type PackedBlocks,
   STATE_HEADER,
   STATE_RNG,
   type StepBuffers,
-  type StepSampling,
   type WeightTexture,
   weightTexture,
 } from "../kernels/fused_decode.ts";
@@ -220,7 +219,7 @@ export class Runner {
     const gpu = this.gpu = model.gpu;
     const P = model.config.nPositions;
     this.ids = gpu.tensor([P], "ids");
-    this.start = gpu.tensor([4], "start");
+    this.start = gpu.tensor([8], "start"); // pos0, tokens chosen, -, -, the sampler's generator
     this.tokens = gpu.tensor([P], "tokens");
     this.positions = gpu.tensor([P], "positions");
     const limit = fusedDecodeLimit(gpu, model.config, model.weightFormat, model.wte, model.lmHead);
@@ -309,14 +308,37 @@ export class Runner {
       cache.length += n;
       return [...(await this.#readState(n)).tokens];
     }
+    const pick = (logits: Tensor) =>
+      greedyPick(this.gpu, logits, vocabSize, this.ids, this.start, this.tokens);
+    return (await this.#chainGeneral(first, cache, n, pick, null)).tokens;
+  }
+
+  /**
+   * The general path's chain: `n` steps of [the forward pass of one token, `pick`], where the
+   * pick (greedyPick or samplePick) writes the next token into this.ids and this.tokens and
+   * advances this.start. Starts from `first` at position cache.length, with `rng`'s state in
+   * start[4..8) for samplePick; one submission and one read. The cache grows by n.
+   */
+  async #chainGeneral(
+    first: number,
+    cache: KVCache,
+    n: number,
+    pick: (logits: Tensor) => Dispatch,
+    rng: Rng | null,
+  ): Promise<{ tokens: number[]; rng: Uint32Array }> {
     const { ws, plan } = this.#prepare(1, cache, n, { logits: "last" });
-    const pick = greedyPick(this.gpu, ws.logits, vocabSize, this.ids, this.start, this.tokens);
+    const step = pick(ws.logits);
+    const start = new Uint32Array(8);
+    start.set([cache.length, 0]);
+    if (rng) start.set(rng.state(), 4);
     this.gpu.write(this.ids, new Uint32Array([first]));
-    this.gpu.write(this.start, new Uint32Array([cache.length, 0]));
-    this.gpu.run(Array.from({ length: n }, () => [...plan, pick]).flat());
+    this.gpu.write(this.start, start);
+    this.gpu.run(Array.from({ length: n }, () => [...plan, step]).flat());
     cache.length += n;
     const view: Tensor = { buffer: this.tokens.buffer, offset: 0, shape: [n] };
-    return [...(await this.gpu.readU32(view))];
+    const [tokens, words] = await this.gpu.read([view, this.start]);
+    const u32 = (f: Float32Array) => new Uint32Array(f.buffer, f.byteOffset, f.length);
+    return { tokens: [...u32(tokens)], rng: u32(words).slice(4, 8) };
   }
 
   /**
@@ -356,11 +378,11 @@ export class Runner {
    * Sampled decoding on the GPU: feeds `first` at position cache.length, then each token drawn
    * from the step's logits as run/sampling.ts's `sampleToken(logits, sampling, rng)` draws it
    * (at temperature 0 the argmax, as {@link Runner.decodeGreedy}, drawing nothing), `n`
-   * steps in all with no CPU wait between them on the fused path.
+   * steps in all with no CPU wait between them, on either decode path.
    * `rng` holds the generator's state: the draws continue from it, one per token, and it is
    * advanced past them. Returns the n drawn tokens, read back once. Where the GPU sampler
-   * cannot (the general path, or top-p over a large vocabulary without top-k), each step's
-   * logits are read back and drawn on the CPU from the same generator state: the same ids.
+   * cannot (top-p over a vocabulary of more than 256 without top-k), each step's logits are
+   * read back and drawn on the CPU from the same generator state: the same ids.
    * The cache grows by n, as with {@link Runner.decodeGreedy}.
    */
   async decodeSample(
@@ -376,13 +398,21 @@ export class Runner {
     if (sampling.temperature === 0) return this.decodeGreedy(first, cache, n); // no draws
     if (!Number.isInteger(n) || n < 0) throw new RangeError(`decodeSample: n is ${n}, not >= 0`);
     if (n === 0) return [];
-    if (this.decodePath !== "fused" || !gpuSamples(sampling, vocabSize)) {
+    if (!gpuSamples(sampling, vocabSize)) {
       const out: number[] = [];
       for (let token = first; out.length < n;) {
         const { logits } = await this.forward([token], cache);
         out.push(token = sampleToken(logits, sampling, rng));
       }
       return out;
+    }
+    if (this.decodePath === "general") {
+      const { ids, start, tokens } = this;
+      const pick = (logits: Tensor) =>
+        samplePick(this.gpu, logits, vocabSize, sampling, ids, start, tokens);
+      const chained = await this.#chainGeneral(first, cache, n, pick, rng);
+      rng.setState(chained.rng);
+      return chained.tokens;
     }
     const { steps, io } = this.#prepareFused(cache, n);
     const key = `${sampling.temperature}|${sampling.topK}|${sampling.topP}`;
@@ -410,7 +440,7 @@ export class Runner {
 
   /**
    * Finishes the weight upload and compiles every pipeline (prefill and decode shapes, and
-   * the fused steps where the model takes them), so that timings taken afterwards measure
+   * the chained steps of its decode path, greedy and sampled), so that timings taken afterwards measure
    * the model, not one-time start-up.
    */
   async warmup(): Promise<void> {
@@ -419,12 +449,11 @@ export class Runner {
       const T = Math.min(8, this.model.config.nPositions - 1);
       await this.forward(Array.from({ length: T }, () => 0), cache);
       await this.forward([0], cache);
-      if (this.decodePath === "fused") { // its steps, greedy and sampled (~0.3 s each)
-        cache.reset();
-        await this.decodeGreedy(0, cache, 1);
-        cache.reset();
-        await this.decodeSample(0, cache, 1, { temperature: 1, topK: 0, topP: 1 }, new Rng(0));
-      }
+      // The chained steps, greedy and sampled (on the fused path ~0.3 s each).
+      cache.reset();
+      await this.decodeGreedy(0, cache, 1);
+      cache.reset();
+      await this.decodeSample(0, cache, 1, { temperature: 1, topK: 0, topP: 1 }, new Rng(0));
     } finally {
       cache.destroy();
     }
@@ -569,7 +598,7 @@ export class Runner {
     return { steps: recorded, io };
   }
 
-  #step(cache: KVCache, source: "input" | "best" | "sample", blocks: boolean, s?: StepSampling) {
+  #step(cache: KVCache, source: "input" | "best" | "sample", blocks: boolean, s?: GpuSampling) {
     const io = this.#fusedBuffers();
     const { config } = this.model;
     return fusedDecodeStep(this.gpu, config, io.packed, io, cache.layers, {

@@ -83,6 +83,7 @@ const KERNEL_TESTS = [
   "embedding",
   "layernorm",
   "matmul",
+  "sample",
   "softmax",
 ].map((name) => `tests/${name}_test.ts`);
 

@@ -6,7 +6,8 @@
  * weights, and how the runner picks the path.
  */
 import assert from "node:assert/strict";
-import { fusedDecodeLimit, gpuSamples, stepHasHead } from "../kernels/fused_decode.ts";
+import { fusedDecodeLimit, stepHasHead } from "../kernels/fused_decode.ts";
+import { gpuSamples } from "../kernels/sample.ts";
 import { type Dispatch, isSoftwareAdapter, type Plan } from "../kernels/gpu.ts";
 import type { RowChunks } from "../kernels/matmul.ts";
 import { type GPT2Config, parseConfig } from "../model/config.ts";
