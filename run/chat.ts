@@ -13,6 +13,7 @@
 import type { KVCache } from "../model/kv_cache.ts";
 import { streamBatch, validateGenerate } from "./generate.ts";
 import type { DecodePath, Runner } from "./runner.ts";
+import { gpuSamples } from "../kernels/sample.ts";
 import { Rng } from "../base/rng.ts";
 import { sampleToken, type SamplingOptions } from "./sampling.ts";
 import {
@@ -103,7 +104,8 @@ export interface ChatStats {
   droppedTokens: number;
   /**
    * The model's decode path, and whether replies now chain its steps ({@link Runner.decodeSample}:
-   * tokens read back in batches).
+   * tokens read back in batches); not where the GPU sampler cannot draw with the settings (top-p
+   * alone over a vocabulary of more than 256), whose steps read their logits back.
    */
   decodePath: DecodePath;
   chained: boolean;
@@ -356,7 +358,9 @@ export class ChatSession {
       uncached: { ...this.#uncached },
       droppedTokens: this.#droppedTokens,
       decodePath: this.#model.decodePath,
-      chained: this.#chains(),
+      chained: this.#chains() &&
+        (this.settings.temperature === 0 ||
+          gpuSamples(this.settings, this.#model.config.vocabSize)),
     };
   }
 

@@ -267,6 +267,13 @@ Deno.test(
       );
       await handle(s, "/cache on");
       assert.equal(s.stats().chained, true);
+      // Top-p alone over GPT-2's vocabulary is drawn on the CPU: each step reads its logits.
+      await handle(s, "/temp 1");
+      assert.equal(s.stats().chained, true);
+      await handle(s, "/topp 0.9");
+      assert.equal(s.stats().chained, false);
+      await handle(s, "/topk 40");
+      assert.equal(s.stats().chained, true);
     });
   },
 );
