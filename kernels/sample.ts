@@ -34,8 +34,12 @@ export const SAMPLE_BINS = 256;
  */
 export const MAX_SAMPLE_VOCAB = 262144;
 
-/** Invocations of {@link samplePick}'s one workgroup. */
-const PICK_WG = 256;
+/**
+ * Invocations of {@link samplePick}'s one workgroup, per kernel design (as the fused step's).
+ * On a CPU adapter a workgroup runs on one thread whatever its size, and the OpenGL backend
+ * compiles the 64-wide one in ~1.7 s against ~6 s at 256 (Mesa's shader cache keeps it).
+ */
+const PICK_WG = { cpu: 64, gpu: 256 };
 
 /** Throws unless the sampler can draw with `o` over a vocabulary of `V`; `who` names the caller. */
 export function checkSampling(o: GpuSampling, V: number, who: string): void {
@@ -66,7 +70,7 @@ export function gpuSamples(o: GpuSampling, V: number): boolean {
 
 /** Words of the sampler's workgroup memory with `wg` invocations (sampler.wgsl's var<workgroup>s). */
 export function samplerWorkgroupWords(wg: number): number {
-  return 4 * MAX_SAMPLE_CANDIDATES + 2 * wg + SAMPLE_BINS;
+  return MAX_SAMPLE_CANDIDATES + 2 * wg + SAMPLE_BINS;
 }
 
 /**
@@ -102,7 +106,7 @@ export function samplePick(
     throw new Error(`samplePick: logits[${logits.shape}] V=${V} state[${state.shape}] do not fit`);
   }
   const kernel = gpu.kernel(`${pickKernel}\n${SAMPLER_CODE}`, "sample_pick", {
-    WG: PICK_WG,
+    WG: PICK_WG[gpu.design],
     MAXK: MAX_SAMPLE_CANDIDATES,
     BINS: SAMPLE_BINS,
   });

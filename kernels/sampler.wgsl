@@ -1,7 +1,8 @@
 // Sampling on the GPU, as run/sampling.ts's sampleToken draws with temperature > 0: one
 // workgroup draws a token from a row of logits. No entry point: the kernel that includes it
 // (fused_decode.wgsl, sample_pick.wgsl) declares what it reads:
-//   override WG (invocations), MAXK (most candidates sorted), BINS (the radix select's bins);
+//   override WG (invocations), MAXK (most candidates sorted), BINS (the radix select's bins,
+//     at least MAXK: they hold the candidates too);
 //   p: a uniform with V (vocabulary size), temperature, topK (0 all), topP (1 all);
 //   logits: array<f32>, the row, [V];
 //   state: array<u32> read_write, the generator's 4 words from state[RNG].
@@ -20,15 +21,13 @@
 
 var<workgroup> partial: array<f32, WG>;    // a value per invocation: its block's max or sum
 var<workgroup> counts: array<u32, WG>;     // per block: its logits tied at the threshold
-var<workgroup> bins: array<atomic<u32>, BINS>; // radix select: the keys in each 8-bit bin
+var<workgroup> bins: array<atomic<u32>, BINS>; // radix select: the keys in each 8-bit bin;
+                                               // then the candidates in the order gathered
 var<workgroup> gathered: atomic<u32>;      // candidates gathered so far
-var<workgroup> gatherId: array<u32, MAXK>; // the candidates in the order gathered
 var<workgroup> maxLogit: f32;
 var<workgroup> threshold: u32;             // the key of the k-th best logit
 var<workgroup> tiesKept: u32;              // of the logits at the threshold, how many are in
 var<workgroup> candId: array<u32, MAXK>;   // the sampler's candidates, best first
-var<workgroup> candLogit: array<f32, MAXK>;
-var<workgroup> candWeight: array<f32, MAXK>;
 
 fn rotl(x: u32, k: u32) -> u32 {
   return (x << k) | (x >> (32u - k));
@@ -152,9 +151,12 @@ fn select_threshold(li: u32, k: u32) {
   }
 }
 
-// candId/candLogit = the k best logits, best first, ties by lower id: gathered by the
-// workgroup (every logit above the threshold, and the tiesKept lowest ids at it), then each
-// put in place by counting the candidates that rank above it.
+// candId = the ids of the k best logits, best first, ties by lower id: gathered by the
+// workgroup (every logit above the threshold, and the tiesKept lowest ids at it) into bins,
+// which the radix select no longer needs (BINS >= MAXK), then each put in place by counting
+// the candidates that rank above it. Every workgroup array costs the OpenGL backend compile
+// time (Mesa's GLSL compiler: ~7 s for this sampler with 3 more arrays of MAXK), hence the
+// reuse.
 fn sort_candidates(li: u32, k: u32) {
   select_threshold(li, k);
   let t = threshold;
@@ -174,21 +176,31 @@ fn sort_candidates(li: u32, k: u32) {
       keep = tiesBefore < tiesKept;
       tiesBefore++;
     }
-    if (keep) { gatherId[atomicAdd(&gathered, 1u)] = i; }
+    if (keep) { atomicStore(&bins[atomicAdd(&gathered, 1u)], i); }
   }
   workgroupBarrier();
   for (var c = li; c < k; c += WG) {
-    let id = gatherId[c];
+    let id = atomicLoad(&bins[c]);
     let l = logits[id];
     var rank = 0u;
     for (var d = 0u; d < k; d++) {
-      let o = logits[gatherId[d]];
-      rank += select(0u, 1u, o > l || (o == l && gatherId[d] < id));
+      let other = atomicLoad(&bins[d]);
+      let o = logits[other];
+      rank += select(0u, 1u, o > l || (o == l && other < id));
     }
     candId[rank] = id;
-    candLogit[rank] = l;
   }
   workgroupBarrier();
+}
+
+// The logit of the i-th best candidate, and its weight: read and computed again where needed,
+// not kept in workgroup arrays (see sort_candidates).
+fn cand_logit(i: u32) -> f32 {
+  return logits[candId[i]];
+}
+
+fn cand_weight(i: u32, m: f32) -> f32 {
+  return weight_of(cand_logit(i), m);
 }
 
 // A token drawn as sampleToken draws it; valid in invocation 0. Every invocation calls it.
@@ -199,17 +211,14 @@ fn sample_token(li: u32) -> u32 {
   let k = select(p.V, p.topK, topK); // at most MAXK: the wrapper checks
   sort_candidates(li, k);
   if (li != 0u) { return 0u; }
-  let m = candLogit[0];
+  let m = cand_logit(0u);
   var total = 0.0;
-  for (var i = 0u; i < k; i++) {
-    candWeight[i] = weight_of(candLogit[i], m);
-    total += candWeight[i];
-  }
+  for (var i = 0u; i < k; i++) { total += cand_weight(i, m); }
   var kept = k;
   var mass = 0.0;
   if (p.topP < 1.0) {
     for (var i = 0u; i < k; i++) {
-      mass += candWeight[i];
+      mass += cand_weight(i, m);
       if (mass >= p.topP * total) {
         kept = i + 1u;
         break;
@@ -217,12 +226,12 @@ fn sample_token(li: u32) -> u32 {
     }
   }
   var sum = 0.0;
-  for (var i = 0u; i < kept; i++) { sum += candWeight[i]; }
+  for (var i = 0u; i < kept; i++) { sum += cand_weight(i, m); }
   var r = rng_uniform() * sum;
   var last = 0u;
   if (topK) { // best first
     for (var i = 0u; i < kept; i++) {
-      let w = candWeight[i];
+      let w = cand_weight(i, m);
       if (w <= 0.0) { continue; }
       last = i;
       r -= w;
@@ -232,9 +241,9 @@ fn sample_token(li: u32) -> u32 {
   }
   // The nucleus of the whole vocabulary (V <= MAXK here), in id order: every logit above the
   // last kept one, and of those equal to it as many as the prefix holds (the lowest ids).
-  let cut = candLogit[kept - 1u];
+  let cut = cand_logit(kept - 1u);
   var ties = 0u;
-  for (var i = 0u; i < kept; i++) { ties += select(0u, 1u, candLogit[i] == cut); }
+  for (var i = 0u; i < kept; i++) { ties += select(0u, 1u, cand_logit(i) == cut); }
   for (var i = 0u; i < p.V; i++) {
     let l = logits[i];
     if (l < cut || (l == cut && ties == 0u)) { continue; }
