@@ -9,6 +9,13 @@ import { type Dispatch, type Gpu, type Tensor } from "./gpu.ts";
 import code from "./argmax.wgsl" with { type: "text" };
 
 /**
+ * Invocations of the one workgroup, per kernel design. On a CPU adapter a workgroup runs on one
+ * thread whatever its size, and the OpenGL backend builds the 64-wide kernel faster (its
+ * workgroup arrays are a quarter the size).
+ */
+const ARGMAX_WG = { cpu: 64, gpu: 256 };
+
+/**
  * Picks the largest of the first `n` logits: writes it to ids[0] and tokens[start[1]], then
  * advances start[0] (pos0) and start[1] (tokens chosen).
  * logits: [1, >= n]; ids: [>= 1] u32; start: [>= 2] u32; tokens: [*] u32.
@@ -24,7 +31,7 @@ export function greedyPick(
   if (logits.shape.at(-1)! < n || start.shape[0] < 2) {
     throw new Error(`greedyPick: logits[${logits.shape}] n=${n} start[${start.shape}] do not fit`);
   }
-  const kernel = gpu.kernel(code, "argmax");
+  const kernel = gpu.kernel(code, "argmax", { WG: ARGMAX_WG[gpu.design] });
   const bindings = { p: gpu.uniform([n]), logits, ids, start, tokens };
   return gpu.dispatch(`argmax ${n}`, kernel, bindings, [1]);
 }
