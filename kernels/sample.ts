@@ -68,7 +68,7 @@ export function gpuSamples(o: GpuSampling, V: number): boolean {
   }
 }
 
-/** Words of the sampler's workgroup memory with `wg` invocations (sampler.wgsl's var<workgroup>s). */
+/** Words of the sampler's workgroup memory with `wg` invocations (its var<workgroup>s). */
 export function samplerWorkgroupWords(wg: number): number {
   return MAX_SAMPLE_CANDIDATES + 2 * wg + SAMPLE_BINS;
 }

@@ -440,8 +440,8 @@ export class Runner {
 
   /**
    * Finishes the weight upload and compiles every pipeline (prefill and decode shapes, and
-   * the chained steps of its decode path, greedy and sampled), so that timings taken afterwards measure
-   * the model, not one-time start-up.
+   * the chained steps of its decode path, greedy and sampled), so that timings taken
+   * afterwards measure the model, not one-time start-up.
    */
   async warmup(): Promise<void> {
     const cache = this.model.newCache();

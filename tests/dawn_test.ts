@@ -10,9 +10,10 @@
  * - `deno task gradcheck` on data/tiny-gpt2 with both designs.
  *
  * Processes, not this file's own isolate: opening Dawn points Vulkan at SwiftShader's driver
- * until Deno's WebGPU opens (cli/env_options.ts), and under `deno test --parallel` other test files open
- * Deno's WebGPU in this same process at the same time. Where Dawn finds no adapter every test
- * here is ignored with one line saying what to install. See docs/webgpu_implementations.md.
+ * until Deno's WebGPU opens (cli/env_options.ts), and under `deno test --parallel` other test
+ * files open Deno's WebGPU in this same process at the same time. Where Dawn finds no adapter
+ * every test here is ignored with one line saying what to install. See
+ * docs/webgpu_implementations.md.
  */
 import assert from "node:assert/strict";
 import { deno, granted, onDawn, type ScriptRun, SLOW_TESTS } from "./helpers.ts";

@@ -80,7 +80,7 @@ Deno.test("env options: nothing below cli/ reads the environment", needs("read")
   }
 });
 
-/** In a child: opens Deno's WebGPU through openGpu; prints VK_ICD_FILENAMES and the marker after. */
+/** In a child: opens Deno's WebGPU through openGpu; prints VK_ICD_FILENAMES and the marker. */
 const OPEN_DENO = `
 import { openGpu, SET_FOR_DAWN } from "./cli/env_options.ts";
 try {
@@ -88,7 +88,8 @@ try {
 } catch {
   // No adapter at all: what counts here is the environment before the attempt.
 }
-console.log(JSON.stringify([Deno.env.get("VK_ICD_FILENAMES") ?? null, Deno.env.get(SET_FOR_DAWN) ?? null]));
+const vars = ["VK_ICD_FILENAMES", SET_FOR_DAWN].map((name) => Deno.env.get(name) ?? null);
+console.log(JSON.stringify(vars));
 `;
 
 Deno.test(

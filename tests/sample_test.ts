@@ -87,7 +87,7 @@ Deno.test("samplePick: refuses what the sampler cannot draw, naming it", () => {
   arena.destroy();
 });
 
-Deno.test("decodeSample on the general path: the CPU sampler's ids, in one submission", async () => {
+Deno.test("decodeSample, general path: the CPU sampler's ids, in one submission", async () => {
   const config = parseConfig({
     n_layer: 2,
     n_head: 2,
