@@ -5,8 +5,8 @@
  *
  * - the kernel tests, as they are (their fast set: both designs of every backward kernel, the
  *   `cpu` design of the forward ones), then the `gpu` design's forward products;
- * - `deno task parity` on data/tiny-gpt2 and data/shapes, with both kernel designs, on every
- *   decode path the model takes there (each with a chained greedy decode);
+ * - `deno task parity` on data/tiny-gpt2 and every fixture of data/shapes, with both kernel
+ *   designs, on every decode path the model takes there (each with a chained greedy decode);
  * - `deno task gradcheck` on data/tiny-gpt2 with both designs.
  *
  * Processes, not this file's own isolate: opening Dawn points Vulkan at SwiftShader's driver
@@ -136,12 +136,15 @@ Deno.test("Dawn: the kernel tests", onDawn(unavailable, ...ALL), async () => {
 /**
  * `deno task parity` runs: [fixture, design, the decode paths it must compare]. SwiftShader
  * gives a dispatch 12 storage buffers, so the fused step takes a one-layer model there
- * (data/shapes/l1-h2-e96 and l1-h2-e32), not tiny-gpt2's two. The `gpu` design's forward
- * passes are slow on SwiftShader (tiny-gpt2 ~12 minutes, hub-l3-h3-e48 over 7, l1-h2-e96 over 9
- * at one full core), so that design runs on the smallest fixture, data/shapes/l1-h2-e32.
+ * (data/shapes/l1-h2-e96 and l1-h2-e32), not the two to four layers of the others. The `gpu`
+ * design's forward passes are slow on SwiftShader (tiny-gpt2 ~12 minutes, hub-l3-h3-e48 over 7,
+ * l1-h2-e96 over 9 at one full core), so that design runs on the smallest fixture,
+ * data/shapes/l1-h2-e32.
  */
 const PARITY: [string, "cpu" | "gpu", string][] = [
   ["data/tiny-gpt2", "cpu", "general"],
+  ["data/shapes/hub-l3-h3-e48", "cpu", "general"],
+  ["data/shapes/l4-h8-e128-untied", "cpu", "general"],
   ["data/shapes/l1-h2-e96", "cpu", "general,fused"],
   ["data/shapes/l1-h2-e32", "gpu", "general,fused"],
 ];
