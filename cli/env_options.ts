@@ -35,11 +35,12 @@ export const SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json";
  */
 export type EnvReader = (name: string) => string | undefined;
 
+// Whether `variable` may be read and set already (a plain `deno run` asks nothing).
+const may = (variable: string) =>
+  Deno.permissions.querySync({ name: "env", variable }).state === "granted";
+
 /** The process environment, where it may be read already (a plain `deno run` asks nothing). */
-export const processEnv: EnvReader = (name) =>
-  Deno.permissions.querySync({ name: "env", variable: name }).state === "granted"
-    ? Deno.env.get(name)
-    : undefined;
+export const processEnv: EnvReader = (name) => may(name) ? Deno.env.get(name) : undefined;
 
 // `name`'s value if it is one of `allowed`, null when unset; else an error naming it.
 function oneOf<T extends string>(env: EnvReader, name: string, allowed: readonly T[]): T | null {
@@ -88,9 +89,6 @@ export async function openGpu(options: GpuOptions = {}): Promise<Gpu> {
     return await Gpu.open(merged);
   }
 }
-
-const may = (variable: string) =>
-  Deno.permissions.querySync({ name: "env", variable }).state === "granted";
 
 // Points Vulkan at SwiftShader's driver where VK_ICD_FILENAMES is unset (or already points there
 // for Dawn: another test file of this process set it while this one was asking) and the driver

@@ -10,7 +10,7 @@ struct Params { n: u32 } // vocabulary size
 @group(0) @binding(3) var<storage, read_write> start: array<u32>;   // [pos0, tokens chosen]
 @group(0) @binding(4) var<storage, read_write> tokens: array<u32>; // every token chosen
 
-override WG: u32 = 256u; // invocations, a power of two: 64 for the cpu design (see argmax.ts)
+override WG: u32 = 256u; // invocations, a power of two (argmax.ts's PICK_WG)
 var<workgroup> bestValue: array<f32, WG>;
 var<workgroup> bestIndex: array<u32, WG>;
 

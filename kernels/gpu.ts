@@ -411,9 +411,14 @@ export class Gpu {
     return (await this.read([t]))[0];
   }
 
+  /** Reads u32 tensors back with a single wait. */
+  async readU32s(tensors: readonly Tensor[]): Promise<Uint32Array[]> {
+    return (await this.read(tensors)).map((f) => new Uint32Array(f.buffer));
+  }
+
   /** Reads a u32 tensor back. */
   async readU32(t: Tensor): Promise<Uint32Array> {
-    return new Uint32Array((await this.read1(t)).buffer);
+    return (await this.readU32s([t]))[0];
   }
 
   /** Waits until all submitted work is done. */

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { PICK_WG } from "./argmax.ts";
 import { type Dispatch, f32bits, type Gpu, type Tensor } from "./gpu.ts";
 
 import sampler from "./sampler.wgsl" with { type: "text" };
@@ -33,13 +34,6 @@ export const SAMPLE_BINS = 256;
  * ends an invocation's loops ({@link samplerLoopIterations}).
  */
 export const MAX_SAMPLE_VOCAB = 262144;
-
-/**
- * Invocations of {@link samplePick}'s one workgroup, per kernel design (as the fused step's).
- * On a CPU adapter a workgroup runs on one thread whatever its size, and the OpenGL backend
- * compiles the 64-wide one in ~1.7 s against ~6 s at 256 (Mesa's shader cache keeps it).
- */
-const PICK_WG = { cpu: 64, gpu: 256 };
 
 /** Throws unless the sampler can draw with `o` over a vocabulary of `V`; `who` names the caller. */
 export function checkSampling(o: GpuSampling, V: number, who: string): void {

@@ -13,7 +13,6 @@
 import type { KVCache } from "../model/kv_cache.ts";
 import { streamBatch, validateGenerate } from "./generate.ts";
 import type { DecodePath, Runner } from "./runner.ts";
-import { gpuSamples } from "../kernels/sample.ts";
 import { Rng } from "../base/rng.ts";
 import { sampleToken, type SamplingOptions } from "./sampling.ts";
 import {
@@ -358,9 +357,7 @@ export class ChatSession {
       uncached: { ...this.#uncached },
       droppedTokens: this.#droppedTokens,
       decodePath: this.#model.decodePath,
-      chained: this.#chains() &&
-        (this.settings.temperature === 0 ||
-          gpuSamples(this.settings, this.#model.config.vocabSize)),
+      chained: this.#chains() && this.#model.chainsOnGpu(this.settings),
     };
   }
 

@@ -336,9 +336,8 @@ export class Runner {
     this.gpu.run(Array.from({ length: n }, () => [...plan, step]).flat());
     cache.length += n;
     const view: Tensor = { buffer: this.tokens.buffer, offset: 0, shape: [n] };
-    const [tokens, words] = await this.gpu.read([view, this.start]);
-    const u32 = (f: Float32Array) => new Uint32Array(f.buffer, f.byteOffset, f.length);
-    return { tokens: [...u32(tokens)], rng: u32(words).slice(4, 8) };
+    const [tokens, words] = await this.gpu.readU32s([view, this.start]);
+    return { tokens: [...tokens], rng: words.slice(4, 8) };
   }
 
   /**
@@ -375,6 +374,14 @@ export class Runner {
   }
 
   /**
+   * Whether {@link Runner.decodeSample} chains its steps on the GPU with these settings: greedy,
+   * or a draw the GPU sampler makes; else each step's logits come back to the CPU.
+   */
+  chainsOnGpu(sampling: SamplingOptions): boolean {
+    return sampling.temperature === 0 || gpuSamples(sampling, this.model.config.vocabSize);
+  }
+
+  /**
    * Sampled decoding on the GPU: feeds `first` at position cache.length, then each token drawn
    * from the step's logits as run/sampling.ts's `sampleToken(logits, sampling, rng)` draws it
    * (at temperature 0 the argmax, as {@link Runner.decodeGreedy}, drawing nothing), `n`
@@ -398,7 +405,7 @@ export class Runner {
     if (sampling.temperature === 0) return this.decodeGreedy(first, cache, n); // no draws
     if (!Number.isInteger(n) || n < 0) throw new RangeError(`decodeSample: n is ${n}, not >= 0`);
     if (n === 0) return [];
-    if (!gpuSamples(sampling, vocabSize)) {
+    if (!this.chainsOnGpu(sampling)) {
       const out: number[] = [];
       for (let token = first; out.length < n;) {
         const { logits } = await this.forward([token], cache);
