@@ -78,6 +78,8 @@ export { ChatSession } from "./run/chat.ts";
 export { downloadCheckpoint } from "./io/download.ts";
 export { type ParityReport, runParity, TOLERANCE } from "./run/parity.ts";
 export { CACHE_POLICIES, type CachePolicy, parseCachePolicy } from "./run/cache_policy.ts";
+export { defaultWindow } from "./run/sliding_window.ts";
+export { type Axis, lineChart, renderSvg } from "./io/chart.ts";
 export {
   DEFAULT_TRAINER_OPTIONS,
   type StepOptions,

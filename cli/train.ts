@@ -19,7 +19,7 @@ import { resumeCheckpoint, saveCheckpoint, type TrainState } from "../train/chec
 import { batchRng, readText, sampleBatch, splitDataset, TINY_SHAKESPEARE } from "../train/data.ts";
 import { cosineLr, type Schedule } from "../train/schedule.ts";
 import { Trainer } from "../train/trainer.ts";
-import { renderSvg } from "./chart.ts";
+import { renderSvg } from "../io/chart.ts";
 import { integer, main, number, parseOptions, UsageError } from "./usage.ts";
 import { openGpu } from "./env_options.ts";
 

@@ -15,7 +15,7 @@
 import { generate, generateBatch, greedyOptions } from "../mod.ts";
 import { integer, integerList } from "../cli/usage.ts";
 import { fitContext, printTable, startExperiment, textTokens, writeResults } from "./lib.ts";
-import { lineChart } from "../cli/chart.ts";
+import { lineChart } from "../io/chart.ts";
 
 /** The longest of B prompts (4, 7, 10, … tokens: different lengths, nothing padded). */
 const longestPrompt = (B: number) => 4 + 3 * (B - 1);

@@ -28,7 +28,7 @@ import {
   textTokens,
   writeResults,
 } from "./lib.ts";
-import { lineChart } from "../cli/chart.ts";
+import { lineChart } from "../io/chart.ts";
 
 const BUDGET_MS = 20_000;
 /** What the conversation goes on with after the snapshot. */

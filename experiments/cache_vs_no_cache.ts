@@ -29,7 +29,7 @@ import {
   textTokens,
   writeResults,
 } from "./lib.ts";
-import { lineChart } from "../cli/chart.ts";
+import { lineChart } from "../io/chart.ts";
 
 const BUDGET_MS = 15_000;
 

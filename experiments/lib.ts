@@ -2,7 +2,7 @@
  * What every experiment shares: its command line (`--model`, `--quick`, `--out`, `--weights`,
  * `--reps` where it times things, and its own options) and error path (cli/usage.ts), the model
  * it runs, timing (medians of repetitions after a warm-up), a table on the terminal, and its
- * results under `--out`: the raw numbers as JSON and a chart as SVG (cli/chart.ts).
+ * results under `--out`: the raw numbers as JSON and a chart as SVG (io/chart.ts).
  *
  * A plain `deno run experiments/NAME.ts` works too: with no flags it runs the embedded model,
  * reads no file and no environment variable, and writes its results only if allowed (asked
@@ -24,7 +24,7 @@ import {
   type WeightFormat,
 } from "../mod.ts";
 import { fail, integer, parseOptions, UsageError, weightFormat } from "../cli/usage.ts";
-import { renderSvg } from "../cli/chart.ts";
+import { renderSvg } from "../io/chart.ts";
 import type { TopLevelSpec } from "vega-lite";
 import { CharTokenizer } from "../tokenizers/char.ts";
 import { splitDataset, TINY_SHAKESPEARE } from "../train/data.ts";

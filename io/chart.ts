@@ -1,6 +1,6 @@
 /**
  * Charts as SVG, drawn by Vega-Lite with no browser: the one chart home of `deno task train`'s
- * loss curve and every experiment's figure.
+ * loss curve, every experiment's figure and the lab page's (which takes it through mod.ts).
  *
  * @module
  */

@@ -11,6 +11,7 @@
  */
 import {
   CharTokenizer,
+  defaultWindow,
   generate,
   type GenerateOptions,
   GPT2,
@@ -19,9 +20,11 @@ import {
   Gpu,
   type KernelTime,
   type KVCache,
+  lineChart,
   loadCheckpoint,
   type ParityReport,
   parseCachePolicy,
+  renderSvg,
   Rng,
   Runner,
   runParity,
@@ -31,8 +34,6 @@ import {
   TOLERANCE,
 } from "../mod.ts";
 import { fetchSource, setFileSource } from "../base/files.ts";
-import { defaultWindow } from "../run/sliding_window.ts";
-import { lineChart, renderSvg } from "../cli/chart.ts";
 import { byId, doc, type El, pageLocation } from "./dom.ts";
 
 /** The model parity runs on, with HF's reference outputs beside it. */

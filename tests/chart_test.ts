@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { lineChart, renderSvg } from "../cli/chart.ts";
+import { lineChart, renderSvg } from "../io/chart.ts";
 
 Deno.test("lineChart + renderSvg: an SVG with both axis titles and one legend entry per series", async () => {
   const points = [

@@ -11,7 +11,7 @@
  * | 2     | `model/`                   |                                                       |
  * | 3     | `run/`, `train/`           | neither imports the other                             |
  * | 4     | `cli/`, `scripts/`, `mod.ts` |                                                     |
- * | 5     | `experiments/`, `lab/`     | programs built on mod.ts and cli/'s usage and charts; |
+ * | 5     | `experiments/`, `lab/`     | programs built on mod.ts (and cli/'s usage);          |
  * |       |                            | lab/ is the browser page that cli/lab.ts bundles      |
  *
  * Folders of one level never import each other, so no circle spans two folders; a circle
